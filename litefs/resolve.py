@@ -1,0 +1,122 @@
+"""Path resolution: which litefile rule governs a path and which layers may answer (pure).
+
+``resolve(plan, path)`` walks from the path up to ``/`` and stops at the first listed path
+(the nearest listed ancestor, the path itself included), so it costs O(depth of path) dict
+lookups whatever the number of rules. Resolutions are shared per rule: resolving never
+allocates beyond the walk itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from litefs.options import UPPER_LAYER, Family
+from litefs.plan import Plan, Rule
+
+IMAGE = "image"
+SOURCE = "source"
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """A layer reference: ``kind`` is tmpfs/persistent/localdisk/source/image; ``index``
+    is the position in ``plan.sources`` for kind ``source``."""
+
+    kind: str
+    index: int = 0
+
+    def __str__(self) -> str:
+        return f"source[{self.index}]" if self.kind == SOURCE else self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What governs a path.
+
+    ``rule`` is None for plain image content (read-only). ``upper`` names the layer that takes
+    writes (None when read-only). ``lowers`` are the read-only layers in lookup order: the
+    litetree sources by priority, then the image. For the ``con`` family every source that
+    has the file contributes, in this order.
+    """
+
+    rule: Rule | None
+    upper: str | None
+    lowers: tuple[Layer, ...]
+
+    @property
+    def writable(self) -> bool:
+        return self.upper is not None
+
+    @property
+    def family(self) -> Family | None:
+        return None if self.rule is None else self.rule.family
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """All layers in lookup order, the writable one first."""
+        if self.upper is None:
+            return self.lowers
+        return (Layer(self.upper), *self.lowers)
+
+
+IMAGE_ONLY = Resolution(rule=None, upper=None, lowers=(Layer(IMAGE),))
+
+
+@cache
+def _lowers(n_sources: int) -> tuple[Layer, ...]:
+    return (*(Layer(SOURCE, i) for i in range(n_sources)), Layer(IMAGE))
+
+
+def _resolution_index(plan: Plan) -> dict[str, Resolution]:
+    # Cached on the plan instance (plans are frozen; computing this once per plan is enough).
+    cached = plan.__dict__.get("_resolution_index")
+    if cached is None:
+        lowers = _lowers(len(plan.sources))
+        cached = {
+            r.path: Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
+            for r in plan.rules
+        }
+        plan.__dict__["_resolution_index"] = cached
+    return cached
+
+
+def resolve(plan: Plan, path: str) -> Resolution:
+    """The resolution of a normalised absolute path (``/etc/ssh/sshd_config``)."""
+    index = _resolution_index(plan)
+    p = path
+    while True:
+        hit = index.get(p)
+        if hit is not None:
+            return hit
+        if p == "/":
+            return IMAGE_ONLY
+        cut = p.rfind("/")
+        p = p[:cut] if cut > 0 else "/"
+
+
+def governing_rule(plan: Plan, path: str) -> Rule | None:
+    """The rule that governs ``path`` (nearest listed ancestor or the path itself)."""
+    return resolve(plan, path).rule
+
+
+def has_rule_below(plan: Plan, directory: str) -> bool:
+    """True if some rule lies at or below ``directory``: the subtree is not pure image."""
+    if directory == "/":
+        return bool(plan.rules)
+    prefix = directory + "/"
+    return any(r.path == directory or r.path.startswith(prefix) for r in plan.rules)
+
+
+def normalise_path(path: str) -> str:
+    """Collapse ``//`` and ``.``; refuse ``..`` (a path that tries to climb is not a node path)."""
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} is not an absolute path")
+    parts = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise ValueError(f"{path!r} contains '..'")
+        parts.append(part)
+    return "/" + "/".join(parts)

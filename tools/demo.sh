@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up everything (tools/setup.sh) and run the demo on an embedded default: an SQLite file,
+# a sample image and a demo cluster on loopback. Extra arguments go to 'litefs demo'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./tools/setup.sh
+exec .venv/bin/litefs demo "$@"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up everything litefs needs on a Debian 12 machine, as root: apt packages, a venv in
+# .venv with the project installed (editable). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  fuse3 libfuse3-dev pkg-config gcc python3-dev     # pyfuse3 builds against libfuse3
+  fuse-overlayfs attr                              # benchmark baseline; getfattr/setfattr
+  postgresql                                       # the PostgreSQL side of the test suite
+  openssl                                          # classic rc.statelite client (s_client)
+  busybox-static cpio iproute2 util-linux kmod     # initramfs builder, namespace boots
+  qemu-system-x86 linux-image-amd64                # the real-kernel boot test
+  git tar xz-utils
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.litefs-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi

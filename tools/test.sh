@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the whole test suite: set up (tools/setup.sh), start a throw-away PostgreSQL server for
+# the tests that need one, run ruff and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./tools/setup.sh
+
+# A private PostgreSQL cluster on a Unix socket, owned by the postgres user, gone afterwards.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pgdir=$(mktemp -d /tmp/litefs-pg.XXXXXX)
+chown postgres: "$pgdir"
+cleanup() {
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$pgdir"
+}
+trap cleanup EXIT
+runuser -u postgres -- "$pgbin/initdb" -A trust -U postgres -D "$pgdir/data" >/dev/null
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+  -o "-k $pgdir -c listen_addresses='' -c fsync=off -c max_connections=200" start >/dev/null
+export LITEFS_TEST_PG="postgresql+psycopg://postgres@/postgres?host=$pgdir"
+
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -q "$@"
