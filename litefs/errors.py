@@ -41,3 +41,7 @@ class MountError(LitefsError):
 
 class ProtocolError(LitefsError):
     """A mountd request or response is malformed."""
+
+
+class BootError(LitefsError):
+    """Boot configuration cannot be built or a node cannot boot (nodeset, initramfs, harness)."""
