@@ -45,3 +45,7 @@ class ProtocolError(LitefsError):
 
 class BootError(LitefsError):
     """Boot configuration cannot be built or a node cannot boot (nodeset, initramfs, harness)."""
+
+
+class MountdError(LitefsError):
+    """mountd cannot answer: database unavailable, unknown node, refused by policy."""
