@@ -1,0 +1,409 @@
+"""Noderange expansion as xCAT does it (NodeRange.pm, reference §10.1), as a pure function.
+
+``expand(text, universe)`` turns ``n01-n10,-n05,rack1@compute,/gpu.*`` into node names. It
+works on a small :class:`Universe` (the node names in order, each node's static groups, the
+dynamic groups and an attribute lookup), so it needs no database and is tested on its own.
+Exclusions (``-atom``) win regardless of their position; ``@`` intersects; parentheses group.
+Names that match no node or group are collected and reported together in one
+``NoderangeError``: nothing is silently dropped. The result is in the universe's node order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from litefs.errors import NoderangeError
+
+#: attr(node, table, column) -> value or None (inheritance and regex cells already applied).
+AttrLookup = Callable[[str, str, str], "str | None"]
+
+#: Attribute names xCAT's object layer (``nodegroup.wherevals``) uses, mapped to table.column.
+DEF_ATTRS: dict[str, str] = {
+    "os": "nodetype.os",
+    "arch": "nodetype.arch",
+    "profile": "nodetype.profile",
+    "provmethod": "nodetype.provmethod",
+    "nodetype": "nodetype.nodetype",
+    "groups": "nodelist.groups",
+    "status": "nodelist.status",
+    "rack": "nodepos.rack",
+    "unit": "nodepos.u",
+    "chassis": "nodepos.chassis",
+    "slot": "nodepos.slot",
+    "room": "nodepos.room",
+    "height": "nodepos.height",
+    "ip": "hosts.ip",
+    "hostnames": "hosts.hostnames",
+    "mac": "mac.mac",
+    "servicenode": "noderes.servicenode",
+    "xcatmaster": "noderes.xcatmaster",
+    "nfsserver": "noderes.nfsserver",
+    "tftpserver": "noderes.tftpserver",
+    "netboot": "noderes.netboot",
+    "installnic": "noderes.installnic",
+    "primarynic": "noderes.primarynic",
+}
+
+_SELECTOR = re.compile(r"^([A-Za-z_]\w*)\.([A-Za-z_]\w*)(==|=~|!=|!~)(.*)$", re.S)
+_WHERE = re.compile(r"^([A-Za-z_][\w.]*?)(==|=~|!=|!~)(.*)$", re.S)
+_RUNS = re.compile(r"\d+|\D+")
+_PLUS = re.compile(r"^(.*?)(\d+)\+(\d+)$")
+_MAX_EXPANSION = 1_000_000  # a typo like n1-n99999999 must not eat the server's memory
+_MAX_FILE_DEPTH = 8
+
+
+def _no_file(path: str) -> str:
+    return Path(path).read_text()
+
+
+@dataclass
+class Universe:
+    """Everything a noderange can refer to.
+
+    ``nodes``: every node name, in the order results are returned. ``groups``: node -> its
+    static groups (``nodelist.groups``). ``dynamic``: dynamic group -> ``wherevals``
+    (``attr==val::attr=~re``). ``declared_groups``: group names defined in ``nodegroup``
+    (a declared group without members expands to nothing instead of being unknown).
+    ``attr``: node attribute lookup for selectors and dynamic groups. ``read_file``: reads
+    ``^/path`` files. ``digit_prefix``/``digit_suffix``: what an all-digits atom gets
+    (xCAT's ``XCAT_NODE_PREFIX``/``SUFFIX``, default ``node``).
+    """
+
+    nodes: Sequence[str]
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    dynamic: Mapping[str, str] = field(default_factory=dict)
+    declared_groups: frozenset[str] = frozenset()
+    attr: AttrLookup | None = None
+    read_file: Callable[[str], str] = _no_file
+    digit_prefix: str = "node"
+    digit_suffix: str = ""
+
+    @cached_property
+    def order(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
+    def members(self) -> dict[str, list[str]]:
+        """Static group -> member nodes, in node order."""
+        out: dict[str, list[str]] = {g: [] for g in self.declared_groups}
+        for node in self.nodes:
+            for g in self.groups.get(node, ()):
+                out.setdefault(g, []).append(node)
+        return out
+
+    def lookup(self, node: str, table: str, column: str) -> str | None:
+        if self.attr is None:
+            raise NoderangeError(f"attribute selector {table}.{column} needs node attributes")
+        return self.attr(node, table, column)
+
+
+def expand(text: str, universe: Universe) -> list[str]:
+    """Expand a noderange into node names (universe order, no duplicates).
+
+    Raises NoderangeError for a syntax error or, listing all of them, for names that are
+    neither nodes nor groups.
+    """
+    if text is None or not text.strip():
+        raise NoderangeError("empty noderange")
+    unknown: list[str] = []
+    found = _Expander(universe, unknown).expr(text.strip(), 0)
+    if unknown:
+        seen = list(dict.fromkeys(unknown))
+        raise NoderangeError(
+            "invalid nodes and/or groups in noderange: " + ",".join(seen)
+        )
+    order = universe.order
+    return sorted(found, key=order.__getitem__)
+
+
+# --- splitting --------------------------------------------------------------------------
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside (), [] and {}; unbalanced brackets are a NoderangeError."""
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                raise NoderangeError(f"unbalanced {ch!r} in noderange {text!r}")
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise NoderangeError(f"unbalanced brackets in noderange {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+# --- ranges -----------------------------------------------------------------------------
+
+
+def _seq(left: str, right: str) -> list[str] | None:
+    """Numbers from ``left`` to ``right`` with the left end's zero padding (string increment)."""
+    a, b = int(left), int(right)
+    if b < a:
+        return None
+    if b - a >= _MAX_EXPANSION:
+        raise NoderangeError(f"range {left}-{right} is too large")
+    width = len(left)
+    return [str(n).zfill(width) for n in range(a, b + 1)]
+
+
+def range_names(left: str, right: str) -> list[str] | None:
+    """Expand ``left``..``right`` (e.g. ``node001``, ``node010``); None if not a range.
+
+    Both ends are split into digit and non-digit runs; the run lists must have the same
+    shape, exactly one numeric run may differ (zero differing runs: the single name), and
+    the sequence keeps the left end's padding (``n001-n010`` → n001…n010).
+    """
+    lr, rr = _RUNS.findall(left), _RUNS.findall(right)
+    if not lr or len(lr) != len(rr):
+        return None
+    diff = [i for i, (x, y) in enumerate(zip(lr, rr, strict=True)) if x != y]
+    if not diff:
+        return [left]
+    if len(diff) != 1:
+        return None
+    i = diff[0]
+    if not (lr[i].isdigit() and rr[i].isdigit()):
+        return None
+    nums = _seq(lr[i], rr[i])
+    if nums is None:
+        return None
+    head, tail = "".join(lr[:i]), "".join(lr[i + 1 :])
+    return [head + n + tail for n in nums]
+
+
+def bracket_names(atom: str) -> list[str] | None:
+    """Expand ``prefix[1-3,7]suffix`` (several brackets allowed); None without brackets."""
+    start = atom.find("[")
+    if start < 0:
+        return None
+    depth = 0
+    end = -1
+    for i in range(start, len(atom)):
+        if atom[i] == "[":
+            depth += 1
+        elif atom[i] == "]":
+            depth -= 1
+            if depth == 0:
+                end = i
+                break
+    if end < 0:
+        raise NoderangeError(f"unbalanced '[' in {atom!r}")
+    head, spec, tail = atom[:start], atom[start + 1 : end], atom[end + 1 :]
+    values: list[str] = []
+    for item in split_top(spec, ","):
+        item = item.strip()
+        sub = bracket_names(item)
+        if sub is not None:  # nested bracket: expand the inside first
+            values.extend(sub)
+            continue
+        if "-" in item or ":" in item:
+            lo, _, hi = item.replace(":", "-").partition("-")
+            seq = range_names(lo, hi) if lo and hi else None
+            if seq is None:
+                raise NoderangeError(f"bad range {item!r} in brackets of {atom!r}")
+            values.extend(seq)
+        elif item:
+            values.append(item)
+        else:
+            raise NoderangeError(f"empty item in brackets of {atom!r}")
+    out: list[str] = []
+    for v in values:
+        name = head + v + tail
+        more = bracket_names(tail) if "[" in tail else None
+        if more is None:
+            out.append(name)
+        else:
+            out.extend(head + v + m for m in more)
+    if len(out) > _MAX_EXPANSION:
+        raise NoderangeError(f"bracket expression {atom!r} is too large")
+    return out
+
+
+def _split_range(atom: str) -> tuple[str, str] | None:
+    if atom.count(":") == 1:
+        left, right = atom.split(":")
+        return (left, right) if left and right else None
+    dashes = atom.count("-")
+    if dashes % 2 == 0:  # xCAT: an even number of '-' cannot be split into two equal names
+        return None
+    parts = atom.split("-")
+    mid = dashes // 2 + 1
+    left, right = "-".join(parts[:mid]), "-".join(parts[mid:])
+    return (left, right) if left and right else None
+
+
+# --- matching ---------------------------------------------------------------------------
+
+
+def _matches(value: str | None, op: str, want: str) -> bool:
+    v = value or ""
+    if op == "==":
+        return v == want
+    if op == "!=":
+        return v != want
+    try:
+        hit = re.search(want, v) is not None
+    except re.error as exc:
+        raise NoderangeError(f"bad regular expression {want!r}: {exc}") from None
+    return hit if op == "=~" else not hit
+
+
+class _Expander:
+    def __init__(self, universe: Universe, unknown: list[str]) -> None:
+        self.u = universe
+        self.unknown = unknown
+
+    def expr(self, text: str, depth: int) -> set[str]:
+        include: set[str] = set()
+        exclude: set[str] = set()
+        for raw in self._atoms(text, depth):
+            atom = raw.strip()
+            if not atom:
+                continue
+            target = include
+            if atom.startswith("-"):
+                target, atom = exclude, atom[1:].strip()
+                if not atom:
+                    raise NoderangeError(f"'-' without a name in noderange {text!r}")
+            target |= self.intersection(atom, depth)
+        return include - exclude
+
+    def _atoms(self, text: str, depth: int) -> list[str]:
+        out: list[str] = []
+        for atom in split_top(text, ","):
+            a = atom.strip()
+            if a.startswith("^"):
+                if depth >= _MAX_FILE_DEPTH:
+                    raise NoderangeError(f"noderange files nested too deeply at {a!r}")
+                out.extend(self._file_atoms(a[1:], depth + 1))
+            else:
+                out.append(a)
+        return out
+
+    def _file_atoms(self, path: str, depth: int) -> list[str]:
+        try:
+            text = self.u.read_file(path)
+        except OSError as exc:
+            raise NoderangeError(f"cannot read noderange file {path}: {exc.strerror}") from None
+        atoms: list[str] = []
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                atoms.extend(self._atoms(line, depth))
+        return atoms
+
+    def intersection(self, atom: str, depth: int) -> set[str]:
+        pieces = split_top(atom, "@") if "@" in atom else [atom]
+        result: set[str] | None = None
+        for piece in pieces:
+            piece = piece.strip()
+            if not piece:
+                raise NoderangeError(f"empty side of '@' in {atom!r}")
+            got = self.primary(piece, depth)
+            result = got if result is None else result & got
+        return result or set()
+
+    def primary(self, atom: str, depth: int) -> set[str]:
+        if atom.startswith("(") and atom.endswith(")") and _wraps(atom):
+            return self.expr(atom[1:-1], depth)
+        return self.atom(atom)
+
+    def atom(self, atom: str, record: bool = True) -> set[str]:
+        u = self.u
+        if atom in u.order:
+            return {atom}
+        if atom in u.dynamic:
+            return self._dynamic(atom)
+        members = u.members.get(atom)
+        if members is not None:
+            return set(members)
+        m = _SELECTOR.match(atom)
+        if m:
+            table, column, op, want = m.groups()
+            return {n for n in u.nodes if _matches(u.lookup(n, table, column), op, want)}
+        if atom.isdigit():
+            return self.atom(u.digit_prefix + atom + u.digit_suffix, record)
+        if re.fullmatch(r"\d+[-:]\d+", atom):
+            lo, hi = re.split(r"[-:]", atom)
+            p, s = u.digit_prefix, u.digit_suffix
+            return self.atom(f"{p}{lo}{s}-{p}{hi}{s}", record)
+        if atom.startswith("/"):
+            try:
+                rx = re.compile(atom[1:])
+            except re.error as exc:
+                raise NoderangeError(f"bad regular expression {atom!r}: {exc}") from None
+            return {n for n in u.nodes if rx.fullmatch(n)}
+        names = bracket_names(atom)
+        if names is None:
+            names = self._plus(atom)
+        if names is None:
+            ends = _split_range(atom)
+            names = range_names(*ends) if ends else None
+        if names is None:
+            if record:
+                self.unknown.append(atom)
+            return set()
+        out: set[str] = set()
+        for name in names:
+            out |= self.atom(name, record)
+        return out
+
+    @staticmethod
+    def _plus(atom: str) -> list[str] | None:
+        m = _PLUS.match(atom)
+        if not m:
+            return None
+        head, start, count = m.groups()
+        a = int(start)
+        if int(count) >= _MAX_EXPANSION:
+            raise NoderangeError(f"{atom!r} is too large")
+        return [head + str(n).zfill(len(start)) for n in range(a, a + int(count) + 1)]
+
+    def _dynamic(self, group: str) -> set[str]:
+        conds: list[tuple[str, str, str, str]] = []
+        for cond in self.u.dynamic[group].split("::"):
+            cond = cond.strip()
+            if not cond:
+                continue
+            m = _WHERE.match(cond)
+            if not m:
+                raise NoderangeError(f"dynamic group {group}: bad condition {cond!r}")
+            attr, op, want = m.groups()
+            full = attr if "." in attr else DEF_ATTRS.get(attr)
+            if full is None:
+                raise NoderangeError(
+                    f"dynamic group {group}: unknown attribute {attr!r} "
+                    "(use table.column, e.g. nodetype.os)"
+                )
+            table, column = full.split(".", 1)
+            conds.append((table, column, op, want))
+        return {
+            n
+            for n in self.u.nodes
+            if all(_matches(self.u.lookup(n, t, c), op, w) for t, c, op, w in conds)
+        }
+
+
+def _wraps(atom: str) -> bool:
+    """True when the outer parentheses of ``atom`` enclose all of it: ``(a,b)`` not ``(a)@(b)``."""
+    depth = 0
+    for i, ch in enumerate(atom):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0 and i != len(atom) - 1:
+                return False
+    return True
