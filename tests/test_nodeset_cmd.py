@@ -1,0 +1,158 @@
+"""``nodeset`` against a real database (SQLite file and PostgreSQL) and a real tftp folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from litefs.tools.nodeset_cmd import main
+from sqlalchemy import Engine
+
+from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
+
+IMAGE = "rhels7.9-x86_64-statelite-compute"
+
+
+def _setup(engine: Engine, root: Path, statemnt: str = "10.0.0.1:/nodedata",  # noqa: F811
+           netboot: str = "pxe") -> Path:
+    imgdir = root / "install" / "netboot" / "rhels7.9" / "x86_64" / "compute"
+    (imgdir / "rootimg").mkdir(parents=True)
+    (imgdir / "kernel").write_bytes(b"KERNEL")
+    (imgdir / "initrd.gz").write_bytes(b"INITRD")
+    load_tables(engine, {
+        "nodelist": '#node,groups,status,statustime,appstatus,appstatustime,primarysn,hidden,'
+                    'updatestatus,updatestatustime,zonename,comments,disable\n'
+                    '"n01","compute,all",,,,,,,,,,,\n"n02","compute,all",,,,,,,,,,,\n'
+                    '"n03","other",,,,,,,,,,,\n',
+        "hosts": '#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                 '"n01","10.0.0.101",,,,\n"n02","10.0.0.102",,,,\n"n03","10.0.0.103",,,,\n',
+        "mac": '#node,interface,mac,comments,disable\n'
+               '"n01","eth0","aa:bb:cc:dd:ee:01",,\n"n02","eth0","aa:bb:cc:dd:ee:02",,\n',
+        "noderes": '#node,servicenode,netboot,tftpserver,tftpdir,nfsserver,monserver,nfsdir,'
+                   'installnic,primarynic,discoverynics,cmdinterface,xcatmaster,'
+                   'current_osimage,next_osimage,nimserver,routenames,nameservers,proxydhcp,'
+                   'syslog,comments,disable\n'
+                   f'"compute",,"{netboot}",,,,,,,,,,"10.0.0.1",,,,,,,,,\n',
+        "statelite": '#node,image,statemnt,mntopts,comments,disable\n'
+                     f'"compute",,"{statemnt}",,,\n',
+        "osimage": '#imagename,groups,profile,imagetype,description,provmethod,rootfstype,'
+                   'nfsrootopts,osdistroname,osupdatename,cfmdir,osname,osvers,osarch,'
+                   'synclists,postscripts,postbootscripts,serverrole,isdeletable,'
+                   'kitcomponents,environvar,comments,disable\n'
+                   f'"{IMAGE}",,"compute","linux",,"statelite",,,,,,"Linux","rhels7.9",'
+                   '"x86_64",,,,,,,,,\n',
+        "linuximage": '#imagename,template,boottarget,addkcmdline,pkglist,pkgdir,otherpkglist,'
+                      'otherpkgdir,exlist,postinstall,rootimgdir,kerneldir,nodebootif,'
+                      'otherifce,netdrivers,kernelver,krpmver,permission,dump,'
+                      'crashkernelsize,partitionfile,driverupdatesrc,comments,disable\n'
+                      f'"{IMAGE}",,,,,,,,,,"{imgdir}",,,,,,,,,,,,,\n',
+    })
+    return imgdir
+
+
+def _run(engine: Engine, tftp: Path, *args: str) -> int:  # noqa: F811
+    url = engine.url.render_as_string(hide_password=False)
+    return main(["--db", url, "--tftpdir", str(tftp), *args])
+
+
+def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,  # noqa: F811
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    imgdir = _setup(engine, tmp_path)
+    tftp = tmp_path / "tftpboot"
+    assert _run(engine, tftp, "compute", f"osimage={IMAGE}") == 0
+    out = capsys.readouterr().out
+    assert out == "n01: statelite rhels7.9-x86_64-compute\nn02: statelite rhels7.9-x86_64-compute\n"
+    cfg = (tftp / "pxelinux.cfg" / "n01").read_text()
+    assert cfg == (
+        "#statelite rhels7.9-x86_64-compute\nDEFAULT xCAT\nLABEL xCAT\n"
+        f" KERNEL xcat/osimage/{IMAGE}/kernel\n"
+        f" APPEND initrd=xcat/osimage/{IMAGE}/initrd-statelite.gz "
+        f"root=nfs:10.0.0.1:{imgdir}/rootimg:ro STATEMNT=10.0.0.1:/nodedata "
+        "XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80 selinux=0 MNTOPTS=\n  IPAPPEND 2\n"
+    )
+    link = tftp / "pxelinux.cfg" / "0A000065"
+    assert link.is_symlink() and os.readlink(link) == "n01"
+    assert (tftp / "xcat" / "osimage" / IMAGE / "kernel").read_bytes() == b"KERNEL"
+    assert (tftp / "xcat" / "osimage" / IMAGE / "initrd-statelite.gz").read_bytes() == b"INITRD"
+    tables = dump_all(engine)
+    assert f'"n01",,,,"{IMAGE}"' not in tables["nodetype"]  # provmethod is a named column
+    assert f'"n01","rhels7.9","x86_64","compute","{IMAGE}"' in tables["nodetype"]
+    assert '"n02","statelite rhels7.9-x86_64-compute"' in tables["chain"]
+
+    assert _run(engine, tftp, "n01", "boot") == 0
+    assert capsys.readouterr().out == "n01: boot\n"
+    assert (tftp / "pxelinux.cfg" / "0A000065").read_text().endswith("LOCALBOOT 0\n")
+    assert '"n01","boot"' in dump_all(engine)["chain"]
+
+
+def test_no_mac_changes_nothing(engine: Engine, tmp_path: Path,  # noqa: F811
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    _setup(engine, tmp_path)
+    before = dump_all(engine)
+    tftp = tmp_path / "tftpboot"
+    assert _run(engine, tftp, "n01,n03", f"osimage={IMAGE}") == 1
+    err = capsys.readouterr().err
+    assert "n03: No MAC address available for this node" in err
+    assert not tftp.exists()
+    assert dump_all(engine) == before
+
+
+def test_statemnt_without_server_is_refused(engine: Engine, tmp_path: Path,  # noqa: F811
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _setup(engine, tmp_path, statemnt="/nodedata")
+    assert _run(engine, tmp_path / "t", "n01", f"osimage={IMAGE}") == 1
+    assert "has no server" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_statemnt_variables_expand(engine: Engine, tmp_path: Path,  # noqa: F811
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _setup(engine, tmp_path, statemnt="$noderes.xcatmaster:/state/$node")
+    tftp = tmp_path / "t"
+    assert _run(engine, tftp, "n01", f"osimage={IMAGE}") == 0
+    assert " STATEMNT=10.0.0.1:/state/n01 " in (tftp / "pxelinux.cfg" / "n01").read_text()
+
+
+def test_statemnt_empty_variable_is_refused(engine: Engine, tmp_path: Path,  # noqa: F811
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _setup(engine, tmp_path, statemnt="10.0.0.1:/state/$nodepos.room")
+    assert _run(engine, tmp_path / "t", "n01", f"osimage={IMAGE}") == 1
+    assert "$nodepos.room is empty for node n01" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_missing_kernel(engine: Engine, tmp_path: Path,  # noqa: F811
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    imgdir = _setup(engine, tmp_path)
+    (imgdir / "kernel").unlink()
+    assert _run(engine, tmp_path / "t", "n01", f"osimage={IMAGE}") == 1
+    err = capsys.readouterr().err
+    assert 'Did you run "genimage" before running "liteimg"? kernel cannot be found at' in err
+
+
+@pytest.mark.parametrize("netboot,path,links", [
+    ("yaboot", "etc/n01", ["etc/0a000065", "yaboot.conf-aa-bb-cc-dd-ee-01"]),
+    ("xnba", "xcat/xnba/nodes/n01", []),
+    ("grub2", "boot/grub2/n01", ["boot/grub2/grub.cfg-01-aa-bb-cc-dd-ee-01",
+                                 "boot/grub2/grub.cfg-0A000065"]),
+])
+def test_other_boot_loaders(engine: Engine, tmp_path: Path, netboot: str, path: str,  # noqa: F811
+                            links: list[str]) -> None:
+    _setup(engine, tmp_path, netboot=netboot)
+    tftp = tmp_path / "t"
+    assert _run(engine, tftp, "n01", f"osimage={IMAGE}") == 0
+    main_file = tftp / path
+    assert main_file.read_text().startswith(("#statelite", "#!gpxe\n#statelite"))
+    for link in links:
+        assert (tftp / link).read_text() == main_file.read_text()
+        if netboot == "yaboot":  # p5 firmware: hard links, never symlinks
+            assert not (tftp / link).is_symlink()
+            assert (tftp / link).stat().st_ino == main_file.stat().st_ino
+
+
+def test_deprecated_states(engine: Engine, tmp_path: Path,  # noqa: F811
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    _setup(engine, tmp_path)
+    assert _run(engine, tmp_path / "t", "n01", "statelite") == 2
+    assert 'have been deprecated, use "osimage=<osimage_name>"' in capsys.readouterr().err

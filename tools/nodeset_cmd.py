@@ -1,0 +1,401 @@
+"""``nodeset <noderange> osimage[=<image>] | boot``: write statelite boot files, as xCAT does.
+
+Reads the node's tables (noderes, nodetype, hosts, mac, statelite, site, osimage,
+linuximage), builds each node's kernel command line and boot files with the pure
+:mod:`litefs.nodeset`, and only when every node checks out (MAC known, kernel and initrd
+present, STATEMNT has a server) writes anything: kernel and initrd under
+``<tftpdir>/xcat/osimage/<image>/``, the boot files (atomic replace), and in one transaction
+``nodetype.provmethod/os/arch/profile`` and ``chain.currstate``. Prints ``n01: statelite
+<os>-<arch>-<profile>`` per node (``n01: boot`` for the local-boot form).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from litefs.tools.common import Parser, add_db_option, run_main
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from litefs import db
+from litefs.errors import BootError, UsageError
+from litefs.nodeattrs import NodeAttrs
+from litefs.noderange import Universe, expand
+from litefs.nodeset import (
+    INITRD_NAME,
+    KERNEL_NAME,
+    MYIPFN,
+    BootFile,
+    BootSpec,
+    boot_files,
+    check_statemnt,
+    kernel_cmdline,
+    root_dir,
+)
+from litefs.schema import TABLES, active
+from litefs.subst import has_variables, substitute
+
+DEPRECATED = (
+    'The options "install", "netboot", and "statelite" have been deprecated, use '
+    '"osimage=<osimage_name>" instead.'
+)
+_NODE_TABLES = ("noderes", "nodetype", "hosts", "mac", "statelite", "nodepos", "chain")
+
+
+@dataclass
+class Tables:
+    """The rows nodeset reads, loaded once (disabled rows dropped)."""
+
+    attrs: NodeAttrs
+    universe: Universe
+    site: dict[str, str]
+    osimage: dict[str, Mapping[str, str | None]]
+    linuximage: dict[str, Mapping[str, str | None]]
+
+
+def _rows(conn: Connection, name: str) -> list[Mapping[str, str | None]]:
+    t = TABLES[name]
+    return [dict(r._mapping) for r in conn.execute(select(t).where(active(t)))]
+
+
+def load_tables(conn: Connection) -> Tables:
+    nodes: list[str] = []
+    groups: dict[str, list[str]] = {}
+    for row in _rows(conn, "nodelist"):
+        node = str(row["node"])
+        nodes.append(node)
+        groups[node] = [g.strip() for g in (row.get("groups") or "").split(",") if g.strip()]
+    tables = {
+        name: {str(r["node"]): r for r in _rows(conn, name)} for name in _NODE_TABLES
+    }
+    attrs = NodeAttrs(tables, groups)
+    dynamic: dict[str, str] = {}
+    declared: set[str] = set()
+    for row in _rows(conn, "nodegroup"):
+        declared.add(str(row["groupname"]))
+        if (row.get("grouptype") or "") == "dynamic":
+            dynamic[str(row["groupname"])] = row.get("wherevals") or ""
+    universe = Universe(
+        nodes=nodes, groups=groups, dynamic=dynamic, declared_groups=frozenset(declared),
+        attr=attrs.get, read_file=lambda p: Path(p).read_text(),
+    )
+    site = {str(r["key"]): r.get("value") or "" for r in _rows(conn, "site")}
+    return Tables(
+        attrs=attrs,
+        universe=universe,
+        site=site,
+        osimage={str(r["imagename"]): r for r in _rows(conn, "osimage")},
+        linuximage={str(r["imagename"]): r for r in _rows(conn, "linuximage")},
+    )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_ip(name: str, t: Tables) -> str:
+    """A hostname as an IP (hosts table, then the resolver); the initrd may have no DNS."""
+    if not name or name == MYIPFN or _is_ip(name):
+        return name
+    ip = t.attrs.get(name, "hosts", "ip")
+    if ip:
+        return ip
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        raise BootError(f"cannot resolve {name!r} to an IP address; add it to the hosts table") from None
+
+
+def _facing_ip(node_ip: str) -> str:
+    """The local address the kernel would use to reach ``node_ip`` (xCAT's my_ip_facing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((node_ip, 9))  # UDP connect sends nothing; it only picks the route
+        return str(s.getsockname()[0])
+
+
+def _node_ip(node: str, t: Tables) -> str | None:
+    ip = t.attrs.get(node, "hosts", "ip")
+    if ip:
+        return ip
+    try:
+        return socket.gethostbyname(node)
+    except OSError:
+        return None
+
+
+def _statemnt(node: str, t: Tables) -> str:
+    """``statelite.statemnt`` with variables expanded when it has any (reference §4)."""
+    found = t.attrs.find(node, "statelite", "statemnt")
+    if found is None:
+        return ""
+    raw, key = found
+    if not has_variables(raw):
+        return raw
+    return substitute(raw, node, t.attrs, t.site, row=f"statelite node={key}",
+                      allow_cmd=t.site.get("litefs_allow_cmd", "") == "yes")
+
+
+@dataclass
+class NodeWork:
+    node: str
+    image: str
+    state: str
+    files: list[BootFile]
+    rootimgdir: str = ""
+    osvers: str = ""
+    osarch: str = ""
+    profile: str = ""
+
+
+def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
+               boot: bool) -> tuple[NodeWork, str]:
+    a = t.attrs
+    mac = a.get(node, "mac", "mac") or ""
+    if not mac:
+        raise BootError(f"{node}: No MAC address available for this node")
+    node_ip = _node_ip(node, t)
+    xcatmaster = a.get(node, "noderes", "xcatmaster") or ""
+    master = xcatmaster or t.site.get("master", "")
+    if master:
+        myip = _to_ip(master, t)
+    elif node_ip:
+        myip = _facing_ip(node_ip)
+    else:
+        raise BootError(
+            f"{node}: cannot tell which address of this server the node reaches; "
+            "set noderes.xcatmaster or site.master, or give the node an IP in hosts"
+        )
+    netboot = a.get(node, "noderes", "netboot") or "pxe"
+    tdir = tftpdir or a.get(node, "noderes", "tftpdir") or t.site.get("tftpdir") or "/tftpboot"
+    if boot:
+        files = boot_files(netboot, node=node, ip=node_ip, mac=mac, state="boot", image="",
+                           cmdline="", myip=myip)
+        return NodeWork(node, "", "boot", files), tdir
+
+    image = image_arg or a.get(node, "nodetype", "provmethod") or ""
+    if not image or image in ("install", "netboot", "statelite"):
+        raise BootError(f"{node}: no osimage given and nodetype.provmethod names none; "
+                        "use osimage=<osimage_name>")
+    osimg = t.osimage.get(image)
+    if osimg is None:
+        raise BootError(f"{node}: Cannot find the OS image definition for {image}")
+    if "statelite" not in (osimg.get("provmethod") or ""):
+        raise BootError(
+            f"{node}: osimage {image} has provmethod {osimg.get('provmethod')!r}; "
+            "litefs nodeset only prepares statelite images"
+        )
+    osvers = osimg.get("osvers") or ""
+    osarch = osimg.get("osarch") or ""
+    profile = osimg.get("profile") or ""
+    if not (osvers and osarch and profile):
+        raise BootError(f"{node}: Insufficient nodetype entry or osimage entry for {node} "
+                        f"(osimage {image} needs osvers, osarch and profile)")
+    linux = t.linuximage.get(image, {})
+    installdir = t.site.get("installdir") or "/install"
+    rootimgdir = (linux.get("rootimgdir") or
+                  f"{installdir}/netboot/{osvers}/{osarch}/{profile}").rstrip("/")
+    rootfstype = osimg.get("rootfstype") or "nfs"
+    if rootfstype != "nfs":
+        raise BootError(f"{node}: osimage {image} has rootfstype {rootfstype!r}; litefs "
+                        "boots NFS-root images only")
+
+    xm = _to_ip(xcatmaster, t) if xcatmaster else MYIPFN
+    imgsrv = xm
+    for col in ("nfsserver", "tftpserver"):
+        val = a.get(node, "noderes", col) or ""
+        if val and val != "<xcatmaster>":
+            imgsrv = _to_ip(val, t)
+            break
+    statemnt = _statemnt(node, t)
+    check_statemnt(node, statemnt)
+    spec = BootSpec(
+        node=node, image=image, osvers=osvers, osarch=osarch, profile=profile,
+        image_server=imgsrv,
+        root_dir=root_dir(a.get(node, "noderes", "nfsdir") or "", rootimgdir, osvers, osarch,
+                          profile),
+        xcatmaster=xm,
+        xcatdport=t.site.get("xcatdport") or "3001",
+        httpport=t.site.get("httpport") or "80",
+        statemnt=statemnt,
+        mntopts=a.get(node, "statelite", "mntopts") or "",
+        nfsrootopts=osimg.get("nfsrootopts") or "",
+        nodestatus=t.site.get("nodestatus") or "",
+        nicname=(a.get(node, "noderes", "installnic") or linux.get("nodebootif")
+                 or a.get(node, "noderes", "primarynic") or ""),
+        mac=mac,
+        addkcmdline=linux.get("addkcmdline") or "",
+    )
+    if spec.nicname == "mac":
+        spec = BootSpec(**{**spec.__dict__, "nicname": ""})
+    cmdline = kernel_cmdline(spec)
+    files = boot_files(netboot, node=node, ip=node_ip, mac=mac, state=spec.currstate,
+                       image=image, cmdline=cmdline, myip=myip, httpport=spec.httpport,
+                       osvers=osvers)
+    _check_boot_images(rootimgdir)
+    work = NodeWork(node, image, spec.currstate, files, rootimgdir, osvers, osarch, profile)
+    return work, tdir
+
+
+def _check_boot_images(rootimgdir: str) -> None:
+    host = socket.gethostname()
+    if not os.access(f"{rootimgdir}/{KERNEL_NAME}", os.R_OK):
+        raise BootError(
+            'Did you run "genimage" before running "liteimg"? kernel cannot be found at '
+            f"{rootimgdir}/kernel on {host}"
+        )
+    if not (os.access(f"{rootimgdir}/{INITRD_NAME}", os.R_OK)
+            or os.access(f"{rootimgdir}/initrd.gz", os.R_OK)):
+        raise BootError(
+            'Did you run "genimage" before running "liteimg"? initrd.gz or '
+            f"initrd-statelite.gz cannot be found at {rootimgdir}/initrd.gz on {host}"
+        )
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        with _quiet():
+            os.unlink(tmp)
+        raise
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
+
+
+def _write_file(root: Path, bf: BootFile) -> None:
+    path = root / bf.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(bf.content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    for link in bf.symlinks:
+        lpath = root / link
+        lpath.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(path, lpath.parent)
+        tmp_link = lpath.parent / f".{lpath.name}.new"
+        with _quiet():
+            tmp_link.unlink()
+        tmp_link.symlink_to(target)
+        os.replace(tmp_link, lpath)
+    for link in bf.hardlinks:
+        lpath = root / link
+        lpath.parent.mkdir(parents=True, exist_ok=True)
+        tmp_link = lpath.parent / f".{lpath.name}.new"
+        with _quiet():
+            tmp_link.unlink()
+        os.link(path, tmp_link)
+        os.replace(tmp_link, lpath)
+
+
+def _upsert(conn: Connection, table: str, node: str, values: dict[str, str]) -> None:
+    t = TABLES[table]
+    found = conn.execute(select(t.c.node).where(t.c.node == node)).first()
+    if found:
+        conn.execute(update(t).where(t.c.node == node).values(**values))
+    else:
+        conn.execute(insert(t).values(node=node, **values))
+
+
+def _parser() -> Parser:
+    p = Parser(
+        prog="nodeset",
+        description="Write the boot files that make nodes boot statelite "
+        "(osimage=<image>) or from their local disk (boot).",
+    )
+    add_db_option(p)
+    p.add_argument("--tftpdir", metavar="DIR", default=None,
+                   help="write under DIR instead of noderes.tftpdir/site.tftpdir (/tftpboot)")
+    p.add_argument("noderange", help="nodes to set (xCAT noderange)")
+    p.add_argument("state", help="osimage[=<image>] or boot")
+    return p
+
+
+def _body(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    state: str = args.state
+    if state in ("install", "netboot", "statelite") or state.startswith(
+        ("install=", "netboot=", "statelite=")
+    ):
+        raise UsageError(DEPRECATED)
+    boot = state == "boot"
+    image_arg: str | None = None
+    if not boot:
+        if state == "osimage":
+            image_arg = None
+        elif state.startswith("osimage="):
+            image_arg = state.split("=", 1)[1] or None
+        else:
+            raise UsageError(f"unknown state {state!r}: use osimage=<osimage_name> or boot")
+    engine = db.open_engine(args.db)
+    db.require_schema(engine)
+    with engine.connect() as conn:
+        t = load_tables(conn)
+    nodes = expand(args.noderange, t.universe)
+    works: list[tuple[NodeWork, str]] = []
+    errors: list[str] = []
+    for node in nodes:
+        try:
+            works.append(_plan_node(node, image_arg, t, args.tftpdir, boot))
+        except BootError as exc:
+            errors.append(str(exc))
+    if errors:
+        # Nothing was written: fix the data and run again.
+        raise BootError("; ".join(errors) + " (no boot files were written)")
+    copied: set[tuple[str, str]] = set()
+    for work, tdir in works:
+        if work.image and (tdir, work.image) not in copied:
+            copied.add((tdir, work.image))
+            dest = Path(tdir) / "xcat" / "osimage" / work.image
+            initrd = Path(work.rootimgdir) / INITRD_NAME
+            if not initrd.exists():
+                initrd = Path(work.rootimgdir) / "initrd.gz"
+            _atomic_copy(Path(work.rootimgdir) / KERNEL_NAME, dest / KERNEL_NAME)
+            _atomic_copy(initrd, dest / INITRD_NAME)
+        for bf in work.files:
+            _write_file(Path(tdir), bf)
+    with db.write(engine) as conn:
+        for work, _ in works:
+            if work.image:
+                _upsert(conn, "nodetype", work.node, {
+                    "provmethod": work.image, "os": work.osvers, "arch": work.osarch,
+                    "profile": work.profile,
+                })
+            _upsert(conn, "chain", work.node, {"currstate": work.state})
+    for work, _ in works:
+        print(f"{work.node}: {work.state}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("nodeset", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
