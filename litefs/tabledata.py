@@ -1,0 +1,326 @@
+"""Reading and changing whole tables: dump, restore and chtab, each in one transaction.
+
+These are the data operations behind ``tabdump``, ``tabrestore``, ``tabedit`` and ``chtab``.
+Every change runs in one write transaction and checks the rows it would leave behind (required
+columns, litefile paths) before committing, so bad input changes nothing. Filters (``-w``) are
+evaluated in Python, identically on SQLite and PostgreSQL; rows come out sorted by key, numbers
+numerically (litetree and policy priorities), so a dump is the same on every backend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, and_, select, text
+from sqlalchemy.exc import DBAPIError
+
+from litefs import csvtab, db
+from litefs.errors import TableError
+from litefs.schema import REQUIRED, TABLES, column_names, key_columns, table
+
+Row = tuple[str | None, ...]
+
+# Longest operators first so "<=" is not read as "<".
+_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|=~|!~|<=|>=|<|>)(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One ``-w`` selection: ``column op value``; NULL compares as the empty string."""
+
+    column: str
+    op: str
+    value: str
+
+    def matches(self, cell: str | None) -> bool:
+        have = cell or ""
+        if self.op == "==":
+            return have == self.value
+        if self.op == "!=":
+            return have != self.value
+        if self.op in ("=~", "!~"):
+            found = re.search(self.value, have) is not None
+            return found if self.op == "=~" else not found
+        a, b = _ordered(have), _ordered(self.value)
+        if type(a[1]) is not type(b[1]):  # number vs text: compare as text
+            a, b = (1, have), (1, self.value)
+        return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[self.op]
+
+
+def _ordered(value: str) -> tuple[int, Any]:
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
+
+
+def parse_filter(spec: str, t: Table) -> Filter:
+    """A ``-w`` argument such as ``groups==compute`` or ``file=~^/etc``, checked against ``t``."""
+    m = _FILTER.match(spec)
+    if not m:
+        raise TableError(
+            f"bad filter {spec!r}: expected COLUMN==VALUE (or !=, =~, !~, <, >, <=, >=)"
+        )
+    col, op, value = m.groups()
+    _column(t, col)
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise TableError(f"bad regular expression in filter {spec!r}: {exc}") from None
+    return Filter(col, op, value)
+
+
+def _column(t: Table, name: str) -> str:
+    if name not in t.c:
+        raise TableError(
+            f"table {t.name} has no column {name!r} (columns: {', '.join(column_names(t))})"
+        )
+    return name
+
+
+def sort_key(row: Mapping[str, Any], keys: Sequence[str]) -> tuple[tuple[int, Any], ...]:
+    return tuple(_ordered(row[k] or "") for k in keys)
+
+
+def rows(conn: Connection, name: str, filters: Iterable[str] = ()) -> list[Row]:
+    """All rows of table ``name`` (disabled ones too) passing every filter, sorted by key."""
+    t = table(name)
+    checks = [parse_filter(f, t) for f in filters]
+    keys = key_columns(t)
+    found = [r._mapping for r in conn.execute(select(t))]
+    found = [r for r in found if all(f.matches(r[f.column]) for f in checks)]
+    found.sort(key=lambda r: sort_key(r, keys))
+    cols = column_names(t)
+    return [tuple(r[c] for c in cols) for r in found]
+
+
+def dump(conn: Connection, name: str, filters: Iterable[str] = ()) -> str:
+    """Table ``name`` as tabdump CSV."""
+    return csvtab.format_table(column_names(table(name)), rows(conn, name, filters))
+
+
+# --- checks on rows about to be stored -------------------------------------------------
+
+
+def bad_litefile_path(path: str) -> str | None:
+    """Why ``path`` cannot be a litefile entry, or None if it is fine."""
+    if not path.startswith("/"):
+        return "is relative (litefile paths start with '/')"
+    parts = path.split("/")[1:]
+    if path.endswith("/"):
+        parts = parts[:-1]  # a trailing "/" marks a directory
+    if any(p in (".", "..") for p in parts):
+        return "has a '.' or '..' component"
+    if any(p == "" for p in parts):
+        return "has an empty component ('//')"
+    return None
+
+
+def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
+    """Raise TableError if ``row`` may not be stored in ``t``; ``where`` names it for the admin."""
+    for col in REQUIRED.get(t.name, ()):
+        if not row.get(col):
+            raise TableError(f"{where}: column {col!r} of table {t.name} must have a value")
+    if t.name == "litefile":
+        path = row.get("file") or ""
+        why = bad_litefile_path(path)
+        if why:
+            raise TableError(f"{where}: litefile path {path!r} {why}")
+
+
+def _describe_key(t: Table, row: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={row[k]!r}" for k in key_columns(t))
+
+
+def _db_error(exc: DBAPIError, what: str) -> TableError:
+    lines = str(exc.orig).strip().splitlines()
+    return TableError(f"{what}: the database refused it: {lines[0] if lines else exc}")
+
+
+def _lock(conn: Connection, t: Table) -> None:
+    # SQLite's write transaction already excludes other writers; PostgreSQL needs the table lock
+    # so two restores cannot interleave their delete and insert.
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f'LOCK TABLE "{t.name}" IN EXCLUSIVE MODE'))
+
+
+# --- restore -------------------------------------------------------------------------------
+
+
+def restore(
+    engine: Engine,
+    name: str,
+    csv_text: str,
+    source_name: str,
+    *,
+    append: bool = False,
+    expected: str | None = None,
+) -> int:
+    """Replace table ``name`` with the CSV rows (``append``: add/replace by key); return count.
+
+    All or nothing: a malformed file, a duplicate key, a bad row or a database error leaves
+    the table as it was. ``expected`` (tabedit) is the dump the edit started from; if the table
+    changed meanwhile, nothing is written.
+    """
+    t = table(name)
+    cols = column_names(t)
+    keys = key_columns(t)
+    records = csvtab.parse(csv_text, cols, keys=keys, source=source_name)
+    seen: dict[tuple[str | None, ...], int] = {}
+    new_rows: list[dict[str, str | None]] = []
+    for rec in records:
+        row = dict(zip(cols, rec.values, strict=True))
+        key = tuple(row[k] for k in keys)
+        if key in seen:
+            raise TableError(
+                f"{source_name}: lines {seen[key]} and {rec.line} have the same key "
+                f"({_describe_key(t, row)}); keep one of them"
+            )
+        seen[key] = rec.line
+        check_row(t, row, f"{source_name} line {rec.line}")
+        new_rows.append(row)
+    try:
+        with db.write(engine) as conn:
+            _lock(conn, t)
+            if expected is not None and dump(conn, name) != expected:
+                raise TableError(
+                    f"table {name} was changed by someone else while you edited it; "
+                    "nothing written"
+                )
+            if append:
+                for row in new_rows:
+                    conn.execute(t.delete().where(_key_match(t, row)))
+            else:
+                conn.execute(t.delete())
+            if new_rows:
+                conn.execute(t.insert(), new_rows)
+    except DBAPIError as exc:
+        raise _db_error(exc, f"{source_name}: restoring table {name}") from None
+    return len(new_rows)
+
+
+def _key_match(t: Table, row: Mapping[str, Any]) -> Any:
+    return and_(*(t.c[k] == row[k] for k in key_columns(t)))
+
+
+# --- chtab ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``table.column=value`` (or ``+=``: append to a comma list, without duplicates)."""
+
+    table: str
+    column: str
+    value: str
+    append: bool = False
+
+
+def parse_assignment(spec: str) -> Assignment:
+    target, sep, value = spec.partition("=")
+    append = target.endswith("+")
+    target = target.removesuffix("+")
+    tab, dot, col = target.partition(".")
+    if not sep or not dot or not tab or not col:
+        raise TableError(f"bad assignment {spec!r}: expected TABLE.COLUMN=VALUE or +=VALUE")
+    _column(table(tab), col)
+    return Assignment(tab, col, value, append)
+
+
+def parse_keys(spec: str) -> dict[str, str]:
+    """``key=val[,key=val]`` as xCAT's chtab takes it."""
+    keys: dict[str, str] = {}
+    for part in spec.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip():
+            raise TableError(f"bad key {part!r} in {spec!r}: expected COLUMN=VALUE[,COLUMN=VALUE]")
+        keys[k.strip()] = v
+    return keys
+
+
+def append_items(old: str | None, more: str) -> str:
+    """``old`` comma list plus the items of ``more`` not already in it."""
+    items = [i for i in (old or "").split(",") if i]
+    for item in more.split(","):
+        if item and item not in items:
+            items.append(item)
+    return ",".join(items)
+
+
+def _where(t: Table, keys: Mapping[str, str]) -> Any:
+    for k in keys:
+        _column(t, k)
+    return and_(*(t.c[k] == v for k, v in keys.items()))
+
+
+def chtab(
+    engine: Engine, keys: Mapping[str, str], assignments: Sequence[str | Assignment]
+) -> int:
+    """Set columns of the rows selected by ``keys``, inserting a row where none matches.
+
+    Assignments may name several tables (as with xCAT's chtab); the keys apply to each.
+    Returns the number of rows written. One transaction for all of it.
+    """
+    if not keys:
+        raise TableError("chtab needs KEY=VALUE to select rows")
+    parsed = [a if isinstance(a, Assignment) else parse_assignment(a) for a in assignments]
+    if not parsed:
+        raise TableError("chtab needs at least one TABLE.COLUMN=VALUE")
+    by_table: dict[str, list[Assignment]] = {}
+    for a in parsed:
+        by_table.setdefault(a.table, []).append(a)
+    written = 0
+    try:
+        with db.write(engine) as conn:
+            for name, changes in by_table.items():
+                written += _chtab_one(conn, TABLES[name], keys, changes)
+    except DBAPIError as exc:
+        raise _db_error(exc, "chtab") from None
+    return written
+
+
+def _chtab_one(
+    conn: Connection, t: Table, keys: Mapping[str, str], changes: Sequence[Assignment]
+) -> int:
+    where = _where(t, keys)
+    cols = column_names(t)
+    current = [dict(r._mapping) for r in conn.execute(select(t).where(where).with_for_update())]
+    if not current:
+        # No row yet: start from the keys (missing key columns are blank, as xCAT's are).
+        blank: dict[str, str | None] = {c: None for c in cols}
+        blank.update({k: "" for k in key_columns(t)})
+        blank.update(keys)
+        current, insert = [blank], True
+    else:
+        insert = False
+    for row in current:
+        new = dict(row)
+        for a in changes:
+            new[a.column] = append_items(new[a.column], a.value) if a.append else a.value
+        check_row(t, new, f"table {t.name} row {_describe_key(t, new)}")
+        if insert:
+            conn.execute(t.insert().values(**new))
+        else:
+            conn.execute(t.update().where(_key_match(t, row)).values(**new))
+    return len(current)
+
+
+def delete(engine: Engine, keys: Mapping[str, str], names: Sequence[str]) -> int:
+    """``chtab -d``: delete the rows matching ``keys`` from each table; return how many."""
+    if not keys:
+        raise TableError("chtab -d needs KEY=VALUE to select rows (refusing to empty a table)")
+    tables = [table(n) for n in names]
+    if not tables:
+        raise TableError("chtab -d needs at least one table name")
+    deleted = 0
+    try:
+        with db.write(engine) as conn:
+            for t in tables:
+                deleted += conn.execute(t.delete().where(_where(t, keys))).rowcount
+    except DBAPIError as exc:
+        raise _db_error(exc, "chtab -d") from None
+    return deleted

@@ -1,0 +1,238 @@
+"""dump / restore / chtab on real SQLite and PostgreSQL: exact CSV, filters, all-or-nothing."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+from sqlalchemy import Engine
+
+from litefs import tabledata
+from litefs.errors import TableError
+from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
+
+HEADER = "#image,file,options,comments,disable\n"
+
+
+def _dump(e: Engine, name: str, *filters: str) -> str:
+    with e.connect() as conn:
+        return tabledata.dump(conn, name, filters)
+
+
+def _cookbook(name: str) -> str:
+    return resources.files("litefs").joinpath("data", name).read_text()
+
+
+def test_cookbook_list_restores_and_dumps_in_canonical_form(engine: Engine) -> None:  # noqa: F811
+    n = tabledata.restore(engine, "litefile", _cookbook("litefile-redhat.csv"), "redhat.csv")
+    assert n == 42
+    out = _dump(engine, "litefile")
+    lines = out.splitlines()
+    assert lines[0] == HEADER.strip()
+    assert '"ALL","/etc/adjtime",,,' in lines
+    assert '"ALL","/var/log/",,,' in lines
+    assert len(lines) == 43
+    # The canonical dump restores to itself: the tabdump -> tabrestore round trip.
+    tabledata.restore(engine, "litefile", out, "litefile.csv")
+    assert _dump(engine, "litefile") == out
+
+
+def test_round_trip_awkward_values(engine: Engine) -> None:  # noqa: F811
+    text = (
+        "#key,value,comments,disable\n"
+        '"a","say ""hi"", then, leave",,\n'
+        '"b","two\nlines","",\n'
+        '"c",,"  spaced  ","1"\n'
+        '"","blank key",,\n'
+    )
+    tabledata.restore(engine, "site", text, "site.csv")
+    out = _dump(engine, "site")
+    lines = text.splitlines(True)
+    assert out == "".join([lines[0], lines[-1], *lines[1:-1]])  # sorted by key, "" first
+    tabledata.restore(engine, "site", out, "site.csv")
+    assert _dump(engine, "site") == out
+    assert '"b","two\nlines","",\n' in out
+    assert '"c",,"  spaced  ","1"\n' in out
+
+
+def test_rows_sorted_by_key_numbers_numerically(engine: Engine) -> None:  # noqa: F811
+    load_tables(
+        engine,
+        {"litetree": "#priority,image,directory\n10,,b:/x\n2,,a:/y\n1.5,,c:/z\n"},
+    )
+    prios = [line.split(",")[0] for line in _dump(engine, "litetree").splitlines()[1:]]
+    assert prios == ['"1.5"', '"2"', '"10"']
+
+
+@pytest.mark.parametrize(
+    ("filters", "files"),
+    [
+        ((), ["/etc/fstab", "/etc/ssh/", "/tmp/", "/var/log/"]),
+        (("options==persistent",), ["/etc/ssh/"]),
+        (("options!=persistent",), ["/etc/fstab", "/tmp/", "/var/log/"]),
+        (("file=~^/etc",), ["/etc/fstab", "/etc/ssh/"]),
+        (("file!~/$",), ["/etc/fstab"]),
+        (("image==ALL", "file=~^/(tmp|var)"), ["/tmp/", "/var/log/"]),
+        (("options==",), ["/etc/fstab", "/tmp/"]),
+        (("file>/s",), ["/tmp/", "/var/log/"]),
+        (("file<=/etc/ssh/",), ["/etc/fstab", "/etc/ssh/"]),
+    ],
+)
+def test_dump_filters(engine: Engine, filters: tuple[str, ...], files: list[str]) -> None:  # noqa: F811
+    load_tables(
+        engine,
+        {
+            "litefile": HEADER
+            + '"ALL","/var/log/","tmpfs",,\n"ALL","/etc/ssh/","persistent",,\n'
+            + '"ALL","/tmp/",,,\n"ALL","/etc/fstab",,,\n'
+        },
+    )
+    out = _dump(engine, "litefile", *filters)
+    assert [line.split(",")[1].strip('"') for line in out.splitlines()[1:]] == files
+
+
+def test_numeric_filter(engine: Engine) -> None:  # noqa: F811
+    out = _dump(engine, "policy", "priority<4.75")
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ['"1"', '"4.7"']
+
+
+@pytest.mark.parametrize(
+    ("filt", "message"),
+    [
+        ("colour==red", "table litefile has no column 'colour' (columns: image, file,"),
+        ("file", "bad filter 'file'"),
+        ("file=~(", "bad regular expression in filter 'file=~('"),
+    ],
+)
+def test_bad_filter(engine: Engine, filt: str, message: str) -> None:  # noqa: F811
+    with pytest.raises(TableError) as err:
+        _dump(engine, "litefile", filt)
+    assert message in str(err.value)
+
+
+BAD_RESTORES = [
+    ('"ALL","/a",,,\n', "missing header line"),
+    (HEADER + '"ALL","/a",,,,"oops"\n', "t.csv line 2: 6 fields"),
+    (HEADER + '"ALL","/a\n', "t.csv line 2: unterminated quoted value"),
+    ("#image,file,colour\n", "unknown column 'colour'"),
+    (HEADER + '"ALL","etc/fstab",,,\n', "t.csv line 2: litefile path 'etc/fstab' is relative"),
+    (HEADER + '"ALL","/etc/../x",,,\n', "t.csv line 2: litefile path '/etc/../x' has a '.'"),
+    (HEADER + '"ALL","/etc/./x/",,,\n', "litefile path '/etc/./x/' has a '.' or '..'"),
+    (HEADER + '"ALL",,,,\n', "litefile path '' is relative"),
+    (
+        HEADER + '"ALL","/a",,,\n"img","/a",,,\n"ALL", "/a" ,"tmpfs",,\n',
+        "t.csv: lines 2 and 4 have the same key (image='ALL',file='/a')",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_RESTORES)
+@pytest.mark.parametrize("append", [False, True])
+def test_bad_restore_changes_nothing(
+    engine: Engine,  # noqa: F811
+    text: str,
+    message: str,
+    append: bool,
+) -> None:
+    load_tables(engine, {"litefile": _cookbook("litefile-sles.csv")})
+    before = dump_all(engine)
+    with pytest.raises(TableError) as err:
+        tabledata.restore(engine, "litefile", text, "t.csv", append=append)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert dump_all(engine) == before
+
+
+def test_required_column_and_database_refusal(engine: Engine) -> None:  # noqa: F811
+    before = dump_all(engine)
+    with pytest.raises(TableError, match=r"t.csv line 3: column 'directory' of table litetree"):
+        tabledata.restore(engine, "litetree", "#priority,directory\n1,a:/x\n2,\n", "t.csv")
+    if engine.dialect.name == "postgresql":
+        # PostgreSQL refuses NUL in text: the error surfaces as one line, nothing changes.
+        with pytest.raises(TableError, match="the database refused it"):
+            tabledata.restore(engine, "site", '#key,value\n"a","x"\n"b","\x00"\n', "t.csv")
+    assert dump_all(engine) == before
+
+
+def test_unknown_table(engine: Engine) -> None:  # noqa: F811
+    with pytest.raises(TableError, match=r"unknown table 'litefiles' \(known tables: .*litefile"):
+        tabledata.restore(engine, "litefiles", HEADER, "litefiles.csv")
+
+
+def test_append_adds_and_replaces_by_key(engine: Engine) -> None:  # noqa: F811
+    load_tables(engine, {"litefile": HEADER + '"ALL","/a",,,\n"ALL","/b",,,\n'})
+    tabledata.restore(
+        engine, "litefile", HEADER + '"ALL","/b","persistent",,\n"x","/c",,,\n', "t", append=True
+    )
+    assert _dump(engine, "litefile") == (
+        HEADER + '"ALL","/a",,,\n"ALL","/b","persistent",,\n"x","/c",,,\n'
+    )
+
+
+def test_restore_refuses_when_table_changed_during_edit(engine: Engine) -> None:  # noqa: F811
+    start = _dump(engine, "site")
+    tabledata.chtab(engine, {"key": "master"}, ["site.value=mn1"])
+    changed = dump_all(engine)
+    with pytest.raises(TableError, match="changed by someone else"):
+        tabledata.restore(engine, "site", start + '"domain","x",,\n', "site.csv", expected=start)
+    assert dump_all(engine) == changed
+
+
+def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F811
+    tabledata.chtab(engine, {"node": "compute"}, ["statelite.statemnt=mn:/nodedata"])
+    tabledata.chtab(engine, {"node": "n1"}, ["nodelist.groups=compute,all"])
+    tabledata.chtab(engine, {"node": "n1"}, ["nodelist.groups+=rack1,compute", "nodetype.os=x"])
+    tabledata.chtab(engine, {"priority": "4.7"}, ["policy.rule=deny"])
+    tabledata.chtab(engine, {"image": "ALL", "file": "/etc/ssh/"}, ["litefile.options=rw"])
+    assert '"compute",,"mn:/nodedata",,,\n' in _dump(engine, "statelite")
+    assert '"n1","compute,all,rack1",' in _dump(engine, "nodelist")
+    assert '"n1","x",' in _dump(engine, "nodetype")
+    assert '"4.7",,,"litefile",,,,"deny",,\n' in _dump(engine, "policy")
+    assert '"ALL","/etc/ssh/","rw",,\n' in _dump(engine, "litefile")
+    assert tabledata.delete(engine, {"node": "n1"}, ["nodelist", "nodetype"]) == 2
+    assert _dump(engine, "nodelist").count("\n") == 1  # only the header is left
+    assert tabledata.delete(engine, {"node": "nobody"}, ["nodelist"]) == 0
+    with pytest.raises(TableError, match=r"at least one TABLE\.COLUMN=VALUE"):
+        tabledata.chtab(engine, {"node": "n1"}, [])
+    with pytest.raises(TableError, match="refusing to empty a table"):
+        tabledata.delete(engine, {}, ["nodelist"])
+
+
+@pytest.mark.parametrize(
+    ("keys", "assignments", "message"),
+    [
+        ({"image": "ALL", "file": "etc/x"}, ["litefile.options=tmpfs"], "'etc/x' is relative"),
+        ({"image": "ALL", "file": "/a/../b"}, ["litefile.options=tmpfs"], "has a '.' or '..'"),
+        ({"image": "ALL", "file": "/etc/ssh/"}, ["litefile.file=../x"], "'../x' is relative"),
+        ({"node": "n1"}, ["nodelist.colour=red"], "table nodelist has no column 'colour'"),
+        ({"node": "n1"}, ["nodes.groups=x"], "unknown table 'nodes'"),
+        ({"nod": "n1"}, ["nodelist.groups=x"], "table nodelist has no column 'nod'"),
+        ({"node": "n1"}, ["nodelist.groups"], "bad assignment 'nodelist.groups'"),
+        ({"priority": "9"}, ["litetree.image=x"], "column 'directory' of table litetree"),
+        ({}, ["nodelist.groups=x"], "chtab needs KEY=VALUE"),
+    ],
+)
+def test_bad_chtab_changes_nothing(
+    engine: Engine,  # noqa: F811
+    keys: dict[str, str],
+    assignments: list[str],
+    message: str,
+) -> None:
+    load_tables(engine, {"litefile": HEADER + '"ALL","/etc/ssh/",,,\n'})
+    tabledata.chtab(engine, {"node": "n0"}, ["nodelist.groups=all"])
+    before = dump_all(engine)
+    # A good assignment in the same call (another table where the keys allow) must not land.
+    good = {"node": ["nodepos.room=x"], "priority": ["policy.comments=x"]}
+    extra = next((good[k] for k in keys if k in good), [])
+    with pytest.raises(TableError) as err:
+        tabledata.chtab(engine, keys, [*extra, *assignments])
+    assert message in str(err.value)
+    assert dump_all(engine) == before
+
+
+def test_append_items() -> None:
+    assert tabledata.append_items(None, "a,b") == "a,b"
+    assert tabledata.append_items("a,b", "b,c,,a") == "a,b,c"
+    assert tabledata.bad_litefile_path("/") is None
+    assert tabledata.bad_litefile_path("/etc/lvm/.cache") is None
+    assert tabledata.bad_litefile_path("/a//b") is not None
