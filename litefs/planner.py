@@ -270,9 +270,15 @@ def _source(row: Row, directory: str) -> Source:
     )
 
 
-def plan_for_node(snap: Snapshot, node: str) -> Plan:
-    """The plan of one node: its image's rules, its litetree sources, its statelite row."""
-    image = image_for_node(snap, node)
+def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Plan:
+    """The plan of one node: its image's rules, its litetree sources, its statelite row.
+
+    ``image`` plans the node as if it booted that image (before ``nodeset osimage=...``).
+    """
+    if image is None:
+        image = image_for_node(snap, node)
+    else:
+        _require_node(snap, node)
     rules = _image_rules(snap, image, boot=True)
     warnings = list(rules.warnings)
     allow = snap.allow_cmd

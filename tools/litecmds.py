@@ -1,0 +1,149 @@
+"""``litefile``, ``litetree`` and ``lslite``: xCAT's statelite listing commands (reference §7.1).
+
+Each reads the tables once, expands the noderange and prints every node's plan in xCAT's
+exact format. A node that cannot be planned (no os/arch/profile, an empty variable, invalid
+rows) gets one error line on stderr; the others are still printed and the exit status is 1.
+``litefile`` also takes an image name (what xCAT calls ``ilitefile``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from litefs.tools.common import EXIT_FAILED, EXIT_OK, Parser, add_db_option, run_main
+from sqlalchemy import Engine
+
+from litefs import db
+from litefs.errors import LitefsError, NoderangeError, UsageError
+from litefs.noderange import expand
+from litefs.plan import Plan
+from litefs.planner import (
+    Snapshot,
+    image_lslite_lines,
+    litefile_lines,
+    litetree_lines,
+    load_snapshot,
+    lslite_lines,
+    plan_for_image,
+    plan_for_node,
+)
+
+
+def open_snapshot(url: str | None) -> Snapshot:
+    """Open the database named by ``--db`` (or the default), check its schema, read it."""
+    engine: Engine = db.open_engine(url)
+    try:
+        db.require_schema(engine)
+        return load_snapshot(engine)
+    finally:
+        engine.dispose()
+
+
+def image_known(snap: Snapshot, name: str) -> bool:
+    """True if ``name`` is an osimage or a litefile row names it."""
+    return name in snap.osimage or any(
+        (r.get("image") or "").strip() == name for r in snap.litefile
+    )
+
+
+def _each_node(
+    prog: str, snap: Snapshot, nodes: list[str], show: Callable[[Plan], list[str]]
+) -> int:
+    status = EXIT_OK
+    for node in nodes:
+        try:
+            plan = plan_for_node(snap, node)
+        except LitefsError as exc:
+            print(f"{prog}: {node}: {exc}", file=sys.stderr, flush=True)
+            status = EXIT_FAILED
+            continue
+        for warning in plan.warnings:
+            print(f"{prog}: {node}: warning: {warning}", file=sys.stderr)
+        out = show(plan)
+        if out:
+            sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
+    return status
+
+
+def _litefile(argv: list[str]) -> int:
+    p = Parser(
+        prog="litefile",
+        description="List the litefile entries (option and path) of each node, or of an image, "
+        "after row precedence, as xCAT prints them.",
+    )
+    p.add_argument("target", metavar="noderange|image", help="nodes (xCAT noderange) or an osimage")
+    add_db_option(p)
+    args = p.parse_args(argv)
+    snap = open_snapshot(args.db)
+    try:
+        nodes = expand(args.target, snap.universe())
+    except NoderangeError as exc:
+        if not image_known(snap, args.target):
+            if "," in args.target:
+                raise
+            raise NoderangeError(f"{exc} (and no osimage is named {args.target!r})") from None
+        plan = plan_for_image(snap, args.target)
+        for warning in plan.warnings:
+            print(f"litefile: {args.target}: warning: {warning}", file=sys.stderr)
+        sys.stdout.write("".join(line + "\n" for line in litefile_lines(plan)))
+        return EXIT_OK
+    return _each_node("litefile", snap, nodes, litefile_lines)
+
+
+def _litetree(argv: list[str]) -> int:
+    p = Parser(
+        prog="litetree",
+        description="List the litetree directories of each node in priority order, "
+        "variables substituted, as xCAT prints them.",
+    )
+    p.add_argument("noderange", help="nodes (xCAT noderange)")
+    add_db_option(p)
+    args = p.parse_args(argv)
+    snap = open_snapshot(args.db)
+    nodes = expand(args.noderange, snap.universe())
+    return _each_node("litetree", snap, nodes, litetree_lines)
+
+
+def _lslite(argv: list[str]) -> int:
+    p = Parser(
+        prog="lslite",
+        usage="lslite [-h] [-V] [-i IMAGE] | [noderange]",
+        description="Summarise the statelite set-up (statelite, litefile and litetree rows) "
+        "of each node, or list an osimage's litefile entries.",
+    )
+    p.add_argument("-V", "--verbose", action="store_true", help="verbose mode (accepted)")
+    p.add_argument("-i", dest="image", metavar="IMAGE", help="list this osimage's litefile entries")
+    p.add_argument("noderange", nargs="?", help="nodes (xCAT noderange)")
+    add_db_option(p)
+    args = p.parse_args(argv)
+    if args.image and args.noderange:
+        raise UsageError("give either -i IMAGE or a noderange, not both (see --help)")
+    if not args.image and not args.noderange:
+        raise UsageError("give -i IMAGE or a noderange (see 'lslite --help')")
+    snap = open_snapshot(args.db)
+    if args.image:
+        if args.image not in snap.osimage:
+            raise LitefsError(f"The osimage named '{args.image}' is not defined.")
+        plan = plan_for_image(snap, args.image)
+        sys.stdout.write("".join(line + "\n" for line in image_lslite_lines(plan)))
+        return EXIT_OK
+    nodes = expand(args.noderange, snap.universe())
+    return _each_node("lslite", snap, nodes, lslite_lines)
+
+
+def litefile_main(argv: list[str] | None = None) -> int:
+    return run_main("litefile", _litefile, argv)
+
+
+def litetree_main(argv: list[str] | None = None) -> int:
+    return run_main("litetree", _litetree, argv)
+
+
+def lslite_main(argv: list[str] | None = None) -> int:
+    return run_main("lslite", _lslite, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(litefile_main())
