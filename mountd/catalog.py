@@ -1,0 +1,261 @@
+"""What mountd knows from the database, loaded once and shared until the tables change.
+
+A :class:`TableView` is an immutable picture of the tables: the planner's snapshot plus the
+few things mountd reads itself (hosts for identity, policy, site, node names). Plans are
+computed from it lazily, once per node, and kept with it, so a boot storm of thousands of
+nodes reads the database once. :class:`Catalog` hands out the current view and notices table
+changes (``chtab``, ``tabrestore``) without a restart: every ``check_interval`` seconds it
+compares a cheap fingerprint (the SQLite file's and WAL's stat, or PostgreSQL's WAL position)
+and reloads when it moved. Database work runs in worker threads behind a small limiter, with
+a timeout; when the database goes away the last good view keeps serving and health says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from litefs.errors import LitefsError, MountdError
+from litefs.schema import TABLES, active
+
+from .identity import hosts_index
+from .policy import PolicyRule, sort_rules
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One node's plan in the forms mountd sends (or why there is none)."""
+
+    node: str
+    plan_json: bytes | None  # the plan's dict as compact JSON (inserted into replies as-is)
+    litefile: tuple[str, ...] = ()
+    litetree: tuple[str, ...] = ()
+    image: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class TableView:
+    generation: int
+    snapshot: Any  # litefs.planner.Snapshot
+    nodes: frozenset[str]
+    hosts: dict[str, str]
+    policy: tuple[PolicyRule, ...]
+    site: dict[str, str]
+    loaded_at: float
+    _plans: dict[str, PlanEntry] = field(default_factory=dict)
+    _universe: Any = None
+    _by_image: dict[str, set[str]] | None = None
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        dom = self.site.get("domain")
+        return (dom,) if dom else ()
+
+    def plan(self, node: str) -> PlanEntry:
+        """The node's plan, computed on first use and kept for the life of this view."""
+        entry = self._plans.get(node)
+        if entry is None:
+            entry = _compute_plan(self.snapshot, node)
+            self._plans[node] = entry
+        return entry
+
+    def expand(self, text_: str) -> set[str]:
+        """A noderange → node names (raises NoderangeError for unknown names)."""
+        from litefs import noderange
+
+        if self._universe is None:
+            self._universe = self.snapshot.universe()
+        return set(noderange.expand(text_, self._universe))
+
+    def nodes_for_target(self, target: str) -> set[str]:
+        """``litefs notify`` target: an osimage name (the nodes booting it) or a noderange."""
+        from litefs import planner
+
+        if target in self.snapshot.osimage and target not in self.nodes:
+            if self._by_image is None:
+                by_image: dict[str, set[str]] = {}
+                for node in self.nodes:
+                    try:
+                        image = planner.image_for_node(self.snapshot, node)
+                    except LitefsError:
+                        continue
+                    by_image.setdefault(image, set()).add(node)
+                self._by_image = by_image
+            return set(self._by_image.get(target, ()))
+        return self.expand(target)
+
+
+def _compute_plan(snapshot: Any, node: str) -> PlanEntry:
+    from litefs import planner
+
+    try:
+        plan = planner.plan_for_node(snapshot, node)
+        return PlanEntry(
+            node=node,
+            plan_json=_compact(plan.to_dict()),
+            litefile=tuple(planner.litefile_lines(plan)),
+            litetree=tuple(planner.litetree_lines(plan)),
+            image=plan.image,
+        )
+    except LitefsError as exc:
+        return PlanEntry(node=node, plan_json=None, error=str(exc))
+
+
+def _compact(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_view(engine: Engine, generation: int) -> TableView:
+    """Read everything mountd needs in one transaction (runs in a worker thread)."""
+    from litefs import planner
+
+    with engine.connect() as conn:
+        snapshot = planner.load_snapshot(conn)
+        p = TABLES["policy"]
+        rules = sort_rules(
+            PolicyRule(
+                priority=r.priority, name=r.name, host=r.host, commands=r.commands,
+                noderange=r.noderange, parameters=r.parameters, rule=r.rule,
+            )
+            for r in conn.execute(select(p).where(active(p)))
+        )
+    # hosts.ip through the planner's attribute lookup: group rows and regex cells
+    # (|node(\d+)|10.0.0.($1+0)|) give each node its own address, as in xCAT.
+    rows = []
+    for node in snapshot.nodes:
+        try:
+            ip = snapshot.attrs.get(node, "hosts", "ip")
+            other = snapshot.attrs.get(node, "hosts", "otherinterfaces")
+        except LitefsError:
+            continue
+        rows.append((node, ip, other))
+    return TableView(
+        generation=generation, snapshot=snapshot, nodes=frozenset(snapshot.nodes),
+        hosts=hosts_index(rows), policy=rules,
+        site={k: v or "" for k, v in snapshot.site.items()}, loaded_at=time.time(),
+    )
+
+
+def db_fingerprint(engine: Engine) -> Hashable:
+    """Something that changes whenever the tables may have changed; cheap to compute."""
+    if engine.url.get_backend_name() == "sqlite":
+        path = engine.url.database or ""
+        out = []
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(path + suffix)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except FileNotFoundError:
+                if suffix == "":
+                    raise MountdError(f"database file {path} is gone") from None
+                out.append(None)
+        return tuple(out)
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar()
+
+
+class Catalog:
+    """Hands out the current :class:`TableView`, reloading it when the tables changed.
+
+    One reload at a time; requests that arrive meanwhile wait for it (they need the new data
+    anyway). ``clock`` is trio's clock, so tests drive the check interval with a MockClock.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        check_interval: float = 1.0,
+        db_timeout: float = 10.0,
+        threads: int = 4,
+        loader: Callable[[Engine, int], TableView] = load_view,
+        fingerprint: Callable[[Engine], Hashable] = db_fingerprint,
+        log: Callable[..., None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.check_interval = check_interval
+        self.db_timeout = db_timeout
+        self.limiter = trio.CapacityLimiter(threads)
+        self._loader = loader
+        self._fingerprint = fingerprint
+        self._log = log or (lambda *a, **k: None)
+        self._view: TableView | None = None
+        self._fp: Hashable = None
+        self._next_check = -float("inf")
+        self._forced = True
+        self._lock = trio.Lock()
+        self._generation = 0
+        self.db_error: str | None = None
+
+    def invalidate(self) -> None:
+        """Reload at the next request (after ``chtab``, or on an admin ``reload``)."""
+        self._forced = True
+
+    def _settled(self) -> bool:
+        """True when no database work is due: the view is fresh, or it failed a moment ago."""
+        now = trio.current_time()
+        if now >= self._next_check:
+            return False
+        return self.db_error is not None or (self._view is not None and not self._forced)
+
+    def _current(self) -> TableView:
+        if self._view is None:
+            raise MountdError(f"database unavailable: {self.db_error}")
+        return self._view
+
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        with trio.fail_after(self.db_timeout):
+            return await trio.to_thread.run_sync(fn, limiter=self.limiter, abandon_on_cancel=True)
+
+    async def view(self) -> TableView:
+        if self._settled():
+            return self._current()
+        async with self._lock:
+            if self._settled():
+                return self._current()
+            forced = self._forced
+            try:
+                fp = await self._in_thread(lambda: self._fingerprint(self.engine))
+                if self._view is None or forced or fp != self._fp:
+                    self._generation += 1
+                    gen = self._generation
+                    start = trio.current_time()
+                    view = await self._in_thread(lambda: self._loader(self.engine, gen))
+                    self._view, self._fp = view, fp
+                    self._log(
+                        "tables_loaded", generation=gen, nodes=len(view.nodes),
+                        seconds=round(trio.current_time() - start, 3),
+                    )
+                self._forced = False
+                self.db_error = None
+                self._next_check = trio.current_time() + self.check_interval
+            except (SQLAlchemyError, OSError, LitefsError, trio.TooSlowError) as exc:
+                reason = _describe(exc)
+                if self.db_error != reason:
+                    self._log("db_unavailable", error=reason)
+                self.db_error = reason
+                # Try again soon, not on every request: a dead database must not add a
+                # timeout to every node's request while a good view is at hand.
+                self._next_check = trio.current_time() + min(self.check_interval, 1.0)
+            return self._current()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer from the database in time"
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__

@@ -1,0 +1,326 @@
+"""The mountd wire protocol as pure functions: bytes in, messages out, and back (no sockets).
+
+Two protocols share one port and are told apart by the first byte after the TLS handshake:
+
+* **JSON** (litefs nodes and admin tools): one JSON object per line, UTF-8, at most
+  :data:`MAX_MESSAGE` bytes including the newline. A request is ``{"op": ..., ...}``; every
+  reply carries ``"ok"``; a subscription then streams ``{"event": ...}`` lines.
+* **classic xcatd** (stock ``rc.statelite``): ``<xcatrequest><command>litefile</command>
+  </xcatrequest>`` answered by ``<xcatresponse>`` documents, one ``<info>`` per line (the node's
+  sed/awk pipeline strips tags line by line), then a ``serverdone`` response; the server then
+  closes the connection, which is what ends ``openssl s_client -quiet``.
+
+Everything here raises :class:`litefs.errors.ProtocolError` with a message fit for the peer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+from litefs.errors import ProtocolError
+
+#: Largest request or reply line we accept, newline included (a plan of a few thousand rules
+#: fits easily; anything bigger is a broken or hostile peer).
+MAX_MESSAGE = 64 * 1024
+#: Largest reply a client accepts (plans can be large: many rules, many sources).
+MAX_REPLY = 16 * 1024 * 1024
+#: Version of the JSON protocol; a request may carry ``"v"``; higher versions are refused.
+PROTOCOL_VERSION = 1
+
+Protocol = Literal["json", "classic"]
+
+# --- requests ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """The caller's own plan (``node`` None) or, for admins, the plan of ``node``."""
+
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class AnnounceRequest:
+    """Admin: tell running nodes in ``target`` (noderange or osimage) to drop ``paths``."""
+
+    target: str
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """Keep the connection open and stream invalidation events for the caller's node."""
+
+
+@dataclass(frozen=True)
+class HealthRequest:
+    """Liveness and database state; answered to anyone."""
+
+
+@dataclass(frozen=True)
+class ReloadRequest:
+    """Admin: drop cached tables now (as after ``chtab``) instead of at the next check."""
+
+
+@dataclass(frozen=True)
+class ClassicRequest:
+    """A classic xcatd request: ``command`` plus optional ``noderange`` and ``args``."""
+
+    command: str
+    noderange: str | None = None
+    args: tuple[str, ...] = field(default_factory=tuple)
+
+
+Request = (
+    PlanRequest | AnnounceRequest | SubscribeRequest | HealthRequest | ReloadRequest | ClassicRequest
+)
+
+#: Policy command name each JSON request is checked as (admin-only ones are checked separately).
+_OPS = ("plan", "announce", "subscribe", "health", "reload")
+
+
+def sniff(first: bytes) -> Protocol:
+    """Which protocol a connection speaks, from its first bytes (leading whitespace ignored)."""
+    head = first.lstrip()
+    if not head:
+        raise ProtocolError("empty request")
+    if head[:1] == b"{":
+        return "json"
+    if head[:1] == b"<":
+        return "classic"
+    raise ProtocolError("unrecognised request: expected a JSON object or <xcatrequest>")
+
+
+class LineBuffer:
+    """Splits a byte stream into lines, holding at most ``limit`` bytes of an unfinished line.
+
+    This is the per-connection memory bound: a peer that sends more than ``limit`` bytes
+    without a newline gets a ProtocolError instead of growing the buffer.
+    """
+
+    def __init__(self, limit: int = MAX_MESSAGE) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        lines: list[bytes] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                break
+            if nl + 1 > self.limit:
+                raise ProtocolError(f"message too large (limit {self.limit} bytes)")
+            lines.append(bytes(self._buf[:nl]))
+            del self._buf[: nl + 1]
+        if len(self._buf) > self.limit:
+            raise ProtocolError(f"message too large (limit {self.limit} bytes)")
+        return lines
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def _str_field(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise ProtocolError(f"field {key!r} must be a non-empty string")
+    return value
+
+
+def decode_json_request(line: bytes) -> Request:
+    """One JSON request line (without its newline) → a request object."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed JSON request: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed JSON request: expected an object")
+    version = obj.get("v", PROTOCOL_VERSION)
+    if not isinstance(version, int) or version > PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} not supported (mountd speaks 1)")
+    op = obj.get("op")
+    if op == "plan":
+        return PlanRequest(node=_str_field(obj, "node"))
+    if op == "announce":
+        target = _str_field(obj, "target")
+        if target is None:
+            raise ProtocolError("announce needs a 'target' (noderange or osimage)")
+        paths = obj.get("paths", [])
+        if not isinstance(paths, list) or not all(
+            isinstance(p, str) and p.startswith("/") for p in paths
+        ):
+            raise ProtocolError("announce 'paths' must be a list of absolute paths")
+        return AnnounceRequest(target=target, paths=tuple(paths))
+    if op == "subscribe":
+        return SubscribeRequest()
+    if op == "health":
+        return HealthRequest()
+    if op == "reload":
+        return ReloadRequest()
+    raise ProtocolError(f"unknown op {op!r} (known: {', '.join(_OPS)})")
+
+
+def encode_json_request(req: Request) -> bytes:
+    """A request object → its wire line (used by the client library)."""
+    if isinstance(req, PlanRequest):
+        obj: dict[str, Any] = {"op": "plan"}
+        if req.node is not None:
+            obj["node"] = req.node
+    elif isinstance(req, AnnounceRequest):
+        obj = {"op": "announce", "target": req.target, "paths": list(req.paths)}
+    elif isinstance(req, SubscribeRequest):
+        obj = {"op": "subscribe"}
+    elif isinstance(req, HealthRequest):
+        obj = {"op": "health"}
+    elif isinstance(req, ReloadRequest):
+        obj = {"op": "reload"}
+    else:
+        raise TypeError(f"not a JSON request: {req!r}")
+    obj["v"] = PROTOCOL_VERSION
+    return encode_message(obj)
+
+
+def encode_message(obj: dict[str, Any]) -> bytes:
+    """Any reply or event → one compact JSON line."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def ok_reply(**fields: Any) -> bytes:
+    return encode_message({"ok": True, **fields})
+
+
+def error_reply(message: str, code: str = "error") -> bytes:
+    return encode_message({"ok": False, "error": message, "code": code})
+
+
+def decode_message(line: bytes) -> dict[str, Any]:
+    """A reply or event line → dict (client side)."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed reply from mountd: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed reply from mountd: expected an object")
+    return obj
+
+
+# --- classic xcatd -------------------------------------------------------------------------
+
+_END_TAG = b"</xcatrequest>"
+_COMMAND_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def classic_request_complete(buf: bytes) -> bool:
+    """True once ``buf`` holds a whole ``<xcatrequest>`` document."""
+    return _END_TAG in buf
+
+
+def decode_classic_request(buf: bytes) -> ClassicRequest:
+    """Parse a classic request document (everything up to ``</xcatrequest>``)."""
+    end = buf.find(_END_TAG)
+    if end < 0:
+        raise ProtocolError("incomplete <xcatrequest>")
+    doc = buf[: end + len(_END_TAG)].strip()
+    if b"<!" in doc or b"<?" in doc[1:]:
+        # No DOCTYPE/entities (nothing legitimate uses them; they are how XML bombs start).
+        raise ProtocolError("malformed <xcatrequest>: declarations are not allowed")
+    try:
+        root = ElementTree.fromstring(doc)
+    except ElementTree.ParseError as exc:
+        raise ProtocolError(f"malformed <xcatrequest>: {exc}") from None
+    if root.tag != "xcatrequest":
+        raise ProtocolError(f"expected <xcatrequest>, got <{root.tag}>")
+    command = (root.findtext("command") or "").strip()
+    if not _COMMAND_RE.match(command):
+        raise ProtocolError("malformed <xcatrequest>: missing or bad <command>")
+    noderange = (root.findtext("noderange") or "").strip() or None
+    args = tuple((a.text or "").strip() for a in root.findall("arg"))
+    return ClassicRequest(command=command, noderange=noderange, args=args)
+
+
+def encode_classic_request(command: str, noderange: str | None = None) -> bytes:
+    """What ``rc.statelite`` sends (with the here-string's newline)."""
+    nr = f"<noderange>{escape(noderange)}</noderange>" if noderange else ""
+    return f"<xcatrequest><command>{escape(command)}</command>{nr}</xcatrequest>\n".encode()
+
+
+def encode_classic_info(lines: list[str]) -> bytes:
+    """One response holding ``lines`` as ``<info>`` elements, each on a line of its own."""
+    body = "".join(f"<info>{escape(_one_line(line))}</info>\n" for line in lines)
+    return f"<xcatresponse>\n{body}</xcatresponse>\n".encode()
+
+
+def encode_classic_error(message: str, code: int = 1) -> bytes:
+    return (
+        f"<xcatresponse>\n<error>{escape(_one_line(message))}</error>\n"
+        f"<errorcode>{code}</errorcode>\n</xcatresponse>\n"
+    ).encode()
+
+
+#: The last response of every classic exchange.
+CLASSIC_SERVERDONE = b"<xcatresponse>\n<serverdone></serverdone>\n</xcatresponse>\n"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def parse_classic_response(data: bytes) -> tuple[list[str], list[str], bool]:
+    """Client/test side: ``(infos, errors, serverdone)`` from a classic response stream."""
+    infos: list[str] = []
+    errors: list[str] = []
+    done = False
+    text = data.decode("utf-8", "replace")
+    for chunk in text.split("</xcatresponse>"):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        try:
+            root = ElementTree.fromstring(chunk + "</xcatresponse>")
+        except ElementTree.ParseError as exc:
+            raise ProtocolError(f"malformed <xcatresponse>: {exc}") from None
+        infos += [(e.text or "") for e in root.findall("info")]
+        errors += [(e.text or "") for e in root.findall("error")]
+        done = done or root.find("serverdone") is not None
+    return infos, errors, done
+
+
+def rc_statelite_litefile(data: bytes) -> list[str]:
+    """The lines ``rc.statelite`` writes to ``.statelite/litefile`` from a litefile response.
+
+    Mirrors its pipeline: strip tags, drop blank lines, strip leading blanks, keep the second
+    ``:``-separated field, strip leading blanks.
+    """
+    out = []
+    for line in _strip_tags_lines(data):
+        fields = line.split(":")
+        out.append(fields[1].lstrip(" ") if len(fields) > 1 else "")
+    return out
+
+
+def rc_statelite_litetree(data: bytes) -> list[str]:
+    """The lines ``rc.statelite`` writes to ``.statelite/litetree`` (2nd blank-separated field)."""
+    out = []
+    for line in _strip_tags_lines(data):
+        fields = line.split()
+        out.append(fields[1] if len(fields) > 1 else "")
+    return out
+
+
+def _strip_tags_lines(data: bytes) -> list[str]:
+    lines = []
+    for raw in data.decode("utf-8", "replace").split("\n"):
+        line = re.sub(r"<[^>]*>", "", raw)
+        if re.fullmatch(r" *", line):
+            continue
+        lines.append(line.lstrip(" "))
+    return lines

@@ -1,0 +1,117 @@
+"""The policy table, evaluated the way xcatd does (pure).
+
+Rows are sorted by ``priority`` as numbers (lower first); the first row whose columns all
+match the request decides: ``allow``/``accept``/``trusted`` allow, anything else denies; no
+matching row denies. Columns, blank or ``*`` matching anything:
+
+* ``name`` — the peer's authenticated name (client certificate CN); ``*`` still requires one;
+* ``host`` — one of the names the peer is known by (node name, reverse-DNS name, address);
+* ``commands`` — comma list of command names;
+* ``parameters`` — a regular expression searched in the space-joined arguments;
+* ``noderange`` — the nodes the request is about: an allow row must cover all of them, a deny
+  row matches if it covers any; a request about no node skips the row;
+* ``time`` — not supported by xcatd either; ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+_ALLOW_RE = re.compile(r"allow|accept|trusted", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    priority: str
+    name: str | None = None
+    host: str | None = None
+    commands: str | None = None
+    noderange: str | None = None
+    parameters: str | None = None
+    rule: str | None = None
+
+    @property
+    def allows(self) -> bool:
+        return bool(self.rule and _ALLOW_RE.search(self.rule))
+
+    def describe(self) -> str:
+        return f"policy row priority={self.priority} rule={self.rule or ''}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: PolicyRule | None
+    reason: str
+
+
+def _priority_key(item: tuple[int, PolicyRule]) -> tuple[float, int]:
+    index, rule = item
+    try:
+        return (float(rule.priority), index)
+    except ValueError:
+        return (0.0, index)  # Perl's <=> treats a non-number as 0
+
+
+def sort_rules(rules: Iterable[PolicyRule]) -> tuple[PolicyRule, ...]:
+    """Rules in evaluation order (numeric priority; ties keep table order)."""
+    return tuple(r for _i, r in sorted(enumerate(rules), key=_priority_key))
+
+
+def _set(value: str | None) -> bool:
+    return bool(value) and value != "*"
+
+
+def decide(
+    rules: tuple[PolicyRule, ...],
+    *,
+    command: str,
+    peername: str | None = None,
+    peerhosts: Iterable[str] = (),
+    nodes: Iterable[str] = (),
+    args: Iterable[str] = (),
+    expand: Callable[[str], set[str]] | None = None,
+) -> Decision:
+    """First matching rule of ``rules`` (already sorted) decides; none matching denies.
+
+    ``expand`` turns a policy noderange into node names; it may raise, in which case the row
+    is skipped (a broken row must not widen or block access by accident).
+    """
+    hosts = set(peerhosts)
+    req_nodes = list(nodes)
+    params = " ".join(args)
+    for rule in rules:
+        if rule.name:
+            if not peername:
+                continue
+            if rule.name != "*" and rule.name != peername:
+                continue
+        if _set(rule.host) and rule.host not in hosts:
+            continue
+        if _set(rule.commands) and command not in [
+            c.strip() for c in (rule.commands or "").split(",")
+        ]:
+            continue
+        if _set(rule.parameters):
+            try:
+                if not re.search(rule.parameters or "", params):
+                    continue
+            except re.error:
+                continue
+        if _set(rule.noderange):
+            if not req_nodes or expand is None:
+                continue
+            try:
+                covered = expand(rule.noderange or "")
+            except Exception:
+                continue
+            hits = [n for n in req_nodes if n in covered]
+            if rule.allows and len(hits) != len(req_nodes):
+                continue
+            if not rule.allows and not hits:
+                continue
+        verdict = "allowed" if rule.allows else "denied"
+        return Decision(rule.allows, rule, f"{verdict} by {rule.describe()}")
+    return Decision(False, None, "matched no policy row")

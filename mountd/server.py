@@ -1,0 +1,480 @@
+"""mountd's network side: listeners, per-connection sessions, and what each request gets.
+
+A session is: TLS handshake (bounded by ``handshake_timeout``), sniff the protocol from the
+first bytes, read one complete request within ``request_timeout`` into a buffer of at most
+``max_message`` bytes, answer it. JSON connections may send further requests (each again
+bounded) or turn into a subscription; classic connections get their answer and are closed,
+as xcatd does. Every wait has a deadline, so a slow, silent or half-open peer only ever
+holds its own connection. The database is never touched here: :class:`~.catalog.Catalog`
+hands out an in-memory view and plans are computed from it once per node.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from litefs.errors import LitefsError, MountdError, ProtocolError
+
+from . import codec
+from .catalog import Catalog, TableView
+from .hub import Hub
+from .identity import Identity, Peer, identify_by_name, identify_known
+from .log import Logger
+from .pki import peer_subject
+from .policy import decide
+
+DEFAULT_PORT = 3001
+#: Classic commands mountd answers; everything else gets xcatd's "not supported" error.
+CLASSIC_COMMANDS = ("litefile", "litetree")
+
+
+@dataclass
+class ServerConfig:
+    host: str = ""  # "" = every address
+    port: int = DEFAULT_PORT
+    ssl_context: ssl.SSLContext | None = None  # None = plain TCP (--insecure)
+    unix_socket: str | None = None
+    handshake_timeout: float = 10.0
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    write_timeout: float = 30.0
+    ping_interval: float = 30.0
+    dns_timeout: float = 2.0
+    dns_cache_seconds: float = 300.0
+    shutdown_grace: float = 5.0
+    max_connections: int = 20000
+    max_message: int = codec.MAX_MESSAGE
+    backlog: int = 4096
+
+
+class _Refused(Exception):
+    """A request we answer with an error (message for the peer, code for machines)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Resolver = Callable[[str], Awaitable[str | None]]
+
+
+async def reverse_dns(address: str) -> str | None:
+    try:
+        host, _port = await trio.socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
+    except (OSError, UnicodeError):
+        return None
+    return host
+
+
+class Server:
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: ServerConfig,
+        log: Logger | None = None,
+        *,
+        resolver: Resolver = reverse_dns,
+    ) -> None:
+        self.catalog = catalog
+        self.config = config
+        self.log = log or Logger(level="warning")
+        self.hub = Hub()
+        self.resolver = resolver
+        self.connections = 0
+        self.served = 0
+        self._dns_cache: dict[str, tuple[str | None, float]] = {}
+        self._listen_scope: trio.CancelScope | None = None
+        self._stopping = trio.Event()
+        self.ports: list[int] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until :meth:`shutdown`; then let sessions finish within the grace."""
+        cfg = self.config
+        tcp = await trio.open_tcp_listeners(cfg.port, host=cfg.host or None, backlog=cfg.backlog)
+        self.ports = sorted({lst.socket.getsockname()[1] for lst in tcp})
+        unix = await self._unix_listener() if cfg.unix_socket else None
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as listeners:
+                self._listen_scope = listeners.cancel_scope
+                listeners.start_soon(
+                    partial(trio.serve_listeners, self._handle_tcp, tcp, handler_nursery=handlers)
+                )
+                if unix is not None:
+                    listeners.start_soon(
+                        partial(
+                            trio.serve_listeners, self._handle_unix, [unix],
+                            handler_nursery=handlers,
+                        )
+                    )
+                self.log(
+                    "listening", port=self.ports, tls=cfg.ssl_context is not None,
+                    unix=cfg.unix_socket,
+                )
+                task_status.started(self.ports)
+            # Listeners are gone: no new connections. Sessions get the grace to finish.
+            self.log("stopping", connections=self.connections, subscribers=self.hub.count)
+            handlers.cancel_scope.deadline = trio.current_time() + cfg.shutdown_grace
+        if cfg.unix_socket:
+            try:
+                os.unlink(cfg.unix_socket)
+            except OSError:
+                pass
+        self.log("stopped", served=self.served)
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+
+    async def _unix_listener(self) -> trio.SocketListener:
+        path = self.config.unix_socket
+        assert path
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(path)
+        os.chmod(path, 0o666)  # anyone may connect; only uid 0 is treated as admin
+        sock.listen(128)
+        return trio.SocketListener(sock)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        try:
+            address = stream.socket.getpeername()[0]
+        except OSError:
+            await stream.aclose()
+            return
+        await self._session(stream, address)
+
+    async def _handle_unix(self, stream: trio.SocketStream) -> None:
+        try:
+            creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            _pid, uid, _gid = struct.unpack("3i", creds)
+        except OSError:
+            uid = -1
+        await self._session(stream, "unix", unix_uid=uid, tls=False)
+
+    async def _session(
+        self, raw: trio.SocketStream, address: str, *, unix_uid: int | None = None,
+        tls: bool = True,
+    ) -> None:
+        cfg = self.config
+        if self.connections >= cfg.max_connections:
+            self.log("connection_refused", level="warning", peer=address, reason="too many")
+            await trio.aclose_forcefully(raw)
+            return
+        self.connections += 1
+        stream: trio.abc.Stream = raw
+        try:
+            peer = Peer(address=address, unix_uid=unix_uid)
+            if tls and cfg.ssl_context is not None:
+                ssl_stream = trio.SSLStream(raw, cfg.ssl_context, server_side=True)
+                stream = ssl_stream
+                with trio.fail_after(cfg.handshake_timeout):
+                    await ssl_stream.do_handshake()
+                cn, role = peer_subject(ssl_stream.getpeercert())
+                peer = Peer(address=address, cert_cn=cn, cert_role=role)
+            await self._converse(stream, peer)
+        except trio.TooSlowError:
+            self.log("timeout", level="warning", peer=address)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
+            self.log("connection_error", level="debug", peer=address, error=str(exc) or type(exc).__name__)
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
+        with trio.fail_after(self.config.write_timeout):
+            await stream.send_all(data)
+
+    async def _converse(self, stream: trio.abc.Stream, peer: Peer) -> None:
+        cfg = self.config
+        lines = codec.LineBuffer(cfg.max_message)
+        wait = cfg.request_timeout  # for the first byte; idle_timeout between requests
+        first = True
+        while True:
+            try:
+                with trio.fail_after(wait):
+                    data = await stream.receive_some(cfg.max_message)
+                if not data:
+                    return
+                # From its first byte, a request must arrive whole within request_timeout:
+                # slowloris peers time out instead of piling up.
+                with trio.fail_after(cfg.request_timeout):
+                    if first and codec.sniff(data) == "classic":
+                        await self._classic(stream, peer, data)
+                        return
+                    first = False
+                    got = lines.feed(data)
+                    while not got:
+                        data = await stream.receive_some(cfg.max_message)
+                        if not data:
+                            return
+                        got = lines.feed(data)
+            except ProtocolError as exc:
+                self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
+                await self._send(stream, codec.error_reply(str(exc), "protocol"))
+                return
+            for line in got:
+                if not await self._json_request(stream, peer, line):
+                    return
+            wait = cfg.idle_timeout
+
+    # --- JSON -----------------------------------------------------------------------------
+
+    async def _json_request(self, stream: trio.abc.Stream, peer: Peer, line: bytes) -> bool:
+        """Answer one JSON request; False when the connection should end."""
+        try:
+            req = codec.decode_json_request(line)
+        except ProtocolError as exc:
+            self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
+            await self._send(stream, codec.error_reply(str(exc), "protocol"))
+            return False
+        try:
+            if isinstance(req, codec.HealthRequest):
+                await self._send(stream, self._health())
+                return True
+            view = await self._view()
+            ident = await self._identify(peer, view)
+            if isinstance(req, codec.PlanRequest):
+                await self._send(stream, self._plan_reply(view, peer, ident, req.node))
+                self.served += 1
+                return True
+            if isinstance(req, codec.SubscribeRequest):
+                node = self._require_node(peer, ident, None, command="litefile", view=view)
+                await self._subscription(stream, peer, node)
+                return False
+            if isinstance(req, codec.AnnounceRequest):
+                self._require_admin(peer, "announce")
+                await self._send(stream, self._announce(view, req))
+                return True
+            if isinstance(req, codec.ReloadRequest):
+                self._require_admin(peer, "reload")
+                self.catalog.invalidate()
+                view = await self._view()
+                await self._send(stream, codec.ok_reply(generation=view.generation))
+                return True
+        except _Refused as exc:
+            await self._send(stream, codec.error_reply(str(exc), exc.code))
+            return exc.code not in ("unknown-node",)
+        raise AssertionError(f"unhandled request {req!r}")  # pragma: no cover
+
+    async def _view(self) -> TableView:
+        try:
+            return await self.catalog.view()
+        except MountdError as exc:
+            raise _Refused(str(exc), "db") from None
+
+    def _health(self) -> bytes:
+        return codec.ok_reply(
+            status="degraded" if self.catalog.db_error else "ok",
+            db_error=self.catalog.db_error,
+            connections=self.connections,
+            subscribers=self.hub.count,
+            served=self.served,
+        )
+
+    def _require_admin(self, peer: Peer, what: str) -> None:
+        if not peer.is_admin:
+            self.log("refused", level="warning", peer=peer.address, cn=peer.cert_cn, request=what,
+                     reason="admin certificate required")
+            raise _Refused(
+                f"{what} needs an admin certificate from the site CA (or root on the local socket)",
+                "forbidden",
+            )
+
+    def _policy(self, view: TableView, peer: Peer, ident: Identity, command: str,
+                nodes: list[str], args: tuple[str, ...] = ()) -> None:
+        hosts = {peer.address}
+        if ident.node:
+            hosts.add(ident.node)
+        if ident.hostname:
+            hosts.add(ident.hostname)
+        decision = decide(
+            view.policy, command=command, peername=peer.cert_cn, peerhosts=hosts,
+            nodes=nodes, args=args, expand=view.expand,
+        )
+        if not decision.allowed:
+            self.log("refused", level="warning", peer=peer.address, node=ident.node,
+                     command=command, reason=decision.reason)
+            raise _Refused(f"Permission denied for request ({command}: {decision.reason})", "forbidden")
+
+    def _require_node(self, peer: Peer, ident: Identity, asked: str | None, *, command: str,
+                      view: TableView) -> str:
+        """The node this request may be about: its own, or any for an admin."""
+        if asked is not None and asked != ident.node:
+            if peer.is_admin:
+                if asked not in view.nodes:
+                    raise _Refused(f"unknown node {asked!r} (not in nodelist)", "unknown-node")
+                return asked
+            self.log("refused", level="warning", peer=peer.address, node=ident.node,
+                     asked=asked, command=command, reason="another node's plan")
+            raise _Refused(
+                f"a node may only ask for its own plan ({peer.address} is "
+                f"{ident.node or 'not a known node'}, asked for {asked})",
+                "forbidden",
+            )
+        if ident.node is None:
+            self.log("unknown_node", level="warning", peer=peer.address, via=ident.via,
+                     hostname=ident.hostname)
+            raise _Refused(
+                f"cannot tell which node {peer.address} is: not in the hosts table"
+                + (f", reverse DNS {ident.hostname!r} is not a node" if ident.hostname else
+                   ", no reverse DNS name"),
+                "unknown-node",
+            )
+        if not peer.is_admin:
+            self._policy(view, peer, ident, command, [ident.node])
+        return ident.node
+
+    def _plan_reply(self, view: TableView, peer: Peer, ident: Identity, asked: str | None) -> bytes:
+        node = self._require_node(peer, ident, asked, command="litefile", view=view)
+        if not peer.is_admin:
+            self._policy(view, peer, ident, "litetree", [node])
+        entry = view.plan(node)
+        if entry.plan_json is None:
+            self.log("plan_error", level="warning", node=node, error=entry.error)
+            raise _Refused(entry.error or "no plan", "plan")
+        if self.log.enabled("debug"):
+            self.log("plan_served", level="debug", peer=peer.address, node=node, via=ident.via)
+        # The plan is already JSON; splice it in rather than re-encoding per request.
+        return (
+            b'{"generation":%d,"node":%s,"ok":true,"plan":%s}\n'
+            % (view.generation, json.dumps(node).encode(), entry.plan_json)
+        )
+
+    def _announce(self, view: TableView, req: codec.AnnounceRequest) -> bytes:
+        try:
+            nodes = view.nodes_for_target(req.target)
+        except LitefsError as exc:
+            raise _Refused(str(exc), "bad-target") from None
+        reached = self.hub.announce(nodes, req.paths)
+        self.log("announced", target=req.target, paths=list(req.paths), nodes=len(nodes),
+                 reached=len(reached))
+        return codec.ok_reply(targeted=len(nodes), notified=reached)
+
+    async def _subscription(self, stream: trio.abc.Stream, peer: Peer, node: str) -> None:
+        sub = self.hub.subscribe(node)
+        self.log("subscribed", peer=peer.address, node=node, subscribers=self.hub.count)
+        try:
+            await self._send(stream, codec.ok_reply(node=node, subscribed=True))
+            async with trio.open_nursery() as nursery:
+
+                async def watch_peer() -> None:
+                    # The node sends nothing more; EOF or anything else ends the subscription.
+                    try:
+                        await stream.receive_some(1024)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                        pass
+                    nursery.cancel_scope.cancel()
+
+                async def watch_stop() -> None:
+                    await self._stopping.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch_peer)
+                nursery.start_soon(watch_stop)
+                while True:
+                    event = None
+                    with trio.move_on_after(self.config.ping_interval):
+                        event = await sub.receive.receive()
+                    if sub.overflowed:
+                        while True:
+                            try:
+                                sub.receive.receive_nowait()
+                            except trio.WouldBlock:
+                                break
+                        sub.overflowed = False
+                        event = {"event": "invalidate", "paths": ["/"], "seq": self.hub.seq}
+                    await self._send(stream, codec.encode_message(event or {"event": "ping"}))
+        finally:
+            self.hub.unsubscribe(sub)
+            self.log("unsubscribed", peer=peer.address, node=node)
+
+    # --- classic --------------------------------------------------------------------------
+
+    async def _classic(self, stream: trio.abc.Stream, peer: Peer, data: bytes) -> None:
+        buf = bytearray(data)
+        while not codec.classic_request_complete(buf):
+            if len(buf) > self.config.max_message:
+                raise ProtocolError(f"message too large (limit {self.config.max_message} bytes)")
+            more = await stream.receive_some(self.config.max_message)
+            if not more:
+                return
+            buf += more
+        if len(buf) > self.config.max_message:
+            raise ProtocolError(f"message too large (limit {self.config.max_message} bytes)")
+        try:
+            req = codec.decode_classic_request(bytes(buf))
+        except ProtocolError as exc:
+            self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
+            await self._send(stream, codec.encode_classic_error(str(exc)) + codec.CLASSIC_SERVERDONE)
+            return
+        try:
+            body = await self._classic_answer(peer, req)
+        except _Refused as exc:
+            body = codec.encode_classic_error(str(exc))
+        await self._send(stream, body + codec.CLASSIC_SERVERDONE)
+        self.served += 1
+
+    async def _classic_answer(self, peer: Peer, req: codec.ClassicRequest) -> bytes:
+        if req.command not in CLASSIC_COMMANDS:
+            raise _Refused(f"Unsupported command: {req.command} (mountd serves litefile, litetree)", "unsupported")
+        view = await self._view()
+        ident = await self._identify(peer, view)
+        if req.noderange:
+            try:
+                asked = sorted(view.expand(req.noderange))
+            except LitefsError as exc:
+                raise _Refused(str(exc), "bad-target") from None
+        else:
+            asked = [None]  # type: ignore[list-item]
+        lines: list[str] = []
+        for want in asked:
+            node = self._require_node(peer, ident, want, command=req.command, view=view)
+            entry = view.plan(node)
+            if entry.plan_json is None:
+                raise _Refused(entry.error or "no plan", "plan")
+            lines += entry.litefile if req.command == "litefile" else entry.litetree
+        return codec.encode_classic_info(lines)
+
+    # --- identity -------------------------------------------------------------------------
+
+    async def _identify(self, peer: Peer, view: TableView) -> Identity:
+        known = identify_known(peer, view.hosts, view.nodes)
+        if known is not None:
+            return known
+        if peer.address == "unix":
+            return Identity(None, "none")
+        now = trio.current_time()
+        cached = self._dns_cache.get(peer.address)
+        if cached is not None and cached[1] > now:
+            hostname = cached[0]
+        else:
+            hostname = None
+            with trio.move_on_after(self.config.dns_timeout):
+                hostname = await self.resolver(peer.address)
+            if len(self._dns_cache) > 100_000:
+                self._dns_cache.clear()
+            self._dns_cache[peer.address] = (hostname, now + self.config.dns_cache_seconds)
+        return identify_by_name(hostname, view.nodes, view.domains)
+
+
+def is_address_in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE
