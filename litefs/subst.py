@@ -15,7 +15,9 @@ refused unless ``site.litefs_allow_cmd`` is ``yes``.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 from collections.abc import Mapping
 
@@ -133,21 +135,26 @@ def _run_cmds(
         if cache is not None and command in cache:
             pieces[i] = cache[command]
             continue
+        # A session of its own, so a timeout kills the whole pipeline, not just the shell.
+        proc = subprocess.Popen(
+            command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                command, shell=True, capture_output=True, text=True, timeout=timeout, check=False
-            )
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             raise SubstitutionError(
                 f"{row}: #CMD={command}# for node {node} did not finish within {timeout:g} s"
             ) from None
-        if done.returncode != 0:
-            err = (done.stderr.strip().splitlines() or [""])[-1]
+        if proc.returncode != 0:
+            err = (stderr.strip().splitlines() or [""])[-1]
             raise SubstitutionError(
                 f"{row}: #CMD={command}# for node {node} failed with status "
-                f"{done.returncode}" + (f": {err}" if err else "")
+                f"{proc.returncode}" + (f": {err}" if err else "")
             )
-        out = done.stdout.rstrip("\n")
+        out = stdout.rstrip("\n")
         if not out:
             raise SubstitutionError(f"{row}: #CMD={command}# for node {node} printed nothing")
         if cache is not None:
