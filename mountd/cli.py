@@ -4,7 +4,8 @@ Reads ``site.xcatdport`` for the port (3001 if unset) unless ``--port`` is given
 come from ``--ca-dir`` (what ``litefs ca init`` wrote: ``ca.pem``, ``server.pem``,
 ``server.key``) or from ``--ca``/``--cert``/``--key``; ``--insecure`` serves plain TCP and
 says so loudly. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish for a few
-seconds, and exits 0.
+seconds, and exits 0. SIGHUP re-reads the tables at once (they are also re-read within
+``--check-interval`` seconds of any change).
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ async def _serve(server: Server) -> None:
     async with trio.open_nursery() as nursery:
 
         async def on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for signum in signals:
                     server.log("signal", signal=signal.Signals(signum).name)
+                    if signum == signal.SIGHUP:
+                        server.catalog.invalidate()  # re-read the tables at the next request
+                        continue
                     server.shutdown()
                     return
 

@@ -166,7 +166,7 @@ def issue(
     )
     if role == "server":
         alt: list[x509.GeneralName] = []
-        for entry in [name, *(san or [])]:
+        for entry in dict.fromkeys([name, *(san or [])]):
             try:
                 alt.append(x509.IPAddress(ipaddress.ip_address(entry)))
             except ValueError:

@@ -1,0 +1,147 @@
+"""Node identity (xCAT's reverse-DNS stripping, hosts table) and the policy table, pure."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from litefs.mountd.identity import (
+    Identity,
+    Peer,
+    hosts_index,
+    identify_by_name,
+    identify_known,
+    normalise_ip,
+    strip_hostname,
+)
+from litefs.mountd.policy import PolicyRule, decide, sort_rules
+
+from litefs.errors import NoderangeError
+
+
+@pytest.mark.parametrize(
+    ("name", "domains", "short"),
+    [
+        ("n01.cluster.example.com", (), "n01"),
+        ("n01.cluster.example.com.", ("cluster.example.com",), "n01"),
+        ("n01-eth0.cluster", (), "n01"),
+        ("n01-ib1.cluster", (), "n01"),
+        ("n01-myri0", (), "n01"),
+        ("n01-eth", (), "n01-eth"),  # no number: not an interface suffix
+        ("rack1-n01", (), "rack1-n01"),
+        ("n01.a.b", ("A.B",), "n01"),
+        ("n01.sub.a.b", ("a.b",), "n01"),  # xCAT keeps the first label either way
+    ],
+)
+def test_strip_hostname_like_xcatd(name: str, domains: tuple[str, ...], short: str) -> None:
+    assert strip_hostname(name, domains) == short
+
+
+@given(st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True), st.sampled_from(["eth", "ib", "myri"]),
+       st.integers(0, 99))
+def test_interface_suffixes_always_strip(base: str, iface: str, n: int) -> None:
+    assert strip_hostname(f"{base}-{iface}{n}.dom.ain") == base
+
+
+def test_hosts_index_maps_primary_and_other_interfaces() -> None:
+    index = hosts_index([
+        ("n01", "10.0.0.1", "n01-ib0:10.1.0.1,n01-eth1:10.2.0.1"),
+        ("n02", " 10.0.0.2 ", None),
+        ("grp", "|node(\\d+)|10.0.0.($1+0)|", None),  # an unexpanded regex cell is no address
+    ])
+    assert index == {"10.0.0.1": "n01", "10.1.0.1": "n01", "10.2.0.1": "n01", "10.0.0.2": "n02"}
+
+
+def test_ipv4_mapped_addresses_match_ipv4_rows() -> None:
+    assert normalise_ip("::ffff:10.0.0.1") == "10.0.0.1"
+    assert normalise_ip("fe80::1%eth0") == "fe80::1"
+    assert normalise_ip("nonsense") is None
+    ident = identify_known(Peer("::ffff:10.0.0.1"), {"10.0.0.1": "n01"}, {"n01"})
+    assert ident == Identity("n01", "hosts")
+
+
+def test_certificate_identity_wins_over_address() -> None:
+    nodes = {"n01", "n02"}
+    hosts = {"10.0.0.1": "n01"}
+    assert identify_known(Peer("10.0.0.1", "n02", "node"), hosts, nodes) == Identity("n02", "cert")
+    # An admin certificate is not a node identity; a node cert for an unknown name is nobody.
+    assert identify_known(Peer("10.0.0.1", "root", "admin"), hosts, nodes) == Identity("n01", "hosts")
+    assert identify_known(Peer("10.0.0.1", "ghost", "node"), hosts, nodes) == Identity(None, "cert")
+    assert identify_known(Peer("10.9.9.9"), hosts, nodes) is None
+
+
+def test_reverse_dns_names_map_to_nodes() -> None:
+    nodes = {"n01", "login.example"}
+    assert identify_by_name("n01-eth0.example.com", nodes).node == "n01"
+    assert identify_by_name("login.example.", nodes).node == "login.example"
+    assert identify_by_name("stranger.example.com", nodes) == Identity(None, "dns", "stranger.example.com")
+    assert identify_by_name(None, nodes) == Identity(None, "none")
+
+
+# --- policy -------------------------------------------------------------------------------
+
+DEFAULT = sort_rules([
+    PolicyRule("4.8", commands="litetree", rule="allow"),
+    PolicyRule("1", name="root", rule="allow"),
+    PolicyRule("4.7", commands="litefile", rule="allow"),
+])
+
+
+def _expand(text: str) -> set[str]:
+    groups = {"compute": {"n01", "n02", "n03"}, "gpu": {"n03"}}
+    out: set[str] = set()
+    for atom in text.split(","):
+        if atom in groups:
+            out |= groups[atom]
+        elif atom.startswith("n"):
+            out.add(atom)
+        else:
+            raise NoderangeError(f"invalid nodes and/or groups in noderange: {atom}")
+    return out
+
+
+def test_rules_sort_numerically_like_perls_spaceship() -> None:
+    rules = sort_rules([PolicyRule("10"), PolicyRule("9.5"), PolicyRule("abc"), PolicyRule("1.10")])
+    assert [r.priority for r in rules] == ["abc", "1.10", "9.5", "10"]
+
+
+def test_default_rows_allow_anonymous_litefile_and_litetree_only() -> None:
+    assert decide(DEFAULT, command="litefile", nodes=["n01"]).allowed
+    assert decide(DEFAULT, command="litetree", nodes=["n01"]).allowed
+    denied = decide(DEFAULT, command="nodeset", nodes=["n01"])
+    assert not denied.allowed and denied.reason == "matched no policy row"
+    # name=root needs an authenticated peer of that name.
+    assert decide(DEFAULT, command="nodeset", peername="root").allowed
+    assert not decide(DEFAULT, command="nodeset", peername="alice").allowed
+
+
+def test_first_matching_row_decides() -> None:
+    rules = sort_rules([*DEFAULT, PolicyRule("2", noderange="gpu", commands="litefile", rule="deny")])
+    assert not decide(rules, command="litefile", nodes=["n03"], expand=_expand).allowed
+    assert decide(rules, command="litefile", nodes=["n01"], expand=_expand).allowed
+    assert decide(rules, command="litetree", nodes=["n03"], expand=_expand).allowed
+
+
+def test_allow_row_must_cover_every_requested_node() -> None:
+    rules = (PolicyRule("1", noderange="gpu", rule="allow"),)
+    assert decide(rules, command="litefile", nodes=["n03"], expand=_expand).allowed
+    assert not decide(rules, command="litefile", nodes=["n03", "n01"], expand=_expand).allowed
+    assert not decide(rules, command="litefile", nodes=[], expand=_expand).allowed
+
+
+def test_host_name_parameters_and_broken_rows() -> None:
+    rules = sort_rules([
+        PolicyRule("1", host="mgmt", rule="allow"),
+        PolicyRule("2", name="*", commands="litefile", rule="trusted"),
+        PolicyRule("3", parameters="^-v", rule="allow"),
+        PolicyRule("4", noderange="nosuchgroup", rule="deny"),
+        PolicyRule("5", parameters="([", rule="allow"),
+        PolicyRule("6", commands="x", rule="deny"),
+    ])
+    assert decide(rules, command="any", peerhosts={"mgmt", "10.0.0.9"}).allowed
+    assert decide(rules, command="litefile", peername="bob").allowed
+    assert not decide(rules, command="litefile").reason.startswith("allowed")
+    assert decide(rules, command="any", args=["-v", "x"]).allowed
+    # A row whose noderange or regex is broken is skipped, never a match.
+    d = decide(rules, command="x", nodes=["n01"], expand=_expand)
+    assert not d.allowed and d.rule is not None and d.rule.priority == "6"
