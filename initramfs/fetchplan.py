@@ -1,0 +1,125 @@
+"""Boot-time plan fetch: ask mountd for this node's plan and lay it out for the boot hook.
+
+``python -m litefs.initramfs.fetchplan --xcat IP:PORT --node n01 --out /.litefs/statelite``
+fetches the plan (retries with exponential backoff, a console line per retry) and writes, in
+the node's ``/.statelite`` tmpfs: ``plan.json`` (what ``litefs mount`` reads), ``litefile`` and
+``litetree`` in the classic node-side format (``<options> <path>`` and ``server:/path``, so
+admins' habits still work) and ``sources`` (``server<TAB>path<TAB>mntopts`` lines the shell
+hook mounts read-only; server ``-`` marks a node-local directory). ``--plan-file`` reads the
+plan from a file instead (qemu boots deliver it on a 9p share). On failure it prints the one
+console message :data:`FETCH_FAILED` and exits 1; the hook then drops to a shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from litefs.errors import LitefsError
+from litefs.plan import Plan
+
+#: The console message when no plan can be had (documented in the README's boot section).
+FETCH_FAILED = (
+    "FATAL error: could not get the plan for {node} from mountd at {server} after {attempts} "
+    "attempts: {reason}. Check that mountd runs on the MN and that the policy table allows "
+    "litefile/litetree, then rpower {node} boot"
+)
+
+
+def layout(plan: Plan) -> dict[str, str]:
+    """The files the hook writes into ``/.statelite`` for ``plan`` (name -> content)."""
+    litefile = "".join(f"{r.option} {r.table_path}\n" for r in plan.rules)
+    litetree = "".join(
+        (f"{s.server}:{s.path}" if s.server else s.path) + "\n" for s in plan.sources
+    )
+    sources = "".join(
+        f"{s.server or '-'}\t{s.path}\t{s.mntopts or '-'}\n" for s in plan.sources
+    )
+    return {
+        "plan.json": plan.to_json() + "\n",
+        "litefile": litefile,
+        "litetree": litetree,
+        "sources": sources,
+    }
+
+
+def write_layout(plan: Plan, out: Path) -> None:
+    """``plan.json`` and ``sources`` in ``out``; ``litefile``/``litetree`` in ``out/tmpfs/.statelite``.
+
+    The view shows the tmpfs layer's ``.statelite/`` files as ``/.statelite/litefile`` etc.
+    """
+    meta = out / "tmpfs" / ".statelite"
+    meta.mkdir(parents=True, exist_ok=True)
+    for name, text in layout(plan).items():
+        where = meta if name in ("litefile", "litetree") else out
+        tmp = where / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, where / name)
+
+
+def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
+          say: Callable[[str], None]) -> Plan:
+    """The node's plan from mountd at ``xcat`` (``IP:PORT``), TLS-verified when ``ca`` is given."""
+    from litefs.mountd.client import Backoff, fetch_plan_sync
+
+    ctx = None
+    if ca:
+        from litefs.mountd.pki import client_context
+
+        ctx = client_context(Path(ca))
+
+    def on_retry(attempt: int, delay: float, exc: BaseException) -> None:
+        say(f"litefs: no plan from mountd at {xcat} yet ({exc}); attempt {attempt} of "
+            f"{retries}, retrying in {delay:.1f}s")
+
+    try:
+        # The node asks for *its own* plan: mountd identifies it by its address.
+        return fetch_plan_sync(
+            xcat, ssl_context=ctx, backoff=Backoff(base=max(backoff, 0.0), cap=16.0,
+                                                   attempts=retries),
+            on_retry=on_retry, timeout=10.0,
+        )
+    except LitefsError as exc:
+        raise LitefsError(FETCH_FAILED.format(node=node, server=xcat, attempts=retries,
+                                              reason=exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="litefs-fetchplan")
+    p.add_argument("--node", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--xcat", help="mountd address IP:PORT (the XCAT= kernel argument)")
+    p.add_argument("--plan-file", help="read the plan from this file instead of mountd")
+    p.add_argument("--ca", default=os.environ.get("LITEFS_CA"),
+                   help="site CA certificate; TLS to mountd (default $LITEFS_CA; none: plain)")
+    p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--backoff", type=float, default=1.0)
+    args = p.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        if args.plan_file:
+            plan = Plan.from_json(Path(args.plan_file).read_text())
+        elif args.xcat:
+            plan = fetch(args.xcat, args.node, args.retries, args.backoff, args.ca, say)
+        else:
+            raise LitefsError("no XCAT=<ip>:<port> and no plan file: nowhere to get the plan")
+        if plan.node not in (None, args.node):
+            raise LitefsError(f"mountd answered with the plan of {plan.node}, not {args.node}; "
+                              "check the hosts table entry for this node's address")
+        write_layout(plan, args.out)
+    except (LitefsError, OSError) as exc:
+        say(f"litefs: {exc}")
+        return 1
+    say(f"litefs: plan for {args.node}: image {plan.image}, {len(plan.rules)} rules, "
+        f"{len(plan.sources)} litetree sources")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+#!/bin/sh
+# litefs boot hook: turn a node's kernel command line into a running litefs root (POSIX sh,
+# busybox-compatible; also sourced by the dracut module).
+#
+# Reads the xCAT kernel arguments (reference §5.1): root=nfs:IP:DIR[:ro,opts] or NFSROOT=IP:DIR,
+# STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=. Then, in DESIGN's order:
+#   1. mount the image read-only                 -> $LAYERS/image
+#   2. mount a tmpfs                             -> $LAYERS/statelite (tmpfs layer in tmpfs/)
+#   3. mount the persistent store: <statemnt>, mkdir <node>, umount, mount <statemnt>/<node>
+#                                                -> $LAYERS/statelite/persistent
+#   4. fetch the plan from mountd at XCAT= (retries with backoff; clear console message)
+#   5. mount the litetree sources read-only      -> $LAYERS/statelite/mnt/<server><path>
+#   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root)
+#   7. switch_root into the view (PID 1) or chroot (anything else).
+# "shell" on the command line drops to a shell three times (after the mounts, after the plan,
+# before switch_root), as the cookbook §7 describes. Every step is logged, shell-style, to
+# /.statelite/statelite.log (tmpfs, so it lasts one boot).
+#
+# NFS stand-in: with litefs.nfsmap=DIR (or $LITEFS_NFSMAP) every "server:/path" is bind-mounted
+# from DIR/<server>/<path> instead of NFS-mounted; without it, real `mount -t nfs` is used.
+# Tests and the demo use the map (no NFS server on the build machine); the parsing of
+# server:/path is the same either way.
+#
+# Environment knobs (for the namespace harness, qemu and dracut; all optional):
+#   LITEFS_CMDLINE  file holding the command line (default /proc/cmdline)
+#   LITEFS_PYTHON   python with litefs installed (default: python3 on PATH)
+#   LITEFS_LAYERS   where layers are mounted in the initramfs (default /.litefs)
+#   NEWROOT         where the view is mounted (default /sysroot)
+#   LITEFS_MODE     "init" (default: mount everything and switch root) or "dracut" (image is
+#                   already mounted on $NEWROOT; leave the switch to dracut)
+#   LITEFS_BACKOFF  first retry delay in seconds (default 1; doubles, capped at 16)
+#   LITEFS_RETRIES  attempts for each mount and for the plan (default 5)
+
+set -u
+set -f   # the command line is split on blanks; never glob it
+
+NEWROOT=${NEWROOT:-/sysroot}
+LAYERS=${LITEFS_LAYERS:-/.litefs}
+SL=$LAYERS/statelite
+LOG=/tmp/litefs-early.log
+PY=${LITEFS_PYTHON:-python3}
+RETRIES=${LITEFS_RETRIES:-5}
+BACKOFF=${LITEFS_BACKOFF:-1}
+MODE=${LITEFS_MODE:-init}
+NFSMAP=${LITEFS_NFSMAP:-}
+PLANFILE=
+SHELL_PAUSE=0
+INIT=/sbin/init
+ROOTSPEC=
+NFSROOT=
+STATEMNT=
+MNTOPTS=
+XCAT=
+NODE=
+
+log() { echo "$*" >>"$LOG"; }
+
+# Console line (what the admin watching rcons reads) that also lands in the log.
+say() {
+    echo "litefs: $*" >&2
+    log "# $*"
+}
+
+# Log a command shell-style, then run it.
+run() {
+    log "$*"
+    "$@"
+}
+
+emergency_shell() {
+    if [ -t 0 ] || [ "${LITEFS_SHELL_ANYWAY:-0}" = 1 ]; then
+        echo "litefs: dropping to a shell; 'exit' leaves it" >&2
+        sh
+    fi
+}
+
+die() {
+    say "$*"
+    emergency_shell
+    if [ "$$" = 1 ] && [ "$MODE" = init ]; then
+        # PID 1 must not exit (kernel panic); stop the machine cleanly instead.
+        sync
+        poweroff -f 2>/dev/null
+        sleep 1000000
+    fi
+    exit 1
+}
+
+pause() {
+    [ "$SHELL_PAUSE" = 1 ] || return 0
+    say "shell requested: pause $1 of 3 ($2); type 'exit' to continue booting"
+    sh
+}
+
+is_mounted() {
+    # /proc/mounts escapes blanks; our targets have none.
+    grep -q " $1 " /proc/mounts 2>/dev/null
+}
+
+retry() {
+    # retry WHAT CMD...: up to $RETRIES attempts, sleeping BACKOFF, 2*BACKOFF, ... (cap 16 s).
+    what=$1
+    shift
+    n=1
+    delay=$BACKOFF
+    while :; do
+        if "$@"; then
+            return 0
+        fi
+        if [ "$n" -ge "$RETRIES" ]; then
+            return 1
+        fi
+        say "$what failed (attempt $n of $RETRIES); retrying in ${delay}s"
+        sleep "$delay"
+        n=$((n + 1))
+        delay=$((delay * 2))
+        [ "$delay" -gt 16 ] && delay=16
+    done
+}
+
+# nfs_mount SERVER PATH TARGET OPTS: NFS mount, or a bind from the map (read-only when OPTS
+# has "ro").
+nfs_mount() {
+    server=$1
+    path=$2
+    target=$3
+    opts=$4
+    if [ -n "$NFSMAP" ]; then
+        src=$NFSMAP/$server$path
+        if [ ! -d "$src" ]; then
+            log "# $server:$path is not exported (no $src)"
+            return 1
+        fi
+        run mount --bind "$src" "$target" || return 1
+        case ",$opts," in
+            *,ro,*) run mount -o remount,bind,ro "$target" || return 1 ;;
+        esac
+        return 0
+    fi
+    run mount -t nfs -o "$opts" "$server:$path" "$target"
+}
+
+parse_cmdline() {
+    file=${LITEFS_CMDLINE:-/proc/cmdline}
+    [ -r "$file" ] || die "cannot read the kernel command line ($file)"
+    for arg in $(cat "$file"); do
+        case "$arg" in
+            root=nfs:*) ROOTSPEC=${arg#root=nfs:} ;;
+            NFSROOT=*) NFSROOT=${arg#NFSROOT=} ;;
+            STATEMNT=*) STATEMNT=${arg#STATEMNT=} ;;
+            MNTOPTS=*) MNTOPTS=${arg#MNTOPTS=} ;;
+            XCAT=*) XCAT=${arg#XCAT=} ;;
+            NODE=*) NODE=${arg#NODE=} ;;
+            shell) SHELL_PAUSE=1 ;;
+            init=*) INIT=${arg#init=} ;;
+            litefs.nfsmap=*) NFSMAP=${arg#litefs.nfsmap=} ;;
+            litefs.plan=*) PLANFILE=${arg#litefs.plan=} ;;
+            litefs.python=*) PY=${arg#litefs.python=} ;;
+        esac
+    done
+    # The dracut cmdline hook exports these too (kernel NAME=value args land in init's env).
+    if [ -z "$NODE" ]; then
+        NODE=$(hostname -s 2>/dev/null || hostname)
+    fi
+}
+
+# IMG_SERVER IMG_PATH IMG_OPTS from root=nfs:IP:DIR[:opts] or NFSROOT=IP:DIR (appends /rootimg).
+parse_root() {
+    if [ -n "$ROOTSPEC" ]; then
+        IMG_SERVER=${ROOTSPEC%%:*}
+        rest=${ROOTSPEC#*:}
+        IMG_PATH=${rest%%:*}
+        if [ "$rest" = "$IMG_PATH" ]; then
+            IMG_OPTS=ro
+        else
+            IMG_OPTS=${rest#*:}
+        fi
+        case ",$IMG_OPTS," in *,ro,*) ;; *) IMG_OPTS="ro,$IMG_OPTS" ;; esac
+    elif [ -n "$NFSROOT" ]; then
+        IMG_SERVER=${NFSROOT%%:*}
+        IMG_PATH=${NFSROOT#*:}/rootimg
+        IMG_OPTS=ro,nolock,rsize=32768,tcp,nfsvers=3,timeo=14
+    else
+        die "no root=nfs:<server>:<dir>/rootimg:ro or NFSROOT=<server>:<dir> on the kernel command line; run nodeset for $NODE"
+    fi
+    if [ -z "$IMG_SERVER" ] || [ "$IMG_SERVER" = "$ROOTSPEC$NFSROOT" ]; then
+        die "image root '$ROOTSPEC$NFSROOT' is not <server>:<dir>; run nodeset for $NODE"
+    fi
+    case "$IMG_PATH" in
+        /*) ;;
+        *) die "image root path '$IMG_PATH' is not absolute; run nodeset for $NODE" ;;
+    esac
+}
+
+basic_mounts() {
+    [ -d /proc/self ] || mount -t proc proc /proc
+    [ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+    [ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
+    [ -c /dev/fuse ] || modprobe fuse 2>/dev/null || true
+    mkdir -p /tmp /run
+}
+
+mount_image() {
+    if [ "$MODE" = dracut ]; then
+        # dracut's nfs module already mounted the image on $NEWROOT: move it aside.
+        run mkdir -p "$LAYERS/image"
+        run mount --move "$NEWROOT" "$LAYERS/image" || die "cannot move the image off $NEWROOT"
+        return
+    fi
+    run mkdir -p "$LAYERS/image"
+    retry "mounting the image $IMG_SERVER:$IMG_PATH" \
+        nfs_mount "$IMG_SERVER" "$IMG_PATH" "$LAYERS/image" "$IMG_OPTS" ||
+        die "cannot mount the image $IMG_SERVER:$IMG_PATH; check the NFS export on $IMG_SERVER, then rpower $NODE boot"
+}
+
+mount_statelite_tmpfs() {
+    run mkdir -p "$SL"
+    run mount -t tmpfs -o mode=755 rw "$SL" || die "cannot mount the tmpfs for /.statelite"
+    run mkdir -p "$SL/tmpfs/.statelite" "$SL/persistent" "$SL/mnt"
+    # From now on the log lives where admins look for it: the view shows the tmpfs layer's
+    # .statelite/{statelite.log,litefile,litetree} as /.statelite/...
+    cat "$LOG" >>"$SL/tmpfs/.statelite/statelite.log" 2>/dev/null
+    rm -f "$LOG"
+    LOG=$SL/tmpfs/.statelite/statelite.log
+}
+
+mount_persistent() {
+    if [ -z "$STATEMNT" ]; then
+        say "no STATEMNT: this node has no persistent store (persistent files stay in RAM)"
+        HAVE_PERSISTENT=0
+        return
+    fi
+    case "$STATEMNT" in
+        ?*:/*) ;;
+        *)
+            die "STATEMNT=$STATEMNT has no server: persistent files would silently live in RAM and be lost at reboot. Set statelite.statemnt to server:/path on the MN, run nodeset $NODE osimage, then rpower $NODE boot"
+            ;;
+    esac
+    p_server=${STATEMNT%%:*}
+    p_path=${STATEMNT#*:}
+    p_opts=${MNTOPTS:-nolock,rsize=32768,tcp,timeo=14}
+    p_opts=${p_opts#ro,}
+    retry "mounting the persistent store $STATEMNT" \
+        nfs_mount "$p_server" "$p_path" "$SL/persistent" "$p_opts" ||
+        die "cannot mount the persistent store $STATEMNT. You are dead, rpower $NODE boot to play again."
+    run mkdir -p "$SL/persistent/$NODE" || die "cannot create $NODE on the persistent store $STATEMNT"
+    run umount -l "$SL/persistent"
+    retry "mounting the persistent store $STATEMNT/$NODE" \
+        nfs_mount "$p_server" "$p_path/$NODE" "$SL/persistent" "$p_opts" ||
+        die "cannot mount $STATEMNT/$NODE. You are dead, rpower $NODE boot to play again."
+    HAVE_PERSISTENT=1
+}
+
+fetch_plan() {
+    set -- --node "$NODE" --out "$SL" --retries "$RETRIES" --backoff "$BACKOFF"
+    if [ -n "$PLANFILE" ]; then
+        set -- "$@" --plan-file "$PLANFILE"
+    else
+        [ -n "$XCAT" ] || die "no XCAT=<mountd ip>:<port> on the kernel command line; run nodeset for $NODE"
+        set -- "$@" --xcat "$XCAT"
+    fi
+    log "$PY -m litefs.initramfs.fetchplan $*"
+    "$PY" -m litefs.initramfs.fetchplan "$@" || die "no plan for $NODE; cannot build its root. Fix the cause above, then rpower $NODE boot"
+}
+
+mount_sources() {
+    [ -s "$SL/sources" ] || return 0
+    # Lines: server<TAB>path<TAB>mntopts (server "-" = node-local path, nothing to mount).
+    while IFS='	' read -r s_server s_path s_opts; do
+        [ "$s_server" = - ] && continue
+        target=$SL/mnt/$s_server$s_path
+        run mkdir -p "$target"
+        o=ro,nolock,tcp,nfsvers=3
+        [ -n "$s_opts" ] && [ "$s_opts" != - ] && o="ro,$s_opts"
+        retry "mounting litetree source $s_server:$s_path" \
+            nfs_mount "$s_server" "$s_path" "$target" "$o" ||
+            die "cannot mount litetree source $s_server:$s_path; check its export, then rpower $NODE boot"
+    done <"$SL/sources"
+}
+
+start_litefs() {
+    run mkdir -p "$NEWROOT"
+    set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
+        --sources "$SL/mnt" --statelite "$SL" --node "$NODE"
+    [ "$HAVE_PERSISTENT" = 1 ] && set -- "$@" --persistent "$SL/persistent"
+    [ -n "$XCAT" ] && [ -z "$PLANFILE" ] && set -- "$@" --mountd "$XCAT"
+    set -- "$@" --foreground "$NEWROOT"
+    log "@litefs $*"
+    # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
+    # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
+    (PYTHONEXECUTABLE=$(command -v "$PY") exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" \
+        >>"$SL/litefs.log" 2>&1 </dev/null) &
+    LITEFS_PID=$!
+    i=0
+    while ! is_mounted "$NEWROOT"; do
+        if ! kill -0 "$LITEFS_PID" 2>/dev/null; then
+            tail -n 5 "$SL/litefs.log" >&2
+            die "the litefs daemon exited before mounting $NEWROOT (see /.statelite/litefs.log)"
+        fi
+        i=$((i + 1))
+        [ "$i" -gt 600 ] && die "litefs did not mount $NEWROOT within 60 s"
+        sleep 0.1
+    done
+    log "# litefs pid $LITEFS_PID mounted $NEWROOT"
+}
+
+finish_root() {
+    # The view itself presents /.statelite (tmpfs, persistent, mnt, log, litefile, litetree).
+    for d in dev proc sys run; do
+        if is_mounted "/$d" && [ -d "$NEWROOT/$d" ]; then
+            run mount --rbind "/$d" "$NEWROOT/$d" || say "could not bind /$d into the view"
+        fi
+    done
+}
+
+switch_into_view() {
+    say "switching root into the litefs view on $NEWROOT (init $INIT)"
+    if [ "$$" = 1 ]; then
+        exec switch_root "$NEWROOT" "$INIT"
+    fi
+    exec chroot "$NEWROOT" "$INIT"
+}
+
+litefs_boot() {
+    HAVE_PERSISTENT=0
+    basic_mounts
+    parse_cmdline
+    say "booting $NODE"
+    [ "$MODE" = dracut ] || parse_root
+    mount_image
+    mount_statelite_tmpfs
+    mount_persistent
+    pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
+    fetch_plan
+    mount_sources
+    pause 2 "plan fetched, litetree sources mounted under $SL/mnt"
+    start_litefs
+    finish_root
+    pause 3 "the litefs view is on $NEWROOT; next: switch_root"
+    [ "$MODE" = dracut ] && return 0
+    switch_into_view
+}
+
+# Sourced by the dracut hook with LITEFS_SOURCED=1; run otherwise.
+if [ "${LITEFS_SOURCED:-0}" != 1 ]; then
+    litefs_boot
+fi
