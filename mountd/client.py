@@ -32,6 +32,10 @@ OnChange = Callable[[list[str]], Any]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class CertificateError(MountdError):
+    """mountd's certificate does not verify against the site CA: retrying cannot fix it."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str | None
@@ -80,7 +84,7 @@ class Backoff:
 
 def _fatal(exc: BaseException) -> bool:
     """Errors retrying cannot fix: the server's certificate is wrong, or we speak nonsense."""
-    return isinstance(exc, ssl.SSLCertVerificationError | ProtocolError)
+    return isinstance(exc, CertificateError | ssl.SSLCertVerificationError | ProtocolError)
 
 
 async def _connect(
@@ -109,7 +113,10 @@ async def _connect(
         cause = exc.__cause__
         await trio.aclose_forcefully(stream)
         if isinstance(cause, ssl.SSLCertVerificationError):
-            raise cause from None
+            raise CertificateError(
+                f"mountd at {endpoint} presented a certificate that does not verify "
+                f"({cause.verify_message}); check the CA file and the server name"
+            ) from None
         raise MountdError(f"TLS handshake with mountd at {endpoint} failed: {cause or exc}") from None
     return tls
 

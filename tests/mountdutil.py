@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 from litefs.mountd import pki
@@ -88,12 +89,14 @@ async def serving(
     ssl_context=None,  # type: ignore[no-untyped-def]
     check_interval: float = 0.0,
     log: Logger | None = None,
+    resolver: Any = None,
     **config: object,
 ) -> AsyncIterator[Server]:
     """A real mountd on 127.0.0.1-wide (all addresses) ephemeral port, in this trio run."""
     catalog = Catalog(engine, check_interval=check_interval, db_timeout=5.0, log=log)
     cfg = ServerConfig(host="0.0.0.0", port=0, ssl_context=ssl_context, **config)  # type: ignore[arg-type]
-    server = Server(catalog, cfg, log or Logger(level="error"))
+    kw = {"resolver": resolver} if resolver is not None else {}
+    server = Server(catalog, cfg, log or Logger(level="error"), **kw)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         try:
