@@ -1,0 +1,184 @@
+"""The installed litefile, litetree, lslite and ``litefs plan`` commands against a real SQLite file:
+xCAT's exact output, exit statuses 0/1/2 and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from litefs import db
+from litefs.plan import Plan
+from litefs.planner import node_plan
+from tests.planutil import COOKBOOK_REDHAT_FILES, cookbook_redhat_litefile, load
+
+BIN = Path(sys.executable).parent
+IMG = "rhels8-x86_64-statelite-compute"
+
+TABLES = {
+    "nodelist": [
+        {"node": "n01", "groups": "compute"},
+        {"node": "n02", "groups": "compute"},
+        {"node": "n03", "groups": "broken"},
+    ],
+    "nodetype": [
+        {"node": "compute", "os": "rhels8", "arch": "x86_64", "profile": "compute"},
+        {"node": "n03", "os": "rhels8"},
+    ],
+    "noderes": [{"node": "compute", "nfsserver": "10.0.0.1"}],
+    "nodepos": [{"node": "n01", "room": "ny"}, {"node": "n02", "room": "sh"}],
+    "osimage": [{"imagename": IMG, "provmethod": "statelite"}],
+    "litetree": [
+        {"priority": "1", "directory": "$noderes.nfsserver:/statelite/$node"},
+        {"priority": "2", "image": "ALL", "directory": "cnfs:/gpfs/dallas/", "mntopts": "hard"},
+        {"priority": "10", "image": IMG, "directory": "cnfs:/rooms/$nodepos.room"},
+    ],
+    "statelite": [{"node": "compute", "statemnt": "cnfs:/gpfs/state"}],
+}
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("cli") / "litefs.db"
+    u = f"sqlite:///{path}"
+    engine = db.open_engine(u)
+    try:
+        load(engine, {**TABLES, "litefile": cookbook_redhat_litefile()})
+    finally:
+        engine.dispose()
+    return u
+
+
+def run(cmd: str, *args: str, url: str | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    argv = [str(BIN / cmd), *args]
+    if url is not None:
+        argv += ["--db", url]
+    e = {k: v for k, v in os.environ.items() if k != "LITEFS_DB"}
+    e.update(env or {})
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=e)
+
+
+def expected_litefile(who: str) -> str:
+    return "".join("%s: %-13s %s\n" % (who, "tmpfs,rw", f) for f in sorted(COOKBOOK_REDHAT_FILES))  # noqa: UP031
+
+
+def test_litefile_node_prints_the_cookbook_list_in_xcat_format(url: str) -> None:
+    r = run("litefile", "n01", url=url)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == expected_litefile("n01")
+    assert "n01: tmpfs,rw      /etc/adjtime\n" in r.stdout
+
+
+def test_litefile_noderange_and_image(url: str) -> None:
+    r = run("litefile", "n01-n02", url=url)
+    assert r.returncode == 0
+    assert r.stdout == expected_litefile("n01") + expected_litefile("n02")
+    r = run("litefile", IMG, url=url)
+    assert (r.returncode, r.stdout) == (0, expected_litefile(IMG))
+
+
+def test_litetree(url: str) -> None:
+    r = run("litetree", "compute", url=url)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (
+        "n01: 10.0.0.1:/statelite/n01\n"
+        "n01: cnfs:/gpfs/dallas/ :hard\n"
+        "n01: cnfs:/rooms/ny\n"
+        "n02: 10.0.0.1:/statelite/n02\n"
+        "n02: cnfs:/gpfs/dallas/ :hard\n"
+        "n02: cnfs:/rooms/sh\n"
+    )
+
+
+def test_lslite(url: str) -> None:
+    r = run("lslite", "n01", url=url)
+    assert (r.returncode, r.stderr) == (0, "")
+    files = "".join("        %-13s %s\n" % ("tmpfs,rw", f) for f in sorted(COOKBOOK_REDHAT_FILES))  # noqa: UP031
+    assert r.stdout == (
+        ">>>Node: n01\n\nOsimage: " + IMG + "\n\n"
+        "Persistent directory (statelite table):\n        cnfs:/gpfs/state\n\n"
+        "Litefiles (litefile table):\n" + files + "\n"
+        "Litetree path (litetree table):\n"
+        "        1, 10.0.0.1:/statelite/n01\n"
+        "        2, cnfs:/gpfs/dallas/\n"
+        "        10, cnfs:/rooms/ny\n\n"
+    )
+    r = run("lslite", "-i", IMG, url=url)
+    assert (r.returncode, r.stdout) == (0, files)
+
+
+def test_one_bad_node_fails_alone(url: str) -> None:
+    r = run("litefile", "n01,n03", url=url)
+    assert r.returncode == 1
+    assert r.stdout == expected_litefile("n01")
+    assert r.stderr == (
+        "litefile: n03: n03 does not have os, arch, or profile defined in nodetype table\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cmd", "args", "status", "stderr"),
+    [
+        ("litefile", ["bogus,n01"], 1, "litefile: invalid nodes and/or groups in noderange: bogus\n"),
+        ("litefile", ["nosuch"], 1,
+         "litefile: invalid nodes and/or groups in noderange: nosuch (and no osimage is named 'nosuch')\n"),
+        ("litetree", ["n0[1-4]"], 1, "litetree: invalid nodes and/or groups in noderange: n04\n"),
+        ("lslite", ["-i", "nope"], 1, "lslite: The osimage named 'nope' is not defined.\n"),
+        ("lslite", [], 2, "lslite: give -i IMAGE or a noderange (see 'lslite --help')\n"),
+        ("lslite", ["-i", IMG, "n01"], 2,
+         "lslite: give either -i IMAGE or a noderange, not both (see --help)\n"),
+        ("litefile", [], 2,
+         "litefile: the following arguments are required: noderange|image (see 'litefile --help')\n"),
+        ("litetree", ["n01", "--frobnicate"], 2,
+         "litetree: unrecognized arguments: --frobnicate (see 'litetree --help')\n"),
+    ],
+)
+def test_errors_are_one_line_with_status(
+    url: str, cmd: str, args: list[str], status: int, stderr: str
+) -> None:
+    r = run(cmd, *args, url=url)
+    assert (r.returncode, r.stdout, r.stderr) == (status, "", stderr)
+
+
+@pytest.mark.parametrize("cmd", ["litefile", "litetree", "lslite"])
+def test_help(cmd: str) -> None:
+    r = run(cmd, "--help")
+    assert r.returncode == 0 and "--db URL" in r.stdout and r.stderr == ""
+
+
+def test_database_without_schema_and_env_default(url: str, tmp_path: Path) -> None:
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    r = run("litefile", "n01", url=empty)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "run 'litefs db init'" in r.stderr
+    r = run("litetree", "n02", env={"LITEFS_DB": url})
+    assert (r.returncode, r.stdout.splitlines()[0]) == (0, "n02: 10.0.0.1:/statelite/n02")
+
+
+def test_litefs_plan(url: str) -> None:
+    r = run("litefs", "plan", "n02", "--json", url=url)
+    assert (r.returncode, r.stderr) == (0, "")
+    plan = Plan.from_json(r.stdout)
+    engine = db.open_engine(url)
+    try:
+        assert plan == node_plan(engine, "n02")
+    finally:
+        engine.dispose()
+    data = json.loads(r.stdout)
+    assert data["node"] == "n02" and data["statemnt"] == "cnfs:/gpfs/state"
+    assert data["sources"][2]["mountpoint"] == "/.statelite/mnt/cnfs/rooms/sh"
+    r = run("litefs", "plan", "n01", url=url)
+    assert r.returncode == 0
+    assert "image:    " + IMG in r.stdout and "/etc/adjtime" in r.stdout
+    r = run("litefs", "plan", "--image", IMG, "--json", url=url)
+    assert r.returncode == 0 and json.loads(r.stdout)["node"] is None
+    r = run("litefs", "plan", url=url)
+    assert (r.returncode, r.stderr) == (2, "litefs: give a node, or --image IMG (see 'litefs plan --help')\n")
+    r = run("litefs", "plan", "n09", url=url)
+    assert (r.returncode, r.stderr) == (1, "litefs: unknown node 'n09': it is not in the nodelist table\n")
+    r = run("litefs", "plan", "--help")
+    assert r.returncode == 0 and "--json" in r.stdout
