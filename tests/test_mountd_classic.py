@@ -1,0 +1,101 @@
+"""Stock rc.statelite against mountd: the real ``openssl s_client`` call and its sed/awk pipeline.
+
+GetSyncInfo runs ``openssl s_client -quiet -no_ssl3 -connect $XCAT -rand /bin/bash`` with the
+request on stdin and keeps the ``<options> <path>`` lines; we run that same shell code.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import Engine
+
+from litefs import db, planner
+from tests.dbutil import load_tables
+from tests.mountdutil import cluster_tables, make_pki, server_ssl, serving
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+# rc.statelite's xCATCmd and GetSyncInfo pipelines, verbatim but for MNTDIR (reference §5.2).
+RC_STATELITE = r"""
+xCATCmd () {
+	openssl s_client -quiet -no_ssl3 -connect ${1} -rand /bin/bash 2>/dev/null <<<"<xcatrequest><command>${2}</command></xcatrequest>"
+}
+xCATCmd $XCATSERVER litefile  \
+	| sed  -e 's/<[^>]*>//g' \
+	| egrep -v '^ *$' 	\
+	| sed -e 's/^ *//' \
+	| awk -F: '{print $2}' \
+	| sed -e 's/^ *//' \
+	>  $OUT/litefile
+xCATCmd $XCATSERVER litetree  \
+	| sed  -e 's/<[^>]*>//g' \
+	| egrep -v '^ *$' \
+	| sed -e 's/^ *//' \
+	| awk '{print $2}' \
+	> $OUT/litetree
+xCATCmd $XCATSERVER getpostscript > $OUT/raw-unsupported
+"""
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return trio.run(fn)
+
+
+@pytest.fixture
+def classic_cluster(tmp_path: Path) -> Engine:
+    # s_client cannot choose its source address the way rc.statelite calls it: 127.0.0.1 is n01.
+    eng = db.open_engine(f"sqlite:///{tmp_path}/litefs.db")
+    load_tables(eng, cluster_tables({"n01": "127.0.0.1", "n02": "127.0.0.12"}))
+    yield eng
+    eng.dispose()
+
+
+def test_rc_statelite_gets_its_litefile_and_litetree(classic_cluster: Engine, tmp_path: Path) -> None:
+    ca = make_pki(tmp_path / "ca")
+    out = tmp_path / "statelite"
+    out.mkdir()
+
+    async def main() -> None:
+        async with serving(classic_cluster, ssl_context=server_ssl(ca)) as srv:
+            env = {"XCATSERVER": f"127.0.0.1:{srv.ports[0]}", "OUT": str(out), "PATH": "/usr/bin:/bin"}
+            with trio.fail_after(30):
+                await trio.run_process(["bash", "-c", RC_STATELITE], env=env, check=False)
+
+    run(main)
+    plan = planner.plan_for_node(planner.load_snapshot(classic_cluster), "n01")
+    expected = [line.split(":", 1)[1].lstrip() for line in planner.litefile_lines(plan)]
+    litefile = (out / "litefile").read_text().splitlines()
+    assert litefile == expected
+    assert f"{'tmpfs':<13} /etc/adjtime" in litefile
+    assert f"{'persistent':<13} /var/log/" in litefile
+    assert (out / "litetree").read_text().splitlines() == ["mn:/statelite/n01"]
+    raw = (out / "raw-unsupported").read_text()
+    assert "<error>Unsupported command: getpostscript" in raw and "<serverdone>" in raw
+
+
+def test_classic_answers_carry_xcatd_framing(classic_cluster: Engine, tmp_path: Path) -> None:
+    """Raw bytes: one <info> per line, then serverdone, then the server closes."""
+    ca = make_pki(tmp_path / "ca")
+
+    async def main() -> bytes:
+        async with serving(classic_cluster, ssl_context=server_ssl(ca)) as srv:
+            with trio.fail_after(30):
+                result = await trio.run_process(
+                    ["openssl", "s_client", "-quiet", "-no_ssl3", "-connect",
+                     f"127.0.0.1:{srv.ports[0]}", "-rand", "/bin/bash"],
+                    stdin=b"<xcatrequest><command>litefile</command></xcatrequest>\n",
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )
+            return result.stdout
+
+    data = run(main)
+    text = data.decode()
+    assert text.startswith("<xcatresponse>\n<info>n01: ")
+    assert "<info>n01: ro            /etc/motd</info>\n" in text
+    assert text.endswith("<xcatresponse>\n<serverdone></serverdone>\n</xcatresponse>\n")
