@@ -49,3 +49,7 @@ class BootError(LitefsError):
 
 class MountdError(LitefsError):
     """mountd cannot answer: database unavailable, unknown node, refused by policy."""
+
+
+class LiteimgError(LitefsError):
+    """liteimg cannot prepare (or undo) an image: missing rootimg, unsafe paths in the image."""

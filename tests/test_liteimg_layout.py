@@ -1,0 +1,345 @@
+"""liteimg on real image trees: the classic layout byte for byte (reference §6.3/§6.4), re-runs
+that reconcile without losing anything, idempotence and the undo round trip, proven with tree
+digests. The image is the busybox fixture of tests/liteimgutil.py, copied per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from litefs import liteimg as L
+from litefs.errors import LiteimgError
+from litefs.options import VALID_OPTIONS
+from litefs.plan import Plan, Rule
+from litefs.validate import validate_rules
+from tests.liteimgutil import build_busybox_image, diff_digests, tree_digest
+
+LINK_OPTIONS = [o for o in VALID_OPTIONS if L.is_link(o)]
+BIND_OPTIONS = [o for o in VALID_OPTIONS if not L.is_link(o)]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_busybox_image(tmp_path_factory.mktemp("tpl") / "rootimg")
+
+
+@pytest.fixture
+def image(template: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "rootimg"
+    subprocess.run(["cp", "-a", str(template), str(dst)], check=True)
+    return dst
+
+
+def rules(*specs: tuple[str, str]) -> tuple[Rule, ...]:
+    return tuple(Rule(p.rstrip("/"), o, p.endswith("/")) for p, o in specs)
+
+
+def run(root: Path, *specs: tuple[str, str], image: str = "img") -> L.LiteimgPlan:
+    plan = Plan(image=image, rules=rules(*specs))
+    lp = L.plan_liteimg(image, L.entries_from_plan(plan), L.DirTree(str(root)), L.read_state(str(root)))
+    L.apply(str(root), lp.actions)
+    return lp
+
+
+def undo(root: Path) -> list[str]:
+    return L.run_undo(str(root))
+
+
+def link(root: Path, rel: str) -> str:
+    return os.readlink(root / rel.lstrip("/"))
+
+
+# --- pure parts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "img", "tmp"),
+    [
+        ("/etc/ntp.conf", "../.statelite/tmpfs/etc/ntp.conf", "../../../.default/etc/ntp.conf"),
+        ("/tmp", "./.statelite/tmpfs/tmp", "../.././.default/tmp"),
+        ("/var/lib/ntp", "../../.statelite/tmpfs/var/lib/ntp", "../../../../.default/var/lib/ntp"),
+        ("/a/b/c/d", "../../../.statelite/tmpfs/a/b/c/d", "../../../../../.default/a/b/c/d"),
+    ],
+)
+def test_link_targets_follow_xcat_getreldir(path: str, img: str, tmp: str) -> None:
+    assert L.link_targets(path) == (img, tmp)
+
+
+def test_save_text_is_ilitefile_with_tmpfs_rw_rewritten() -> None:
+    entries = L.entries_from_plan(Plan(image="img", rules=rules(
+        ("/etc/ssh/", "tmpfs"), ("/etc/ntp.conf", "tmpfs,rw"), ("/root/.bashrc", "link,persistent"),
+    )))
+    text = L.save_text("img", entries)
+    assert text == (
+        "img: link      /etc/ntp.conf\n"
+        "img: tmpfs         /etc/ssh/\n"
+        "img: link,persistent /root/.bashrc\n"
+    )
+    assert [(e.path, e.saved_option, e.is_dir) for e in L.parse_save(text)] == [
+        ("/etc/ntp.conf", "link", False), ("/etc/ssh", "tmpfs", True),
+        ("/root/.bashrc", "link,persistent", False),
+    ]
+
+
+def test_parent_and_child_detection_uses_listed_directories_only() -> None:
+    entries = L.entries_from_plan(Plan(image="i", rules=rules(
+        ("/root/", "link"), ("/root/.bashrc", "link"), ("/etc/hosts", "tmpfs"),
+        ("/etc/hosts.d/x", "tmpfs"),
+    )))
+    assert L.top_level(entries) == {"/root", "/etc/hosts", "/etc/hosts.d/x"}
+
+
+def test_planning_touches_nothing(image: Path) -> None:
+    before = tree_digest(image)
+    plan = Plan(image="img", rules=rules(("/etc/ntp.conf", "link"), ("/etc/ssh/", "tmpfs")))
+    lp = L.plan_liteimg("img", L.entries_from_plan(plan), L.DirTree(str(image)), L.read_state(str(image)))
+    assert lp.changes
+    assert tree_digest(image) == before
+
+
+# --- golden layouts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", LINK_OPTIONS)
+def test_link_family_file_layout(image: Path, option: str) -> None:
+    before = tree_digest(image)
+    run(image, ("/etc/ntp.conf", option))
+    assert link(image, "/etc/ntp.conf") == "../.statelite/tmpfs/etc/ntp.conf"
+    assert link(image, "/.statelite/tmpfs/etc/ntp.conf") == "../../../.default/etc/ntp.conf"
+    # the original moved, untouched (content, mode, owner, mtime)
+    assert tree_digest(image)[".default/etc/ntp.conf"] == before["etc/ntp.conf"]
+    # through the chain the image still reads the original on the server
+    assert (image / "etc/ntp.conf").read_text().startswith("server 10.0.0.1")
+    save = (image / ".statelite/litefile.save").read_text()
+    expect = "link     " if option == "tmpfs,rw" else f"{option:<13}"
+    assert save == f"img: {expect} /etc/ntp.conf\n"
+
+
+@pytest.mark.parametrize("option", ["link", "tmpfs,rw", "link,persistent", "link,ro"])
+def test_link_family_directory_layout(image: Path, option: str) -> None:
+    before = tree_digest(image)
+    run(image, ("/etc/ssh/", option))
+    assert link(image, "/etc/ssh") == "../.statelite/tmpfs/etc/ssh"
+    assert link(image, "/.statelite/tmpfs/etc/ssh") == "../../../.default/etc/ssh"
+    after = tree_digest(image)
+    for rel in ("etc/ssh/sshd_config", "etc/ssh/ssh_host_rsa_key"):
+        assert after[".default/" + rel] == before[rel]
+    assert after[".default/etc/ssh"] == before["etc/ssh"]
+
+
+def test_root_level_link_uses_dot(image: Path) -> None:
+    run(image, ("/tmp/", "link"))
+    assert link(image, "/tmp") == "./.statelite/tmpfs/tmp"
+    assert link(image, "/.statelite/tmpfs/tmp") == "../.././.default/tmp"
+    assert oct((image / ".default/tmp").stat().st_mode & 0o7777) == "0o1777"
+
+
+@pytest.mark.parametrize("option", BIND_OPTIONS)
+def test_bind_family_clones_and_leaves_the_original(image: Path, option: str) -> None:
+    before = tree_digest(image)
+    path = "/etc/resolv.conf" if "con" in option else "/etc/ssh/"
+    run(image, (path, option))
+    after = tree_digest(image)
+    rel = path.strip("/")
+    for k, v in before.items():
+        if k == rel or k.startswith(rel + "/"):
+            assert after[k] == v  # original in place
+            assert after[".default/" + k] == v  # identical clone
+    assert not os.path.islink(image / rel)
+
+
+def test_children_of_a_link_parent_only_get_a_default(image: Path) -> None:
+    run(image, ("/root/", "link"), ("/root/.bashrc", "link,persistent"),
+        ("/root/.ssh/", "link"), ("/root/new.conf", "link,con"), ("/root/newdir/", "link"))
+    assert link(image, "/root") == "./.statelite/tmpfs/root"
+    assert not os.path.islink(image / ".default/root/.bashrc")
+    assert (image / ".default/root/new.conf").read_bytes() == b""
+    assert (image / ".default/root/newdir").is_dir()
+    assert sorted(os.listdir(image / ".statelite/tmpfs")) == ["root"]
+
+
+def test_missing_paths_get_placeholders(image: Path) -> None:
+    run(image, ("/var/arpwatch", "link"), ("/var/lib/xen/ntp", "link"), ("/var/gdm/", "tmpfs"),
+        ("/opt/new/file", "persistent"))
+    assert (image / ".default/var/arpwatch").read_bytes() == b""
+    assert link(image, "/var/lib/xen/ntp") == "../../../.statelite/tmpfs/var/lib/xen/ntp"
+    assert (image / "var/lib/xen").is_dir()  # created parent in the image, as xCAT's mkdir -p
+    assert (image / "var/gdm").is_dir() and (image / ".default/var/gdm").is_dir()
+    assert (image / "opt/new/file").read_bytes() == b""
+
+
+def test_mtab_link_to_proc_self_mounts_is_left_alone(image: Path) -> None:
+    run(image, ("/etc/mtab", "link"))
+    assert link(image, "/etc/mtab") == "/proc/self/mounts"
+    assert not (image / ".default/etc").exists()
+
+
+def test_regular_mtab_is_linked(image: Path) -> None:
+    (image / "etc/mtab").unlink()
+    (image / "etc/mtab").write_text("")
+    run(image, ("/etc/mtab", "link"))
+    assert link(image, "/etc/mtab") == "../.statelite/tmpfs/etc/mtab"
+
+
+def test_init_d_statelite_left_in_place(image: Path) -> None:
+    before = tree_digest(image)["etc/init.d/statelite"]
+    run(image, ("/etc/ntp.conf", "link"), ("/etc/init.d/", "tmpfs"))
+    assert tree_digest(image)["etc/init.d/statelite"] == before
+
+
+# --- re-runs ---------------------------------------------------------------------------------
+
+MIXED = (
+    ("/etc/ntp.conf", "tmpfs,rw"), ("/etc/mtab", "link"), ("/etc/ssh/", "tmpfs"),
+    ("/root/", "link"), ("/root/.bashrc", "link,persistent"), ("/var/lib/random-seed", "persistent"),
+    ("/var/log/", "tmpfs"), ("/var/log/messages", "persistent"), ("/var/arpwatch", "link"),
+    ("/etc/motd", "ro"), ("/etc/hosts", "con"), ("/etc/yp.conf", "link,con"), ("/var/gdm/", "rw"),
+)
+
+
+def test_second_run_changes_nothing(image: Path) -> None:
+    run(image, *MIXED)
+    first = tree_digest(image)
+    lp = run(image, *MIXED)
+    assert lp.changes == ()
+    assert tree_digest(image) == first
+
+
+def test_removed_link_entry_comes_back_from_default(image: Path) -> None:
+    orig = tree_digest(image)
+    run(image, ("/etc/ntp.conf", "link"), ("/root/", "link"), ("/etc/ssh/", "tmpfs"))
+    run(image, ("/etc/ssh/", "tmpfs"))
+    after = tree_digest(image)
+    for rel in ("etc/ntp.conf", "root", "root/.bashrc", "root/.ssh/authorized_keys"):
+        assert after[rel] == orig[rel]
+    assert not (image / ".default/etc/ntp.conf").exists()
+    assert not (image / ".statelite/tmpfs/root").exists()
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("link", "tmpfs"), ("tmpfs", "link"), ("tmpfs", "persistent"), ("persistent", "link,ro"),
+    ("link,persistent", "ro"), ("link", "link,persistent"),
+])
+def test_family_change_never_empties_the_file(image: Path, old: str, new: str) -> None:
+    orig = tree_digest(image)
+    run(image, ("/etc/resolv.conf", old))
+    run(image, ("/etc/resolv.conf", new))
+    after = tree_digest(image)
+    if L.is_link(new):
+        assert after[".default/etc/resolv.conf"] == orig["etc/resolv.conf"]
+        assert link(image, "/etc/resolv.conf") == "../.statelite/tmpfs/etc/resolv.conf"
+    else:
+        assert after["etc/resolv.conf"] == orig["etc/resolv.conf"]
+        assert after[".default/etc/resolv.conf"] == orig["etc/resolv.conf"]
+
+
+def test_bind_entry_removed_drops_clone_and_placeholder(image: Path) -> None:
+    orig = tree_digest(image)
+    run(image, ("/etc/ssh/", "tmpfs"), ("/var/gdm/", "tmpfs"), ("/etc/motd", "ro"))
+    run(image, ("/etc/motd", "ro"))
+    assert not (image / ".default/etc/ssh").exists()
+    assert not (image / "var/gdm").exists()
+    undo(image)
+    assert diff_digests(orig, tree_digest(image)) == []
+
+
+def test_placeholder_with_content_is_kept(image: Path) -> None:
+    run(image, ("/var/gdm/", "tmpfs"))
+    (image / "var/gdm/state").write_text("admin data\n")
+    warnings = undo(image)
+    assert (image / "var/gdm/state").read_text() == "admin data\n"
+    assert any("var/gdm" in w for w in warnings)
+
+
+def test_image_file_replaced_after_liteimg_is_relinked(image: Path) -> None:
+    run(image, ("/etc/ntp.conf", "link"))
+    (image / "etc/ntp.conf").unlink()  # a package update puts a real file back
+    shutil.copy2(image / ".default/etc/ntp.conf", image / "etc/ntp.conf")
+    run(image, ("/etc/ntp.conf", "link"))
+    assert link(image, "/etc/ntp.conf") == "../.statelite/tmpfs/etc/ntp.conf"
+
+
+def test_conflicting_copies_stop_the_run_and_change_nothing(image: Path) -> None:
+    run(image, ("/etc/ntp.conf", "link"))
+    (image / "etc/ntp.conf").unlink()
+    (image / "etc/ntp.conf").write_text("server other\n")
+    before = tree_digest(image)
+    with pytest.raises(LiteimgError, match="both /etc/ntp.conf and /.default/etc/ntp.conf"):
+        run(image, ("/etc/ntp.conf", "link"))
+    assert tree_digest(image) == before
+
+
+def test_symlink_in_the_middle_of_a_path_is_refused(image: Path) -> None:
+    os.symlink("/run/lock", image / "var/lk")
+    before = tree_digest(image)
+    with pytest.raises(LiteimgError, match="/var/lk is a symbolic link in the image"):
+        run(image, ("/etc/ntp.conf", "link"), ("/var/lk/subsys/", "tmpfs"))
+    assert tree_digest(image) == before
+
+
+def test_layout_from_xcat_without_state_file_reconciles(image: Path) -> None:
+    orig = tree_digest(image)
+    run(image, ("/etc/ntp.conf", "link"), ("/etc/ssh/", "tmpfs"))
+    (image / ".statelite/liteimg.json").unlink()  # as if xCAT's liteimg had made it
+    undo(image)
+    assert diff_digests(orig, tree_digest(image)) == []
+
+
+# --- undo --------------------------------------------------------------------------------------
+
+
+def test_undo_round_trip(image: Path) -> None:
+    orig = tree_digest(image)
+    run(image, *MIXED)
+    run(image, *MIXED[:5], ("/var/lib/dhclient/", "link"), ("/etc/adjtime", "tmpfs"))
+    undo(image)
+    assert diff_digests(orig, tree_digest(image)) == []
+
+
+def test_undo_without_liteimg_is_an_error(image: Path) -> None:
+    with pytest.raises(LiteimgError, match="nothing to undo"):
+        undo(image)
+
+
+PATHS = ["/etc/ntp.conf", "/etc/ssh/", "/etc/hosts", "/root/", "/root/.bashrc", "/root/.ssh/",
+         "/var/log/", "/var/log/messages", "/var/lib/random-seed", "/var/arpwatch", "/var/gdm/",
+         "/tmp/", "/etc/mtab", "/home/user/.profile", "/opt/xcat/"]
+
+
+def valid_tables() -> st.SearchStrategy[tuple[tuple[str, str], ...]]:
+    def ok(specs: dict[str, str]) -> bool:
+        return not validate_rules(list(specs.items()))
+    options = st.sampled_from(VALID_OPTIONS)
+    return (
+        st.dictionaries(st.sampled_from(PATHS), options, max_size=8)
+        .map(lambda d: {p: ("tmpfs" if "con" in o and p.endswith("/") else o) for p, o in d.items()})
+        .filter(ok)
+        .map(lambda d: tuple(sorted(d.items())))
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=valid_tables(), second=valid_tables())
+def test_any_sequence_of_runs_then_undo_restores_the_image(
+    template: Path, tmp_path: Path, first: tuple[tuple[str, str], ...],
+    second: tuple[tuple[str, str], ...],
+) -> None:
+    root = tmp_path / f"img{abs(hash((first, second)))}"
+    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+    try:
+        orig = tree_digest(root)
+        run(root, *first)
+        run(root, *second)
+        again = tree_digest(root)
+        assert run(root, *second).changes == ()
+        assert tree_digest(root) == again
+        undo(root)
+        assert diff_digests(orig, tree_digest(root)) == []
+    finally:
+        shutil.rmtree(root)
