@@ -1,0 +1,154 @@
+"""``mountd`` as a real process: start, serve, ``litefs notify``, restart + resubscribe, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from litefs.mountd import client, codec
+from sqlalchemy import Engine
+
+from litefs import db
+from tests.dbutil import load_tables
+from tests.mountdutil import client_ssl, cluster_tables, free_port
+
+BIN = Path(sys.executable).parent
+NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12"}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[str, Path]:
+    url = f"sqlite:///{tmp_path}/litefs.db"
+    eng: Engine = db.open_engine(url)
+    load_tables(eng, cluster_tables(NODES))
+    eng.dispose()
+    ca = tmp_path / "ca"
+    subprocess.run([BIN / "litefs", "ca", "init", "--dir", ca, "--san", "127.0.0.1"], check=True,
+                   capture_output=True)
+    return url, ca
+
+
+async def start_mountd(url: str, ca: Path, port: int, sock: Path, log: Path) -> trio.Process:
+    proc = await trio.lowlevel.open_process(
+        [BIN / "mountd", "--db", url, "--port", str(port), "--host", "127.0.0.1",
+         "--ca-dir", ca, "--socket", sock, "--check-interval", "0"],
+        stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+    )
+    with trio.fail_after(20):
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                await client.request(f"127.0.0.1:{port}", codec.HealthRequest(),
+                                     ssl_context=client_ssl(ca), timeout=1)
+                return proc
+            except Exception:
+                await trio.sleep(0.05)
+
+
+async def notify(sock: Path, *args: str) -> str:
+    result = await trio.run_process(
+        [BIN / "litefs", "notify", "--server", f"unix:{sock}", *args], capture_stdout=True,
+        capture_stderr=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode()
+
+
+@pytest.mark.skipif(shutil.which("mountd", path=str(BIN)) is None, reason="mountd not installed")
+def test_restart_resubscribe_and_graceful_stop(site: tuple[str, Path], tmp_path: Path) -> None:
+    url, ca = site
+    port = free_port()
+    sock = tmp_path / "mountd.sock"
+    log = tmp_path / "mountd.log"
+    events: list[list[str]] = []
+    states: list[str] = []
+
+    async def wait_for(pred, what: str) -> None:  # type: ignore[no-untyped-def]
+        with trio.fail_after(15):
+            while not pred():
+                await trio.sleep(0.02)
+
+    async def main() -> int:
+        proc = await start_mountd(url, ca, port, sock, log)
+        plan = await client.fetch_plan(f"127.0.0.1:{port}", ssl_context=client_ssl(ca),
+                                       source_address="127.0.0.12")
+        assert plan.node == "n02"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: client.subscribe(
+                f"127.0.0.1:{port}", events.append, ssl_context=client_ssl(ca),
+                source_address="127.0.0.11", on_state=states.append,
+                backoff=client.Backoff(base=0.05, cap=0.2), task_status=task_status))
+            out = await notify(sock, "n01", "/etc/motd", "/opt/app/")
+            assert "1 node(s) targeted, 1 running node(s) notified: n01" in out
+            await wait_for(lambda: events == [["/etc/motd", "/opt/app/"]], "first event")
+
+            # A crash: mountd is killed outright; the node resubscribes to the new one.
+            proc.kill()
+            await proc.wait()
+            await wait_for(lambda: "disconnected" in states, "disconnect")
+            proc = await start_mountd(url, ca, port, sock, log)
+            await wait_for(lambda: states.count("subscribed") == 2, "resubscribe")
+            await wait_for(lambda: events[-1] == ["/"], "resync after the gap")
+            out = await notify(sock, "img1", "/etc/hosts")
+            assert "2 node(s) targeted, 1 running node(s) notified: n01" in out
+            await wait_for(lambda: events[-1] == ["/etc/hosts"], "event after restart")
+            nursery.cancel_scope.cancel()
+
+        # SIGTERM: stop accepting, finish, exit 0.
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            return await proc.wait()
+
+    assert trio.run(main) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    kinds = [r["event"] for r in records]
+    assert kinds.count("listening") == 2
+    assert "announced" in kinds and "subscribed" in kinds
+    assert kinds[-1] == "stopped"
+    assert kinds.index("signal") < kinds.index("stopping") < kinds.index("stopped")
+    assert not sock.exists()
+
+
+def test_mountd_refuses_to_start_without_tls_files(site: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ca = site
+    result = subprocess.run(
+        [BIN / "mountd", "--db", url, "--port", str(free_port()), "--ca-dir", tmp_path / "none",
+         "--socket", ""], capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "no CA at" in result.stderr and "litefs ca init" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_insecure_mode_serves_plain_tcp(site: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ca = site
+    port = free_port()
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [BIN / "mountd", "--db", url, "--port", str(port), "--host", "127.0.0.1", "--insecure",
+         "--socket", ""], stderr=subprocess.PIPE, env=env,
+    )
+    try:
+        async def main() -> str | None:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        plan = await client.fetch_plan(f"127.0.0.1:{port}", source_address="127.0.0.11",
+                                                       backoff=client.Backoff(attempts=1))
+                        return plan.node
+                    except Exception:
+                        await trio.sleep(0.05)
+
+        assert trio.run(main) == "n01"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert b'"event":"insecure"' in err
