@@ -2,10 +2,10 @@
 
 ``python -m litefs.initramfs.fetchplan --xcat IP:PORT --node n01 --out /.litefs/statelite``
 fetches the plan (retries with exponential backoff, a console line per retry) and writes, in
-the node's ``/.statelite`` tmpfs: ``plan.json`` (what ``litefs mount`` reads), ``litefile`` and
-``litetree`` in the classic node-side format (``<options> <path>`` and ``server:/path``, so
-admins' habits still work) and ``sources`` (``server<TAB>path<TAB>mntopts`` lines the shell
-hook mounts read-only; server ``-`` marks a node-local directory). ``--plan-file`` reads the
+the node's statelite tmpfs: ``plan.json`` (what ``litefs mount`` reads; it also writes
+``/.statelite/litefile`` and ``litetree`` from it) and ``sources``
+(``server<TAB>path<TAB>mntopts`` lines the shell hook mounts read-only; server ``-`` marks a
+node-local directory). ``--plan-file`` reads the
 plan from a file instead (qemu boots deliver it on a 9p share). On failure it prints the one
 console message :data:`FETCH_FAILED` and exits 1; the hook then drops to a shell.
 """
@@ -30,34 +30,19 @@ FETCH_FAILED = (
 
 
 def layout(plan: Plan) -> dict[str, str]:
-    """The files the hook writes into ``/.statelite`` for ``plan`` (name -> content)."""
-    litefile = "".join(f"{r.option} {r.table_path}\n" for r in plan.rules)
-    litetree = "".join(
-        (f"{s.server}:{s.path}" if s.server else s.path) + "\n" for s in plan.sources
-    )
+    """The files the hook needs from ``plan`` (name -> content)."""
     sources = "".join(
         f"{s.server or '-'}\t{s.path}\t{s.mntopts or '-'}\n" for s in plan.sources
     )
-    return {
-        "plan.json": plan.to_json() + "\n",
-        "litefile": litefile,
-        "litetree": litetree,
-        "sources": sources,
-    }
+    return {"plan.json": plan.to_json() + "\n", "sources": sources}
 
 
 def write_layout(plan: Plan, out: Path) -> None:
-    """``plan.json`` and ``sources`` in ``out``; ``litefile``/``litetree`` in ``out/tmpfs/.statelite``.
-
-    The view shows the tmpfs layer's ``.statelite/`` files as ``/.statelite/litefile`` etc.
-    """
-    meta = out / "tmpfs" / ".statelite"
-    meta.mkdir(parents=True, exist_ok=True)
+    """``plan.json`` and ``sources`` in ``out`` (``litefs mount`` writes litefile/litetree)."""
     for name, text in layout(plan).items():
-        where = meta if name in ("litefile", "litetree") else out
-        tmp = where / f".{name}.tmp"
+        tmp = out / f".{name}.tmp"
         tmp.write_text(text)
-        os.replace(tmp, where / name)
+        os.replace(tmp, out / name)
 
 
 def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,

@@ -280,28 +280,41 @@ mount_sources() {
 
 start_litefs() {
     run mkdir -p "$NEWROOT"
+    if [ "$HAVE_PERSISTENT" = 1 ]; then
+        pers=$SL/persistent
+    else
+        # xCAT without STATEMNT: "persistent" files live in RAM for this boot.
+        pers=$SL/ram-persistent
+        run mkdir -p "$pers"
+    fi
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
-        --sources "$SL/mnt" --statelite "$SL" --node "$NODE"
-    [ "$HAVE_PERSISTENT" = 1 ] && set -- "$@" --persistent "$SL/persistent"
-    [ -n "$XCAT" ] && [ -z "$PLANFILE" ] && set -- "$@" --mountd "$XCAT"
-    set -- "$@" --foreground "$NEWROOT"
+        --persistent "$pers" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" \
+        --foreground "$NEWROOT"
     log "@litefs $*"
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
-    (PYTHONEXECUTABLE=$(command -v "$PY") exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" \
+    PYX=$(command -v "$PY")
+    (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" \
         >>"$SL/litefs.log" 2>&1 </dev/null) &
     LITEFS_PID=$!
     i=0
     while ! is_mounted "$NEWROOT"; do
         if ! kill -0 "$LITEFS_PID" 2>/dev/null; then
             tail -n 5 "$SL/litefs.log" >&2
-            die "the litefs daemon exited before mounting $NEWROOT (see /.statelite/litefs.log)"
+            die "the litefs daemon exited before mounting $NEWROOT (its log: $SL/litefs.log)"
         fi
         i=$((i + 1))
         [ "$i" -gt 600 ] && die "litefs did not mount $NEWROOT within 60 s"
         sleep 0.1
     done
     log "# litefs pid $LITEFS_PID mounted $NEWROOT"
+    if [ -n "$XCAT" ] && [ -z "$PLANFILE" ]; then
+        # Image/source changes announced by mountd ('litefs notify') reach the running view.
+        set -- --xcat "$XCAT" --view "$NEWROOT"
+        log "@litefs-watch $*"
+        (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.watch "$@" \
+            >>"$SL/watch.log" 2>&1 </dev/null) &
+    fi
 }
 
 finish_root() {

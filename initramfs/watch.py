@@ -1,0 +1,64 @@
+"""Node-side subscription: mountd's change announcements become refreshes of the running view.
+
+Started by the boot hook right after the view is mounted, as ``@litefs-watch`` (so it, like
+the daemon, survives ``switch_root``). It first changes directory into the view's root: the
+hook then moves the view onto ``/`` and the initramfs path disappears, but our working
+directory keeps pointing at the view, so refreshes go to ``.`` for the life of the node.
+Reconnection after a mountd restart is :func:`litefs.mountd.client.subscribe`'s job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from litefs.errors import LitefsError
+
+
+def _log(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+async def watch(xcat: str, ca: str | None) -> None:
+    from litefs.mountd.client import subscribe
+
+    from litefs.fs import control
+
+    ctx = None
+    if ca:
+        from litefs.mountd.pki import client_context
+
+        ctx = client_context(Path(ca))
+
+    async def on_change(paths: list[str]) -> None:
+        _log(f"refresh {' '.join(paths)}")
+        try:
+            await trio.to_thread.run_sync(control.refresh, ".", paths)
+        except LitefsError as exc:
+            _log(f"refresh failed: {exc}")
+
+    await subscribe(xcat, on_change, ssl_context=ctx, on_state=lambda s: _log(s))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="litefs-watch")
+    p.add_argument("--xcat", required=True, help="mountd address IP:PORT")
+    p.add_argument("--view", required=True, help="where the view is mounted right now")
+    p.add_argument("--ca", default=os.environ.get("LITEFS_CA"))
+    args = p.parse_args(argv)
+    os.chdir(args.view)
+    try:
+        trio.run(watch, args.xcat, args.ca)
+    except LitefsError as exc:
+        _log(f"litefs-watch: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
