@@ -218,14 +218,8 @@ def bracket_names(atom: str) -> list[str] | None:
             values.append(item)
         else:
             raise NoderangeError(f"empty item in brackets of {atom!r}")
-    out: list[str] = []
-    for v in values:
-        name = head + v + tail
-        more = bracket_names(tail) if "[" in tail else None
-        if more is None:
-            out.append(name)
-        else:
-            out.extend(head + v + m for m in more)
+    tails = bracket_names(tail) or [tail]
+    out = [head + v + t for v in values for t in tails]
     if len(out) > _MAX_EXPANSION:
         raise NoderangeError(f"bracket expression {atom!r} is too large")
     return out

@@ -140,6 +140,8 @@ def test_range_and_bracket_helpers() -> None:
     assert range_names("n5", "n5") == ["n5"]
     assert bracket_names("plain") is None
     assert bracket_names("r[1-2]u[08-09]") == ["r1u08", "r1u09", "r2u08", "r2u09"]
+    assert bracket_names("n[1[0-2],3]") == ["n10", "n11", "n12", "n3"]  # nested
+    assert bracket_names("n[01:02]x[a,b]") == ["n01xa", "n01xb", "n02xa", "n02xb"]
 
 
 # --- properties -------------------------------------------------------------------------
