@@ -219,10 +219,9 @@ def bracket_names(atom: str) -> list[str] | None:
         else:
             raise NoderangeError(f"empty item in brackets of {atom!r}")
     tails = bracket_names(tail) or [tail]
-    out = [head + v + t for v in values for t in tails]
-    if len(out) > _MAX_EXPANSION:
+    if len(values) * len(tails) > _MAX_EXPANSION:
         raise NoderangeError(f"bracket expression {atom!r} is too large")
-    return out
+    return [head + v + t for v in values for t in tails]
 
 
 def _split_range(atom: str) -> tuple[str, str] | None:

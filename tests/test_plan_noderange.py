@@ -130,6 +130,8 @@ def test_bad_dynamic_group_attribute() -> None:
 def test_huge_range_is_refused() -> None:
     with pytest.raises(NoderangeError, match="too large"):
         range_names("n1", "n99999999")
+    with pytest.raises(NoderangeError, match="too large"):
+        bracket_names("n[1-9999]x[1-9999]")
 
 
 def test_range_and_bracket_helpers() -> None:
