@@ -292,3 +292,13 @@ def test_cookbook_redhat_list_for_a_node(engine: Engine) -> None:  # noqa: F811
         "Persistent directory (statelite table):", "        cnfs:/gpfs/state", "",
         "Litefiles (litefile table):",
     ]
+
+
+def test_cookbook_sles_list_plans_too(engine: Engine) -> None:  # noqa: F811
+    from importlib.resources import files
+
+    sles = files("litefs.data").joinpath("litefile-sles.csv").read_text()
+    load(engine, {**TABLES, "litefile": sles, "litetree": []})
+    plan = node_plan(engine, "n01")
+    assert len(plan.rules) == 24 and plan.warnings == ()
+    assert plan.rule_index["/var/lib"].is_dir and plan.rule_index["/etc/mtab"].option == "tmpfs,rw"
