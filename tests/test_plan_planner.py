@@ -49,6 +49,7 @@ TABLES = {
     "noderes": [
         {"node": "compute", "nfsserver": "|n(\\d+)|10.1.0.($1+0)|"},
         {"node": "rackA", "nfsserver": "10.0.0.1"},
+        {"node": "n01", "nfsserver": "9.9.9.9", "disable": "yes"},
         {"node": "gpu", "nfsserver": "10.0.0.9"},
     ],
     "nodepos": [
@@ -76,6 +77,7 @@ TABLES = {
         {"image": "gpuimg", "file": "/p/gpu-only", "options": "ro"},
         {"image": "ALL", "file": "/p/disabled", "options": "tmpfs"},
         {"image": IMG, "file": "/p/disabled", "options": "ro", "disable": "1"},
+        {"image": IMG, "file": "/p/enabled", "options": "ro", "disable": "No"},
         {"image": "ALL", "file": "/etc/ssh/", "options": None},
         {"image": "ALL", "file": "/var/log/", "options": "link,persistent"},
     ],
@@ -114,6 +116,7 @@ def test_row_precedence(snap) -> None:  # type: ignore[no-untyped-def]
     assert opts["/p/group-all"] == "persistent"  # ALL beats group (xCAT's surprise, kept)
     assert opts["/p/two-groups"] == "persistent"  # first listed group wins
     assert opts["/p/disabled"] == "tmpfs"  # the disabled exact row does not exist
+    assert opts["/p/enabled"] == "ro"  # disable=No leaves a row active
     assert "/p/gpu-only" not in opts
     assert opts["/etc/ssh"] == "tmpfs,rw"  # blank option
     gpu = options(plan_for_node(snap, "n03"))
