@@ -310,10 +310,17 @@ start_litefs() {
     log "# litefs pid $LITEFS_PID mounted $NEWROOT"
     if [ -n "$XCAT" ] && [ -z "$PLANFILE" ]; then
         # Image/source changes announced by mountd ('litefs notify') reach the running view.
-        set -- --xcat "$XCAT" --view "$NEWROOT"
+        set -- --xcat "$XCAT" --view "$NEWROOT" --ready "$SL/watch.ready"
         log "@litefs-watch $*"
         (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.watch "$@" \
             >>"$SL/watch.log" 2>&1 </dev/null) &
+        # It must load what it needs from the initramfs before switch_root deletes it.
+        i=0
+        while [ ! -e "$SL/watch.ready" ] && [ "$i" -lt 300 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        [ -e "$SL/watch.ready" ] || say "litefs-watch is not ready; image updates need a reboot"
     fi
 }
 

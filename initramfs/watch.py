@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -24,16 +25,10 @@ def _log(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
-async def watch(xcat: str, ca: str | None) -> None:
+async def watch(xcat: str, ctx: ssl.SSLContext | None) -> None:
     from litefs.mountd.client import subscribe
 
     from litefs.fs import control
-
-    ctx = None
-    if ca:
-        from litefs.mountd.pki import client_context
-
-        ctx = client_context(Path(ca))
 
     async def on_change(paths: list[str]) -> None:
         _log(f"refresh {' '.join(paths)}")
@@ -50,10 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--xcat", required=True, help="mountd address IP:PORT")
     p.add_argument("--view", required=True, help="where the view is mounted right now")
     p.add_argument("--ca", default=os.environ.get("LITEFS_CA"))
+    p.add_argument("--ready", help="file to create once set up (the hook waits for it)")
     args = p.parse_args(argv)
+    # Everything that touches initramfs paths happens before we say ready: the hook then
+    # switches root and those paths are gone.
     os.chdir(args.view)
     try:
-        trio.run(watch, args.xcat, args.ca)
+        ctx = None
+        if args.ca:
+            from litefs.mountd.pki import client_context
+
+            ctx = client_context(Path(args.ca))
+
+    except LitefsError as exc:
+        _log(f"litefs-watch: {exc}")
+        return 1
+    finally:
+        if args.ready:
+            Path(args.ready).touch()
+    try:
+        trio.run(watch, args.xcat, ctx)
     except LitefsError as exc:
         _log(f"litefs-watch: {exc}")
         return 1

@@ -217,6 +217,22 @@ class Node:
             return int(pid)
         return None
 
+    def initramfs_file(self, path: str) -> str:
+        """A file of the node's initramfs (e.g. ``/.litefs/statelite/litefs.log``), read from
+        the host through the root of the node's ``@litefs`` daemon, which never left it."""
+        pid = self.pid1()
+        if pid is None:
+            raise BootError(f"{self.name} is not running")
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for kid in kids:
+            try:
+                argv0 = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if argv0 == b"@litefs":
+                return Path(f"/proc/{kid}/root{path}").read_text()
+        raise BootError(f"{self.name}: no @litefs daemon found")
+
     def kill(self) -> None:
         """Power off hard: every process in the node's PID namespace dies, mounts go away."""
         if self.proc.poll() is None:
@@ -395,3 +411,92 @@ class Cluster:
         node = Node(name, ns, proc, nodedir)
         self.nodes[name] = node
         return node
+
+
+# --- the demo/test cluster ------------------------------------------------------------------
+
+#: Where the demo image lives on the MN (``linuximage.rootimgdir``).
+DEMO_IMAGE_DIR = "/install/netboot/demo/x86_64/compute"
+DEMO_IMAGE = "demo-x86_64-statelite-compute"
+
+DEMO_LITEFILE = (
+    "#image,file,options,comments,disable\n"
+    '"ALL","/etc/adjtime","tmpfs",,\n'
+    '"ALL","/tmp/","tmpfs",,\n'
+    '"ALL","/var/log/","persistent",,\n'
+    '"ALL","/etc/motd","ro",,\n'
+    '"ALL","/etc/issue","ro",,\n'
+)
+
+_HEADERS = {
+    "nodelist": "#node,groups,status,statustime,appstatus,appstatustime,primarysn,hidden,"
+                "updatestatus,updatestatustime,zonename,comments,disable\n",
+    "hosts": "#node,ip,hostnames,otherinterfaces,comments,disable\n",
+    "mac": "#node,interface,mac,comments,disable\n",
+    "nodepos": "#node,rack,u,chassis,slot,room,height,comments,disable\n",
+}
+
+
+def demo_tables(cluster: Cluster, rooms: dict[str, str],
+                litefile: str = DEMO_LITEFILE) -> dict[str, str]:
+    """CSV per table: ``rooms`` maps node -> room; every node in group ``compute``.
+
+    The litetree row ``<mn>:/syncdirs/$nodepos.room`` gives each room its own overlay (the
+    cookbook's Tokyo/London example); statelite puts persistent data on ``<mn>:/nodedata``.
+    """
+    mn = cluster.mn_ip
+    t = {k: v for k, v in _HEADERS.items()}
+    for i, (node, room) in enumerate(rooms.items()):
+        t["nodelist"] += f'"{node}","compute",,,,,,,,,,,\n'
+        t["hosts"] += f'"{node}","{cluster.address(node)}",,,,\n'
+        t["mac"] += f'"{node}","eth0","02:77:00:00:00:{i + 11:02x}",,\n'
+        t["nodepos"] += f'"{node}",,,,,"{room}",,,\n'
+    t["nodetype"] = ("#node,os,arch,profile,provmethod,supportedarchs,nodetype,comments,disable\n"
+                     f'"compute","demo","x86_64","compute","{DEMO_IMAGE}",,,,\n')
+    t["osimage"] = (
+        "#imagename,groups,profile,imagetype,description,provmethod,rootfstype,nfsrootopts,"
+        "osdistroname,osupdatename,cfmdir,osname,osvers,osarch,synclists,postscripts,"
+        "postbootscripts,serverrole,isdeletable,kitcomponents,environvar,comments,disable\n"
+        f'"{DEMO_IMAGE}",,"compute","linux",,"statelite",,,,,,"Linux","demo","x86_64",'
+        ",,,,,,,,\n")
+    t["linuximage"] = (
+        "#imagename,template,boottarget,addkcmdline,pkglist,pkgdir,otherpkglist,otherpkgdir,"
+        "exlist,postinstall,rootimgdir,kerneldir,nodebootif,otherifce,netdrivers,kernelver,"
+        "krpmver,permission,dump,crashkernelsize,partitionfile,driverupdatesrc,comments,"
+        f'disable\n"{DEMO_IMAGE}",,,,,,,,,,"{DEMO_IMAGE_DIR}",,,,,,,,,,,,,\n')
+    t["noderes"] = (
+        "#node,servicenode,netboot,tftpserver,tftpdir,nfsserver,monserver,nfsdir,installnic,"
+        "primarynic,discoverynics,cmdinterface,xcatmaster,current_osimage,next_osimage,"
+        "nimserver,routenames,nameservers,proxydhcp,syslog,comments,disable\n"
+        f'"compute",,"pxe",,,,,,,,,,"{mn}",,,,,,,,,\n')
+    t["litefile"] = litefile
+    t["litetree"] = ("#priority,image,directory,mntopts,comments,disable\n"
+                     f'"1.0",,"{mn}:/syncdirs/$nodepos.room",,,\n')
+    t["statelite"] = ("#node,image,statemnt,mntopts,comments,disable\n"
+                      f'"compute",,"{mn}:/nodedata",,,\n')
+    return t
+
+
+def stage_demo(cluster: Cluster, rooms: dict[str, str]) -> Path:
+    """The MN's exports for the demo: the image, ``/nodedata`` and one motd per room."""
+    root = cluster.export(DEMO_IMAGE_DIR + "/rootimg")
+    build_image(root, motd="image motd\n")
+    (root / "etc" / "issue").write_text("demo image v1\n")
+    cluster.export("/nodedata")
+    for room in sorted(set(rooms.values())):
+        etc = cluster.export(f"/syncdirs/{room}/etc")
+        (etc / "motd").write_text(f"Welcome to the {room} room\n")
+    return root
+
+
+def load_demo_tables(db_url: str, tables: dict[str, str]) -> None:
+    """Create the schema in ``db_url`` and restore ``tables`` into it."""
+    from litefs import db, tabledata
+
+    engine = db.open_engine(db_url)
+    try:
+        db.init_db(engine)
+        for name, text in tables.items():
+            tabledata.restore(engine, name, text, f"{name}.csv")
+    finally:
+        engine.dispose()

@@ -1,0 +1,160 @@
+"""End-to-end diskless boots in namespaces: mountd in a management namespace, nodes that run
+the real initramfs hook as PID 1 and switch_root into their litefs view (litefs.cluster_sim)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litefs.initramfs.fetchplan import FETCH_FAILED
+
+from litefs.cluster_sim import (
+    DEMO_IMAGE_DIR,
+    Cluster,
+    Node,
+    demo_tables,
+    load_demo_tables,
+    stage_demo,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]
+
+ROOMS = {"n01": "tokyo", "n02": "london"}
+
+
+def _tools_missing() -> str | None:
+    for tool in ("ip", "unshare", "busybox"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not Path("/dev/fuse").exists():
+        return "/dev/fuse is missing"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    missing = _tools_missing()
+    if missing:
+        pytest.skip(missing)
+    work = tmp_path_factory.mktemp("cluster")
+    with Cluster(work) as c:
+        stage_demo(c, ROOMS)
+        url = f"sqlite:///{work}/litefs.db"
+        load_demo_tables(url, demo_tables(c, ROOMS))
+        c.start_mountd(url)
+        yield c
+
+
+def _boot(c: Cluster, name: str, **kw: str) -> Node:
+    node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR, **kw))
+    node.wait_shell(60)
+    return node
+
+
+def test_node_boots_into_litefs_root(cluster: Cluster) -> None:
+    node = _boot(cluster, "n01")
+    mounts = node.check("cat /proc/mounts")
+    root = [line for line in mounts.splitlines() if line.split()[1:2] == ["/"]]
+    assert root and root[-1].split()[2] == "fuse.litefs", mounts
+    # The daemon and the watcher survived switch_root under their '@' names.
+    argv0 = node.check("for p in /proc/[0-9]*; do head -c 20 $p/cmdline | tr '\\0' ' '; "
+                       "echo; done")
+    assert "@litefs -m litefs" in argv0 and "@litefs-watch -m" in argv0
+    log = node.check("cat /.statelite/statelite.log")
+    assert "mount --bind /nfs/10.77.0.1/nodedata/n01 /.litefs/statelite/persistent" in log
+    assert "# switching root into the litefs view" in log
+    assert "n01: tmpfs" in node.check("cat /.statelite/litefile")
+    # No rule: read-only image content.
+    status, out = node.sh("echo x > /etc/hostname")
+    assert status != 0 and "Read-only" in out
+
+
+def test_tmpfs_vanishes_and_persistent_survives_reboot(cluster: Cluster) -> None:
+    node = _boot(cluster, "n01")
+    node.check("echo volatile > /tmp/scratch && echo kept > /var/log/app.log && "
+               "echo 1.5 0 0 > /etc/adjtime")
+    assert node.check("cat /tmp/scratch /var/log/app.log") == "volatile\nkept\n"
+    on_server = cluster.exports / cluster.mn_ip / "nodedata" / "n01" / "var" / "log" / "app.log"
+    assert on_server.read_text() == "kept\n"
+    node = _boot(cluster, "n01")  # power cycle: new namespaces, new tmpfs
+    assert node.sh("cat /tmp/scratch")[0] != 0
+    assert node.check("cat /var/log/app.log") == "kept\n"
+    assert node.check("cat /etc/adjtime") == "0.0 0 0.0\n0\nUTC\n"  # back to the image's
+
+
+def test_rooms_see_their_own_motd(cluster: Cluster) -> None:
+    n01 = _boot(cluster, "n01")
+    n02 = _boot(cluster, "n02")
+    assert n01.check("cat /etc/motd") == "Welcome to the tokyo room\n"
+    assert n02.check("cat /etc/motd") == "Welcome to the london room\n"
+
+
+def test_image_change_reaches_running_node_after_notify(cluster: Cluster) -> None:
+    node = _boot(cluster, "n01")
+    issue = cluster.exports / cluster.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/issue"
+    motd = cluster.exports / cluster.mn_ip / "syncdirs/tokyo/etc/motd"
+    assert node.check("cat /etc/issue") == "demo image v1\n"
+    try:
+        issue.write_text("demo image v2\n")
+        motd.write_text("Tokyo room, updated\n")
+        cluster.notify("n01", "/etc/issue", "/etc/motd")
+        deadline = time.monotonic() + 10
+        while node.check("cat /etc/issue /etc/motd") != "demo image v2\nTokyo room, updated\n":
+            assert time.monotonic() < deadline, (
+                node.check("cat /etc/issue /etc/motd")
+                + node.initramfs_file("/.litefs/statelite/watch.log")
+                + node.initramfs_file("/.litefs/statelite/litefs.log")[-3000:]
+            )
+            time.sleep(0.2)
+    finally:
+        issue.write_text("demo image v1\n")
+        motd.write_text("Welcome to the tokyo room\n")
+        cluster.notify("n01")
+
+
+def test_node_cannot_read_other_nodes_persistent_data(cluster: Cluster) -> None:
+    n02 = _boot(cluster, "n02")
+    n02.check("echo n02-secret > /var/log/secret")
+    n01 = _boot(cluster, "n01")
+    assert n01.sh("cat /var/log/secret")[0] != 0
+    listing = n01.check("ls -a /.statelite/persistent /.statelite/persistent/..")
+    assert "n02" not in listing
+    found = n01.check("grep -rl n02-secret /.statelite /var 2>/dev/null; true")
+    assert "secret" not in found
+    # The node's own initramfs paths (the NFS map) are gone after switch_root.
+    assert n01.sh("ls /nfs/10.77.0.1/nodedata/n02")[0] != 0
+    # And mountd serves a node only its own plan: ask for n02's from n01's address.
+    code = (
+        "import sys; from pathlib import Path; "
+        "from litefs.mountd.client import fetch_plan_sync, Backoff; "
+        "from litefs.mountd.pki import client_context; "
+        "fetch_plan_sync('10.77.0.1:3001', node='n02', backoff=Backoff(attempts=1), "
+        "ssl_context=client_context(Path(sys.argv[1])))"
+    )
+    proc = subprocess.run(["ip", "netns", "exec", n01.netns, sys.executable, "-c", code,
+                           str(cluster.ca)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, proc.stdout
+    assert "n02" in proc.stderr or "own" in proc.stderr or "denied" in proc.stderr.lower()
+
+
+def test_statemnt_without_server_stops_boot_with_message(cluster: Cluster) -> None:
+    node = cluster.boot("n01", cluster.cmdline("n01", DEMO_IMAGE_DIR, statemnt="/nodedata"))
+    out = node.expect("has no server", 60)
+    assert "STATEMNT=/nodedata has no server: persistent files would silently live in RAM" in out
+    node.proc.wait(timeout=30)  # PID 1 powered the node off
+
+
+def test_unreachable_mountd_gives_documented_message(cluster: Cluster) -> None:
+    node = cluster.boot("n01", cluster.cmdline("n01", DEMO_IMAGE_DIR, port=3999))
+    out = node.expect("FATAL error", 90)
+    expected = FETCH_FAILED.split("{reason}")[0].format(
+        node="n01", server="10.77.0.1:3999", attempts=5)
+    assert expected in out
+    retries = [line for line in node.console.splitlines() if "retrying in" in line]
+    assert len(retries) == 4  # five attempts, a console line before each wait
+    node.proc.wait(timeout=30)
