@@ -68,7 +68,9 @@ class Snapshot:
     nodes: list[str] = field(init=False)
     node_groups: dict[str, list[str]] = field(init=False)
     attrs: NodeAttrs = field(init=False)
-    _images: dict[tuple[str, bool], _ImageRules] = field(default_factory=dict, init=False)
+    _images: dict[tuple[str, bool], _ImageRules | PlanError] = field(
+        default_factory=dict, init=False
+    )
     _cmd_cache: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -163,8 +165,18 @@ def _levels(snap: Snapshot, image: str) -> list[str]:
 
 def _image_rules(snap: Snapshot, image: str, boot: bool) -> _ImageRules:
     cached = snap._images.get((image, boot))
-    if cached is not None:
-        return cached
+    if cached is None:
+        try:
+            cached = _compute_image_rules(snap, image, boot)
+        except PlanError as exc:
+            cached = exc  # every node of a broken image fails the same way; compute it once
+        snap._images[(image, boot)] = cached
+    if isinstance(cached, PlanError):
+        raise PlanError(str(cached))
+    return cached
+
+
+def _compute_image_rules(snap: Snapshot, image: str, boot: bool) -> _ImageRules:
     levels = _levels(snap, image)
     rank = {v: i for i, v in enumerate(levels)}
     warnings: list[str] = []
@@ -237,9 +249,7 @@ def _image_rules(snap: Snapshot, image: str, boot: bool) -> _ImageRules:
                 f"litetree priority {prio!r} is not a number; fix it with chtab"
             ) from None
     trees.sort(key=lambda t: t[0])
-    result = _ImageRules(rules, tuple(r for _p, r in trees), tuple(warnings))
-    snap._images[(image, boot)] = result
-    return result
+    return _ImageRules(rules, tuple(r for _p, r in trees), tuple(warnings))
 
 
 # --- plans ------------------------------------------------------------------------------
