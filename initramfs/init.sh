@@ -36,7 +36,7 @@ for spec in $NINEP; do
     tag=${spec%%:*}
     rest=${spec#*:}
     dir=${rest%%:*}
-    opts=trans=virtio,version=9p2000.L,msize=262144,cache=loose
+    opts=trans=virtio,version=9p2000.L,msize=262144
     [ "$rest" != "$dir" ] && opts="$opts,${rest#*:}"
     mkdir -p "$dir"
     mount -t 9p -o "$opts" "$tag" "$dir" || echo "litefs: cannot mount 9p share $tag on $dir" >&2
