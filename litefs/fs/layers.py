@@ -1,0 +1,223 @@
+"""The layer set: image, sources, tmpfs, persistent and localdisk, each held by a directory fd.
+
+Every backing access goes through a layer's root fd: a parent directory is reached with
+``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)``, so neither a symlink nor ``..`` inside a
+layer can lead outside it, and the daemon keeps working after ``switch_root`` moves the mount
+points it was started from. The last component is always acted on with ``*at()`` calls that do
+not follow it. Whiteouts are marker files (``.wh.<name>``, and ``.wh..wh..opq`` for an opaque
+directory) so they work on NFSv3-like stores without xattrs or mknod; every name starting with
+``.wh.`` in a writable layer is bookkeeping and never shown in the view.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from litefs.errors import MountError
+
+WH_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+#: Prefix of copy-up temp files; hidden because it starts with the whiteout prefix.
+TMP_PREFIX = ".wh..wh..tmp."
+UPPER_KINDS = ("tmpfs", "persistent", "localdisk")
+
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+_SYS_RENAMEAT2 = 316
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2_beneath(dirfd: int, rel: str, flags: int) -> int:
+    """Open ``rel`` below ``dirfd`` without following any symlink or leaving the tree."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), rel)
+    return fd
+
+
+def renameat2(olddir: int, old: str, newdir: int, new: str, flags: int) -> None:
+    """renameat2(2) (NOREPLACE / EXCHANGE), which the os module does not offer."""
+    r = _libc.syscall(_SYS_RENAMEAT2, olddir, os.fsencode(old), newdir, os.fsencode(new), flags)
+    if r < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), new)
+
+
+def split(rel: str) -> tuple[str, str]:
+    """``etc/ssh/x`` -> (``etc/ssh``, ``x``); a top-level name has parent ``.``."""
+    cut = rel.rfind("/")
+    if cut < 0:
+        return ".", rel
+    return rel[:cut], rel[cut + 1 :]
+
+
+def rel_of(path: str) -> str:
+    """View path ``/etc/motd`` -> layer-relative ``etc/motd`` (``.`` for the root)."""
+    return path[1:] or "."
+
+
+@dataclass(eq=False)
+class Backing:
+    """One layer directory. ``name`` is the layer as provenance shows it (``source[0]``)."""
+
+    name: str
+    path: str
+    fd: int
+    writable: bool
+
+    def dirfd(self, rel_dir: str) -> int:
+        """An fd for directory ``rel_dir`` (the root fd itself for ``.``; do not close that)."""
+        if rel_dir == ".":
+            return self.fd
+        return openat2_beneath(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
+
+    def release(self, fd: int) -> None:
+        if fd != self.fd:
+            os.close(fd)
+
+    def lstat(self, rel: str) -> os.stat_result | None:
+        """lstat of ``rel`` in this layer; None when absent or unreachable without symlinks."""
+        if rel == ".":
+            return os.fstat(self.fd)
+        parent, name = split(rel)
+        try:
+            fd = self.dirfd(parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                return None
+            raise
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError as exc:
+            # A whiteout marker for a 252+ byte name cannot exist: too long is absent.
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+                return None
+            raise
+        finally:
+            self.release(fd)
+
+    def exists(self, rel: str) -> bool:
+        return self.lstat(rel) is not None
+
+    def is_dir(self, rel: str) -> bool:
+        st = self.lstat(rel)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def whiteout(self, rel: str) -> bool:
+        """True if ``rel`` is recorded as deleted in this layer."""
+        parent, name = split(rel)
+        return self.exists(_join(parent, WH_PREFIX + name))
+
+    def opaque(self, rel_dir: str) -> bool:
+        return self.exists(_join(rel_dir, OPAQUE))
+
+    def listdir(self, rel_dir: str) -> list[str] | None:
+        """Names in ``rel_dir``; None when it is not a directory in this layer."""
+        try:
+            fd = openat2_beneath(self.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                return None
+            raise
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
+    def proc_path(self, fd: int, name: str) -> str:
+        """A path naming ``name`` in directory ``fd`` for calls that take no dir_fd (xattrs)."""
+        return f"/proc/self/fd/{fd}/{name}"
+
+    def abspath(self, rel: str) -> str:
+        return self.path if rel == "." else os.path.join(self.path, rel)
+
+
+def _join(parent: str, name: str) -> str:
+    return name if parent == "." else parent + "/" + name
+
+
+join = _join
+
+
+class LayerSet:
+    """All layers of one mount, opened once at mount time."""
+
+    def __init__(
+        self,
+        image: str,
+        sources: list[str],
+        tmpfs: str | None = None,
+        persistent: str | None = None,
+        localdisk: str | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.image = _open("image", image, writable=False)
+        self.sources = [_open(f"source[{i}]", d, writable=False) for i, d in enumerate(sources)]
+        self.uppers: dict[str, Backing] = {}
+        for kind, where in (("tmpfs", tmpfs), ("persistent", persistent), ("localdisk", localdisk)):
+            if where is not None:
+                self.uppers[kind] = _open(kind, where, writable=not read_only)
+        self.read_only = read_only
+
+    def upper(self, kind: str | None) -> Backing | None:
+        if kind is None:
+            return None
+        return self.uppers.get(kind)
+
+    def lower(self, kind: str, index: int = 0) -> Backing | None:
+        if kind == "image":
+            return self.image
+        if index < len(self.sources):
+            return self.sources[index]
+        return None
+
+    def all(self) -> list[Backing]:
+        return [self.image, *self.sources, *self.uppers.values()]
+
+    def close(self) -> None:
+        for b in self.all():
+            try:
+                os.close(b.fd)
+            except OSError:
+                pass
+
+
+def _open(name: str, where: str, writable: bool) -> Backing:
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MountError(f"{name} layer directory {where} does not exist; create it or fix --{_opt(name)}") from None
+    except NotADirectoryError:
+        raise MountError(f"{name} layer {where} is not a directory; fix --{_opt(name)}") from None
+    except OSError as exc:
+        raise MountError(f"{name} layer directory {where} cannot be opened: {exc.strerror}") from None
+    if writable and not os.access(f"/proc/self/fd/{fd}", os.W_OK):
+        os.close(fd)
+        raise MountError(f"{name} layer directory {where} is not writable; fix its permissions or --{_opt(name)}")
+    if writable:
+        try:
+            probe = os.open(TMP_PREFIX + "probe", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=fd)
+            os.close(probe)
+            os.unlink(TMP_PREFIX + "probe", dir_fd=fd)
+        except OSError as exc:
+            os.close(fd)
+            raise MountError(f"{name} layer directory {where} is not writable ({exc.strerror}); fix --{_opt(name)}") from None
+    return Backing(name=name, path=os.path.abspath(where), fd=fd, writable=writable)
+
+
+def _opt(name: str) -> str:
+    return "source" if name.startswith("source") else name

@@ -1,0 +1,286 @@
+"""Mounting and serving a litefs view: options, foreground/daemon, signals, bypass binds.
+
+``serve`` mounts the view with the options a root filesystem needs (``allow_other``,
+``default_permissions``, ``dev``, ``suid``), runs pyfuse3 under trio until SIGTERM/SIGINT or an
+external unmount, and always unmounts cleanly. In daemon mode the parent process returns only
+once the view is ready (or prints the one-line reason it is not). With ``bypass`` the image
+directories that no rule touches (``/usr``, ``/lib``...) are bind-mounted read-only over the
+view so the kernel serves them with no FUSE round trip; a plan change that puts a rule inside
+one lifts its bind again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import resource
+import signal
+import stat
+import sys
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from litefs.errors import MountError
+from litefs.fs.layers import LayerSet
+from litefs.fs.ops import LitefsOps
+from litefs.fs.view import STATELITE, View
+from litefs.plan import Plan
+from litefs.resolve import has_rule_below, resolve
+
+log = logging.getLogger("litefs.fs")
+
+_MS_RDONLY = 1
+_MS_REMOUNT = 32
+_MS_BIND = 4096
+_MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+#: how deep --bypass looks for rule-free image directories (/usr, /var/lib, ...)
+BYPASS_DEPTH = 2
+
+
+@dataclass
+class MountConfig:
+    mountpoint: str
+    fsname: str = "litefs"
+    allow_other: bool = True
+    foreground: bool = False
+    bypass: bool = False
+    cache_timeout: float = 3600.0
+    log_file: str | None = None
+    debug: bool = False
+
+
+def fuse_options(cfg: MountConfig, read_only: bool = False) -> set[str]:
+    opts = {"default_permissions", "dev", "suid", f"fsname={cfg.fsname}", "subtype=litefs"}
+    if cfg.allow_other:
+        opts.add("allow_other")
+    if read_only:
+        opts.add("ro")
+    return opts
+
+
+def _mount(src: str, target: str, flags: int) -> None:
+    if _libc.mount(os.fsencode(src), os.fsencode(target), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), target)
+
+
+def _umount(target: str) -> None:
+    if _libc.umount2(os.fsencode(target), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), target)
+
+
+def bypass_dirs(plan: Plan, layers: LayerSet, depth: int = BYPASS_DEPTH) -> list[str]:
+    """View paths of image directories no rule touches, as high up as possible."""
+    out: list[str] = []
+
+    def walk(path: str, level: int) -> None:
+        names = layers.image.listdir(path[1:] or ".") or []
+        for name in sorted(names):
+            child = "/" + name if path == "/" else path + "/" + name
+            if child == STATELITE:
+                continue
+            st = layers.image.lstat(child[1:])
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            if resolve(plan, child).rule is not None:
+                continue
+            if not has_rule_below(plan, child):
+                out.append(child)
+            elif level < depth:
+                walk(child, level + 1)
+
+    if resolve(plan, "/").rule is None:
+        walk("/", 1)
+    return out
+
+
+class Bypass:
+    """The bind mounts currently laid over the view."""
+
+    def __init__(self, mountpoint: str, layers: LayerSet) -> None:
+        self.mountpoint = mountpoint
+        self.layers = layers
+        self.active: list[str] = []
+
+    def apply(self, wanted: list[str]) -> None:
+        """Bind what is wanted and not bound; lift what is bound and no longer wanted."""
+        for path in [p for p in self.active if p not in wanted][::-1]:
+            try:
+                _umount(self.mountpoint + path)
+                log.info("bypass lifted: %s", path)
+            except OSError as exc:
+                log.error("cannot lift bypass on %s: %s", path, exc)
+            self.active.remove(path)
+        for path in wanted:
+            if path in self.active:
+                continue
+            src = f"/proc/self/fd/{self.layers.image.fd}{path}"
+            target = self.mountpoint + path
+            try:
+                _mount(src, target, _MS_BIND)
+                _mount("none", target, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
+                self.active.append(path)
+            except OSError as exc:
+                log.error("bypass of %s failed (served through FUSE instead): %s", path, exc)
+
+    def clear(self) -> None:
+        self.apply([])
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def setup_logging(cfg: MountConfig) -> None:
+    handler: logging.Handler
+    if cfg.log_file:
+        handler = logging.FileHandler(cfg.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s litefs[%(process)d]: %(levelname)s %(message)s"))
+    root = logging.getLogger("litefs")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if cfg.debug else logging.INFO)
+
+
+async def _serve(ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready: int | None) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ops.notifier)
+
+        async def signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                async for sig in sigs:
+                    log.info("signal %d: unmounting", sig)
+                    pyfuse3.terminate()
+                    return
+
+        async def after_start() -> None:
+            if bypass is not None:
+                await trio.to_thread.run_sync(bypass.apply, bypass_dirs(ops.view.plan, ops.layers))
+                log.info("bypass: %d image directories served natively", len(bypass.active))
+            log.info("ready: %s on %s", cfg.fsname, cfg.mountpoint)
+            if ready is not None:
+                os.write(ready, b"ok\n")
+                os.close(ready)
+
+        nursery.start_soon(signals)
+        nursery.start_soon(after_start)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
+    """Mount and serve until unmounted. Returns the exit status."""
+    if not os.path.isdir(cfg.mountpoint):
+        raise MountError(f"mount point {cfg.mountpoint} is not a directory; create it first")
+    cfg.mountpoint = os.path.abspath(cfg.mountpoint)
+    view = View(plan, layers)
+    ops = LitefsOps(view, cache_timeout=cfg.cache_timeout)
+    if cfg.foreground:
+        setup_logging(cfg)
+        raise_nofile()
+        _init(ops, cfg, layers)
+        return _run(ops, cfg, layers, None)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as r:
+            msg = r.read().decode(errors="replace").strip()
+        if msg == "ok":
+            return 0
+        os.waitpid(pid, 0)
+        raise MountError(msg or "the litefs daemon exited before the mount was ready")
+    # daemon child
+    os.close(rfd)
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        setup_logging(cfg)
+        raise_nofile()
+        _init(ops, cfg, layers)
+    except MountError as exc:
+        os.write(wfd, str(exc).encode())
+        os._exit(1)
+    except BaseException as exc:  # report anything to the waiting parent
+        os.write(wfd, f"mount failed: {exc}".encode())
+        os._exit(1)
+    os._exit(_run(ops, cfg, layers, wfd))
+
+
+def _init(ops: LitefsOps, cfg: MountConfig, layers: LayerSet) -> None:
+    try:
+        pyfuse3.init(ops, cfg.mountpoint, fuse_options(cfg, layers.read_only))
+    except RuntimeError as exc:
+        raise MountError(f"cannot mount FUSE on {cfg.mountpoint}: {exc} (is /dev/fuse there, are we root?)") from None
+
+
+def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) -> int:
+    bypass = Bypass(cfg.mountpoint, layers) if cfg.bypass else None
+    if bypass is not None:
+
+        def on_plan_change() -> None:
+            # Runs inside a request handler: lay the binds from a thread after it returns.
+            wanted = bypass_dirs(ops.view.plan, layers)
+            trio.lowlevel.spawn_system_task(trio.to_thread.run_sync, bypass.apply, wanted)
+
+        ops.on_plan_change = on_plan_change
+    status = 0
+    try:
+        trio.run(_serve, ops, cfg, bypass, ready)
+    except BaseException:
+        log.exception("litefs daemon failed")
+        status = 1
+    finally:
+        if bypass is not None:
+            bypass.clear()
+        try:
+            pyfuse3.close(unmount=True)
+        except Exception as exc:
+            log.error("unmount: %s", exc)
+        layers.close()
+    log.info("unmounted %s", cfg.mountpoint)
+    return status
+
+
+def umount(mountpoint: str) -> None:
+    """Unmount a view and every mount laid over it (bypass binds first, deepest first)."""
+    mnt = os.path.realpath(mountpoint)
+    below = []
+    found = False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = _unescape(line.split()[4])
+            if point == mnt:
+                found = True
+            elif point.startswith(mnt + "/"):
+                below.append(point)
+    if not found:
+        raise MountError(f"{mountpoint} is not a mount point")
+    for point in sorted(below, key=len, reverse=True):
+        try:
+            _umount(point)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise MountError(f"cannot unmount {point}: {exc.strerror}") from None
+    if _libc.umount2(os.fsencode(mnt), 0) != 0:
+        err = ctypes.get_errno()
+        raise MountError(f"cannot unmount {mountpoint}: {os.strerror(err)} (busy? try 'umount -l')")
+
+
+def _unescape(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")

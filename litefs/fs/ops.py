@@ -1,0 +1,1055 @@
+"""The pyfuse3 adapter: FUSE requests in, merged-view answers out.
+
+Handlers stay thin: they find the inode's view path, ask :class:`~litefs.fs.view.View` which
+backing entry answers it (``resolve`` decides the rule and layers), and act on that entry
+through the layer's directory fds, copying up first when a lower file is about to change.
+Read-only paths answer EROFS to every change. ``OSError`` from a backing store becomes the
+same errno for the caller; faults that mean a store is gone (EIO, ENOTCONN, ESTALE...) are
+also logged. Kernel caches stay long-lived: the handlers invalidate what they change that the
+kernel cannot know about, and :meth:`LitefsOps.refresh` invalidates what an admin names.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from litefs.fs.copyup import copy_up, ensure_dir
+from litefs.fs.inodes import ROOT_INODE, InodeTable, Node
+from litefs.fs.layers import (
+    OPAQUE,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    WH_PREFIX,
+    Backing,
+    join,
+    renameat2,
+    split,
+)
+from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
+from litefs.plan import Plan
+from litefs.resolve import resolve
+
+log = logging.getLogger("litefs.fs")
+
+NAME_MAX = 255
+XATTR_ORIGIN = "user.litefs.origin"
+XATTR_RULE = "user.litefs.rule"
+XATTR_REFRESH = "user.litefs.refresh"
+XATTR_PLAN = "user.litefs.plan"
+#: errnos that mean a backing store is failing, not that the caller asked something wrong
+FAULTS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENXIO}
+
+T = TypeVar("T")
+
+
+def guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn backing-store ``OSError`` into ``FUSEError`` (logging store faults), and any bug
+    into EIO with a traceback in the log; pyfuse3 accepts nothing else from a handler."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: LitefsOps, *args: Any) -> T:
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            if code in FAULTS:
+                log.error("%s: backing store fault: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _err(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+class OpenFile:
+    __slots__ = ("data", "fd", "node")
+
+    def __init__(self, node: Node, fd: int, data: bytes | None = None) -> None:
+        self.node = node
+        self.fd = fd
+        self.data = data
+
+
+class LitefsOps(pyfuse3.Operations):
+    """The litefs filesystem for one mount."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, view: View, cache_timeout: float = 3600.0, negative_timeout: float = 1.0) -> None:
+        super().__init__()
+        self.view = view
+        self.layers = view.layers
+        self.read_only = view.layers.read_only
+        self.inodes = InodeTable(view.root())
+        self.timeout = cache_timeout
+        self.negative_timeout = negative_timeout
+        self.files: dict[int, OpenFile] = {}
+        self.dirs: dict[int, tuple[Node, list[tuple[str, Entry]] | None]] = {}
+        self._next_fh = 1
+        self._notify_send, self._notify_recv = trio.open_memory_channel[tuple[str, Any]](10000)
+        self.on_plan_change: Callable[[], None] | None = None
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def _node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise _err(errno.ESTALE)
+        return node
+
+    def _entry(self, node: Node) -> Entry:
+        if node.entry is None:
+            if node.path is None:
+                raise _err(errno.ENOENT)
+            e = self._locate_path(node.path)
+            if e is None:
+                raise _err(errno.ENOENT)
+            node.entry = e
+        return node.entry
+
+    def _locate_path(self, path: str) -> Entry | None:
+        """Locate a path from the root, reusing entries the table already holds."""
+        node = self.inodes.at(path)
+        if node is not None and node.entry is not None:
+            return node.entry
+        if path == "/":
+            e = self.view.root()
+        else:
+            parent = path.rsplit("/", 1)[0] or "/"
+            pe = self._locate_path(parent)
+            if pe is None or not pe.is_dir:
+                return None
+            e = self.view.locate(path, pe)
+        if node is not None:
+            node.entry = e
+        return e
+
+    def _attr(self, node: Node, e: Entry) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        st = e.st
+        if e.kind == SYNTH_DIR:
+            st = self.view.synth_st
+        if e.kind == SYNTH_LINK:
+            a.st_mode = stat.S_IFLNK | 0o777
+            a.st_nlink = 1
+            a.st_size = len(e.target)
+        else:
+            assert st is not None
+            a.st_mode = st.st_mode
+            a.st_nlink = st.st_nlink
+            a.st_uid = st.st_uid
+            a.st_gid = st.st_gid
+            a.st_rdev = st.st_rdev
+            a.st_size = sum(p[2].st_size for p in e.parts) if e.kind == CON else st.st_size
+            a.st_blksize = st.st_blksize
+            a.st_blocks = st.st_blocks
+            a.st_atime_ns = st.st_atime_ns
+            a.st_mtime_ns = st.st_mtime_ns
+            a.st_ctime_ns = st.st_ctime_ns
+        a.st_ino = node.ino
+        a.generation = 0
+        a.entry_timeout = self.timeout
+        a.attr_timeout = self.timeout
+        return a
+
+    def _restat(self, node: Node) -> Entry:
+        """The node's entry with fresh attributes from its backing layer."""
+        e = self._entry(node)
+        if e.kind == BACKED and e.layer is not None:
+            st = e.layer.lstat(e.rel)
+            if st is None:
+                node.entry = None
+                e = self._entry(node)
+            else:
+                e.st = st
+        return e
+
+    def _check_name(self, name: str, parent: Entry) -> None:
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise _err(errno.ENAMETOOLONG)
+        if name.startswith(WH_PREFIX) and not parent.raw:
+            # Reserved for whiteout bookkeeping in upper layers.
+            raise _err(errno.EINVAL)
+
+    def _writable_res(self, path: str, parent: Entry) -> tuple[Any, Backing]:
+        """For a change at ``path``: (resolution, upper layer), or EROFS."""
+        if self.read_only:
+            raise _err(errno.EROFS)
+        if parent.raw:
+            if parent.layer is None or not parent.layer.writable:
+                raise _err(errno.EROFS)
+            return None, parent.layer
+        if parent.kind == SYNTH_DIR:
+            raise _err(errno.EROFS)
+        res = resolve(self.view.plan, path)
+        up = self.layers.upper(res.upper)
+        if up is None:
+            if res.upper is not None:
+                log.error("%s: rule %s needs the %s layer, which this mount has none of", path, res.rule.path, res.upper)
+            raise _err(errno.EROFS)
+        return res, up
+
+    def _meta_of(self, rel: str) -> os.stat_result | None:
+        e = self._locate_path("/" + rel)
+        if e is None or e.kind != BACKED:
+            return None
+        return e.st
+
+    def _upper_rel(self, e: Entry) -> str:
+        return e.rel
+
+    def _copy_up(self, node: Node, e: Entry, truncate_to: int | None = None) -> Entry:
+        """Bring ``e`` into its upper layer (no-op if it is there); return the new entry."""
+        if e.raw or e.in_upper:
+            return e
+        if node.path is None:
+            raise _err(errno.ENOENT)
+        parent_path = node.path.rsplit("/", 1)[0] or "/"
+        _res, up = self._writable_res(node.path, self._locate_path(parent_path) or e)
+        rel = e.rel
+        if e.kind == SYNTH_LINK:
+            raise _err(errno.EPERM)
+        if e.is_dir:
+            ensure_dir(up, rel, self._meta_of)
+        else:
+            ensure_dir(up, split(rel)[0], self._meta_of)
+            assert e.st is not None and e.layer is not None
+            sources = [(b, r) for b, r, _st in e.parts] if e.kind == CON else [(e.layer, e.rel)]
+            copy_up(up, rel, e.st, sources, truncate_to, xattr_from=(e.layer, e.rel))
+        node.entry = None
+        return self._entry(node)
+
+    def _lower_has(self, path: str, e: Entry | None, parent: Entry) -> bool:
+        """True if some lower layer would show ``path`` once the upper entry is gone."""
+        if parent.raw or (e is not None and e.raw):
+            return False
+        res = resolve(self.view.plan, path)
+        if parent.cut and parent.res is res:
+            return False
+        rel = path[1:]
+        for layer in res.lowers:
+            b = self.layers.lower(layer.kind, layer.index)
+            if b is not None and b.exists(rel):
+                return True
+        return res.rule is not None and res.rule.path == path == "/etc/mtab"
+
+    def _whiteout(self, up: Backing, rel: str) -> None:
+        parent, name = split(rel)
+        wh = WH_PREFIX + name
+        if len(os.fsencode(wh)) > NAME_MAX:
+            log.error("cannot record deletion of %s: name too long for a whiteout marker", rel)
+            raise _err(errno.ENAMETOOLONG)
+        ensure_dir(up, parent, self._meta_of)
+        pfd = up.dirfd(parent)
+        try:
+            fd = os.open(wh, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            os.close(fd)
+        finally:
+            up.release(pfd)
+
+    def _drop_whiteout(self, up: Backing, rel: str) -> bool:
+        parent, name = split(rel)
+        try:
+            pfd = up.dirfd(parent)
+        except OSError:
+            return False
+        try:
+            os.unlink(WH_PREFIX + name, dir_fd=pfd)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            up.release(pfd)
+
+    def _own(self, up: Backing, rel: str, ctx: pyfuse3.RequestContext) -> None:
+        """Give a new entry to the caller (the daemon runs as root); a set-gid parent keeps
+        its group, as the kernel would have done."""
+        parent, name = split(rel)
+        pfd = up.dirfd(parent)
+        try:
+            pst = os.stat(".", dir_fd=pfd)
+            gid = pst.st_gid if pst.st_mode & stat.S_ISGID else ctx.gid
+            os.chown(name, ctx.uid, gid, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            up.release(pfd)
+
+    def _new_entry(self, parent: Node, name: str) -> tuple[Node, pyfuse3.EntryAttributes]:
+        path = child_path(parent.path or "/", name)
+        e = self.view.locate(path, self._entry(parent))
+        if e is None:
+            raise _err(errno.EIO)
+        node = self.inodes.ref(path, e)
+        return node, self._attr(node, e)
+
+    def _prepare_create(self, parent_ino: int, name: str) -> tuple[Node, Entry, str, Backing, str, bool]:
+        """Common part of create/mkdir/mknod/symlink/link: checks, upper parent directory.
+        Returns (parent node, parent entry, view path, upper layer, upper rel, whiteout?)."""
+        pnode = self._node(parent_ino)
+        pe = self._entry(pnode)
+        if not pe.is_dir:
+            raise _err(errno.ENOTDIR)
+        self._check_name(name, pe)
+        path = child_path(pnode.path or "/", name)
+        _res, up = self._writable_res(path, pe)
+        if self.view.locate(path, pe) is not None:
+            raise _err(errno.EEXIST)
+        rel = join(pe.rel, name) if pe.raw else path[1:]
+        had_whiteout = False
+        if not pe.raw:
+            ensure_dir(up, split(rel)[0], self._meta_of)
+            had_whiteout = up.whiteout(rel)
+        return pnode, pe, path, up, rel, had_whiteout
+
+    def _queue(self, kind: str, *args: Any) -> None:
+        try:
+            self._notify_send.send_nowait((kind, args))
+        except trio.WouldBlock:
+            log.warning("kernel invalidation queue full; dropping %s%s", kind, args)
+
+    async def notifier(self) -> None:
+        """Send kernel cache invalidations from a worker thread: doing it inside a request
+        handler could deadlock on the directory lock the kernel holds for that request."""
+        async for kind, args in self._notify_recv:
+            try:
+                if kind == "inode":
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_inode, *args)
+                else:
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_entry, *args)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ENOTCONN):
+                    log.warning("invalidate %s%s: %s", kind, args, exc)
+            except Exception as exc:  # never let a stale inode stop the worker
+                log.warning("invalidate %s%s: %s", kind, args, exc)
+
+    # --- lookups and attributes -----------------------------------------------------------
+
+    @guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        pnode = self._node(parent_inode)
+        sname = os.fsdecode(name)
+        if sname == ".":
+            path = pnode.path or ""
+        elif sname == "..":
+            path = (pnode.path or "/").rsplit("/", 1)[0] or "/"
+        else:
+            path = None
+        if path is not None:
+            e = self._locate_path(path) if path else None
+            if e is None:
+                raise _err(errno.ENOENT)
+            node = self.inodes.ref(path, e)
+            return self._attr(node, e)
+        pe = self._entry(pnode)
+        if not pe.is_dir:
+            raise _err(errno.ENOTDIR)
+        if len(name) > NAME_MAX:
+            raise _err(errno.ENAMETOOLONG)
+        path = child_path(pnode.path or "/", sname)
+        e = None if sname.startswith(WH_PREFIX) and not pe.raw else self.view.locate(path, pe)
+        if e is None:
+            a = pyfuse3.EntryAttributes()
+            a.st_ino = 0
+            a.entry_timeout = self.negative_timeout
+            return a
+        node = self.inodes.ref(path, e)
+        return self._attr(node, e)
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            self.inodes.forget(ino, n)
+
+    @guarded
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        if node.path is None:
+            return self._detached_attr(node, self._open_fd_of(node, None))
+        return self._attr(node, self._restat(node))
+
+    @guarded
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        of = self.files.get(fh) if fh is not None else None
+        if node.path is None:
+            return self._setattr_detached(node, attr, fields, of)
+        e = self._entry(node)
+        if e.kind in (SYNTH_DIR, SYNTH_LINK):
+            raise _err(errno.EPERM)
+        if not e.raw:
+            parent = self._locate_path((node.path or "/").rsplit("/", 1)[0] or "/")
+            self._writable_res(node.path or "/", parent or e)
+            trunc = attr.st_size if fields.update_size and attr.st_size == 0 else None
+            e = self._copy_up(node, e, truncate_to=trunc)
+        elif self.read_only or not (e.layer and e.layer.writable):
+            raise _err(errno.EROFS)
+        assert e.layer is not None
+        fd_ok = of is not None and of.fd >= 0 and of.data is None
+        parent_rel, name = split(e.rel)
+        pfd = e.layer.dirfd(parent_rel)
+        try:
+            is_link = e.st is not None and stat.S_ISLNK(e.st.st_mode)
+            if fields.update_size:
+                if fd_ok:
+                    os.ftruncate(of.fd, attr.st_size)
+                else:
+                    fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+                    try:
+                        os.ftruncate(fd, attr.st_size)
+                    finally:
+                        os.close(fd)
+            if fields.update_uid or fields.update_gid:
+                uid = attr.st_uid if fields.update_uid else -1
+                gid = attr.st_gid if fields.update_gid else -1
+                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            if fields.update_mode and not is_link:
+                os.chmod(name, stat.S_IMODE(attr.st_mode), dir_fd=pfd)
+            if fields.update_atime or fields.update_mtime:
+                cur = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                at = attr.st_atime_ns if fields.update_atime else cur.st_atime_ns
+                mt = attr.st_mtime_ns if fields.update_mtime else cur.st_mtime_ns
+                os.utime(name, ns=(at, mt), dir_fd=pfd, follow_symlinks=False)
+        finally:
+            e.layer.release(pfd)
+        return self._attr(node, self._restat(node))
+
+    def _open_fd_of(self, node: Node, of: OpenFile | None) -> int:
+        if of is not None and of.fd >= 0:
+            return of.fd
+        for f in self.files.values():
+            if f.node is node and f.fd >= 0:
+                return f.fd
+        raise _err(errno.ENOENT)
+
+    def _setattr_detached(
+        self, node: Node, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, of: OpenFile | None
+    ) -> pyfuse3.EntryAttributes:
+        """setattr on a file that was unlinked while open: act on the open descriptor."""
+        fd = self._open_fd_of(node, of)
+        if fields.update_size:
+            os.ftruncate(fd, attr.st_size)
+        if fields.update_uid or fields.update_gid:
+            os.fchown(fd, attr.st_uid if fields.update_uid else -1, attr.st_gid if fields.update_gid else -1)
+        if fields.update_mode:
+            os.fchmod(fd, stat.S_IMODE(attr.st_mode))
+        if fields.update_atime or fields.update_mtime:
+            cur = os.fstat(fd)
+            at = attr.st_atime_ns if fields.update_atime else cur.st_atime_ns
+            mt = attr.st_mtime_ns if fields.update_mtime else cur.st_mtime_ns
+            os.utime(fd, ns=(at, mt))
+        return self._detached_attr(node, fd)
+
+    def _detached_attr(self, node: Node, fd: int) -> pyfuse3.EntryAttributes:
+        e = Entry("", BACKED, None, st=os.fstat(fd))
+        return self._attr(node, e)
+
+    @guarded
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        e = self._entry(self._node(inode))
+        if e.kind == SYNTH_LINK:
+            return os.fsencode(e.target)
+        if e.kind != BACKED or e.layer is None or e.st is None or not stat.S_ISLNK(e.st.st_mode):
+            raise _err(errno.EINVAL)
+        parent, name = split(e.rel)
+        pfd = e.layer.dirfd(parent)
+        try:
+            return os.fsencode(os.readlink(name, dir_fd=pfd))
+        finally:
+            e.layer.release(pfd)
+
+    # --- directories ----------------------------------------------------------------------
+
+    @guarded
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._node(inode)
+        e = self._entry(node)
+        if not e.is_dir:
+            raise _err(errno.ENOTDIR)
+        fh = self._fh()
+        self.dirs[fh] = (node, None)
+        return fh
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        node, listing = self.dirs[fh]
+        if listing is None or start_id == 0:
+            e = self._entry(node)
+            base = node.path or "/"
+            listing = []
+            for name in self.view.names(e):
+                if len(os.fsencode(name)) > NAME_MAX:
+                    continue
+                ce = self.view.locate(child_path(base, name), e)
+                if ce is not None:
+                    listing.append((name, ce))
+            self.dirs[fh] = (node, listing)
+        base = node.path or "/"
+        for i in range(start_id, len(listing)):
+            name, ce = listing[i]
+            path = child_path(base, name)
+            child = self.inodes.ref(path, ce)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child, ce), i + 1):
+                self.inodes.forget(child.ino, 1)
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @guarded
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        sname = os.fsdecode(name)
+        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
+        parent, leaf = split(rel)
+        pfd = up.dirfd(parent)
+        try:
+            if had_wh:
+                # The name hides deleted lower content: the new directory must not merge with it.
+                tmp = WH_PREFIX + ".wh..tmp.mkdir." + str(os.getpid())
+                os.mkdir(tmp, stat.S_IMODE(mode), dir_fd=pfd)
+                fd = os.open(join(tmp, OPAQUE), os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=pfd)
+                os.close(fd)
+                os.rename(tmp, leaf, src_dir_fd=pfd, dst_dir_fd=pfd)
+            else:
+                os.mkdir(leaf, stat.S_IMODE(mode), dir_fd=pfd)
+        finally:
+            up.release(pfd)
+        self._own(up, rel, ctx)
+        if had_wh:
+            self._drop_whiteout(up, rel)
+        return self._new_entry(pnode, sname)[1]
+
+    @guarded
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        sname = os.fsdecode(name)
+        pnode = self._node(parent_inode)
+        pe = self._entry(pnode)
+        path = child_path(pnode.path or "/", sname)
+        e = self.view.locate(path, pe)
+        if e is None:
+            raise _err(errno.ENOENT)
+        if not e.is_dir:
+            raise _err(errno.ENOTDIR)
+        _res, up = self._writable_res(path, pe)
+        if e.kind == SYNTH_DIR or (e.raw and e.rel == "."):
+            raise _err(errno.EBUSY)
+        for child in self.view.names(e):
+            if self.view.locate(child_path(path, child), e) is not None:
+                raise _err(errno.ENOTEMPTY)
+        lower = self._lower_has(path, e, pe) or e.kind == IMPLIED
+        rel = e.rel
+        if lower:
+            self._whiteout(up, rel)
+        if e.in_upper or e.raw:
+            parent, leaf = split(rel)
+            pfd = up.dirfd(parent)
+            try:
+                if not e.raw:
+                    dfd = up.dirfd(rel)
+                    try:
+                        for n in os.listdir(f"/proc/self/fd/{dfd}"):
+                            if n.startswith(WH_PREFIX):
+                                os.unlink(n, dir_fd=dfd)
+                    finally:
+                        up.release(dfd)
+                os.rmdir(leaf, dir_fd=pfd)
+            finally:
+                up.release(pfd)
+        self.inodes.detach(path)
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _open_backing(self, e: Entry, flags: int) -> int:
+        assert e.layer is not None
+        parent, name = split(e.rel)
+        pfd = e.layer.dirfd(parent)
+        try:
+            flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC)
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        finally:
+            e.layer.release(pfd)
+
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        return self._open_node(node, self._entry(node), flags)
+
+    def _open_node(self, node: Node, e: Entry, flags: int) -> pyfuse3.FileInfo:
+        if e.is_dir:
+            raise _err(errno.EISDIR)
+        if e.kind == SYNTH_LINK:
+            raise _err(errno.ELOOP)
+        wants_write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        if wants_write:
+            if e.raw:
+                if self.read_only or not (e.layer and e.layer.writable):
+                    raise _err(errno.EROFS)
+            else:
+                parent = self._locate_path((node.path or "/").rsplit("/", 1)[0] or "/")
+                self._writable_res(node.path or "/", parent or e)
+                e = self._copy_up(node, e, truncate_to=0 if flags & os.O_TRUNC else None)
+        fh = self._fh()
+        if e.kind == CON:
+            data = b"".join(_read_all(b, r) for b, r, _st in e.parts)
+            self.files[fh] = OpenFile(node, -1, data)
+        else:
+            self.files[fh] = OpenFile(node, self._open_backing(e, flags))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @guarded
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        sname = os.fsdecode(name)
+        pnode = self._node(parent_inode)
+        path = child_path(pnode.path or "/", sname)
+        existing = self.view.locate(path, self._entry(pnode))
+        if existing is not None:
+            # The kernel's negative entry was stale (someone created it underneath).
+            if flags & os.O_EXCL:
+                raise _err(errno.EEXIST)
+            node = self.inodes.ref(path, existing)
+            try:
+                return self._open_node(node, existing, flags), self._attr(node, existing)
+            except BaseException:
+                self.inodes.forget(node.ino, 1)
+                raise
+        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
+        parent, leaf = split(rel)
+        pfd = up.dirfd(parent)
+        try:
+            fl = (flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(leaf, fl, stat.S_IMODE(mode), dir_fd=pfd)
+        finally:
+            up.release(pfd)
+        try:
+            self._own(up, rel, ctx)
+            if had_wh:
+                self._drop_whiteout(up, rel)
+            node, attr = self._new_entry(pnode, sname)
+        except BaseException:
+            os.close(fd)
+            raise
+        fh = self._fh()
+        self.files[fh] = OpenFile(node, fd)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), attr
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        of = self.files[fh]
+        if of.data is not None:
+            return of.data[off : off + size]
+        return os.pread(of.fd, size, off)
+
+    @guarded
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        of = self.files[fh]
+        if of.data is not None:
+            raise _err(errno.EBADF)
+        return os.pwrite(of.fd, buf, off)
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    async def release(self, fh: int) -> None:
+        of = self.files.pop(fh, None)
+        if of is not None and of.fd >= 0:
+            try:
+                os.close(of.fd)
+            except OSError as exc:
+                log.error("close: %s", exc)
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        of = self.files[fh]
+        if of.fd >= 0:
+            (os.fdatasync if datasync else os.fsync)(of.fd)
+
+    @guarded
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        sname = os.fsdecode(name)
+        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
+        parent, leaf = split(rel)
+        pfd = up.dirfd(parent)
+        try:
+            os.mknod(leaf, mode, rdev, dir_fd=pfd)
+        finally:
+            up.release(pfd)
+        self._own(up, rel, ctx)
+        if had_wh:
+            self._drop_whiteout(up, rel)
+        return self._new_entry(pnode, sname)[1]
+
+    @guarded
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        sname = os.fsdecode(name)
+        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
+        parent, leaf = split(rel)
+        pfd = up.dirfd(parent)
+        try:
+            os.symlink(os.fsdecode(target), leaf, dir_fd=pfd)
+        finally:
+            up.release(pfd)
+        self._own(up, rel, ctx)
+        if had_wh:
+            self._drop_whiteout(up, rel)
+        return self._new_entry(pnode, sname)[1]
+
+    @guarded
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        sname = os.fsdecode(new_name)
+        node = self._node(inode)
+        e = self._entry(node)
+        if e.is_dir:
+            raise _err(errno.EPERM)
+        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(new_parent_inode, sname)
+        src_up = e.layer if e.raw else self.layers.upper(resolve(self.view.plan, node.path or "/").upper)
+        if src_up is not up:
+            raise _err(errno.EXDEV)
+        e = self._copy_up(node, e)
+        sp, sn = split(e.rel)
+        dp, dn = split(rel)
+        sfd = up.dirfd(sp)
+        dfd = up.dirfd(dp)
+        try:
+            os.link(sn, dn, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            up.release(sfd)
+            up.release(dfd)
+        if had_wh:
+            self._drop_whiteout(up, rel)
+        self._queue("inode", node.ino, True)
+        return self._new_entry(pnode, sname)[1]
+
+    @guarded
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        sname = os.fsdecode(name)
+        pnode = self._node(parent_inode)
+        pe = self._entry(pnode)
+        path = child_path(pnode.path or "/", sname)
+        e = self.view.locate(path, pe)
+        if e is None:
+            raise _err(errno.ENOENT)
+        if e.is_dir:
+            raise _err(errno.EISDIR)
+        _res, up = self._writable_res(path, pe)
+        if self._lower_has(path, e, pe):
+            self._whiteout(up, e.rel)
+        if e.in_upper or e.raw:
+            parent, leaf = split(e.rel)
+            pfd = up.dirfd(parent)
+            try:
+                st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
+                os.unlink(leaf, dir_fd=pfd)
+            finally:
+                up.release(pfd)
+            if st.st_nlink > 1:
+                for other in list(self.inodes.by_ino.values()):
+                    if other.entry is not None and other.entry.st is not None and other.entry.layer is up and other.entry.st.st_ino == st.st_ino and other.path != path:
+                        self._queue("inode", other.ino, True)
+        self.inodes.detach(path)
+
+    @guarded
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        old_name, new_name = os.fsdecode(name_old), os.fsdecode(name_new)
+        pold = self._node(parent_inode_old)
+        pnew = self._node(parent_inode_new)
+        peo, pen = self._entry(pold), self._entry(pnew)
+        self._check_name(new_name, pen)
+        old = child_path(pold.path or "/", old_name)
+        new = child_path(pnew.path or "/", new_name)
+        src = self.view.locate(old, peo)
+        if src is None:
+            raise _err(errno.ENOENT)
+        dst = self.view.locate(new, pen)
+        _r1, up = self._writable_res(old, peo)
+        _r2, up2 = self._writable_res(new, pen)
+        if up is not up2 or src.raw != dst_raw(pen):
+            raise _err(errno.EXDEV)
+        if flags & RENAME_NOREPLACE and dst is not None:
+            raise _err(errno.EEXIST)
+        exchange = bool(flags & RENAME_EXCHANGE)
+        if exchange and dst is None:
+            raise _err(errno.ENOENT)
+        if src.is_dir and not src.raw and self._dir_has_lower(old, src, peo):
+            raise _err(errno.EXDEV)
+        if dst is not None and not exchange:
+            if dst.is_dir and not src.is_dir:
+                raise _err(errno.EISDIR)
+            if src.is_dir and not dst.is_dir:
+                raise _err(errno.ENOTDIR)
+            if dst.is_dir:
+                for child in self.view.names(dst):
+                    if self.view.locate(child_path(new, child), dst) is not None:
+                        raise _err(errno.ENOTEMPTY)
+        if exchange and dst is not None and dst.is_dir and not dst.raw and self._dir_has_lower(new, dst, pen):
+            raise _err(errno.EXDEV)
+        src_node = self.inodes.at(old)
+        src = self._copy_up(src_node, src) if src_node is not None else self._copy_up_path(old, src)
+        if exchange and dst is not None:
+            dst_node = self.inodes.at(new)
+            dst = self._copy_up(dst_node, dst) if dst_node is not None else self._copy_up_path(new, dst)
+        src_lower = self._lower_has(old, src, peo)
+        dst_lower = self._lower_has(new, dst, pen)
+        drel = join(pen.rel, new_name) if pen.raw else new[1:]
+        if not pen.raw:
+            ensure_dir(up, split(drel)[0], self._meta_of)
+        sp, sn = split(src.rel)
+        dp, dn = split(drel)
+        if dst is not None and dst.in_upper and dst.is_dir and not exchange:
+            dfd = up.dirfd(drel)
+            try:
+                for n in os.listdir(f"/proc/self/fd/{dfd}"):
+                    if n.startswith(WH_PREFIX):
+                        os.unlink(n, dir_fd=dfd)
+            finally:
+                up.release(dfd)
+        if src.is_dir and dst_lower and not exchange and not src.raw:
+            # A directory moved over a name with lower content must not merge with it.
+            dfd = up.dirfd(src.rel)
+            try:
+                os.close(os.open(OPAQUE, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
+            finally:
+                up.release(dfd)
+        sfd = up.dirfd(sp)
+        dfd = up.dirfd(dp)
+        try:
+            if exchange:
+                renameat2(sfd, sn, dfd, dn, RENAME_EXCHANGE)
+            else:
+                os.rename(sn, dn, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            up.release(sfd)
+            up.release(dfd)
+        if not exchange:
+            if not pen.raw:
+                self._drop_whiteout(up, drel)
+            if src_lower:
+                self._whiteout(up, src.rel)
+            self.inodes.move(old, new)
+        else:
+            self.inodes.exchange(old, new)
+
+    def _copy_up_path(self, path: str, e: Entry) -> Entry:
+        node = self.inodes.ref(path, e)
+        try:
+            return self._copy_up(node, e)
+        finally:
+            self.inodes.forget(node.ino, 1)
+
+    def _dir_has_lower(self, path: str, e: Entry, parent: Entry) -> bool:
+        """A directory with content in a lower layer cannot be renamed (EXDEV, like overlayfs)."""
+        if e.cut:
+            return False
+        return self._lower_has(path, None, parent) if e.in_upper else True
+
+    # --- filesystem-wide ------------------------------------------------------------------
+
+    @guarded
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        layer = self.layers.uppers.get("tmpfs") or self.layers.image
+        if self.layers.uppers.get("persistent") is not None:
+            layer = self.layers.uppers["persistent"]
+        sv = os.fstatvfs(layer.fd)
+        out = pyfuse3.StatvfsData()
+        for f in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
+            setattr(out, f, getattr(sv, f))
+        out.f_namemax = NAME_MAX
+        return out
+
+    # --- xattrs ---------------------------------------------------------------------------
+
+    def _xattr_path(self, e: Entry) -> tuple[Backing, int, str]:
+        if e.kind != BACKED or e.layer is None:
+            raise _err(errno.ENODATA)
+        parent, name = split(e.rel)
+        if e.rel == ".":
+            return e.layer, e.layer.fd, f"/proc/self/fd/{e.layer.fd}"
+        pfd = e.layer.dirfd(parent)
+        return e.layer, pfd, f"/proc/self/fd/{pfd}/{name}"
+
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        sname = os.fsdecode(name)
+        e = self._entry(self._node(inode))
+        if sname == XATTR_ORIGIN:
+            return self.view.origin(e).encode()
+        if sname == XATTR_RULE:
+            return self.view.rule_text(e).encode()
+        if e.kind != BACKED:
+            raise _err(pyfuse3.ENOATTR)
+        layer, pfd, p = self._xattr_path(e)
+        try:
+            return os.getxattr(p, sname, follow_symlinks=False)
+        finally:
+            layer.release(pfd)
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        e = self._entry(self._node(inode))
+        out = [XATTR_ORIGIN.encode(), XATTR_RULE.encode()]
+        if e.kind == BACKED:
+            layer, pfd, p = self._xattr_path(e)
+            try:
+                out += [os.fsencode(n) for n in os.listxattr(p, follow_symlinks=False)]
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EPERM):
+                    raise
+            finally:
+                layer.release(pfd)
+        return out
+
+    @guarded
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        sname = os.fsdecode(name)
+        if inode == ROOT_INODE and sname in (XATTR_REFRESH, XATTR_PLAN):
+            if ctx.uid != 0:
+                raise _err(errno.EPERM)
+            if sname == XATTR_REFRESH:
+                paths = [p for p in os.fsdecode(value).split("\n") if p]
+                self.refresh(paths or ["/"])
+            else:
+                self.change_plan(value)
+            return
+        if sname.startswith("user.litefs."):
+            raise _err(errno.EPERM)
+        node = self._node(inode)
+        e = self._writable_entry(node)
+        layer, pfd, p = self._xattr_path(e)
+        try:
+            os.setxattr(p, sname, value, follow_symlinks=False)
+        finally:
+            layer.release(pfd)
+
+    @guarded
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        sname = os.fsdecode(name)
+        if sname.startswith("user.litefs."):
+            raise _err(errno.EPERM)
+        node = self._node(inode)
+        e = self._writable_entry(node)
+        layer, pfd, p = self._xattr_path(e)
+        try:
+            os.removexattr(p, sname, follow_symlinks=False)
+        finally:
+            layer.release(pfd)
+
+    def _writable_entry(self, node: Node) -> Entry:
+        e = self._entry(node)
+        if e.raw:
+            if self.read_only or not (e.layer and e.layer.writable):
+                raise _err(errno.EROFS)
+            return e
+        if e.kind != BACKED and e.kind != CON:
+            raise _err(errno.EPERM)
+        parent = self._locate_path((node.path or "/").rsplit("/", 1)[0] or "/")
+        self._writable_res(node.path or "/", parent or e)
+        return self._copy_up(node, e)
+
+    # --- coherence ------------------------------------------------------------------------
+
+    def refresh(self, paths: list[str]) -> int:
+        """Forget what litefs and the kernel cache about ``paths`` and everything below them
+        (image or source content changed underneath). Returns the number of inodes touched."""
+        touched = 0
+        for raw in paths:
+            path = "/" + "/".join(p for p in raw.split("/") if p and p != ".")
+            if ".." in path.split("/"):
+                continue
+            prefix = "/" if path == "/" else path + "/"
+            for p, n in list(self.inodes.by_path.items()):
+                if p == path or p.startswith(prefix):
+                    n.entry = None
+                    touched += 1
+                    self._queue("inode", n.ino, False)
+                    if p != "/":
+                        parent, leaf = p.rsplit("/", 1)
+                        pn = self.inodes.at(parent or "/")
+                        if pn is not None:
+                            self._queue("entry", pn.ino, os.fsencode(leaf))
+            # A named path that the kernel only knows as absent (negative dentry).
+            if path != "/" and self.inodes.at(path) is None:
+                parent, leaf = path.rsplit("/", 1)
+                pn = self.inodes.at(parent or "/")
+                if pn is not None:
+                    self._queue("entry", pn.ino, os.fsencode(leaf))
+            # New names in a named directory may sit behind negative dentries.
+            node = self.inodes.at(path)
+            if node is not None:
+                e = self._locate_path(path)
+                if e is not None and e.is_dir:
+                    for n in self.view.names(e):
+                        self._queue("entry", node.ino, os.fsencode(n))
+        log.info("refresh %s: %d cached inodes invalidated", " ".join(paths), touched)
+        return touched
+
+    def change_plan(self, data: bytes) -> None:
+        try:
+            plan = Plan.from_json(data)
+        except Exception as exc:
+            log.error("refused new plan: %s", exc)
+            raise _err(errno.EINVAL) from None
+        self.view.set_plan(plan)
+        log.info("plan changed (%d rules)", len(plan.rules))
+        self.refresh(["/"])
+        if self.on_plan_change is not None:
+            self.on_plan_change()
+
+
+def dst_raw(parent: Entry) -> bool:
+    return parent.raw
+
+
+def _read_all(b: Backing, rel: str) -> bytes:
+    parent, name = split(rel)
+    pfd = b.dirfd(parent)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+    finally:
+        b.release(pfd)
+    try:
+        chunks = []
+        while True:
+            buf = os.read(fd, 1 << 20)
+            if not buf:
+                return b"".join(chunks)
+            chunks.append(buf)
+    finally:
+        os.close(fd)

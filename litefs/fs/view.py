@@ -1,0 +1,287 @@
+"""The merged view: which backing entry answers a view path, and what a directory lists.
+
+This is where the DESIGN table becomes lookups: ``resolve`` names the rule and the layers, and
+:class:`View` walks them in order (upper, sources by priority, image), honouring whiteout
+markers and opaque directories in the upper layer, and presenting the ``con`` family as the
+concatenation of its sources. ``/.statelite`` is synthesised here: ``tmpfs`` and
+``persistent`` show the raw layers, ``mnt`` the sources at their node mount points, and
+``litefile``, ``litetree``, ``statelite.log`` live in the tmpfs layer's ``.statelite/``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+from litefs.fs.layers import (
+    OPAQUE,
+    TMP_PREFIX,
+    UPPER_KINDS,
+    WH_PREFIX,
+    Backing,
+    LayerSet,
+    join,
+    rel_of,
+)
+from litefs.options import Family
+from litefs.plan import Plan, Rule
+from litefs.resolve import IMAGE, Resolution, resolve
+
+STATELITE = "/.statelite"
+MTAB = "/etc/mtab"
+META_DIR = ".statelite"  # in the tmpfs layer: litefile, litetree, statelite.log
+META_FILES = ("litefile", "litetree", "statelite.log")
+
+# Entry kinds
+BACKED = "backed"  # a real file/dir/link in one layer (``layer``/``rel``)
+CON = "con"  # concatenation of ``parts`` (read-only until copied up)
+SYNTH_DIR = "synth-dir"  # a directory litefs makes up (/.statelite, /.statelite/mnt/...)
+SYNTH_LINK = "synth-link"  # a symlink litefs makes up (/etc/mtab -> /proc/mounts)
+IMPLIED = "implied"  # a directory the plan implies (a listed dir, or above a listed path)
+
+
+@dataclass(eq=False)
+class Entry:
+    """What answers one view path right now."""
+
+    path: str
+    kind: str
+    res: Resolution | None
+    layer: Backing | None = None
+    rel: str = "."
+    st: os.stat_result | None = None
+    parts: list[tuple[Backing, str, os.stat_result]] = field(default_factory=list)
+    target: str = ""
+    #: for directories: lower layers are hidden below (opaque upper dir on the way)
+    cut: bool = False
+    #: raw access to one layer (/.statelite/tmpfs/...): no rules, no whiteouts
+    raw: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        if self.kind in (SYNTH_DIR, IMPLIED):
+            return True
+        return self.st is not None and stat.S_ISDIR(self.st.st_mode)
+
+    @property
+    def in_upper(self) -> bool:
+        return self.kind == BACKED and self.layer is not None and self.layer.name in UPPER_KINDS
+
+
+def child_path(parent: str, name: str) -> str:
+    return "/" + name if parent == "/" else parent + "/" + name
+
+
+class View:
+    """Locates view paths in a layer set for a plan."""
+
+    def __init__(self, plan: Plan, layers: LayerSet) -> None:
+        self.layers = layers
+        self.synth_st = _synth_stat()
+        self.set_plan(plan)
+
+    def set_plan(self, plan: Plan) -> None:
+        self.plan = plan
+        kids: dict[str, set[str]] = {}
+        implied: set[str] = set()
+        for r in plan.rules:
+            if r.is_dir:
+                implied.add(r.path)
+            p = r.path
+            while p != "/":
+                parent, name = p.rsplit("/", 1)
+                parent = parent or "/"
+                kids.setdefault(parent, set()).add(name)
+                implied.add(parent)
+                p = parent
+        self.rule_children = kids
+        # Listed directories and the ancestors of listed paths exist in the view even when no
+        # layer has them yet (xCAT's liteimg creates them too).
+        self.implied = implied
+        mnt: dict[str, set[str]] = {}
+        self.mnt_points: dict[str, Backing] = {}
+        for src, backing in zip(plan.sources, self.layers.sources, strict=False):
+            if src.server is None:
+                continue
+            point = src.mountpoint  # /.statelite/mnt/<server><path>
+            self.mnt_points[point] = backing
+            parts = point.split("/")
+            for i in range(3, len(parts)):
+                mnt.setdefault("/".join(parts[:i]), set()).add(parts[i])
+        self.mnt_dirs = mnt
+
+    # --- locating -------------------------------------------------------------------------
+
+    def root(self) -> Entry:
+        return self.locate("/", None)
+
+    def locate(self, path: str, parent: Entry | None) -> Entry | None:
+        """The entry for ``path`` in the view, given its parent's entry; None if absent."""
+        if path == STATELITE or path.startswith(STATELITE + "/"):
+            return self._locate_statelite(path, parent)
+        if parent is not None and parent.raw:
+            return self._raw(parent.layer, join(parent.rel, path.rsplit("/", 1)[1]), path, parent.res)
+        res = resolve(self.plan, path)
+        rel = rel_of(path)
+        cut = parent is not None and parent.cut and parent.res is res
+        up = self.layers.upper(res.upper)
+        if up is not None:
+            st = up.lstat(rel)
+            if st is not None:
+                e = Entry(path, BACKED, res, up, rel, st)
+                if stat.S_ISDIR(st.st_mode):
+                    e.cut = cut or up.opaque(rel)
+                return e
+            if path != "/" and up.whiteout(rel):
+                return None
+            if cut:
+                return None
+        if res.rule is not None and res.rule.path == MTAB == path:
+            return Entry(path, SYNTH_LINK, res, target="/proc/mounts", st=None)
+        if res.family is Family.CON:
+            parts = []
+            for s in self.layers.sources:
+                st = s.lstat(rel)
+                if st is not None and stat.S_ISREG(st.st_mode):
+                    parts.append((s, rel, st))
+            if parts:
+                if len(parts) == 1:
+                    s, rel, st = parts[0]
+                    return Entry(path, BACKED, res, s, rel, st)
+                return Entry(path, CON, res, parts[0][0], rel, parts[0][2], parts=parts)
+            return self._first(res, rel, path, image_only=True) or self._implied(path, res)
+        return self._first(res, rel, path) or self._implied(path, res)
+
+    def _implied(self, path: str, res: Resolution) -> Entry | None:
+        if path in self.implied:
+            return Entry(path, IMPLIED, res, st=self.synth_st)
+        return None
+
+    def _first(self, res: Resolution, rel: str, path: str, image_only: bool = False) -> Entry | None:
+        for layer in res.lowers:
+            if image_only and layer.kind != IMAGE:
+                continue
+            b = self.layers.lower(layer.kind, layer.index)
+            if b is None:
+                continue
+            st = b.lstat(rel)
+            if st is not None:
+                return Entry(path, BACKED, res, b, rel, st)
+        return None
+
+    def _raw(self, layer: Backing | None, rel: str, path: str, res: Resolution | None) -> Entry | None:
+        if layer is None:
+            return None
+        st = layer.lstat(rel)
+        if st is None:
+            return None
+        return Entry(path, BACKED, res, layer, rel, st, raw=True)
+
+    def _locate_statelite(self, path: str, parent: Entry | None) -> Entry | None:
+        if path == STATELITE:
+            return Entry(path, SYNTH_DIR, None)
+        rest = path[len(STATELITE) + 1 :]
+        head, _, tail = rest.partition("/")
+        if head in ("tmpfs", "persistent", "localdisk"):
+            layer = self.layers.uppers.get(head)
+            if layer is None:
+                return None
+            if not tail:
+                return self._raw(layer, ".", path, None)
+            if parent is not None and parent.raw:
+                return self._raw(layer, join(parent.rel, tail.rsplit("/", 1)[-1]), path, None)
+            return self._raw(layer, tail, path, None)
+        if head in META_FILES and not tail:
+            tmp = self.layers.uppers.get("tmpfs")
+            return self._raw(tmp, join(META_DIR, head), path, None)
+        if head == "mnt":
+            if path in self.mnt_points:
+                return self._raw(self.mnt_points[path], ".", path, None)
+            if path in self.mnt_dirs or not tail:
+                return Entry(path, SYNTH_DIR, None)
+            if parent is not None and parent.raw:
+                return self._raw(parent.layer, join(parent.rel, path.rsplit("/", 1)[1]), path, None)
+        return None
+
+    # --- listing --------------------------------------------------------------------------
+
+    def names(self, entry: Entry) -> list[str]:
+        """Candidate names in a directory (each must still be located to be shown)."""
+        if entry.kind == SYNTH_DIR:
+            if entry.path == STATELITE:
+                out = ["mnt", *(k for k in self.layers.uppers)]
+                tmp = self.layers.uppers.get("tmpfs")
+                if tmp is not None:
+                    out += [m for m in META_FILES if tmp.exists(join(META_DIR, m))]
+                return out
+            return sorted(self.mnt_dirs.get(entry.path, ()))
+        if entry.raw:
+            return sorted(entry.layer.listdir(entry.rel) or []) if entry.layer else []
+        path = entry.path
+        res = entry.res
+        rel = rel_of(path)
+        seen: dict[str, None] = {}
+        hidden: set[str] = set()
+        up = self.layers.upper(res.upper) if res else None
+        cut = entry.cut
+        if up is not None:
+            names = up.listdir(rel)
+            if names is not None:
+                for n in names:
+                    if n.startswith(WH_PREFIX):
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
+                            hidden.add(n[len(WH_PREFIX) :])
+                    else:
+                        seen[n] = None
+        if not cut and res is not None:
+            for layer in res.lowers:
+                b = self.layers.lower(layer.kind, layer.index)
+                if b is None:
+                    continue
+                names = b.listdir(rel)
+                if names:
+                    for n in names:
+                        if n not in hidden:
+                            seen[n] = None
+        for n in self.rule_children.get(path, ()):
+            seen[n] = None
+        if path == "/":
+            seen.pop(STATELITE[1:], None)
+            seen[STATELITE[1:]] = None
+        return list(seen)
+
+    # --- provenance -----------------------------------------------------------------------
+
+    def origin(self, entry: Entry) -> str:
+        if entry.kind == SYNTH_DIR:
+            return "litefs (made up by the view)"
+        if entry.kind == IMPLIED:
+            return "litefs (directory implied by the plan; no layer has it yet)"
+        if entry.kind == SYNTH_LINK:
+            return f"litefs symlink -> {entry.target}"
+        if entry.kind == CON:
+            return "con " + " + ".join(f"{b.name}:{b.abspath(r)}" for b, r, _ in entry.parts)
+        assert entry.layer is not None
+        return f"{entry.layer.name}:{entry.layer.abspath(entry.rel)}"
+
+    def rule_text(self, entry: Entry) -> str:
+        if entry.raw or entry.kind == SYNTH_DIR:
+            return "none (litefs bookkeeping: /.statelite)"
+        rule = entry.res.rule if entry.res else None
+        return rule_text(rule)
+
+
+def rule_text(rule: Rule | None) -> str:
+    """One line naming the litefile row behind a path and its option."""
+    if rule is None:
+        return "none (image content, read-only)"
+    return f"litefile image={rule.image or '(blank)'} file={rule.table_path} options={rule.option}"
+
+
+def _synth_stat() -> os.stat_result:
+    now = int(time.time())
+    ns = now * 1_000_000_000
+    extra = {"st_rdev": 0, "st_blksize": 4096, "st_blocks": 0, "st_atime_ns": ns, "st_mtime_ns": ns, "st_ctime_ns": ns}
+    return os.stat_result((stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 4096, now, now, now), extra)

@@ -1,0 +1,245 @@
+"""Test helpers for real litefs mounts: layer directories, plans, and a mount fixture.
+
+``litefs_mount`` mounts the view in a subprocess (``litefs mount -f``), waits until the kernel
+shows the mount, and at teardown always unmounts (lazily, killing the daemon, if a clean
+unmount fails). A daemon log with a traceback fails the test unless the test said it expects
+errors. Import the fixtures into a test module with ``from tests.fsutil import *``-free
+explicit names: ``layers``, ``litefs_mount``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from litefs.plan import Plan, Rule, Source
+
+MOUNT_TIMEOUT = 15.0
+
+
+def make_plan(rules: dict[str, str] | list[tuple[str, str]], sources: list[str] = (), node: str = "n01") -> Plan:  # type: ignore[assignment]
+    """A plan from ``{"/etc/motd": "tmpfs", "/var/log/": "persistent"}`` (trailing / = directory)
+    and server-less source paths."""
+    items = rules.items() if isinstance(rules, dict) else rules
+    rs = []
+    for p, opt in items:
+        is_dir = p.endswith("/") and p != "/"
+        rs.append(Rule(path=p.rstrip("/") or "/", option=opt, is_dir=is_dir, image="ALL"))
+    rs.sort(key=lambda r: r.path)
+    srcs = tuple(Source(priority=str(i + 1), directory=s, server=None, path=s) for i, s in enumerate(sources))
+    return Plan(image="img", rules=tuple(rs), sources=srcs, node=node)
+
+
+@dataclass
+class Layers:
+    root: Path
+    image: Path
+    tmpfs: Path
+    persistent: Path
+    localdisk: Path
+    sources: list[Path] = field(default_factory=list)
+
+    def add_source(self) -> Path:
+        p = self.root / f"src{len(self.sources)}"
+        p.mkdir()
+        self.sources.append(p)
+        return p
+
+    def fresh_tmpfs(self) -> None:
+        """What a reboot does to the tmpfs layer."""
+        subprocess.run(["rm", "-rf", str(self.tmpfs)], check=True)
+        self.tmpfs.mkdir()
+
+
+def put(base: Path, rel: str, content: str | bytes = "", mode: int | None = None) -> Path:
+    """Write a file at ``base/rel`` (parents created)."""
+    p = base / rel.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        content = content.encode()
+    p.write_bytes(content)
+    if mode is not None:
+        p.chmod(mode)
+    return p
+
+
+def litefs_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``litefs`` command (from this interpreter's install) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "litefs.tools.litefs_cli", *args], capture_output=True, text=True
+    )
+
+
+def is_mounted(mnt: str) -> str | None:
+    """The filesystem type mounted exactly at ``mnt``, or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts[4] == mnt:
+                fstype = parts[parts.index("-") + 1]
+                return fstype
+    return None
+
+
+def mounts_below(mnt: str) -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            p = line.split()[4]
+            if p.startswith(mnt + "/"):
+                out.append(p)
+    return out
+
+
+class LitefsMount:
+    """One running ``litefs mount -f`` subprocess."""
+
+    def __init__(self, layers: Layers, plan: Plan, mnt: Path, extra: list[str], expect_errors: bool) -> None:
+        self.layers = layers
+        self.plan = plan
+        self.mnt = mnt
+        self.extra = extra
+        self.expect_errors = expect_errors
+        self.log = layers.root / f"litefs-{mnt.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.mnt
+
+    def argv(self) -> list[str]:
+        planfile = self.layers.root / f"plan-{self.mnt.name}.json"
+        planfile.write_text(self.plan.to_json())
+        argv = [
+            sys.executable, "-m", "litefs.tools.litefs_cli", "mount", str(self.mnt),
+            "--plan", str(planfile), "--image", str(self.layers.image),
+            "--tmpfs", str(self.layers.tmpfs), "--persistent", str(self.layers.persistent),
+            "--localdisk", str(self.layers.localdisk), "--foreground", "--log", str(self.log),
+        ]  # fmt: skip
+        for s in self.layers.sources:
+            argv += ["--source", str(s)]
+        return argv + self.extra
+
+    def start(self) -> LitefsMount:
+        self.mnt.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while time.monotonic() < deadline:
+            if is_mounted(str(self.mnt)) == "fuse.litefs" and self._ready():
+                return self
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise AssertionError(f"litefs mount exited {self.proc.returncode}: {out}{self.log_text()}")
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"litefs did not mount within {MOUNT_TIMEOUT}s: {self.log_text()}")
+
+    def _ready(self) -> bool:
+        return "ready:" in self.log_text()
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text()
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """Unmount cleanly; fall back to a lazy unmount and kill."""
+        if self.proc is None:
+            return
+        if is_mounted(str(self.mnt)):
+            r = subprocess.run(
+                [sys.executable, "-m", "litefs.tools.litefs_cli", "umount", str(self.mnt)],
+                capture_output=True,
+            )
+            if r.returncode != 0:
+                self.lazy_unmount()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self.lazy_unmount()
+        self.proc = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        self.lazy_unmount()
+
+    def lazy_unmount(self) -> None:
+        for p in sorted(mounts_below(str(self.mnt)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", p], capture_output=True)
+        subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True)
+        if is_mounted(str(self.mnt)):
+            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+
+    def check_log(self) -> None:
+        text = self.log_text()
+        if not self.expect_errors and ("Traceback" in text or " ERROR " in text):
+            raise AssertionError(f"litefs logged errors:\n{text}")
+
+
+@pytest.fixture
+def layers(tmp_path: Path) -> Layers:
+    lay = Layers(
+        root=tmp_path,
+        image=tmp_path / "image",
+        tmpfs=tmp_path / "tmpfs",
+        persistent=tmp_path / "persistent",
+        localdisk=tmp_path / "localdisk",
+    )
+    for d in (lay.image, lay.tmpfs, lay.persistent, lay.localdisk):
+        d.mkdir()
+    return lay
+
+
+class Mounter:
+    def __init__(self, layers: Layers) -> None:
+        self.layers = layers
+        self.mounts: list[LitefsMount] = []
+
+    def __call__(
+        self, plan: Plan, extra: list[str] | None = None, name: str = "mnt", expect_errors: bool = False
+    ) -> LitefsMount:
+        m = LitefsMount(self.layers, plan, self.layers.root / name, list(extra or []), expect_errors)
+        self.mounts.append(m)
+        return m.start()
+
+    def close(self) -> None:
+        errors = []
+        for m in self.mounts:
+            try:
+                m.stop()
+            finally:
+                try:
+                    m.check_log()
+                except AssertionError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+
+@pytest.fixture
+def litefs_mount(layers: Layers) -> Iterator[Mounter]:
+    """``m = litefs_mount(plan)`` mounts; everything is unmounted at teardown, whatever happens."""
+    mounter = Mounter(layers)
+    try:
+        yield mounter
+    finally:
+        mounter.close()
