@@ -1,0 +1,459 @@
+"""Benchmark: the same tree presented natively, by overlayfs, fuse-overlayfs and litefs.
+
+One run builds one tree (10,000 small files in 100 directories plus one big file) and shows it
+through five presenters: a native directory, kernel overlayfs and fuse-overlayfs (lower = the
+tree, upper in a tmpfs), litefs on a rule-covered path and litefs ``--bypass`` on a rule-free
+path (the cookbook's RedHat litefile list plus a persistent rule). It times ``find``,
+``find | xargs stat``, ``cat`` of every small file, a sequential read of the big file (cold:
+caches dropped and FUSE remounted; warm), creating 10,000 small files in a tmpfs rule and
+untarring the Python stdlib into a persistent rule; then the time from ``litefs mount`` to a
+ready mount for images of 10,000 and 100,000 files (``--ready-scale`` adds a bigger one) and
+the daemon's peak RSS after walking the 100,000-file image. Every number is the median of
+``--repeat`` runs; the table gives ratios against native and fuse-overlayfs, and the issue's
+targets are printed as PASS/MISS (never asserted). Everything is unmounted on exit.
+
+    sudo .venv/bin/python tools/bench/bench_fs.py [--quick] [--repeat 5] [--big-size 1G]
+        [--ready-scale 1000000] [--only native,litefs,...] [--json out.json] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _fsbench_mounts import (
+    Cleanup,
+    FuseOverlay,
+    KernelOverlay,
+    Litefs,
+    Native,
+    Presenter,
+    drop_caches,
+    litefs_umount,
+    timed_litefs_mount,
+    vm_hwm,
+)
+from _fsbench_report import (
+    BIG_COLD,
+    BIG_WARM,
+    BYPASS,
+    CAT,
+    CAT_COLD,
+    CREATE,
+    FIND,
+    FUSE_OVERLAY,
+    LITEFS,
+    OVERLAY,
+    PRESENTERS,
+    READY,
+    READY_BYPASS,
+    RSS_MAIN,
+    RSS_WALK,
+    STAT,
+    UNTAR,
+    Results,
+    evaluate_targets,
+    render_checks,
+    render_table,
+)
+from _fsbench_tree import (
+    bench_plan,
+    build_image,
+    build_scale_image,
+    build_tree,
+    make_tarball,
+    tree_files,
+)
+
+RUN_TIMEOUT = 1800.0
+CREATE_WORKER = Path(__file__).resolve().parent / "_fsbench_create.py"
+LITEFS_BIN = Path(sys.executable).parent / "litefs"
+
+
+@dataclass
+class Config:
+    n_dirs: int
+    per_dir: int
+    big_size: int
+    ready_sizes: list[int]
+    rss_size: int
+    repeat: int
+    presenters: list[str]
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small tree, 16 MiB big file, small images (smoke run)")
+    p.add_argument("--repeat", type=int, default=None, help="runs per measurement, median reported (default 5; quick 1)")
+    p.add_argument("--big-size", default=None, help="size of the big file (default 1G; quick 16M)")
+    p.add_argument("--ready-scale", type=int, default=None, metavar="N", help="also time mount->ready on an N-file image")
+    p.add_argument("--only", default=",".join(PRESENTERS), help=f"comma list of presenters ({','.join(PRESENTERS)})")
+    p.add_argument("--workdir", help="scratch directory on a real disk (default: a new one in /var/tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory (everything is unmounted anyway)")
+    p.add_argument("--json", metavar="FILE", help="also write every sample and check as JSON")
+    args = p.parse_args(argv)
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    bad = [x for x in only if x not in PRESENTERS]
+    if bad:
+        p.error(f"unknown presenter(s) {', '.join(bad)}; choose from {', '.join(PRESENTERS)}")
+    if args.quick:
+        cfg = Config(10, 100, parse_size(args.big_size or "16M"), [1_000, 5_000], 5_000, args.repeat or 1, only)
+    else:
+        cfg = Config(100, 100, parse_size(args.big_size or "1G"), [10_000, 100_000], 100_000, args.repeat or 5, only)
+    if args.ready_scale and args.ready_scale not in cfg.ready_sizes:
+        cfg.ready_sizes = sorted([*cfg.ready_sizes, args.ready_scale])
+    if cfg.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args, cfg
+
+
+def run(argv: list[str], cwd: str | None = None) -> float:
+    """Wall-clock seconds of one command (output discarded, failure raised)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+    elapsed = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])}... exited {r.returncode}: {r.stderr.decode(errors='replace')[-500:]}")
+    return elapsed
+
+
+class Bench:
+    def __init__(self, cfg: Config, work: Path, cleanup: Cleanup, res: Results) -> None:
+        self.cfg = cfg
+        self.work = work
+        self.cleanup = cleanup
+        self.res = res
+        self.tmpfs = work / "tmpfs"
+        self.tree = work / "tree"
+        self.image = work / "image"
+        self.plan_file = work / "plan.json"
+        self.tarball = work / "stdlib.tar"
+        self.catlist = work / "catlist"
+        self.broken: set[str] = set()
+        self.presenters: list[Presenter] = []
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.tmpfs.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=50%", "bench-tmpfs", str(self.tmpfs)], check=True)
+        t0 = time.perf_counter()
+        build_tree(self.tree, self.cfg.n_dirs, self.cfg.per_dir, self.cfg.big_size)
+        plan = bench_plan()
+        self.plan_file.write_text(plan.to_json())
+        build_image(self.image, self.tree, plan)
+        members = make_tarball(self.tarball)
+        self.catlist.write_bytes(b"\0".join(f.encode() for f in tree_files(self.cfg.n_dirs, self.cfg.per_dir)))
+        self.res.notes.append(
+            f"tree: {self.cfg.n_dirs * self.cfg.per_dir:,} small files in {self.cfg.n_dirs} dirs + "
+            f"{self.cfg.big_size / (1 << 20):.0f} MiB big file; tarball: {members:,} members, "
+            f"{self.tarball.stat().st_size / (1 << 20):.0f} MiB; built in {time.perf_counter() - t0:.1f}s"
+        )
+        want = self.cfg.presenters
+        cands: list[Presenter] = [
+            Native(self.work, self.cleanup, self.tree, self.tmpfs),
+            KernelOverlay(self.work, self.cleanup, self.tree, self.tmpfs),
+            FuseOverlay(self.work, self.cleanup, self.tree, self.tmpfs),
+        ]
+        if {LITEFS, BYPASS} & set(want):
+            if litefs_available():
+                cands += [
+                    Litefs(self.work, self.cleanup, self.image, self.plan_file, self.tmpfs, bypass=False),
+                    Litefs(self.work, self.cleanup, self.image, self.plan_file, self.tmpfs, bypass=True),
+                ]
+            else:
+                self.res.notes.append("litefs mount is not available in this tree: litefs columns skipped")
+        self.presenters = [p for p in cands if p.name in want]
+        for p in self.presenters:
+            p.start()
+
+    # --- measurements --------------------------------------------------------------------
+
+    def each(self, what: str, fn: Callable[[Presenter], None]) -> None:
+        """Run ``fn`` for every working presenter; a failure marks that presenter broken
+        (noted in the report) and the run goes on with the others."""
+        for p in self.presenters:
+            if p.name in self.broken:
+                continue
+            try:
+                fn(p)
+            except Exception as exc:
+                self.broken.add(p.name)
+                self.res.notes.append(f"{p.name}: {what} failed, presenter dropped: {exc}")
+                traceback.print_exc(file=sys.stderr)
+
+    def reads(self, p: Presenter, warm: bool) -> None:
+        root = p.read_root
+        if warm:
+            self.res.add(FIND, p.name, run(["find", root]))
+            self.res.add(STAT, p.name, run(["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", root]))
+            self.res.add(CAT, p.name, run(["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root))
+            self.res.add(BIG_WARM, p.name, run(["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"]))
+        else:
+            if p.fuse:
+                p.remount()
+            drop_caches()
+            self.res.add(CAT_COLD, p.name, run(["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root))
+            self.res.add(BIG_COLD, p.name, run(["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"]))
+
+    def warm_up(self, p: Presenter) -> None:
+        root = p.read_root
+        run(["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", root])
+        run(["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root)
+        run(["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"])
+
+    def writes(self, p: Presenter, i: int) -> None:
+        d = p.write_dir("create", i)
+        r = subprocess.run(
+            [sys.executable, str(CREATE_WORKER), d, str(self.cfg.n_dirs), str(self.cfg.per_dir)],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"create+write in {d} failed: {r.stderr.strip()[-500:]}")
+        self.res.add(CREATE, p.name, float(r.stdout.strip()))
+        d = p.write_dir("untar", i)
+        self.res.add(UNTAR, p.name, run(["tar", "-xf", str(self.tarball), "-C", d]))
+
+    def main_runs(self) -> None:
+        for _ in range(self.cfg.repeat):
+            self.each("cold read", lambda p: self.reads(p, warm=False))
+        self.each("warm-up", self.warm_up)
+        for _ in range(self.cfg.repeat):
+            self.each("warm read", lambda p: self.reads(p, warm=True))
+        for i in range(self.cfg.repeat):
+            self.each("create/untar", lambda p, i=i: self.writes(p, i))
+        for p in self.presenters:
+            if p.pid is not None and p.name not in self.broken:
+                self.res.add(RSS_MAIN, p.name, float(vm_hwm(p.pid)))
+
+    def stop_all(self) -> None:
+        for p in reversed(self.presenters):
+            try:
+                p.stop()
+            except Exception as exc:
+                self.res.notes.append(f"{p.name}: unmount failed ({exc}); left to the lazy cleanup")
+        self.presenters = []
+
+    # --- mount -> ready and RSS ------------------------------------------------------------
+
+    def ready_runs(self) -> None:
+        want = self.cfg.presenters
+        have_litefs = litefs_available() and bool({LITEFS, BYPASS} & set(want))
+        plan = bench_plan()
+        for n in self.cfg.ready_sizes:
+            image = self.work / f"scale-{n}"
+            secs = build_scale_image(image, n, plan)
+            self.res.notes.append(f"scale image {n:,} files built in {secs:.1f}s")
+            drop_caches()
+            # one untimed mount each first, so every timed one sees the same warm caches
+            for i in range(self.cfg.repeat + 1):
+                if FUSE_OVERLAY in want:
+                    t = self.time_fuse_overlay(image, n)
+                    if i:
+                        self.res.add(READY.format(n=f"{n:,}"), FUSE_OVERLAY, t)
+                if OVERLAY in want:
+                    t = self.time_overlay(image, n)
+                    if i:
+                        self.res.add(READY.format(n=f"{n:,}"), OVERLAY, t)
+                if have_litefs:
+                    for bypass, key, col in ((False, READY, LITEFS), (True, READY_BYPASS, BYPASS)):
+                        if col not in want:
+                            continue
+                        t = self.time_litefs(image, bypass)
+                        if i:
+                            self.res.add(key.format(n=f"{n:,}"), col, t)
+            if n == self.cfg.rss_size:
+                if have_litefs:
+                    self.rss_walk(image, n)
+                if FUSE_OVERLAY in want:
+                    self.rss_walk_fuse_overlay(image, n)
+            shutil.rmtree(image)
+
+    def time_litefs(self, image: Path, bypass: bool) -> float:
+        mnt = self.work / "mnt-ready"
+        tmp = self.tmpfs / "ready-tmpfs"
+        persist = self.work / "ready-persistent"
+        for d in (mnt, tmp, persist):
+            d.mkdir(exist_ok=True)
+        cmd = [str(LITEFS_BIN)] if LITEFS_BIN.exists() else [sys.executable, "-m", "litefs.tools.litefs_cli"]
+        argv = [
+            *cmd, "mount", str(mnt), "--plan", str(self.plan_file), "--image", str(image),
+            "--tmpfs", str(tmp), "--persistent", str(persist), "--log", str(self.work / "ready.log"),
+            "--bypass" if bypass else "--no-bypass",
+        ]  # fmt: skip
+        elapsed, pid = timed_litefs_mount(argv, str(mnt), self.cleanup)
+        litefs_umount(str(mnt), pid)
+        return elapsed
+
+    def time_fuse_overlay(self, image: Path, n: int) -> float:
+        fo = FuseOverlay(self.work, self.cleanup, image, self.tmpfs, tag=f"ready-fovl-{n}")
+        t0 = time.perf_counter()
+        fo.start()
+        elapsed = time.perf_counter() - t0
+        fo.stop()
+        return elapsed
+
+    def time_overlay(self, image: Path, n: int) -> float:
+        ko = KernelOverlay(self.work, self.cleanup, image, self.tmpfs)
+        ko.upper, ko.workdir = self.tmpfs / f"ready-ovl-{n}-upper", self.tmpfs / f"ready-ovl-{n}-work"
+        t0 = time.perf_counter()
+        ko.start()
+        elapsed = time.perf_counter() - t0
+        ko.stop()
+        return elapsed
+
+    def rss_walk(self, image: Path, n: int) -> None:
+        """Peak RSS of a fresh litefs daemon (no bypass: every entry through FUSE) after
+        ``find | xargs stat`` over the whole image."""
+        lf = Litefs(self.work, self.cleanup, image, self.plan_file, self.tmpfs, bypass=False, tag="rss")
+        lf.start()
+        try:
+            assert lf.pid is not None
+            run(["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", str(lf.mnt)])
+            self.res.add(RSS_WALK.format(n=f"{n:,}"), LITEFS, float(vm_hwm(lf.pid)))
+        finally:
+            lf.stop()
+
+    def rss_walk_fuse_overlay(self, image: Path, n: int) -> None:
+        fo = FuseOverlay(self.work, self.cleanup, image, self.tmpfs, tag="rss-fovl")
+        fo.start()
+        try:
+            run(["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", str(fo.mnt)])
+            pid = pid_serving(str(fo.mnt), b"fuse-overlayfs")
+            if pid is not None:
+                self.res.add(RSS_WALK.format(n=f"{n:,}"), FUSE_OVERLAY, float(vm_hwm(pid)))
+        finally:
+            fo.stop()
+
+
+def pid_serving(mnt: str, prog: bytes) -> int | None:
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(prog) and os.fsencode(mnt) in argv:
+            return int(name)
+    return None
+
+
+_litefs_ok: bool | None = None
+
+
+def litefs_available() -> bool:
+    global _litefs_ok
+    if _litefs_ok is None:
+        r = subprocess.run([sys.executable, "-m", "litefs.tools.litefs_cli", "mount", "--help"], capture_output=True)
+        _litefs_ok = r.returncode == 0 and b"--bypass" in r.stdout
+    return _litefs_ok
+
+
+def preflight() -> str | None:
+    if os.geteuid() != 0:
+        return "bench_fs must run as root (mounts, drop_caches)"
+    for tool in ("fuse-overlayfs", "fusermount3", "find", "xargs", "stat", "dd", "tar"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install fuse-overlayfs fuse3 coreutils findutils tar)"
+    return None
+
+
+def header(cfg: Config) -> str:
+    return (
+        f"bench_fs: kernel {platform.release()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+        f"repeat {cfg.repeat} (median), presenters {', '.join(cfg.presenters)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
+    problem = preflight()
+    if problem:
+        print(f"bench_fs: {problem}", file=sys.stderr)
+        return 2
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="litefs-bench-", dir="/var/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    work = work.resolve()
+    cleanup = Cleanup(work)
+    res = Results()
+    bench = Bench(cfg, work, cleanup, res)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    status = 0
+    print(header(cfg), flush=True)
+    try:
+        bench.setup()
+        bench.main_runs()
+        bench.stop_all()
+        bench.ready_runs()
+    except (Exception, KeyboardInterrupt) as exc:
+        status = 1
+        traceback.print_exc(file=sys.stderr)
+        res.notes.append(f"run aborted: {exc.__class__.__name__}: {exc}")
+    finally:
+        bench.stop_all()
+        leftovers = cleanup.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+        if leftovers:
+            status = 1
+            res.notes.extend(leftovers)
+        elif not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if bench.broken:
+        status = 1
+    print()
+    print(render_table(res, [p for p in PRESENTERS if p in cfg.presenters]))
+    print()
+    checks = evaluate_targets(res, cfg.ready_sizes, cfg.rss_size)
+    print("targets (litefs on rule-covered paths unless stated):")
+    print(render_checks(checks))
+    if res.notes:
+        print()
+        for note in res.notes:
+            print(f"note: {note}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "config": cfg.__dict__,
+                    "samples": res.samples,
+                    "checks": [{"name": c.name, "value": c.value, "limit": c.limit, "verdict": c.verdict} for c in checks],
+                    "notes": res.notes,
+                    "status": status,
+                },
+                f,
+                indent=1,
+            )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
