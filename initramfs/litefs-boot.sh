@@ -183,9 +183,11 @@ parse_root() {
     else
         die "no root=nfs:<server>:<dir>/rootimg:ro or NFSROOT=<server>:<dir> on the kernel command line; run nodeset for $NODE"
     fi
-    if [ -z "$IMG_SERVER" ] || [ "$IMG_SERVER" = "$ROOTSPEC$NFSROOT" ]; then
-        die "image root '$ROOTSPEC$NFSROOT' is not <server>:<dir>; run nodeset for $NODE"
-    fi
+    case "$IMG_SERVER" in
+        "" | */* | "$ROOTSPEC$NFSROOT")
+            die "image root '$ROOTSPEC$NFSROOT' is not <server>:<dir>; run nodeset for $NODE"
+            ;;
+    esac
     case "$IMG_PATH" in
         /*) ;;
         *) die "image root path '$IMG_PATH' is not absolute; run nodeset for $NODE" ;;
@@ -355,7 +357,7 @@ litefs_boot() {
     mount_sources
     pause 2 "plan fetched, litetree sources mounted under $SL/mnt"
     start_litefs
-    finish_root
+    [ "$MODE" = dracut ] || finish_root  # dracut moves /dev, /proc, /sys, /run itself
     pause 3 "the litefs view is on $NEWROOT; next: switch_root"
     [ "$MODE" = dracut ] && return 0
     switch_into_view

@@ -1,0 +1,240 @@
+"""The boot side's parts on their own: the hook's command-line parsing and retries under busybox
+sh, the plan fetch's files and messages, and the initramfs builder's cpio and module order."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from litefs.initramfs import fetchplan
+from litefs.tools import mkinitramfs
+
+from litefs.cluster_sim import hook_path
+from litefs.errors import BootError, LitefsError
+from litefs.plan import Plan, Rule, Source
+
+BUSYBOX = shutil.which("busybox")
+needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
+
+
+def _hook(tmp_path: Path, cmdline: str, body: str, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    """Source the hook in busybox sh (no boot) and run ``body`` with its functions."""
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    script = f'LITEFS_SOURCED=1 . {hook_path()}\nLOG={tmp_path}/log\n{body}\n'
+    return subprocess.run(
+        [BUSYBOX, "sh", "-c", script], capture_output=True, text=True, timeout=30,  # type: ignore[list-item]
+        env={"PATH": "/usr/bin:/bin", "LITEFS_CMDLINE": str(tmp_path / "cmdline"),
+             "LITEFS_BACKOFF": "0", **(env or {})},
+    )
+
+
+PRINT = 'parse_cmdline; parse_root; echo "$IMG_SERVER|$IMG_PATH|$IMG_OPTS|$STATEMNT|$XCAT|$NODE|$MNTOPTS|$SHELL_PAUSE|$INIT"'
+
+
+@needs_busybox
+@pytest.mark.parametrize("cmdline,expected", [
+    ("root=nfs:10.0.0.1:/install/netboot/rh/x86_64/c/rootimg:ro STATEMNT=10.0.0.1:/nodedata "
+     "XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80 selinux=0 MNTOPTS=",
+     "10.0.0.1|/install/netboot/rh/x86_64/c/rootimg|ro|10.0.0.1:/nodedata|10.0.0.1:3001|n01||0|/sbin/init"),
+    ("root=nfs:mn:/img/rootimg:ro,vers=4.2,actimeo=60 NODE=n2 MNTOPTS=nolock,vers=3 shell "
+     "init=/bin/sh",
+     "mn|/img/rootimg|ro,vers=4.2,actimeo=60|||n2|nolock,vers=3|1|/bin/sh"),
+    ("NFSROOT=172.10.0.1:/install/netboot/rhel5.3/x86_64/compute STATEMNT=cnfs:/gpfs/state "
+     "XCAT=172.10.0.1:3001 NODE=n3",
+     "172.10.0.1|/install/netboot/rhel5.3/x86_64/compute/rootimg|"
+     "ro,nolock,rsize=32768,tcp,nfsvers=3,timeo=14|cnfs:/gpfs/state|172.10.0.1:3001|n3||0|/sbin/init"),
+])
+def test_hook_reads_xcat_kernel_arguments(tmp_path: Path, cmdline: str, expected: str) -> None:
+    proc = _hook(tmp_path, cmdline, PRINT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+
+
+@needs_busybox
+@pytest.mark.parametrize("cmdline,message", [
+    ("NODE=n01 STATEMNT=x:/y", "no root=nfs:<server>:<dir>/rootimg:ro or NFSROOT="),
+    ("root=nfs:/img/rootimg:ro NODE=n01", "is not <server>:<dir>"),
+    ("root=nfs:mn:img/rootimg:ro NODE=n01", "is not absolute"),
+])
+def test_hook_refuses_bad_root(tmp_path: Path, cmdline: str, message: str) -> None:
+    proc = _hook(tmp_path, cmdline, PRINT)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+@needs_busybox
+@settings(max_examples=25, deadline=None)
+@given(
+    server=st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,20}", fullmatch=True),
+    path=st.lists(st.from_regex(r"[A-Za-z0-9_.\-]{1,10}", fullmatch=True), min_size=1,
+                  max_size=5).map(lambda p: "/" + "/".join(p)),
+)
+def test_hook_root_parsing_any_path(tmp_path_factory: pytest.TempPathFactory, server: str,
+                                    path: str) -> None:
+    tmp = tmp_path_factory.mktemp("h")
+    proc = _hook(tmp, f"root=nfs:{server}:{path}/rootimg:ro NODE=n", PRINT)
+    assert proc.returncode == 0, proc.stderr
+    got = proc.stdout.strip().split("|")
+    assert got[:3] == [server, path + "/rootimg", "ro"]
+
+
+@needs_busybox
+def test_hook_retry_backs_off_and_gives_up(tmp_path: Path) -> None:
+    body = (f'RETRIES=3; retry "probe" sh -c "echo x >> {tmp_path}/tries; false"; '
+            'echo "rc=$?"')
+    proc = _hook(tmp_path, "NODE=n01", body)
+    assert proc.stdout.strip() == "rc=1"
+    assert (tmp_path / "tries").read_text() == "x\nx\nx\n"
+    assert proc.stderr.count("litefs: probe failed (attempt") == 2
+    assert "# probe failed (attempt 1 of 3); retrying in 0s" in (tmp_path / "log").read_text()
+
+
+@needs_busybox
+def test_hook_nfsmap_binds_are_read_only(tmp_path: Path) -> None:
+    # Needs root for mount; the namespace boots cover it end to end. Here: a missing export.
+    body = f'NFSMAP={tmp_path}/map; nfs_mount mn /no/such {tmp_path}/t ro; echo "rc=$?"'
+    proc = _hook(tmp_path, "NODE=n01", body)
+    assert proc.stdout.strip() == "rc=1"
+    assert f"# mn:/no/such is not exported (no {tmp_path}/map/mn/no/such)" in (
+        tmp_path / "log").read_text()
+
+
+PLAN = Plan(
+    image="img1", node="n01",
+    rules=(Rule("/etc/motd", "ro", False, "ALL"), Rule("/var/log", "persistent", True, "ALL")),
+    sources=(Source("1", "mn:/syncdirs/tokyo", "mn", "/syncdirs/tokyo", "ro,vers=3"),
+             Source("2", "/local/tree", None, "/local/tree")),
+    statemnt="mn:/nodedata",
+)
+
+
+def test_fetchplan_layout_files(tmp_path: Path) -> None:
+    files = fetchplan.layout(PLAN)
+    assert Plan.from_json(files["plan.json"]) == PLAN
+    assert files["sources"] == "mn\t/syncdirs/tokyo\tro,vers=3\n-\t/local/tree\t-\n"
+    plan_file = tmp_path / "in.json"
+    plan_file.write_text(PLAN.to_json())
+    assert fetchplan.main(["--node", "n01", "--out", str(tmp_path), "--plan-file",
+                           str(plan_file)]) == 0
+    assert (tmp_path / "sources").read_text() == files["sources"]
+
+
+def test_fetchplan_refuses_someone_elses_plan(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    plan_file = tmp_path / "in.json"
+    plan_file.write_text(PLAN.to_json())
+    assert fetchplan.main(["--node", "n02", "--out", str(tmp_path), "--plan-file",
+                           str(plan_file)]) == 1
+    assert "plan of n01, not n02" in capsys.readouterr().err
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_fetchplan_unreachable_mountd_message(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lines: list[str] = []
+    with pytest.raises(LitefsError) as info:
+        fetchplan.fetch(f"127.0.0.1:{port}", "n01", 3, 0.0, None, lines.append)
+    assert str(info.value).startswith(
+        f"FATAL error: could not get the plan for n01 from mountd at 127.0.0.1:{port} after 3 "
+        "attempts: ")
+    assert "rpower n01 boot" in str(info.value)
+    assert len(lines) == 2 and all("retrying in" in line for line in lines)
+
+
+# --- mkinitramfs ----------------------------------------------------------------------------
+
+def test_load_order_puts_dependencies_first() -> None:
+    deps = {
+        "kernel/fs/9p/9p.ko": ["kernel/net/9p/9pnet.ko", "kernel/fs/netfs/netfs.ko"],
+        "kernel/net/9p/9pnet.ko": [],
+        "kernel/fs/netfs/netfs.ko": [],
+        "kernel/net/9p/9pnet_virtio.ko": ["kernel/net/9p/9pnet.ko", "kernel/virtio/virtio_ring.ko"],
+        "kernel/virtio/virtio_ring.ko": [],
+        "kernel/fs/fuse/fuse.ko.xz": [],
+    }
+    order = mkinitramfs.load_order(deps, ["9pnet_virtio", "9p", "fuse", "nosuch"])
+    assert sorted(order) == sorted(deps)
+    for mod, needs in deps.items():
+        for dep in needs:
+            assert order.index(dep) < order.index(mod)
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio is not installed")
+def test_cpio_is_read_by_gnu_cpio(tmp_path: Path) -> None:
+    entries = [
+        mkinitramfs.Entry("d", stat.S_IFDIR | 0o755),
+        mkinitramfs.Entry("d/file", stat.S_IFREG | 0o644, b"hello\n"),
+        mkinitramfs.Entry("d/odd", stat.S_IFREG | 0o755, b"x" * 5),
+        mkinitramfs.Entry("d/link", stat.S_IFLNK | 0o777, b"file"),
+    ]
+    archive = mkinitramfs.cpio(entries)
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=archive, capture_output=True,
+                             check=True).stdout.decode().split()
+    assert listing == ["d", "d/file", "d/odd", "d/link"]
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], input=archive, cwd=out, check=True)
+    assert (out / "d" / "file").read_text() == "hello\n"
+    assert (out / "d" / "link").readlink() == Path("file")
+    assert (out / "d" / "odd").stat().st_mode & 0o777 == 0o755
+
+
+@needs_busybox
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio is not installed")
+def test_build_includes_hook_modules_and_devices(tmp_path: Path) -> None:
+    moddir = tmp_path / "modules" / "9.9.9-test"
+    (moddir / "kernel/fs/fuse").mkdir(parents=True)
+    (moddir / "kernel/net").mkdir(parents=True)
+    (moddir / "kernel/fs/fuse/fuse.ko.xz").write_bytes(lzma.compress(b"FUSEMODULE"))
+    (moddir / "kernel/net/9pnet.ko").write_bytes(b"NET9P")
+    (moddir / "kernel/net/9p.ko").write_bytes(b"FS9P")
+    (moddir / "modules.dep").write_text(
+        "kernel/fs/fuse/fuse.ko.xz:\nkernel/net/9p.ko: kernel/net/9pnet.ko\nkernel/net/9pnet.ko:\n")
+    extra = tmp_path / "ca.pem"
+    extra.write_text("CA\n")
+    data = mkinitramfs.build("9.9.9-test", ["9p", "fuse"], Path(BUSYBOX),  # type: ignore[arg-type]
+                             [(extra, "etc/litefs/ca.pem")], moddir_root=tmp_path / "modules")
+    out = tmp_path / "root"
+    out.mkdir()
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True,
+                             check=True).stdout.decode()
+    assert any(line.startswith("crw") and line.endswith("dev/console") for line in listing.splitlines())
+    subprocess.run(["cpio", "-id", "--quiet", "--no-absolute-filenames"], input=data, cwd=out,
+                   check=False)
+    assert (out / "etc/litefs/modules").read_text() == (
+        "kernel/net/9pnet.ko\nkernel/net/9p.ko\nkernel/fs/fuse/fuse.ko\n")
+    assert (out / "lib/modules/kernel/fs/fuse/fuse.ko").read_bytes() == b"FUSEMODULE"
+    assert (out / "litefs/boot.sh").read_text() == hook_path().read_text()
+    assert (out / "init").stat().st_mode & 0o111
+    assert (out / "bin/sh").readlink() == Path("busybox")
+    assert (out / "etc/litefs/ca.pem").read_text() == "CA\n"
+
+
+def test_build_without_modules_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BootError, match="has no modules installed here"):
+        mkinitramfs.build("0.0-none", ["fuse"], Path("/bin/true"), [], moddir_root=tmp_path)
+
+
+def test_cli_writes_reproducible_gzip(tmp_path: Path) -> None:
+    moddir = tmp_path / "m" / "1.0"
+    moddir.mkdir(parents=True)
+    (moddir / "modules.dep").write_text("")
+    if BUSYBOX is None:
+        pytest.skip("busybox is not installed")
+    a, b = tmp_path / "a.gz", tmp_path / "b.gz"
+    for out in (a, b):
+        data = mkinitramfs.build("1.0", [], Path(BUSYBOX), [], moddir_root=tmp_path / "m")
+        out.write_bytes(gzip.compress(data, mtime=0))
+    assert a.read_bytes() == b.read_bytes()
