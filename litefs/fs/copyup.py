@@ -178,7 +178,7 @@ def _set_meta_fd(fd: int, st: os.stat_result, xattr_from: tuple[Backing, str] | 
         pass
     os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after chown, which clears set-id bits
     if xattr_from is not None:
-        _copy_xattrs(xattr_from, f"/proc/self/fd/{fd}")
+        _copy_xattrs(xattr_from, fd)
 
 
 def _set_meta_path(pfd: int, name: str, st: os.stat_result, xattr_from: tuple[Backing, str] | None) -> None:
@@ -193,19 +193,23 @@ def _set_meta_path(pfd: int, name: str, st: os.stat_result, xattr_from: tuple[Ba
     os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
 
-def _copy_xattrs(src: tuple[Backing, str], dst_path: str) -> None:
+def _copy_xattrs(src: tuple[Backing, str], dst: str | int) -> None:
     layer, rel = src
     sp, sn = split(rel)
     sfd = layer.dirfd(sp)
     try:
-        spath = f"/proc/self/fd/{sfd}/{sn}" if sn != "." else f"/proc/self/fd/{sfd}"
+        spath = f"/proc/self/fd/{sfd}/{sn}" if sn != "." else f"/proc/self/fd/{sfd}/."
         try:
             names = os.listxattr(spath, follow_symlinks=False)
         except OSError:
             return
         for n in names:
             try:
-                os.setxattr(dst_path, n, os.getxattr(spath, n, follow_symlinks=False), follow_symlinks=False)
+                value = os.getxattr(spath, n, follow_symlinks=False)
+                if isinstance(dst, int):
+                    os.setxattr(dst, n, value)
+                else:
+                    os.setxattr(dst, n, value, follow_symlinks=False)
             except OSError:
                 pass  # the target may not support this namespace (NFSv3): best effort
     finally:

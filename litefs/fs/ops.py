@@ -45,6 +45,7 @@ XATTR_ORIGIN = "user.litefs.origin"
 XATTR_RULE = "user.litefs.rule"
 XATTR_REFRESH = "user.litefs.refresh"
 XATTR_PLAN = "user.litefs.plan"
+XATTR_INODES = "user.litefs.inodes"
 #: errnos that mean a backing store is failing, not that the caller asked something wrong
 FAULTS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENXIO}
 
@@ -901,7 +902,7 @@ class LitefsOps(pyfuse3.Operations):
             raise _err(errno.ENODATA)
         parent, name = split(e.rel)
         if e.rel == ".":
-            return e.layer, e.layer.fd, f"/proc/self/fd/{e.layer.fd}"
+            return e.layer, e.layer.fd, f"/proc/self/fd/{e.layer.fd}/."
         pfd = e.layer.dirfd(parent)
         return e.layer, pfd, f"/proc/self/fd/{pfd}/{name}"
 
@@ -913,6 +914,9 @@ class LitefsOps(pyfuse3.Operations):
             return self.view.origin(e).encode()
         if sname == XATTR_RULE:
             return self.view.rule_text(e).encode()
+        if sname == XATTR_INODES and inode == ROOT_INODE:
+            # How many inodes the kernel holds references to (the table is bounded by them).
+            return str(len(self.inodes)).encode()
         if e.kind != BACKED:
             raise _err(pyfuse3.ENOATTR)
         layer, pfd, p = self._xattr_path(e)
