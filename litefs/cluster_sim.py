@@ -437,12 +437,14 @@ _HEADERS = {
 }
 
 
-def demo_tables(cluster: Cluster, rooms: dict[str, str],
-                litefile: str = DEMO_LITEFILE) -> dict[str, str]:
+def demo_tables(cluster: Cluster, rooms: dict[str, str], litefile: str = DEMO_LITEFILE,
+                rootimgdir: str = DEMO_IMAGE_DIR, nfsdir: str = "") -> dict[str, str]:
     """CSV per table: ``rooms`` maps node -> room; every node in group ``compute``.
 
     The litetree row ``<mn>:/syncdirs/$nodepos.room`` gives each room its own overlay (the
     cookbook's Tokyo/London example); statelite puts persistent data on ``<mn>:/nodedata``.
+    ``rootimgdir`` is where nodeset finds kernel and initrd on this host; ``nfsdir``
+    (``//path``) is the image directory as the nodes mount it, when that differs.
     """
     mn = cluster.mn_ip
     t = {k: v for k, v in _HEADERS.items()}
@@ -463,12 +465,12 @@ def demo_tables(cluster: Cluster, rooms: dict[str, str],
         "#imagename,template,boottarget,addkcmdline,pkglist,pkgdir,otherpkglist,otherpkgdir,"
         "exlist,postinstall,rootimgdir,kerneldir,nodebootif,otherifce,netdrivers,kernelver,"
         "krpmver,permission,dump,crashkernelsize,partitionfile,driverupdatesrc,comments,"
-        f'disable\n"{DEMO_IMAGE}",,,,,,,,,,"{DEMO_IMAGE_DIR}",,,,,,,,,,,,,\n')
+        f'disable\n"{DEMO_IMAGE}",,,,,,,,,,"{rootimgdir}",,,,,,,,,,,,,\n')
     t["noderes"] = (
         "#node,servicenode,netboot,tftpserver,tftpdir,nfsserver,monserver,nfsdir,installnic,"
         "primarynic,discoverynics,cmdinterface,xcatmaster,current_osimage,next_osimage,"
         "nimserver,routenames,nameservers,proxydhcp,syslog,comments,disable\n"
-        f'"compute",,"pxe",,,,,,,,,,"{mn}",,,,,,,,,\n')
+        f'"compute",,"pxe",,,,,"{nfsdir}",,,,,"{mn}",,,,,,,,,\n')
     t["litefile"] = litefile
     t["litetree"] = ("#priority,image,directory,mntopts,comments,disable\n"
                      f'"1.0",,"{mn}:/syncdirs/$nodepos.room",,,\n')
