@@ -23,11 +23,17 @@ from litefs.plan import Plan
 
 XATTR_REFRESH = "user.litefs.refresh"
 XATTR_PLAN = "user.litefs.plan"
+XATTR_INODES = "user.litefs.inodes"
 #: keep each request well under the 64 KiB xattr value limit
 _BATCH_BYTES = 60000
 
 
 def _set(mountpoint: str, name: str, value: bytes) -> None:
+    try:
+        # Only the root of a litefs view answers this; anything else must not get our xattr.
+        os.getxattr(mountpoint, XATTR_INODES)
+    except OSError:
+        raise MountError(f"{mountpoint} is not the root of a litefs view (mount it, or name its mount point)") from None
     try:
         os.setxattr(mountpoint, name, value)
     except OSError as exc:

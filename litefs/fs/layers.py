@@ -210,9 +210,10 @@ def _open(name: str, where: str, writable: bool) -> Backing:
         raise MountError(f"{name} layer directory {where} is not writable; fix its permissions or --{_opt(name)}")
     if writable:
         try:
-            probe = os.open(TMP_PREFIX + "probe", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=fd)
+            probe_name = f".litefs-probe.{os.getpid()}"
+            probe = os.open(probe_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=fd)
             os.close(probe)
-            os.unlink(TMP_PREFIX + "probe", dir_fd=fd)
+            os.unlink(probe_name, dir_fd=fd)
         except OSError as exc:
             os.close(fd)
             raise MountError(f"{name} layer directory {where} is not writable ({exc.strerror}); fix --{_opt(name)}") from None
