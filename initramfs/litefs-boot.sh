@@ -299,6 +299,14 @@ start_litefs() {
     (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" \
         >>"$SL/litefs.log" 2>&1 </dev/null) &
     LITEFS_PID=$!
+    if [ -n "$XCAT" ] && [ -z "$PLANFILE" ]; then
+        # Image/source changes announced by mountd ('litefs notify') reach the running view.
+        # Started alongside the daemon; it waits for the view, then says ready.
+        set -- --xcat "$XCAT" --view "$NEWROOT" --ready "$SL/watch.ready"
+        log "@litefs-watch $*"
+        (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.watch "$@" \
+            >>"$SL/watch.log" 2>&1 </dev/null) &
+    fi
     i=0
     while ! is_mounted "$NEWROOT"; do
         if ! kill -0 "$LITEFS_PID" 2>/dev/null; then
@@ -307,19 +315,14 @@ start_litefs() {
         fi
         i=$((i + 1))
         [ "$i" -gt 600 ] && die "litefs did not mount $NEWROOT within 60 s"
-        sleep 0.1
+        sleep 0.05
     done
     log "# litefs pid $LITEFS_PID mounted $NEWROOT"
     if [ -n "$XCAT" ] && [ -z "$PLANFILE" ]; then
-        # Image/source changes announced by mountd ('litefs notify') reach the running view.
-        set -- --xcat "$XCAT" --view "$NEWROOT" --ready "$SL/watch.ready"
-        log "@litefs-watch $*"
-        (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.watch "$@" \
-            >>"$SL/watch.log" 2>&1 </dev/null) &
         # It must load what it needs from the initramfs before switch_root deletes it.
         i=0
-        while [ ! -e "$SL/watch.ready" ] && [ "$i" -lt 300 ]; do
-            sleep 0.1
+        while [ ! -e "$SL/watch.ready" ] && [ "$i" -lt 600 ]; do
+            sleep 0.05
             i=$((i + 1))
         done
         [ -e "$SL/watch.ready" ] || say "litefs-watch is not ready; image updates need a reboot"

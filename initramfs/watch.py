@@ -48,7 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready", help="file to create once set up (the hook waits for it)")
     args = p.parse_args(argv)
     # Everything that touches initramfs paths happens before we say ready: the hook then
-    # switches root and those paths are gone.
+    # switches root and those paths are gone. We start alongside the daemon (saves a Python
+    # start-up on the boot path), so first wait for the view to be mounted.
+    deadline = time.monotonic() + 60
+    parent = os.path.dirname(os.path.abspath(args.view))
+    while os.stat(args.view).st_dev == os.stat(parent).st_dev:
+        if time.monotonic() > deadline:
+            _log(f"litefs-watch: {args.view} was not mounted within 60 s")
+            if args.ready:
+                Path(args.ready).touch()
+            return 1
+        time.sleep(0.05)
     os.chdir(args.view)
     try:
         ctx = None

@@ -1,0 +1,237 @@
+"""Boot benchmark: litefs namespace boots vs the classic rc.statelite emulation, RAM after boot,
+and many nodes booting at once against one mountd. Prints medians and ratios; run as root.
+
+    .venv/bin/python tools/bench/bench_boot.py [--runs 5] [--nodes 50]
+
+The image is a busybox tree whose litefile-listed paths (the cookbook's RedHat list, shipped
+as ``litefs/data/litefile-redhat.csv``) are filled from this host's own files (``/etc/ssh``,
+``/var/log``, ``/var/cache/man``…; the host's big scratch folders ``/tmp`` and ``/var/tmp``
+are left empty, as on a fresh image). No debootstrap is needed; that is the honest caveat.
+
+* **boot-to-shell, litefs**: a namespace node (``litefs.cluster_sim``) from "hook started"
+  (console line) to the image's shell answering, plan fetched over TLS from mountd.
+* **boot, classic**: ``litefs.classic.classic_boot`` (rc.statelite emulation: tmpfs, persistent
+  bind, copies/links for every litefile entry) on a liteimg'd copy of the same image, in a
+  private mount namespace, without the final tree walk; plan read from the same tables.
+* **RAM after boot**: bytes of regular files the node's writable layers hold right after
+  boot: litefs = its tmpfs layer; classic = files under the litefile paths of its effective
+  tree (rc.statelite copies every listed path into tmpfs).
+* **N nodes at once**: all nodes powered on together; time until every shell answers, and
+  the per-node boot-to-shell median, against the single-node median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+SKIP_HOST = ("/tmp", "/var/tmp", "/var/run", "/var/lock", "/etc/mtab")
+
+
+def redhat_litefile() -> str:
+    return (resources.files("litefs") / "data" / "litefile-redhat.csv").read_text()
+
+
+def listed_paths(csv_text: str) -> list[str]:
+    out = []
+    for line in csv_text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        out.append(line.split(",")[1].strip().strip('"'))
+    return out
+
+
+def populate(image: Path, paths: list[str]) -> None:
+    """Fill the listed paths from this host (what a real image would have there)."""
+    for p in paths:
+        src = p.rstrip("/")
+        if src in SKIP_HOST or not os.path.exists(src):
+            continue
+        dst = image / src.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True,
+                            ignore_dangling_symlinks=True)
+        else:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def file_bytes(root: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(dirpath, f)):
+                total += st.st_size
+    return total
+
+
+def _size(path: Path) -> int:
+    try:
+        return 0 if path.is_symlink() else path.stat().st_size
+    except OSError:
+        return 0
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def daemon_root(node) -> str:  # type: ignore[no-untyped-def]
+    pid = node.pid1()
+    for kid in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[0] == b"@litefs":
+            return f"/proc/{kid}/root"
+    raise RuntimeError("no @litefs daemon")
+
+
+def litefs_boot_once(c, name: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    from litefs.cluster_sim import DEMO_IMAGE_DIR
+
+    node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR))
+    node.expect("litefs: booting", 60)
+    t_hook = time.monotonic()
+    total = node.wait_shell(90)
+    return time.monotonic() - t_hook, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--nodes", type=int, default=50)
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_boot: needs root (namespaces, FUSE)", file=sys.stderr)
+        return 2
+
+    from litefs.tools import liteimg_cmd
+
+    from litefs import db, planner
+    from litefs.classic import ClassicConfig, classic_boot
+    from litefs.cluster_sim import (
+        DEMO_IMAGE,
+        Cluster,
+        demo_tables,
+        load_demo_tables,
+        stage_demo,
+    )
+
+    work = Path(tempfile.mkdtemp(prefix="litefs-bench-boot-"))
+    litefile = redhat_litefile()
+    paths = listed_paths(litefile)
+    names = [f"n{i:03d}" for i in range(1, args.nodes + 1)]
+    rooms = dict.fromkeys(names, "tokyo")
+    try:
+        with Cluster(work) as c:
+            image = stage_demo(c, rooms)
+            populate(image, paths)
+            url = f"sqlite:///{work}/litefs.db"
+            load_demo_tables(url, demo_tables(c, rooms, litefile=litefile))
+            c.start_mountd(url)
+            print(f"image: {file_bytes(str(image)) / 1e6:.1f} MB of files; litefile: "
+                  f"{len(paths)} RedHat cookbook rows; {args.runs} runs each")
+
+            # --- litefs, one node at a time ------------------------------------------------
+            hook, total = [], []
+            ram_litefs = 0
+            for i in range(args.runs):
+                h, t = litefs_boot_once(c, names[0])
+                hook.append(h)
+                total.append(t)
+                if i == 0:
+                    ram_litefs = file_bytes(daemon_root(c.nodes[names[0]]) +
+                                            "/.litefs/statelite/tmpfs")
+                c.nodes.pop(names[0]).kill()
+
+            # --- classic, same image liteimg'd, same plan ----------------------------------
+            cdir = work / "classic"
+            shutil.copytree(image, cdir / "rootimg", symlinks=True)
+            url2 = f"sqlite:///{work}/classic.db"
+            load_demo_tables(url2, demo_tables(c, rooms, litefile=litefile,
+                                               rootimgdir=str(cdir)))
+            if liteimg_cmd.main(["--db", url2, DEMO_IMAGE]) != 0:
+                raise SystemExit("liteimg failed")
+            engine = db.open_engine(url)
+            plan = planner.node_plan(engine, names[0])
+            engine.dispose()
+            sources = {f"{s.server}:{s.path}": str(c.exports / (s.server or "") /
+                                                   s.path.lstrip("/")) for s in plan.sources}
+            pers = work / "classic-persistent"
+            pers.mkdir()
+            classic = []
+            for _ in range(args.runs):
+                cfg = ClassicConfig.for_plan(plan, str(cdir / "rootimg"), sources,
+                                             persistent=str(pers), manifest=False)
+                t0 = time.monotonic()
+                res = classic_boot(cfg)
+                classic.append(time.monotonic() - t0)
+            # rc.statelite copies every listed path (from .default, or a litetree hit) into
+            # its tmpfs at every boot: that is what the classic node holds in RAM.
+            ram_classic = sum(file_bytes(str(cdir / "rootimg" / ".default" / q.strip("/")))
+                              if (cdir / "rootimg" / ".default" / q.strip("/")).is_dir()
+                              else _size(cdir / "rootimg" / ".default" / q.strip("/"))
+                              for q in paths)
+            copies = sum(1 for line in res.log if line.startswith("cp "))
+            classic_t = classic
+
+            print("\nboot-to-shell, one node (median of runs):")
+            print(f"  litefs  hook start -> shell      {median(hook):7.3f} s")
+            print(f"  litefs  power on  -> shell       {median(total):7.3f} s")
+            print(f"  classic rc.statelite emulation   {median(classic_t):7.3f} s")
+            print(f"  ratio litefs(hook->shell)/classic {median(hook) / median(classic_t):6.2f}x")
+            print("\nRAM held by writable layers right after boot:")
+            print(f"  litefs  tmpfs layer               {ram_litefs / 1024:10.1f} KiB")
+            print(f"  classic copies into tmpfs         {ram_classic / 1024:10.1f} KiB"
+                  f"  ({copies} cp commands in its statelite.log)")
+            if ram_litefs:
+                print(f"  ratio classic/litefs              {ram_classic / ram_litefs:10.1f}x")
+
+            # --- N nodes at once ------------------------------------------------------------
+            from litefs.cluster_sim import DEMO_IMAGE_DIR
+
+            t0 = time.monotonic()
+            nodes = [c.boot(n, c.cmdline(n, DEMO_IMAGE_DIR)) for n in names]
+            times: dict[str, float] = {}
+            errors: list[str] = []
+
+            def wait(node) -> None:  # type: ignore[no-untyped-def]
+                try:
+                    times[node.name] = node.wait_shell(600)
+                except Exception as exc:  # report, do not hide
+                    errors.append(f"{node.name}: {str(exc)[:300]}")
+
+            threads = [threading.Thread(target=wait, args=(n,)) for n in nodes]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            all_up = time.monotonic() - t0
+            print(f"\n{args.nodes} nodes powered on at once, one mountd:")
+            print(f"  nodes up                          {len(times)}/{args.nodes}")
+            print(f"  all shells answering after        {all_up:7.2f} s")
+            print(f"  per-node power on -> shell median {median(list(times.values())):7.2f} s")
+            print(f"  ratio all-up / single-node boot   {all_up / median(total):7.1f}x")
+            for e in errors[:5]:
+                print(f"  failed: {e}")
+    finally:
+        if args.keep:
+            print(f"(kept {work})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
