@@ -116,7 +116,9 @@ class Bypass:
                 _umount(self.mountpoint + path)
                 log.info("bypass lifted: %s", path)
             except OSError as exc:
-                log.error("cannot lift bypass on %s: %s", path, exc)
+                # Already gone (``litefs umount`` lifts binds before the view): nothing to do.
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                    log.error("cannot lift bypass on %s: %s", path, exc)
             self.active.remove(path)
         for path in wanted:
             if path in self.active:

@@ -1,0 +1,110 @@
+"""Real external workloads in writable areas of a litefs view, and ``--bypass``.
+
+A real package tree (an installed Python package, tarred up) is unpacked into a persistent
+rule, byte-compiled with ``python -m compileall`` and committed with git; the result must
+survive a remount. ``--bypass`` must bind rule-free image directories natively and lift a
+bind when a plan change puts a rule inside.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pygments
+import pytest
+
+from litefs.fs import control
+from tests.fsutil import Layers, Mounter, is_mounted, layers, litefs_mount, make_plan, put
+
+__all__ = ["layers", "litefs_mount"]
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+    "HOME": "/tmp",
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+}
+
+
+def test_untar_compileall_git_in_persistent_rule(layers: Layers, litefs_mount: Mounter) -> None:
+    pkg = Path(pygments.__file__).parent
+    tarball = layers.root / "pkg.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tf:
+        tf.add(pkg, arcname="pygments", filter=lambda ti: None if "__pycache__" in ti.name else ti)
+    plan = make_plan({"/srv/": "persistent", "/tmp/": "tmpfs"})
+    m = litefs_mount(plan)
+    work = m.path / "srv/work"
+    work.mkdir(parents=True)
+    subprocess.run(["tar", "-xzf", str(tarball), "-C", str(work)], check=True)
+    n_py = sum(1 for _ in (work / "pygments").rglob("*.py"))
+    assert n_py > 100
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(work / "pygments")], check=True)
+    assert sum(1 for _ in (work / "pygments").rglob("*.pyc")) >= n_py
+    run = {"cwd": work, "env": GIT_ENV, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q"], **run)
+    (work / ".gitignore").write_text("__pycache__/\n")
+    subprocess.run(["git", "add", "-A"], **run)
+    subprocess.run(["git", "commit", "-q", "-m", "import"], **run)
+    (work / "NOTES").write_text("notes\n")
+    subprocess.run(["git", "add", "NOTES"], **run)
+    subprocess.run(["git", "commit", "-q", "-m", "notes"], **run)
+    subprocess.run(["git", "mv", "NOTES", "NOTES.txt"], **run)
+    subprocess.run(["git", "commit", "-q", "-am", "rename"], **run)
+    log = subprocess.run(["git", "log", "--oneline"], **run).stdout.decode()
+    assert len(log.splitlines()) == 3
+    # The package imports from the view.
+    r = subprocess.run(
+        [sys.executable, "-c", "import pygments.lexers; print(pygments.lexers.get_lexer_by_name('python').name)"],
+        cwd=work, capture_output=True, text=True, env={"PYTHONPATH": str(work), "PATH": GIT_ENV["PATH"]},
+    )  # fmt: skip
+    assert r.stdout.strip() == "Python", r.stderr
+    m.stop()
+    layers.fresh_tmpfs()
+    m = litefs_mount(plan, name="mnt2")
+    work = m.path / "srv/work"
+    r = subprocess.run(["git", "status", "--porcelain"], cwd=work, env=GIT_ENV, capture_output=True, text=True, check=True)
+    assert r.stdout == ""  # the tree is exactly what was committed
+    subprocess.run(["git", "fsck", "--no-progress"], cwd=work, env=GIT_ENV, check=True, capture_output=True)
+
+
+def test_bypass_binds_rule_free_dirs_and_lifts_on_plan_change(layers: Layers, litefs_mount: Mounter) -> None:
+    put(layers.image, "usr/bin/tool", "tool")
+    shutil.copy("/bin/true", layers.image / "usr/bin/true")
+    put(layers.image, "usr/lib/x", "x")
+    put(layers.image, "etc/motd", "motd")
+    put(layers.image, "var/lib/a", "a")
+    put(layers.image, "var/log/b", "b")
+    os.symlink("usr/lib", layers.image / "lib")
+    plan = make_plan({"/etc/motd": "tmpfs", "/var/log/": "tmpfs"})
+    m = litefs_mount(plan, extra=["--bypass"])
+    v = str(m.path)
+    assert is_mounted(v + "/usr") is not None  # bound straight from the image
+    assert is_mounted(v + "/var/lib") is not None
+    assert is_mounted(v + "/etc") is None and is_mounted(v + "/var/log") is None
+    assert is_mounted(v + "/lib") is None  # symlinks stay symlinks
+    assert (m.path / "usr/bin/tool").read_text() == "tool"
+    assert subprocess.run([v + "/usr/bin/true"]).returncode == 0
+    with pytest.raises(OSError):
+        (m.path / "usr/bin/new").write_text("x")  # read-only bind
+    (m.path / "var/log/c").write_text("c")
+    assert (layers.tmpfs / "var/log/c").exists()
+    # A plan change that puts a rule under /usr lifts that bind.
+    new_plan = make_plan({"/etc/motd": "tmpfs", "/var/log/": "tmpfs", "/usr/lib/": "tmpfs"})
+    control.change_plan(v, new_plan)
+    for _ in range(100):
+        if is_mounted(v + "/usr") is None:
+            break
+        time.sleep(0.05)
+    assert is_mounted(v + "/usr") is None
+    (m.path / "usr/lib/y").write_text("y")
+    assert (layers.tmpfs / "usr/lib/y").read_text() == "y"
