@@ -169,6 +169,11 @@ async def request(
         try:
             await stream.send_all(codec.encode_json_request(req))
             return _check(await _Lines(stream).next(), endpoint)
+        except trio.BrokenResourceError as exc:
+            raise MountdError(
+                f"mountd at {endpoint} dropped the connection: {exc.__cause__ or exc} "
+                "(a client certificate it does not accept?)"
+            ) from None
         finally:
             await trio.aclose_forcefully(stream)
 

@@ -32,6 +32,7 @@ from .identity import Identity, Peer, identify_by_name, identify_known
 from .log import Logger
 from .pki import peer_subject
 from .policy import decide
+from .tlsstream import TLSSocketStream
 
 DEFAULT_PORT = 3001
 #: Classic commands mountd answers; everything else gets xcatd's "not supported" error.
@@ -184,7 +185,7 @@ class Server:
         try:
             peer = Peer(address=address, unix_uid=unix_uid)
             if tls and cfg.ssl_context is not None:
-                ssl_stream = trio.SSLStream(raw, cfg.ssl_context, server_side=True)
+                ssl_stream = TLSSocketStream.wrap_server(raw, cfg.ssl_context)
                 stream = ssl_stream
                 with trio.fail_after(cfg.handshake_timeout):
                     await ssl_stream.do_handshake()
