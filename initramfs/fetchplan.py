@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,16 +46,20 @@ def write_layout(plan: Plan, out: Path) -> None:
         os.replace(tmp, out / name)
 
 
+def tls_context(ca: str | None) -> ssl.SSLContext | None:
+    if not ca:
+        return None
+    from litefs.mountd.pki import client_context
+
+    return client_context(Path(ca))
+
+
 def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
           say: Callable[[str], None]) -> Plan:
     """The node's plan from mountd at ``xcat`` (``IP:PORT``), TLS-verified when ``ca`` is given."""
     from litefs.mountd.client import Backoff, fetch_plan_sync
 
-    ctx = None
-    if ca:
-        from litefs.mountd.pki import client_context
-
-        ctx = client_context(Path(ca))
+    ctx = tls_context(ca)
 
     def on_retry(attempt: int, delay: float, exc: BaseException) -> None:
         say(f"litefs: no plan from mountd at {xcat} yet ({exc}); attempt {attempt} of "
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan-file", help="read the plan from this file instead of mountd")
     p.add_argument("--ca", default=os.environ.get("LITEFS_CA"),
                    help="site CA certificate; TLS to mountd (default $LITEFS_CA; none: plain)")
+    p.add_argument("--watch", metavar="VIEW",
+                   help="afterwards, fork into the @litefs-watch subscription for the view on VIEW")
+    p.add_argument("--ready", help="(with --watch) file the watcher creates once set up")
+    p.add_argument("--watch-log", help="(with --watch) the watcher's log file")
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--backoff", type=float, default=1.0)
     args = p.parse_args(argv)
@@ -103,7 +112,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     say(f"litefs: plan for {args.node}: image {plan.image}, {len(plan.rules)} rules, "
         f"{len(plan.sources)} litetree sources")
+    if args.watch and args.xcat:
+        _fork_watcher(args)
     return 0
+
+
+def _fork_watcher(args: argparse.Namespace) -> None:
+    """Become the watcher in a child; the parent returns so the boot goes on."""
+    from litefs.initramfs import watch
+
+    ctx = tls_context(args.ca)  # loaded now: the CA file goes away with the initramfs
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() != 0:
+        return
+    try:
+        os.setsid()
+        log = os.open(args.watch_log or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        code = watch.run(args.watch, args.xcat, ctx, args.ready)
+    except BaseException:  # the child must never return into the parent's code path
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    os._exit(code)
 
 
 if __name__ == "__main__":

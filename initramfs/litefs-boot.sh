@@ -254,15 +254,22 @@ mount_persistent() {
 }
 
 fetch_plan() {
+    run mkdir -p "$NEWROOT"
     set -- --node "$NODE" --out "$SL" --retries "$RETRIES" --backoff "$BACKOFF"
     if [ -n "$PLANFILE" ]; then
         set -- "$@" --plan-file "$PLANFILE"
     else
         [ -n "$XCAT" ] || die "no XCAT=<mountd ip>:<port> on the kernel command line; run nodeset for $NODE"
-        set -- "$@" --xcat "$XCAT"
+        # Once the plan is written it forks into @litefs-watch: mountd's change announcements
+        # ('litefs notify') then reach the running view. It waits for the view itself.
+        set -- "$@" --xcat "$XCAT" --watch "$NEWROOT" --ready "$SL/watch.ready" \
+            --watch-log "$SL/watch.log"
+        WATCH=1
     fi
-    log "$PY -m litefs.initramfs.fetchplan $*"
-    "$PY" -m litefs.initramfs.fetchplan "$@" || die "no plan for $NODE; cannot build its root. Fix the cause above, then rpower $NODE boot"
+    log "@litefs-watch -m litefs.initramfs.fetchplan $*"
+    PYX=$(command -v "$PY")
+    (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.fetchplan "$@") ||
+        die "no plan for $NODE; cannot build its root. Fix the cause above, then rpower $NODE boot"
 }
 
 mount_sources() {
@@ -290,35 +297,18 @@ start_litefs() {
         run mkdir -p "$pers"
     fi
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
-        --persistent "$pers" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" \
-        --foreground "$NEWROOT"
+        --persistent "$pers" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
     log "@litefs $*"
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
-    # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
+    # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it. Without
+    # --foreground the command returns once the view is ready (bypass binds laid), leaving
+    # the daemon behind, or prints why it could not mount.
     PYX=$(command -v "$PY")
-    (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" \
-        >>"$SL/litefs.log" 2>&1 </dev/null) &
-    LITEFS_PID=$!
-    if [ -n "$XCAT" ] && [ -z "$PLANFILE" ]; then
-        # Image/source changes announced by mountd ('litefs notify') reach the running view.
-        # Started alongside the daemon; it waits for the view, then says ready.
-        set -- --xcat "$XCAT" --view "$NEWROOT" --ready "$SL/watch.ready"
-        log "@litefs-watch $*"
-        (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.watch "$@" \
-            >>"$SL/watch.log" 2>&1 </dev/null) &
-    fi
-    i=0
-    while ! is_mounted "$NEWROOT"; do
-        if ! kill -0 "$LITEFS_PID" 2>/dev/null; then
-            tail -n 5 "$SL/litefs.log" >&2
-            die "the litefs daemon exited before mounting $NEWROOT (its log: $SL/litefs.log)"
-        fi
-        i=$((i + 1))
-        [ "$i" -gt 600 ] && die "litefs did not mount $NEWROOT within 60 s"
-        sleep 0.05
-    done
-    log "# litefs pid $LITEFS_PID mounted $NEWROOT"
-    if [ -n "$XCAT" ] && [ -z "$PLANFILE" ]; then
+    (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" </dev/null) ||
+        die "the litefs daemon could not mount $NEWROOT (its log: $SL/litefs.log)"
+    is_mounted "$NEWROOT" || die "litefs reported ready but $NEWROOT is not mounted"
+    log "# litefs is serving $NEWROOT"
+    if [ "$WATCH" = 1 ]; then
         # It must load what it needs from the initramfs before switch_root deletes it.
         i=0
         while [ ! -e "$SL/watch.ready" ] && [ "$i" -lt 600 ]; do
@@ -348,6 +338,7 @@ switch_into_view() {
 
 litefs_boot() {
     HAVE_PERSISTENT=0
+    WATCH=0
     basic_mounts
     parse_cmdline
     say "booting $NODE"

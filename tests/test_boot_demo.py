@@ -12,12 +12,18 @@ import pytest
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]
 
 
+def _ours() -> set[str]:
+    """The cluster harness's namespaces (management lfmn-*, nodes lfn-*)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith(("lfmn-", "lfn-"))}
+
+
 def test_demo_runs_and_cleans_up(tmp_path: Path) -> None:
     if shutil.which("busybox") is None or shutil.which("ip") is None:
         pytest.skip("busybox and iproute2 are needed")
     work = tmp_path / "demo"
     litefs = Path(sys.executable).with_name("litefs")
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    before = _ours()
     proc = subprocess.run([str(litefs), "demo", "--workdir", str(work)], capture_output=True,
                           text=True, timeout=240)
     out = proc.stdout
@@ -32,5 +38,4 @@ def test_demo_runs_and_cleans_up(tmp_path: Path) -> None:
     assert "n02 /etc/motd: Welcome to the london room" in out
     assert "booted\n   booted again\n   cat: can't open '/tmp/scratch'" in out
     assert not work.exists()
-    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert after == before
+    assert _ours() == before

@@ -158,3 +158,24 @@ def test_unreachable_mountd_gives_documented_message(cluster: Cluster) -> None:
     retries = [line for line in node.console.splitlines() if "retrying in" in line]
     assert len(retries) == 4  # five attempts, a console line before each wait
     node.proc.wait(timeout=30)
+
+
+def test_shell_argument_pauses_three_times(cluster: Cluster) -> None:
+    node = cluster.boot("n01", cluster.cmdline("n01", DEMO_IMAGE_DIR, extra="shell"))
+    node.expect("pause 1 of 3", 60)
+    # The debug shell runs in the initramfs: the layers are mounted, the plan not yet fetched.
+    assert "motd" in node.check("ls /.litefs/image/etc")
+    assert node.sh("test -e /.litefs/statelite/plan.json")[0] != 0
+    node.proc.stdin.write(b"exit\n")  # type: ignore[union-attr]
+    node.proc.stdin.flush()  # type: ignore[union-attr]
+    node.expect("pause 2 of 3", 60)
+    assert "Welcome to the tokyo room" in node.check(
+        "cat /.litefs/statelite/mnt/10.77.0.1/syncdirs/tokyo/etc/motd")
+    node.proc.stdin.write(b"exit\n")  # type: ignore[union-attr]
+    node.proc.stdin.flush()  # type: ignore[union-attr]
+    node.expect("pause 3 of 3", 60)
+    assert "fuse.litefs" in node.check("grep /sysroot /proc/mounts")
+    node.proc.stdin.write(b"exit\n")  # type: ignore[union-attr]
+    node.proc.stdin.flush()  # type: ignore[union-attr]
+    node.wait_shell(60)
+    assert node.check("cat /etc/motd") == "Welcome to the tokyo room\n"
