@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from litefs.errors import LitefsError, UsageError
 
+from . import workers
 from .catalog import Catalog
 from .log import LEVELS, Logger
 from .pki import server_context
@@ -45,6 +46,9 @@ def _parser() -> Parser:
                    help="plain TCP without TLS (tests and labs only)")
     p.add_argument("--socket", default=DEFAULT_SOCKET,
                    help=f"local admin socket (root is admin); '' to disable (default {DEFAULT_SOCKET})")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the port (TLS handshakes are CPU-bound; "
+                   "one per core for boot storms; default 1)")
     p.add_argument("--check-interval", type=float, default=1.0,
                    help="seconds between checks for table changes (default 1)")
     p.add_argument("--db-timeout", type=float, default=10.0)
@@ -79,31 +83,60 @@ def _body(argv: list[str]) -> int:
     db.require_schema(engine)
     port = args.port if args.port is not None else _site_port(engine)
     if args.insecure:
-        ctx = None
         log("insecure", level="warning", message="serving plain TCP without TLS (--insecure)")
     else:
-        ca_dir = Path(args.ca_dir)
-        ca = Path(args.ca) if args.ca else ca_dir / "ca.pem"
-        cert = Path(args.cert) if args.cert else ca_dir / "server.pem"
-        key = Path(args.key) if args.key else ca_dir / "server.key"
-        if not ca.exists():
-            raise UsageError(
-                f"no CA at {ca}: run 'litefs ca init --dir {ca_dir}', pass --ca-dir, "
-                "or --insecure for a lab without TLS"
-            )
-        ctx = server_context(ca, cert, key)
+        _tls_context(args)  # fail now, once, with a clear message
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.workers == 1:
+        server = _server(args, engine, port, log)
+        try:
+            trio.run(_serve, server)
+        except OSError as exc:
+            raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
+        return 0
+    engine.dispose()  # each worker opens its own connections after the fork
+    try:
+        sock = workers.listen_socket(args.host, port, 4096)
+    except OSError as exc:
+        raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
+    inboxes, outboxes = workers.make_channels(args.workers)
+
+    def worker(index: int) -> int:
+        wlog = Logger(level=args.log_level, fmt=args.log_format, worker=index)
+        siblings = workers.Siblings(index, inboxes[index], outboxes)
+        server = _server(args, db.open_engine(args.db), port, wlog, index=index,
+                         listen=[sock], siblings=siblings)
+        trio.run(_serve, server)
+        return 0
+
+    log("workers", count=args.workers, port=port)
+    return workers.run_workers(args.workers, worker)
+
+
+def _tls_context(args):  # type: ignore[no-untyped-def]
+    ca_dir = Path(args.ca_dir)
+    ca = Path(args.ca) if args.ca else ca_dir / "ca.pem"
+    cert = Path(args.cert) if args.cert else ca_dir / "server.pem"
+    key = Path(args.key) if args.key else ca_dir / "server.key"
+    if not ca.exists():
+        raise UsageError(
+            f"no CA at {ca}: run 'litefs ca init --dir {ca_dir}', pass --ca-dir, "
+            "or --insecure for a lab without TLS"
+        )
+    return server_context(ca, cert, key)
+
+
+def _server(args, engine, port: int, log: Logger, *, index: int = 0,  # type: ignore[no-untyped-def]
+            listen=None, siblings=None) -> Server:
     config = ServerConfig(
-        host=args.host, port=port, ssl_context=ctx, unix_socket=args.socket or None,
-        request_timeout=args.request_timeout,
+        host=args.host, port=port, ssl_context=None if args.insecure else _tls_context(args),
+        unix_socket=(args.socket or None) if index == 0 else None,
+        request_timeout=args.request_timeout, listen_sockets=listen,
     )
     catalog = Catalog(engine, check_interval=args.check_interval, db_timeout=args.db_timeout,
                       log=log)
-    server = Server(catalog, config, log)
-    try:
-        trio.run(_serve, server)
-    except OSError as exc:
-        raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
-    return 0
+    return Server(catalog, config, log, siblings=siblings)
 
 
 async def _serve(server: Server) -> None:

@@ -2,12 +2,14 @@
 
 Each subscribed connection owns a small bounded queue. Announcing never blocks on a slow
 node: when a node's queue is full its pending events collapse into one "invalidate
-everything" (``/``), which is always correct, only less precise.
+everything" (``/``), which is always correct, only less precise. With several worker
+processes each holds its own subscribers; ``remote`` counts the siblings' (kept current by
+:mod:`.workers`) so an announcement can say which nodes it reached across all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -27,29 +29,50 @@ class Subscriber:
 class Hub:
     _subs: dict[str, set[Subscriber]] = field(default_factory=dict)
     seq: int = 0
+    remote: dict[str, int] = field(default_factory=dict)
+    #: Called with (node, +1/-1) on every local subscribe/unsubscribe (sibling bookkeeping).
+    on_change: Callable[[str, int], None] | None = None
 
     def subscribe(self, node: str) -> Subscriber:
         send, receive = trio.open_memory_channel[dict](QUEUE_SIZE)
         sub = Subscriber(node, send, receive)
         self._subs.setdefault(node, set()).add(sub)
+        if self.on_change is not None:
+            self.on_change(node, 1)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         subs = self._subs.get(sub.node)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.node]
+            if self.on_change is not None:
+                self.on_change(sub.node, -1)
+
+    def remote_delta(self, node: str, delta: int) -> None:
+        count = self.remote.get(node, 0) + delta
+        if count > 0:
+            self.remote[node] = count
+        else:
+            self.remote.pop(node, None)
 
     @property
     def count(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        return sum(len(s) for s in self._subs.values()) + sum(self.remote.values())
 
     def subscribed_nodes(self) -> set[str]:
-        return set(self._subs)
+        return set(self._subs) | set(self.remote)
 
     def announce(self, nodes: Iterable[str], paths: Iterable[str]) -> list[str]:
-        """Queue an invalidation for every subscriber of ``nodes``; return the nodes reached."""
+        """Deliver locally; return every node reached here or at a sibling worker."""
+        targets = set(nodes)
+        reached = set(self.deliver(targets, paths))
+        reached |= {n for n in targets if n in self.remote}
+        return sorted(reached)
+
+    def deliver(self, nodes: Iterable[str], paths: Iterable[str]) -> list[str]:
+        """Queue an invalidation for every local subscriber of ``nodes``; the nodes reached."""
         self.seq += 1
         event = {"event": "invalidate", "paths": list(paths) or ["/"], "seq": self.seq}
         reached = []

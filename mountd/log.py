@@ -15,8 +15,10 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
 class Logger:
-    def __init__(self, stream: TextIO | None = None, level: str = "info", fmt: str = "json") -> None:
+    def __init__(self, stream: TextIO | None = None, level: str = "info", fmt: str = "json",
+                 **context: Any) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self.context = context  # fields every record carries (e.g. worker=1)
         self.threshold = LEVELS[level]
         self.fmt = fmt
 
@@ -27,10 +29,11 @@ class Logger:
         if LEVELS[level] < self.threshold:
             return
         if self.fmt == "json":
-            record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
+            record = {"ts": round(time.time(), 3), "level": level, "event": event,
+                      **self.context, **fields}
             line = json.dumps(record, default=str, separators=(",", ":"))
         else:
-            rest = " ".join(f"{k}={v}" for k, v in fields.items())
+            rest = " ".join(f"{k}={v}" for k, v in {**self.context, **fields}.items())
             line = f"{level.upper()} {event} {rest}".rstrip()
         try:
             self.stream.write(line + "\n")

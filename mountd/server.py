@@ -33,6 +33,7 @@ from .log import Logger
 from .pki import peer_subject
 from .policy import decide
 from .tlsstream import TLSSocketStream
+from .workers import Siblings
 
 DEFAULT_PORT = 3001
 #: Classic commands mountd answers; everything else gets xcatd's "not supported" error.
@@ -56,6 +57,8 @@ class ServerConfig:
     max_connections: int = 20000
     max_message: int = codec.MAX_MESSAGE
     backlog: int = 4096
+    #: Already listening sockets (workers share the parent's); None = open host:port here.
+    listen_sockets: list[socket.socket] | None = None
 
 
 class _Refused(Exception):
@@ -85,6 +88,7 @@ class Server:
         log: Logger | None = None,
         *,
         resolver: Resolver = reverse_dns,
+        siblings: Siblings | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = config
@@ -97,13 +101,19 @@ class Server:
         self._listen_scope: trio.CancelScope | None = None
         self._stopping = trio.Event()
         self.ports: list[int] = []
+        self.siblings = siblings
+        if siblings is not None:
+            self.hub.on_change = lambda node, d: siblings.send({"t": "sub", "node": node, "d": d})
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until :meth:`shutdown`; then let sessions finish within the grace."""
         cfg = self.config
-        tcp = await trio.open_tcp_listeners(cfg.port, host=cfg.host or None, backlog=cfg.backlog)
+        if cfg.listen_sockets is not None:
+            tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in cfg.listen_sockets]
+        else:
+            tcp = await trio.open_tcp_listeners(cfg.port, host=cfg.host or None, backlog=cfg.backlog)
         self.ports = sorted({lst.socket.getsockname()[1] for lst in tcp})
         unix = await self._unix_listener() if cfg.unix_socket else None
         async with trio.open_nursery() as handlers:
@@ -119,6 +129,8 @@ class Server:
                             handler_nursery=handlers,
                         )
                     )
+                if self.siblings is not None:
+                    listeners.start_soon(self.siblings.run, self._sibling_message)
                 self.log(
                     "listening", port=self.ports, tls=cfg.ssl_context is not None,
                     unix=cfg.unix_socket,
@@ -366,9 +378,25 @@ class Server:
         except LitefsError as exc:
             raise _Refused(str(exc), "bad-target") from None
         reached = self.hub.announce(nodes, req.paths)
+        if self.siblings is not None:
+            self.siblings.send({"t": "announce", "target": req.target, "paths": list(req.paths)})
         self.log("announced", target=req.target, paths=list(req.paths), nodes=len(nodes),
                  reached=len(reached))
         return codec.ok_reply(targeted=len(nodes), notified=reached)
+
+    async def _sibling_message(self, message: dict) -> None:
+        """Another worker's news: a subscription count changed, or an announcement to deliver."""
+        kind = message.get("t")
+        if kind == "sub":
+            self.hub.remote_delta(str(message.get("node")), int(message.get("d", 0)))
+        elif kind == "announce":
+            try:
+                view = await self.catalog.view()
+                nodes = view.nodes_for_target(str(message.get("target")))
+            except LitefsError as exc:
+                self.log("announce_failed", level="warning", error=str(exc))
+                return
+            self.hub.deliver(nodes, [str(p) for p in message.get("paths", [])])
 
     async def _subscription(self, stream: trio.abc.Stream, peer: Peer, node: str) -> None:
         sub = self.hub.subscribe(node)

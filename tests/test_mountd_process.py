@@ -35,10 +35,11 @@ def site(tmp_path: Path) -> tuple[str, Path]:
     return url, ca
 
 
-async def start_mountd(url: str, ca: Path, port: int, sock: Path, log: Path) -> trio.Process:
+async def start_mountd(url: str, ca: Path, port: int, sock: Path, log: Path,
+                       *extra: str) -> trio.Process:
     proc = await trio.lowlevel.open_process(
         [BIN / "mountd", "--db", url, "--port", str(port), "--host", "127.0.0.1",
-         "--ca-dir", ca, "--socket", sock, "--check-interval", "0"],
+         "--ca-dir", ca, "--socket", sock, "--check-interval", "0", *extra],
         stdout=subprocess.DEVNULL, stderr=log.open("ab"),
     )
     with trio.fail_after(20):
@@ -152,3 +153,41 @@ def test_insecure_mode_serves_plain_tcp(site: tuple[str, Path], tmp_path: Path) 
         _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert b'"event":"insecure"' in err
+
+
+def test_workers_share_the_port_and_announcements(site: tuple[str, Path], tmp_path: Path) -> None:
+    url, ca = site
+    port = free_port()
+    sock = tmp_path / "mountd.sock"
+    log = tmp_path / "mountd.log"
+    events: dict[str, list[list[str]]] = {"n01": [], "n02": []}
+
+    async def main() -> int:
+        proc = await start_mountd(url, ca, port, sock, log, "--workers", "2")
+        async with trio.open_nursery() as nursery:
+            for node, address in NODES.items():
+                await nursery.start(lambda task_status, n=node, a=address: client.subscribe(
+                    f"127.0.0.1:{port}", events[n].append, ssl_context=client_ssl(ca),
+                    source_address=a, task_status=task_status))
+            for _ in range(20):  # spread over both workers by the kernel
+                for node, address in NODES.items():
+                    plan = await client.fetch_plan(f"127.0.0.1:{port}", ssl_context=client_ssl(ca),
+                                                   source_address=address)
+                    assert plan.node == node
+            with trio.fail_after(10):
+                while True:  # subscription counts travel between workers asynchronously
+                    out = await notify(sock, "img1", "/etc/motd")
+                    if "2 running node(s) notified: n01,n02" in out:
+                        break
+                    await trio.sleep(0.05)
+                while not (events["n01"] and events["n02"]):
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            return await proc.wait()
+
+    assert trio.run(main) == 0
+    assert events["n01"][-1] == ["/etc/motd"] and events["n02"][-1] == ["/etc/motd"]
+    records = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    assert {r.get("worker") for r in records if r["event"] == "stopped"} == {0, 1}
