@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Mapping
+from functools import lru_cache
 
 from litefs.errors import SubstitutionError, TableError
 from litefs.nodeattrs import NodeAttrs
@@ -56,31 +57,58 @@ def substitute(
 
     ``row`` names the table row in error messages (``litetree priority=2``).
     """
-    value = value.strip()
-    server, sep, path = value.partition(":")
-    if not sep:
-        server, path = "", value
-    if "$" in server:
-        server = _expand(server, node, attrs, site, row)
-    if has_variables(path):
-        path = "/".join(_expand(c, node, attrs, site, row) if "$" in c else c
-                        for c in path.split("/"))
+    server_t, path_t, substituted, has_cmd = _parse(value)
+    server = _render(server_t, node, attrs, site, row)
+    path = _render(path_t, node, attrs, site, row)
+    if substituted:
         while "//" in path:
             path = path.replace("//", "/")
-        if "#CMD" in path:
+        if has_cmd:
             path = _run_cmds(path, node, row, allow_cmd, cmd_timeout, cmd_cache)
     return f"{server}:{path}" if server else path
 
 
-def _expand(
-    comp: str, node: str, attrs: NodeAttrs, site: Mapping[str, str | None], row: str
-) -> str:
+# A parsed value: components, each literal text or (prefix, variable names, suffix). Parsing
+# once per distinct value keeps planning 10,000 nodes down to dictionary lookups.
+Component = str | tuple[str, tuple[str, ...], str]
+
+
+@lru_cache(maxsize=4096)
+def _parse(value: str) -> tuple[tuple[Component, ...], tuple[Component, ...], bool, bool]:
+    """(server components, path components, path has variables, path has #CMD)."""
+    value = value.strip()
+    server, sep, path = value.partition(":")
+    if not sep:
+        server, path = "", value
+    server_t: tuple[Component, ...] = (_component(server),) if "$" in server else (server,)
+    if not has_variables(path):
+        return server_t, (path,), False, False
+    path_t = tuple(_component(c) if "$" in c else c for c in path.split("/"))
+    return server_t, path_t, True, "#CMD" in path
+
+
+def _component(comp: str) -> Component:
     cut = comp.index("$")
     prefix, rest = comp[:cut], comp[cut:]
     varpart = _VARPART.match(rest).group(0)  # type: ignore[union-attr]
-    suffix = rest[len(varpart) :]
-    values = [_value(name, node, attrs, site, row) for name in varpart.split("$")[1:]]
-    return prefix + ".".join(values) + suffix
+    return prefix, tuple(varpart.split("$")[1:]), rest[len(varpart) :]
+
+
+def _render(
+    parts: tuple[Component, ...],
+    node: str,
+    attrs: NodeAttrs,
+    site: Mapping[str, str | None],
+    row: str,
+) -> str:
+    out = []
+    for c in parts:
+        if isinstance(c, str):
+            out.append(c)
+        else:
+            prefix, names, suffix = c
+            out.append(prefix + ".".join([_value(n, node, attrs, site, row) for n in names]) + suffix)
+    return "/".join(out)
 
 
 def _value(name: str, node: str, attrs: NodeAttrs, site: Mapping[str, str | None], row: str) -> str:
