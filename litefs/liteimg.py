@@ -37,6 +37,8 @@ SAVE = "/.statelite/litefile.save"
 #: the boot mounts a tmpfs over /.statelite).
 STATE = "/.statelite/liteimg.json"
 MTAB = "/etc/mtab"
+INIT_STATELITE = "/etc/init.d/statelite"
+WARNING = "warning: "
 #: The only trees liteimg ever deletes from (besides symlinks and empty placeholders it made).
 SCAFFOLD_ROOTS = (DEFAULT, STATEDIR)
 #: Scaffolding assumed to be liteimg's when an image was prepared by xCAT (no state file):
@@ -301,7 +303,7 @@ def _same_tree(a: str, b: str) -> bool:
 
 
 class Op(StrEnum):
-    NOTE = "note"  # nothing to do; ``arg`` says why (shown by -V)
+    NOTE = "note"  # nothing to do; ``arg`` says why (-V); "warning: ..." notes always reach the admin
     MKDIR = "mkdir"  # mkdir -p (every missing component, mode 0755)
     MOVE = "move"  # rename ``arg`` to ``path`` (never over an existing path)
     CLONE = "clone"  # cp -a ``arg`` to ``path`` (``path`` must not exist)
@@ -595,6 +597,9 @@ class _Planner:
                     )
                 sim.add(Op.DROP, dp)
             self.default_dir(p)
+            if n.kind == "link":
+                self.note(p, f"{WARNING}{p} is a symbolic link ({n.target}); it is kept in "
+                          f"{DEFAULT}{p}, but a stock node resolves it there: list the real path")
             sim.add(Op.MOVE, dp, p)
         elif sim.node(dp) is None:
             sim.mkdir_p(os.path.dirname(p), self.created_dirs)
@@ -628,6 +633,9 @@ class _Planner:
             sim.add(Op.MKDIR if e.is_dir else Op.TOUCH, p)
             self.created.add(p)
         self.default_dir(p)
+        if n is not None and n.kind == "link":
+            self.note(p, f"{WARNING}{p} is a symbolic link ({n.target}); {DEFAULT}{p} is a copy "
+                      "of the link, not of what it points to: list the real path")
         if sim.node(dp) is not None:
             if sim.same(p, dp):
                 self.note(p, f"{dp} is up to date")
@@ -662,6 +670,13 @@ def _check_entries(entries: Sequence[Entry]) -> None:
             raise LiteimgError(f"{e.table_path}: liteimg cannot make this path statelite")
 
 
+def _missing(tree: TreeView, path: str) -> bool:
+    try:
+        return tree.node(path) is None
+    except LiteimgError:  # a link on the way (RHEL's /etc/init.d -> rc.d/init.d): cannot tell
+        return False
+
+
 def plan_liteimg(
     image: str, entries: Sequence[Entry], tree: TreeView, prev: ImageState
 ) -> LiteimgPlan:
@@ -671,6 +686,9 @@ def plan_liteimg(
     tops = top_level(entries)
     keep = {e.path: (e.saved_option, e.is_dir, e.path in tops) for e in entries}
     pl.take_out(prev.saved, keep)
+    if _missing(tree, INIT_STATELITE):
+        pl.note(INIT_STATELITE, f"{WARNING}the image has no {INIT_STATELITE}: stock xCAT nodes "
+                "need rc.statelite there (genimage installs it)")
     pl.scaffolding()
     for e in [e for e in entries if e.path in tops] + [e for e in entries if e.path not in tops]:
         if e.is_link:
@@ -742,7 +760,8 @@ def _mkdir_p(full: str) -> None:
 def _apply_one(root: str, a: Action, full: str, warnings: list[str]) -> None:
     match a.op:
         case Op.NOTE:
-            pass
+            if a.arg.startswith(WARNING):
+                warnings.append(a.arg[len(WARNING) :])
         case Op.MKDIR:
             _mkdir_p(full)
         case Op.MOVE | Op.CLONE:

@@ -344,3 +344,20 @@ def test_any_sequence_of_runs_then_undo_restores_the_image(
         assert diff_digests(orig, tree_digest(root)) == []
     finally:
         shutil.rmtree(root)
+
+
+def test_symlinked_entries_are_kept_with_a_warning(image: Path) -> None:
+    os.symlink("../run", image / "var/rundir")
+    os.symlink("../run", image / "var/bindlink")
+    plan = Plan(image="img", rules=rules(("/var/rundir/", "link"), ("/var/bindlink/", "tmpfs")))
+    warnings = L.run_liteimg("img", plan, str(image))
+    assert link(image, "/.default/var/rundir") == "../run"  # xCAT would have lost it
+    assert link(image, "/.default/var/bindlink") == "../run"
+    assert len([w for w in warnings if "is a symbolic link" in w]) == 2
+
+
+def test_missing_init_d_statelite_is_warned_about(image: Path) -> None:
+    (image / "etc/init.d/statelite").unlink()
+    warnings = L.run_liteimg("img", Plan(image="img", rules=rules(("/etc/ntp.conf", "link"))), str(image))
+    assert warnings == ["the image has no /etc/init.d/statelite: stock xCAT nodes need rc.statelite "
+                        "there (genimage installs it)"]
