@@ -49,8 +49,8 @@ def hosts_index(rows: Iterable[tuple[str, str | None, str | None]]) -> dict[str,
     """``ip → node`` from hosts rows ``(node, ip, otherinterfaces)``.
 
     ``otherinterfaces`` is xCAT's ``name:ip,name:ip`` list; each address there also maps to the
-    row's node. Cells that are not literal addresses (regex cells of group rows) are skipped
-    here; :mod:`litefs.nodeattrs` expands those per node before they reach this function.
+    row's node. Values that are not literal addresses are skipped; mountd passes values
+    already resolved per node (group rows and regex cells expanded by :mod:`litefs.nodeattrs`).
     """
     index: dict[str, str] = {}
     for node, ip, other in rows:

@@ -481,6 +481,9 @@ class Server:
             if entry.plan_json is None:
                 raise _Refused(entry.error or "no plan", "plan")
             lines += entry.litefile if req.command == "litefile" else entry.litetree
+            if self.log.enabled("debug"):
+                self.log("classic_served", level="debug", peer=peer.address, node=node,
+                         via=ident.via, command=req.command)
         return codec.encode_classic_info(lines)
 
     # --- identity -------------------------------------------------------------------------
