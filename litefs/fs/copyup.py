@@ -46,6 +46,7 @@ def _make_dir(up: Backing, rel: str, st: os.stat_result | None) -> None:
     parent, name = split(rel)
     pfd = up.dirfd(parent)
     tmp = _tmp_name()
+    up.created_dir()
     try:
         os.mkdir(tmp, 0o700, dir_fd=pfd)
         try:
@@ -105,6 +106,7 @@ def copy_up(
             os.symlink(target, tmp, dir_fd=pfd)
             _set_meta_path(pfd, tmp, st, None)
         elif stat.S_ISDIR(mode):
+            up.created_dir()
             os.mkdir(tmp, 0o700, dir_fd=pfd)
             _set_meta_path(pfd, tmp, st, xattr_from)
         else:

@@ -15,7 +15,8 @@ import ctypes
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from litefs.errors import MountError
 
@@ -70,36 +71,86 @@ def rel_of(path: str) -> str:
     return path[1:] or "."
 
 
+#: directory fds kept open per layer (LRU); a handler holds at most a few at once
+DIRFD_CACHE = 1024
+
+
 @dataclass(eq=False)
 class Backing:
-    """One layer directory. ``name`` is the layer as provenance shows it (``source[0]``)."""
+    """One layer directory. ``name`` is the layer as provenance shows it (``source[0]``).
+
+    Directory fds are cached (LRU) so that a lookup costs one ``fstatat``, not a path walk;
+    litefs drops them when it removes or renames a directory, and on refresh.
+    """
 
     name: str
     path: str
     fd: int
     writable: bool
+    _dirs: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
+    #: directories known to be absent (most upper layers lack most directories); cleared
+    #: whenever litefs creates a directory in this layer, and on refresh
+    _absent: set[str] = field(default_factory=set, repr=False)
 
     def dirfd(self, rel_dir: str) -> int:
-        """An fd for directory ``rel_dir`` (the root fd itself for ``.``; do not close that)."""
+        """An fd for directory ``rel_dir``, owned by the layer (pass it back to release())."""
+        fd = self.find_dir(rel_dir)
+        if fd is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), rel_dir)
+        return fd
+
+    def find_dir(self, rel_dir: str) -> int | None:
+        """Like dirfd(), but None when the directory is absent or reachable only through a
+        symlink (which a layer must never follow)."""
         if rel_dir == ".":
             return self.fd
-        return openat2_beneath(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
+        fd = self._dirs.get(rel_dir)
+        if fd is not None:
+            self._dirs.move_to_end(rel_dir)
+            return fd
+        if rel_dir in self._absent:
+            return None
+        try:
+            fd = openat2_beneath(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                if len(self._absent) > 65536:
+                    self._absent.clear()
+                self._absent.add(rel_dir)
+                return None
+            raise
+        self._dirs[rel_dir] = fd
+        if len(self._dirs) > DIRFD_CACHE:
+            _old, old_fd = self._dirs.popitem(last=False)
+            os.close(old_fd)
+        return fd
 
     def release(self, fd: int) -> None:
-        if fd != self.fd:
-            os.close(fd)
+        """Done with a dirfd() result (the cache keeps it open)."""
+
+    def created_dir(self) -> None:
+        """litefs made a directory in this layer: forget what was known to be absent."""
+        self._absent.clear()
+
+    def forget_dirs(self, rel_dir: str | None = None) -> None:
+        """Drop cached fds for ``rel_dir`` and below (everything when None)."""
+        self._absent.clear()
+        if rel_dir is None:
+            doomed = list(self._dirs)
+        else:
+            prefix = rel_dir + "/"
+            doomed = [k for k in self._dirs if k == rel_dir or k.startswith(prefix)]
+        for k in doomed:
+            os.close(self._dirs.pop(k))
 
     def lstat(self, rel: str) -> os.stat_result | None:
         """lstat of ``rel`` in this layer; None when absent or unreachable without symlinks."""
         if rel == ".":
             return os.fstat(self.fd)
         parent, name = split(rel)
-        try:
-            fd = self.dirfd(parent)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
-                return None
-            raise
+        fd = self.find_dir(parent)
+        if fd is None:
+            return None
         try:
             return os.stat(name, dir_fd=fd, follow_symlinks=False)
         except OSError as exc:
@@ -107,8 +158,6 @@ class Backing:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
                 return None
             raise
-        finally:
-            self.release(fd)
 
     def exists(self, rel: str) -> bool:
         return self.lstat(rel) is not None
@@ -188,8 +237,13 @@ class LayerSet:
     def all(self) -> list[Backing]:
         return [self.image, *self.sources, *self.uppers.values()]
 
+    def forget_dirs(self) -> None:
+        for b in self.all():
+            b.forget_dirs()
+
     def close(self) -> None:
         for b in self.all():
+            b.forget_dirs()
             try:
                 os.close(b.fd)
             except OSError:

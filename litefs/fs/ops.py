@@ -50,6 +50,7 @@ XATTR_INODES = "user.litefs.inodes"
 FAULTS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENXIO}
 
 T = TypeVar("T")
+_EUID, _EGID = os.geteuid(), os.getegid()
 
 
 def guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -287,6 +288,8 @@ class LitefsOps(pyfuse3.Operations):
     def _own(self, up: Backing, rel: str, ctx: pyfuse3.RequestContext) -> None:
         """Give a new entry to the caller (the daemon runs as root); a set-gid parent keeps
         its group, as the kernel would have done."""
+        if ctx.uid == _EUID and ctx.gid == _EGID:
+            return  # created by us as the caller would have been
         parent, name = split(rel)
         pfd = up.dirfd(parent)
         try:
@@ -305,6 +308,10 @@ class LitefsOps(pyfuse3.Operations):
         return node, self._attr(node, e)
 
     def _prepare_create(self, parent_ino: int, name: str) -> tuple[Node, Entry, str, Backing, str, bool]:
+        pnode, pe, path, up, rel, had_wh, _res = self._prepare_create_res(parent_ino, name)
+        return pnode, pe, path, up, rel, had_wh
+
+    def _prepare_create_res(self, parent_ino: int, name: str) -> tuple[Node, Entry, str, Backing, str, bool, Any]:
         """Common part of create/mkdir/mknod/symlink/link: checks, upper parent directory.
         Returns (parent node, parent entry, view path, upper layer, upper rel, whiteout?)."""
         pnode = self._node(parent_ino)
@@ -313,7 +320,7 @@ class LitefsOps(pyfuse3.Operations):
             raise _err(errno.ENOTDIR)
         self._check_name(name, pe)
         path = child_path(pnode.path or "/", name)
-        _res, up = self._writable_res(path, pe)
+        res, up = self._writable_res(path, pe)
         if self.view.locate(path, pe) is not None:
             raise _err(errno.EEXIST)
         rel = join(pe.rel, name) if pe.raw else path[1:]
@@ -321,7 +328,7 @@ class LitefsOps(pyfuse3.Operations):
         if not pe.raw:
             ensure_dir(up, split(rel)[0], self._meta_of)
             had_whiteout = up.whiteout(rel)
-        return pnode, pe, path, up, rel, had_whiteout
+        return pnode, pe, path, up, rel, had_whiteout, res
 
     def _queue(self, kind: str, *args: Any) -> None:
         try:
@@ -502,14 +509,7 @@ class LitefsOps(pyfuse3.Operations):
         node, listing = self.dirs[fh]
         if listing is None or start_id == 0:
             e = self._entry(node)
-            base = node.path or "/"
-            listing = []
-            for name in self.view.names(e):
-                if len(os.fsencode(name)) > NAME_MAX:
-                    continue
-                ce = self.view.locate(child_path(base, name), e)
-                if ce is not None:
-                    listing.append((name, ce))
+            listing = [(n, ce) for n, ce in self.view.entries(e) if len(os.fsencode(n)) <= NAME_MAX]
             self.dirs[fh] = (node, listing)
         base = node.path or "/"
         for i in range(start_id, len(listing)):
@@ -532,6 +532,7 @@ class LitefsOps(pyfuse3.Operations):
         pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
         parent, leaf = split(rel)
         pfd = up.dirfd(parent)
+        up.created_dir()
         try:
             if had_wh:
                 # The name hides deleted lower content: the new directory must not merge with it.
@@ -585,6 +586,7 @@ class LitefsOps(pyfuse3.Operations):
                 os.rmdir(leaf, dir_fd=pfd)
             finally:
                 up.release(pfd)
+            up.forget_dirs(rel)
         self.inodes.detach(path)
 
     # --- files ----------------------------------------------------------------------------
@@ -644,7 +646,7 @@ class LitefsOps(pyfuse3.Operations):
             except BaseException:
                 self.inodes.forget(node.ino, 1)
                 raise
-        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
+        pnode, pe, path, up, rel, had_wh, res = self._prepare_create_res(parent_inode, sname)
         parent, leaf = split(rel)
         pfd = up.dirfd(parent)
         try:
@@ -656,7 +658,9 @@ class LitefsOps(pyfuse3.Operations):
             self._own(up, rel, ctx)
             if had_wh:
                 self._drop_whiteout(up, rel)
-            node, attr = self._new_entry(pnode, sname)
+            e = Entry(path, BACKED, res, up, rel, os.fstat(fd), raw=pe.raw)
+            node = self.inodes.ref(path, e)
+            attr = self._attr(node, e)
         except BaseException:
             os.close(fd)
             raise
@@ -677,9 +681,6 @@ class LitefsOps(pyfuse3.Operations):
         if of.data is not None:
             raise _err(errno.EBADF)
         return os.pwrite(of.fd, buf, off)
-
-    async def flush(self, fh: int) -> None:
-        return None
 
     async def release(self, fh: int) -> None:
         of = self.files.pop(fh, None)
@@ -849,6 +850,10 @@ class LitefsOps(pyfuse3.Operations):
                 os.close(os.open(OPAQUE, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
             finally:
                 up.release(dfd)
+        if src.is_dir:
+            up.forget_dirs(src.rel)  # also forgets which directories are absent
+        if dst is not None and dst.is_dir:
+            up.forget_dirs(drel)
         sfd = up.dirfd(sp)
         dfd = up.dirfd(dp)
         try:
@@ -993,6 +998,7 @@ class LitefsOps(pyfuse3.Operations):
         """Forget what litefs and the kernel cache about ``paths`` and everything below them
         (image or source content changed underneath). Returns the number of inodes touched."""
         touched = 0
+        self.layers.forget_dirs()
         for raw in paths:
             path = "/" + "/".join(p for p in raw.split("/") if p and p != ".")
             if ".." in path.split("/"):

@@ -252,6 +252,70 @@ class View:
             seen[STATELITE[1:]] = None
         return list(seen)
 
+    def entries(self, entry: Entry) -> list[tuple[str, Entry]]:
+        """A directory's children with their entries: one listing per layer and one stat per
+        shown name (names a different rule governs are located one by one)."""
+        res = entry.res
+        if entry.raw or entry.kind not in (BACKED, IMPLIED) or res is None or res.family is Family.CON:
+            out = []
+            for n in self.names(entry):
+                e = self.locate(child_path(entry.path, n), entry)
+                if e is not None:
+                    out.append((n, e))
+            return out
+        path = entry.path
+        rel = rel_of(path)
+        special = set(self.rule_children.get(path, ()))
+        if path == "/":
+            special.add(STATELITE[1:])
+        listings: list[tuple[Backing, list[str]]] = []
+        hidden: set[str] = set()
+        up = self.layers.upper(res.upper)
+        if up is not None:
+            names = up.listdir(rel)
+            if names:
+                shown = []
+                for n in names:
+                    if n.startswith(WH_PREFIX):
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
+                            hidden.add(n[len(WH_PREFIX) :])
+                    else:
+                        shown.append(n)
+                listings.append((up, shown))
+        if not entry.cut:
+            for layer in res.lowers:
+                b = self.layers.lower(layer.kind, layer.index)
+                if b is not None:
+                    names = b.listdir(rel)
+                    if names:
+                        listings.append((b, names))
+        out: list[tuple[str, Entry]] = []
+        seen: set[str] = set(special)
+        for b, names in listings:
+            is_up = b is up
+            fd = b.dirfd(rel)
+            try:
+                for n in names:
+                    if n in seen or (not is_up and n in hidden):
+                        continue
+                    seen.add(n)
+                    try:
+                        st = os.stat(n, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # went away meanwhile
+                    crel = join(rel, n)
+                    e = Entry(child_path(path, n), BACKED, res, b, crel, st)
+                    if is_up and stat.S_ISDIR(st.st_mode):
+                        e.cut = entry.cut or b.opaque(crel)
+                    out.append((n, e))
+            finally:
+                b.release(fd)
+        for n in sorted(special):
+            e = self.locate(child_path(path, n), entry)
+            if e is not None:
+                out.append((n, e))
+        return out
+
     # --- provenance -----------------------------------------------------------------------
 
     def origin(self, entry: Entry) -> str:
