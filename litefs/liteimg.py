@@ -21,7 +21,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
@@ -643,7 +643,8 @@ class _Planner:
             sim.add(Op.DROP, dp)
         sim.add(Op.CLONE, dp, p)
 
-    def state(self, saved: tuple[Entry, ...] = (), text: str | None = None) -> ImageState:
+    def state(self, saved: tuple[Entry, ...], text: str) -> ImageState:
+        """What this run leaves behind, its state file text included."""
         st = ImageState(
             saved=saved,
             save_text=text,
@@ -651,7 +652,7 @@ class _Planner:
             created_dirs=frozenset(self.created_dirs),
             scaffold=frozenset(self.scaffold),
         )
-        return st
+        return replace(st, state_text=st.state_json())
 
     def finish(self, writes: Sequence[tuple[str, str | None, str | None]]) -> tuple[Action, ...]:
         for path, new, old in writes:
@@ -697,7 +698,6 @@ def plan_liteimg(
             pl.bind_item(e)
     text = save_text(image, entries)
     st = pl.state(tuple(entries), text)
-    st = ImageState(st.saved, text, st.created, st.created_dirs, st.scaffold, st.state_json())
     actions = pl.finish([(SAVE, text, prev.save_text), (STATE, st.state_text, prev.state_text)])
     return LiteimgPlan(actions, st)
 
