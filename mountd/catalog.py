@@ -164,7 +164,11 @@ def db_fingerprint(engine: Engine) -> Hashable:
                 out.append(None)
         return tuple(out)
     with engine.connect() as conn:
-        return conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar()
+        # Any committed write moves the WAL position (on a standby: the replayed position).
+        return conn.execute(text(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
+            "ELSE pg_current_wal_lsn()::text END"
+        )).scalar()
 
 
 class Catalog:

@@ -11,7 +11,6 @@ hands out an in-memory view and plans are computed from it once per node.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -399,6 +398,7 @@ class Server:
             self.hub.deliver(nodes, [str(p) for p in message.get("paths", [])])
 
     async def _subscription(self, stream: trio.abc.Stream, peer: Peer, node: str) -> None:
+        _keepalive(stream)
         sub = self.hub.subscribe(node)
         self.log("subscribed", peer=peer.address, node=node, subscribers=self.hub.count)
         try:
@@ -508,5 +508,16 @@ class Server:
         return identify_by_name(hostname, view.nodes, view.domains)
 
 
-def is_address_in_use(exc: OSError) -> bool:
-    return exc.errno == errno.EADDRINUSE
+def _keepalive(stream: trio.abc.Stream) -> None:
+    """TCP keepalive on a long-lived subscription: a node that vanished (power cut, no FIN)
+    is noticed in about two minutes instead of holding its connection for hours."""
+    setsockopt = getattr(stream, "setsockopt", None)
+    if setsockopt is None:
+        return
+    try:
+        setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
+        setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+    except OSError:
+        pass  # a Unix socket has no TCP options

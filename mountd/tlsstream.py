@@ -50,6 +50,9 @@ class TLSSocketStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint_if_cancelled()
         await self._retry(self._sock.do_handshake)
 
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self._sock.setsockopt(level, option, value)
+
     def getpeercert(self) -> dict | None:
         return self._sock.getpeercert()  # type: ignore[return-value]
 
