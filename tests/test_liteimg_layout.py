@@ -361,3 +361,28 @@ def test_missing_init_d_statelite_is_warned_about(image: Path) -> None:
     warnings = L.run_liteimg("img", Plan(image="img", rules=rules(("/etc/ntp.conf", "link"))), str(image))
     assert warnings == ["the image has no /etc/init.d/statelite: stock xCAT nodes need rc.statelite "
                         "there (genimage installs it)"]
+
+
+def test_plan_of_actions_for_a_fresh_image(image: Path) -> None:
+    plan = Plan(image="img", rules=rules(("/etc/ntp.conf", "tmpfs,rw"), ("/etc/ssh/", "tmpfs"),
+                                         ("/var/arpwatch", "link"), ("/etc/mtab", "link")))
+    lp = L.plan_liteimg("img", L.entries_from_plan(plan), L.DirTree(str(image)), L.read_state(str(image)))
+    assert [a.describe("R") for a in lp.actions] == [
+        "mkdir -p R/.statelite/tmpfs",
+        "/etc/mtab is a link to /proc/self/mounts: left as it is",
+        "mkdir -p R/.default/etc",
+        "mv R/etc/ntp.conf R/.default/etc/ntp.conf",
+        "mkdir -p R/.statelite/tmpfs/etc",
+        "ln -sfn ../../../.default/etc/ntp.conf R/.statelite/tmpfs/etc/ntp.conf",
+        "ln -sfn ../.statelite/tmpfs/etc/ntp.conf R/etc/ntp.conf",
+        "cp -r -a R/etc/ssh R/.default/etc/ssh",
+        "mkdir -p R/.default/var",
+        "touch R/.default/var/arpwatch",
+        "mkdir -p R/.statelite/tmpfs/var",
+        "ln -sfn ../../../.default/var/arpwatch R/.statelite/tmpfs/var/arpwatch",
+        "ln -sfn ../.statelite/tmpfs/var/arpwatch R/var/arpwatch",
+        "write R/.statelite/litefile.save",
+        "write R/.statelite/liteimg.json",
+    ]
+    assert lp.state.created == {"/var/arpwatch"}
+    assert lp.state.scaffold == {"/.statelite/tmpfs", "/.default"}
