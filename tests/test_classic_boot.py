@@ -232,3 +232,29 @@ def test_classic_boot_command(node: Node, tmp_path: Path) -> None:
     out = json.loads(r.stdout)
     assert out["tree"]["/etc/motd"]["kind"] == "file"
     assert "Can't mount 10.0.0.1:/srv/a.  I give up.. " in out["console"]
+
+
+@pytest.mark.netns
+def test_link_ro_link_con_and_localdisk(node: Node, tmp_path: Path) -> None:
+    node.put(SRV, "/etc/issue", "from a\n")
+    node.put(SRV, "/etc/yp.conf", "a\n")
+    node.put(SRV2, "/etc/yp.conf", "b\n")
+    plan = plan_of(("/etc/issue", "link,ro"), ("/etc/yp.conf", "link,con"), ("/var/adm/", "localdisk"),
+                   sources=(SRV, SRV2))
+    L.run_liteimg("img", plan, str(node.image))
+    local = tmp_path / "local"
+    local.mkdir()
+    cfg = C.ClassicConfig.for_plan(
+        plan, str(node.image), {k: str(v) for k, v in node.src.items()}, persistent=str(node.persistent),
+        localdisk=str(local), follow=["/etc/issue", "/etc/yp.conf"],
+        ops=[{"op": "write", "path": "/etc/issue", "data": "x"}, {"op": "write", "path": "/var/adm/log", "data": "l\n"}],
+    )
+    res = C.classic_boot(cfg)
+    assert "ln -sf /.statelite/mnt/10.0.0.1/srv/a/etc/issue /sysroot/.statelite/tmpfs/etc/issue" in res.log
+    assert res.log.count("cat /sysroot/.statelite/mnt/10.0.0.1/srv/a/etc/yp.conf >>/sysroot/.statelite/tmpfs/etc/yp.conf") == 1
+    assert "cp -r -a /sysroot/.default/var/adm/ /sysroot/.sllocal/localmnt/var" in res.log
+    assert "mount --bind /sysroot/.sllocal/localmnt/var/adm/ /sysroot/var/adm" in res.log
+    assert text(res, "/etc/issue") == sha("from a\n")
+    assert text(res, "/etc/yp.conf") == sha("a\nb\n")
+    assert res.ops == ["EROFS", "ok"]
+    assert (local / "var/adm/log").read_text() == "l\n"  # kept on the local disk

@@ -173,3 +173,15 @@ def test_cookbook_tables_on_the_busybox_image(site: tuple[str, Path], table: str
     assert tree_digest(root) == digest
     assert main(["--db", url, "--undo", IMAGE]) == 0
     assert diff_digests(orig, tree_digest(root)) == []
+
+
+def test_verbose_undo_lists_the_restores(site: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    url, root = site
+    assert main(["--db", url, IMAGE]) == 0
+    capsys.readouterr()
+    assert main(["--db", url, "-V", "--undo", IMAGE]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Modifying {root} ..."
+    assert f"mv {root}/.default/etc/ntp.conf {root}/etc/ntp.conf" in out
+    assert f"rm -rf {root}/.default/etc/ssh" in out
+    assert out[-1] == f"Modifying {root} done."
