@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+from litefs.mountd import codec
 from sqlalchemy import Engine
 
 from litefs import db, planner
@@ -99,3 +100,26 @@ def test_classic_answers_carry_xcatd_framing(classic_cluster: Engine, tmp_path: 
     assert text.startswith("<xcatresponse>\n<info>n01: ")
     assert "<info>n01: ro            /etc/motd</info>\n" in text
     assert text.endswith("<xcatresponse>\n<serverdone></serverdone>\n</xcatresponse>\n")
+
+
+def test_classic_noderange_for_another_node_is_refused(classic_cluster: Engine, tmp_path: Path) -> None:
+    ca = make_pki(tmp_path / "ca")
+
+    async def main() -> tuple[bytes, bytes]:
+        out = []
+        async with serving(classic_cluster, ssl_context=server_ssl(ca)) as srv:
+            for nr in ("n02", "n01"):
+                req = f"<xcatrequest><command>litefile</command><noderange>{nr}</noderange></xcatrequest>\n"
+                with trio.fail_after(30):
+                    result = await trio.run_process(
+                        ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{srv.ports[0]}"],
+                        stdin=req.encode(), capture_stdout=True, capture_stderr=True, check=False,
+                    )
+                out.append(result.stdout)
+        return out[0], out[1]
+
+    other, own = run(main)
+    infos, errors, done = codec.parse_classic_response(other)
+    assert infos == [] and done and "may only ask for its own plan" in errors[0]
+    infos, errors, done = codec.parse_classic_response(own)
+    assert errors == [] and done and infos[0].startswith("n01: ")

@@ -160,3 +160,16 @@ def test_replies_are_single_json_lines() -> None:
     assert err == {"ok": False, "error": "nope", "code": "forbidden"}
     with pytest.raises(ProtocolError):
         codec.decode_message(b"[]")
+
+
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30), max_size=6))
+def test_classic_info_lines_round_trip(lines: list[str]) -> None:
+    data = codec.encode_classic_info(lines) + codec.CLASSIC_SERVERDONE
+    infos, errors, done = codec.parse_classic_response(data)
+    assert infos == lines and errors == [] and done
+
+
+@given(st.text(max_size=40), st.lists(st.text(max_size=20).map(lambda s: "/" + s), max_size=4))
+def test_announce_requests_round_trip_any_text(target: str, paths: list[str]) -> None:
+    req = codec.AnnounceRequest(target=target or "x", paths=tuple(paths))
+    assert codec.decode_json_request(codec.encode_json_request(req)[:-1]) == req

@@ -145,3 +145,32 @@ def test_host_name_parameters_and_broken_rows() -> None:
     # A row whose noderange or regex is broken is skipped, never a match.
     d = decide(rules, command="x", nodes=["n01"], expand=_expand)
     assert not d.allowed and d.rule is not None and d.rule.priority == "6"
+
+
+_rule = st.builds(
+    PolicyRule,
+    priority=st.integers(0, 20).map(str),
+    name=st.sampled_from([None, "", "*", "root", "alice"]),
+    host=st.sampled_from([None, "*", "mgmt", "n01"]),
+    commands=st.sampled_from([None, "*", "litefile", "litetree", "litefile,litetree", "nodeset"]),
+    noderange=st.sampled_from([None, "*", "compute", "gpu", "n01", "bogus"]),
+    rule=st.sampled_from(["allow", "accept", "trusted", "deny", "no", None]),
+)
+
+
+@given(
+    st.lists(_rule, max_size=8),
+    st.sampled_from(["litefile", "litetree", "nodeset"]),
+    st.sampled_from([None, "root", "alice"]),
+    st.lists(st.sampled_from(["n01", "n02", "n03"]), max_size=3, unique=True),
+)
+def test_the_first_row_that_matches_alone_decides(
+    rows: list[PolicyRule], command: str, peername: str | None, nodes: list[str]
+) -> None:
+    rules = sort_rules(rows)
+    kw = {"command": command, "peername": peername, "peerhosts": {"n01", "10.0.0.1"},
+          "nodes": nodes, "expand": _expand}
+    first = next((r for r in rules if decide((r,), **kw).rule is r), None)
+    got = decide(rules, **kw)
+    assert got.rule is first
+    assert got.allowed == (first is not None and first.allows)
