@@ -352,6 +352,11 @@ litefs_boot() {
     pause 2 "plan fetched, litetree sources mounted under $SL/mnt"
     start_litefs
     [ "$MODE" = dracut ] || finish_root  # dracut moves /dev, /proc, /sys, /run itself
+    if [ -n "$NFSMAP" ] && is_mounted "$NFSMAP"; then
+        # Every export we need is bound by now; the daemons stay in this root, so drop the
+        # map: like NFS, the node keeps only its own mounts (<statemnt>/<node>, not <statemnt>).
+        run umount -l "$NFSMAP"
+    fi
     pause 3 "the litefs view is on $NEWROOT; next: switch_root"
     [ "$MODE" = dracut ] && return 0
     switch_into_view

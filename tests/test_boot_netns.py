@@ -126,8 +126,13 @@ def test_node_cannot_read_other_nodes_persistent_data(cluster: Cluster) -> None:
     assert "n02" not in listing
     found = n01.check("grep -rl n02-secret /.statelite /var 2>/dev/null; true")
     assert "secret" not in found
-    # The node's own initramfs paths (the NFS map) are gone after switch_root.
+    # The NFS stand-in is gone after switch_root, and the daemons that stay in the
+    # initramfs root no longer see it either: only the node's own mounts remain.
     assert n01.sh("ls /nfs/10.77.0.1/nodedata/n02")[0] != 0
+    with pytest.raises(FileNotFoundError):
+        n01.initramfs_file("/nfs/10.77.0.1/nodedata/n02/var/log/secret")
+    with pytest.raises(FileNotFoundError):
+        n01.initramfs_file("/.litefs/statelite/persistent/var/log/secret")
     # And mountd serves a node only its own plan: ask for n02's from n01's address.
     code = (
         "import sys; from pathlib import Path; "

@@ -2,7 +2,7 @@
 
 Contents: busybox-static with its applet links, ``/init`` (``initramfs/init.sh``: basic mounts,
 kernel modules, optional 9p shares), the boot hook as ``/litefs/boot.sh``, the kernel modules
-``fuse 9p 9pnet 9pnet_virtio virtio virtio_ring virtio_pci`` (plus whatever ``modules.dep``
+``fuse 9p 9pnet 9pnet_virtio`` and the virtio transports and devices (plus whatever ``modules.dep``
 says they need) from ``/lib/modules/<kver>`` with their load order in
 ``/etc/litefs/modules``, device nodes ``/dev/console`` and ``/dev/null``, and any ``--add
 SRC:DEST`` files (a CA certificate, a plan). The archive is written by our own ``newc`` cpio
@@ -30,7 +30,7 @@ from pathlib import Path
 from litefs.errors import BootError, LitefsError
 
 DEFAULT_MODULES = ("fuse", "9p", "9pnet", "9pnet_virtio", "virtio", "virtio_ring",
-                   "virtio_pci")
+                   "virtio_pci", "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net")
 
 
 @dataclass(frozen=True)
