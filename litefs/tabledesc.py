@@ -1,0 +1,115 @@
+"""What each table and column means, for ``tabdump -d`` (wording after xCAT's man5 pages).
+
+Columns litefs does not interpret are stored and dumped like any other; their description says
+so, so an admin is not surprised that setting them changes nothing here.
+"""
+
+from __future__ import annotations
+
+from litefs.schema import column_names, table
+
+TABLES: dict[str, str] = {
+    "site": "Cluster-wide settings as key/value pairs (master, installdir, tftpdir, ...).",
+    "nodelist": "The list of nodes and the groups each belongs to (group order = inheritance).",
+    "nodegroup": "Group definitions; dynamic groups select nodes with wherevals.",
+    "noderes": "Per-node service locations: xcatmaster, nfsserver, tftpserver, nfsdir, ...",
+    "nodetype": "Per-node OS, architecture, profile and provisioning method (or osimage name).",
+    "nodepos": "Physical position of nodes: rack, unit, chassis, slot, room.",
+    "hosts": "IP addresses and host names of nodes.",
+    "mac": "MAC addresses of node interfaces.",
+    "chain": "Per-node boot state (currstate) and discovery chain.",
+    "osimage": "OS images: groups, profile, provmethod (statelite), rootfstype, ...",
+    "linuximage": "Linux-specific image attributes: rootimgdir, kernel, permission, ...",
+    "litefile": "Paths on statelite nodes that are writable (tmpfs), persistent or read-only "
+    "overlays, per image.",
+    "litetree": "Ordered list of directories the initial content of litefile paths comes from.",
+    "statelite": "Where each node's persistent files are stored (server:/path).",
+    "policy": "Who may run which command through the service (mountd); lower priority first.",
+}
+
+_COMMON = {
+    "comments": "Any user-written notes.",
+    "disable": "Set to 'yes' or '1' to comment out this row (ignored by every lookup).",
+}
+
+COLUMNS: dict[str, dict[str, str]] = {
+    "site": {"key": "Name of the setting.", "value": "Its value."},
+    "nodelist": {
+        "node": "Node name.",
+        "groups": "Comma list of groups the node belongs to, in inheritance order.",
+    },
+    "noderes": {
+        "node": "Node or group name.",
+        "xcatmaster": "The management/service node as the node sees it.",
+        "nfsserver": "Server holding the node's root image (default: xcatmaster).",
+        "tftpserver": "Server holding boot files.",
+        "nfsdir": "Directory on nfsserver with the images; '//' prefix = absolute path.",
+        "netboot": "Boot loader type: pxe, xnba, grub2, yaboot, petitboot.",
+        "installnic": "Interface used for installation (ifname=/BOOTIF=).",
+        "primarynic": "Primary interface.",
+    },
+    "nodetype": {
+        "node": "Node or group name.",
+        "os": "Operating system, e.g. rhels9.4.",
+        "arch": "Architecture, e.g. x86_64.",
+        "profile": "Image profile, e.g. compute.",
+        "provmethod": "install, netboot, statelite or the name of an osimage.",
+    },
+    "nodepos": {"node": "Node or group name.", "room": "Room (usable as $nodepos.room)."},
+    "hosts": {
+        "node": "Node or group name.",
+        "ip": "The node's IP address (how mountd recognises a booting node).",
+        "hostnames": "Other host names of the node.",
+    },
+    "osimage": {
+        "imagename": "Name of the image.",
+        "groups": "Comma list of image groups usable in litefile/litetree.image.",
+        "provmethod": "Must contain 'statelite' for liteimg.",
+        "rootfstype": "nfs (default) or ramdisk.",
+    },
+    "linuximage": {
+        "imagename": "Name of the image.",
+        "rootimgdir": "Directory holding rootimg/ (default <installdir>/netboot/...).",
+        "permission": "Mode of the /.statelite tmpfs (default 755).",
+    },
+    "litefile": {
+        "image": "osimage name, image group, ALL, or blank (all images).",
+        "file": "Absolute path on the node; directories end with '/'.",
+        "options": "tmpfs (default), persistent, ro, rw, link, link,persistent, link,ro, "
+        "localdisk, tmpfs,rw, bind, bind,persistent.",
+    },
+    "litetree": {
+        "priority": "Search order, lowest first (numbers, decimals allowed); unique.",
+        "image": "osimage name, image group, ALL, or blank (all images).",
+        "directory": "server:/path searched for litefile content; may use $node, "
+        "$table.column, $site.key.",
+        "mntopts": "Mount options (accepted, as in xCAT, but not used at boot).",
+    },
+    "statelite": {
+        "node": "Node or group name.",
+        "image": "Reserved, not used.",
+        "statemnt": "server:/path for persistent files (node name appended automatically).",
+        "mntopts": "Options for the persistent mount.",
+    },
+    "policy": {
+        "priority": "Order of evaluation, lowest first.",
+        "name": "User name (or certificate name) the row applies to.",
+        "host": "Host the request comes from.",
+        "commands": "Comma list of commands the row covers.",
+        "noderange": "Nodes the row covers.",
+        "parameters": "Regular expression the command's arguments must match.",
+        "time": "Time ranges (not used).",
+        "rule": "allow, trusted, or anything else = deny.",
+    },
+}
+
+
+def describe_table(name: str) -> list[str]:
+    """``column: description`` lines for ``tabdump -d TABLE``."""
+    t = table(name)
+    own = COLUMNS.get(name, {})
+    out = [f"{name}: {TABLES.get(name, '')}"]
+    for col in column_names(t):
+        text = own.get(col) or _COMMON.get(col) or "xCAT attribute; stored, not used by litefs."
+        out.append(f"  {col}: {text}")
+    return out

@@ -1,0 +1,71 @@
+"""``litefs db init | upgrade | status``: create, upgrade and inspect the litefs tables.
+
+Schema changes are explicit: ``init`` creates the tables (and xCAT's default policy rows) in
+an empty database, ``upgrade`` runs the migrations from the recorded version, ``status`` says
+where the database is, its version and how many rows each table holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from litefs.tools.common import EXIT_FAILED, EXIT_OK, add_db_option
+from sqlalchemy import func, select
+
+from litefs import db
+from litefs.schema import SCHEMA_VERSION, TABLES
+
+
+def _init(args: argparse.Namespace) -> int:
+    engine = db.open_engine(args.db)
+    version = db.init_db(engine)
+    print(f"database {db.shown(engine.url)} ready (schema version {version})")
+    return EXIT_OK
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    engine = db.open_engine(args.db)
+    start, end = db.upgrade(engine)
+    if start == end:
+        print(f"database {db.shown(engine.url)} is up to date (schema version {end})")
+    else:
+        print(f"database {db.shown(engine.url)} upgraded from schema version {start} to {end}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    engine = db.open_engine(args.db)
+    with engine.connect() as conn:
+        version = db.current_version(conn)
+    print(f"database: {db.shown(engine.url)}")
+    if version is None:
+        print("schema:   none (run 'litefs db init')")
+        return EXIT_FAILED
+    note = "" if version == SCHEMA_VERSION else f" (this litefs uses {SCHEMA_VERSION})"
+    print(f"schema:   version {version}{note}")
+    if version != SCHEMA_VERSION:
+        return EXIT_FAILED
+    with engine.connect() as conn:
+        for name, t in TABLES.items():
+            count = conn.execute(select(func.count()).select_from(t)).scalar()
+            print(f"  {name:<12} {count} rows")
+    return EXIT_OK
+
+
+def setup_db(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = {
+        "init": (_init, "create the tables and default policy rows (safe to repeat)"),
+        "upgrade": (_upgrade, "upgrade an older database to this litefs's schema"),
+        "status": (_status, "show the database URL, schema version and row counts"),
+    }
+    for name, (run, summary) in actions.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        add_db_option(p)
+        p.set_defaults(run=run)
+
+    def run(args: argparse.Namespace) -> int:
+        return int(args.run(args))
+
+    return run
