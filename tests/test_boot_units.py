@@ -100,8 +100,8 @@ def test_hook_retry_backs_off_and_gives_up(tmp_path: Path) -> None:
 
 
 @needs_busybox
-def test_hook_nfsmap_binds_are_read_only(tmp_path: Path) -> None:
-    # Needs root for mount; the namespace boots cover it end to end. Here: a missing export.
+def test_hook_nfsmap_missing_export_is_reported(tmp_path: Path) -> None:
+    # The binds themselves need root and are covered by the namespace boots.
     body = f'NFSMAP={tmp_path}/map; nfs_mount mn /no/such {tmp_path}/t ro; echo "rc=$?"'
     proc = _hook(tmp_path, "NODE=n01", body)
     assert proc.stdout.strip() == "rc=1"
