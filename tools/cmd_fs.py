@@ -102,17 +102,38 @@ def _check_uppers(plan: Plan, args: argparse.Namespace) -> None:
 
 
 def write_meta(plan: Plan, layers: LayerSet) -> None:
-    """``/.statelite/litefile``, ``litetree`` and ``statelite.log`` in the tmpfs layer."""
+    """``/.statelite/litefile``, ``litetree`` and ``statelite.log`` in the tmpfs layer.
+
+    Rendered by the planner (xCAT's formats) in a short-lived child process, so the daemon
+    never carries the database layer the planner imports (memory, start-up time)."""
     tmp = layers.uppers.get("tmpfs")
     if tmp is None:
         return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _write_meta_files(plan, tmp.fd)
+            code = 0
+        except BaseException as exc:
+            print(f"litefs: cannot write /.statelite/litefile: {exc}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise MountError(f"cannot write {META_DIR}/litefile in the tmpfs layer {tmp.path}")
+
+
+def _write_meta_files(plan: Plan, tmp_fd: int) -> None:
     from litefs.planner import litefile_lines, litetree_lines
 
     try:
-        os.mkdir(META_DIR, 0o755, dir_fd=tmp.fd)
+        os.mkdir(META_DIR, 0o755, dir_fd=tmp_fd)
     except FileExistsError:
         pass
-    fd = os.open(META_DIR, os.O_RDONLY | os.O_DIRECTORY, dir_fd=tmp.fd)
+    fd = os.open(META_DIR, os.O_RDONLY | os.O_DIRECTORY, dir_fd=tmp_fd)
     try:
         for name, lines in (("litefile", litefile_lines(plan)), ("litetree", litetree_lines(plan))):
             with open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd), "w") as f:

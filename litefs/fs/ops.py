@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -46,6 +47,8 @@ XATTR_RULE = "user.litefs.rule"
 XATTR_REFRESH = "user.litefs.refresh"
 XATTR_PLAN = "user.litefs.plan"
 XATTR_INODES = "user.litefs.inodes"
+#: how many file entries stay cached (directories stay while the kernel holds them)
+FILE_ENTRIES = 4096
 #: errnos that mean a backing store is failing, not that the caller asked something wrong
 FAULTS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENXIO}
 
@@ -107,6 +110,10 @@ class LitefsOps(pyfuse3.Operations):
         self._next_fh = 1
         self._notify_send, self._notify_recv = trio.open_memory_channel[tuple[str, Any]](10000)
         self.on_plan_change: Callable[[], None] | None = None
+        #: inodes of hard links made through the view, by (layer, backing inode)
+        self.hardlinks: dict[tuple[int, int], set[int]] = {}
+        #: file entries kept (LRU); directories keep theirs while the kernel holds them
+        self._file_entries: OrderedDict[int, None] = OrderedDict()
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -122,14 +129,34 @@ class LitefsOps(pyfuse3.Operations):
         return node
 
     def _entry(self, node: Node) -> Entry:
-        if node.entry is None:
+        e = node.entry
+        if e is None:
             if node.path is None:
                 raise _err(errno.ENOENT)
             e = self._locate_path(node.path)
             if e is None:
                 raise _err(errno.ENOENT)
             node.entry = e
-        return node.entry
+        if not e.is_dir:
+            self._keep(node)
+        return e
+
+    def _keep(self, node: Node) -> None:
+        """Remember a file's entry for a while; directories keep theirs (children need them)."""
+        fe = self._file_entries
+        fe[node.ino] = None
+        fe.move_to_end(node.ino)
+        if len(fe) > FILE_ENTRIES:
+            old, _ = fe.popitem(last=False)
+            n = self.inodes.get(old)
+            if n is not None and n.entry is not None and not n.entry.is_dir:
+                n.entry = None
+
+    def _replied(self, node: Node, e: Entry) -> None:
+        """The kernel has the attributes: keep only what later requests need."""
+        e.st = None
+        if not e.is_dir:
+            self._keep(node)
 
     def _locate_path(self, path: str) -> Entry | None:
         """Locate a path from the root, reusing entries the table already holds."""
@@ -151,7 +178,11 @@ class LitefsOps(pyfuse3.Operations):
     def _attr(self, node: Node, e: Entry) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         st = e.st
-        if e.kind == SYNTH_DIR:
+        if st is None and e.kind in (BACKED, CON) and e.layer is not None:
+            st = e.st = e.layer.lstat(e.rel)
+            if st is None:
+                raise _err(errno.ENOENT)
+        if e.kind in (SYNTH_DIR, IMPLIED):
             st = self.view.synth_st
         if e.kind == SYNTH_LINK:
             a.st_mode = stat.S_IFLNK | 0o777
@@ -215,9 +246,9 @@ class LitefsOps(pyfuse3.Operations):
 
     def _meta_of(self, rel: str) -> os.stat_result | None:
         e = self._locate_path("/" + rel)
-        if e is None or e.kind != BACKED:
+        if e is None or e.kind != BACKED or e.layer is None:
             return None
-        return e.st
+        return e.st or e.layer.lstat(e.rel)
 
     def _upper_rel(self, e: Entry) -> str:
         return e.rel
@@ -237,9 +268,12 @@ class LitefsOps(pyfuse3.Operations):
             ensure_dir(up, rel, self._meta_of)
         else:
             ensure_dir(up, split(rel)[0], self._meta_of)
-            assert e.st is not None and e.layer is not None
+            assert e.layer is not None
+            st = e.layer.lstat(e.rel)  # fresh: metadata may have changed since the lookup
+            if st is None:
+                raise _err(errno.ENOENT)
             sources = [(b, r) for b, r, _st in e.parts] if e.kind == CON else [(e.layer, e.rel)]
-            copy_up(up, rel, e.st, sources, truncate_to, xattr_from=(e.layer, e.rel))
+            copy_up(up, rel, st, sources, truncate_to, xattr_from=(e.layer, e.rel))
         node.entry = None
         return self._entry(node)
 
@@ -305,7 +339,9 @@ class LitefsOps(pyfuse3.Operations):
         if e is None:
             raise _err(errno.EIO)
         node = self.inodes.ref(path, e)
-        return node, self._attr(node, e)
+        a = self._attr(node, e)
+        self._replied(node, e)
+        return node, a
 
     def _prepare_create(self, parent_ino: int, name: str) -> tuple[Node, Entry, str, Backing, str, bool]:
         pnode, pe, path, up, rel, had_wh, _res = self._prepare_create_res(parent_ino, name)
@@ -368,7 +404,9 @@ class LitefsOps(pyfuse3.Operations):
             if e is None:
                 raise _err(errno.ENOENT)
             node = self.inodes.ref(path, e)
-            return self._attr(node, e)
+            a = self._attr(node, e)
+            self._replied(node, e)
+            return a
         pe = self._entry(pnode)
         if not pe.is_dir:
             raise _err(errno.ENOTDIR)
@@ -382,7 +420,9 @@ class LitefsOps(pyfuse3.Operations):
             a.entry_timeout = self.negative_timeout
             return a
         node = self.inodes.ref(path, e)
-        return self._attr(node, e)
+        a = self._attr(node, e)
+        self._replied(node, e)
+        return a
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, n in inode_list:
@@ -393,7 +433,10 @@ class LitefsOps(pyfuse3.Operations):
         node = self._node(inode)
         if node.path is None:
             return self._detached_attr(node, self._open_fd_of(node, None))
-        return self._attr(node, self._restat(node))
+        e = self._restat(node)
+        a = self._attr(node, e)
+        e.st = None
+        return a
 
     @guarded
     async def setattr(
@@ -423,7 +466,7 @@ class LitefsOps(pyfuse3.Operations):
         parent_rel, name = split(e.rel)
         pfd = e.layer.dirfd(parent_rel)
         try:
-            is_link = e.st is not None and stat.S_ISLNK(e.st.st_mode)
+            is_link = e.is_link
             if fields.update_size:
                 if fd_ok:
                     os.ftruncate(of.fd, attr.st_size)
@@ -483,7 +526,7 @@ class LitefsOps(pyfuse3.Operations):
         e = self._entry(self._node(inode))
         if e.kind == SYNTH_LINK:
             return os.fsencode(e.target)
-        if e.kind != BACKED or e.layer is None or e.st is None or not stat.S_ISLNK(e.st.st_mode):
+        if e.kind != BACKED or e.layer is None or not e.is_link:
             raise _err(errno.EINVAL)
         parent, name = split(e.rel)
         pfd = e.layer.dirfd(parent)
@@ -516,9 +559,11 @@ class LitefsOps(pyfuse3.Operations):
             name, ce = listing[i]
             path = child_path(base, name)
             child = self.inodes.ref(path, ce)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child, ce), i + 1):
+            attr = self._attr(child, ce)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, i + 1):
                 self.inodes.forget(child.ino, 1)
                 return
+            self._replied(child, ce)
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
@@ -750,7 +795,11 @@ class LitefsOps(pyfuse3.Operations):
         if had_wh:
             self._drop_whiteout(up, rel)
         self._queue("inode", node.ino, True)
-        return self._new_entry(pnode, sname)[1]
+        new_node, attr = self._new_entry(pnode, sname)
+        st = up.lstat(rel)
+        if st is not None:
+            self.hardlinks.setdefault((id(up), st.st_ino), set()).update((node.ino, new_node.ino))
+        return attr
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -775,9 +824,9 @@ class LitefsOps(pyfuse3.Operations):
             finally:
                 up.release(pfd)
             if st.st_nlink > 1:
-                for other in list(self.inodes.by_ino.values()):
-                    if other.entry is not None and other.entry.st is not None and other.entry.layer is up and other.entry.st.st_ino == st.st_ino and other.path != path:
-                        self._queue("inode", other.ino, True)
+                # Other names of this file now show one link less.
+                for ino in self.hardlinks.get((id(up), st.st_ino), ()):
+                    self._queue("inode", ino, True)
         self.inodes.detach(path)
 
     @guarded

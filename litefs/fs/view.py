@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from litefs.fs.layers import (
     OPAQUE,
@@ -42,9 +43,13 @@ SYNTH_LINK = "synth-link"  # a symlink litefs makes up (/etc/mtab -> /proc/mount
 IMPLIED = "implied"  # a directory the plan implies (a listed dir, or above a listed path)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
-    """What answers one view path right now."""
+    """What answers one view path right now.
+
+    ``st`` is the backing stat at the time of the lookup; litefs drops it once the kernel
+    has the attributes (memory: one entry per cached inode), keeping only ``mode``.
+    """
 
     path: str
     kind: str
@@ -52,18 +57,27 @@ class Entry:
     layer: Backing | None = None
     rel: str = "."
     st: os.stat_result | None = None
-    parts: list[tuple[Backing, str, os.stat_result]] = field(default_factory=list)
+    parts: Sequence[tuple[Backing, str, os.stat_result]] = ()
     target: str = ""
     #: for directories: lower layers are hidden below (opaque upper dir on the way)
     cut: bool = False
     #: raw access to one layer (/.statelite/tmpfs/...): no rules, no whiteouts
     raw: bool = False
+    mode: int = 0
+
+    def __post_init__(self) -> None:
+        if self.st is not None:
+            self.mode = self.st.st_mode
 
     @property
     def is_dir(self) -> bool:
         if self.kind in (SYNTH_DIR, IMPLIED):
             return True
-        return self.st is not None and stat.S_ISDIR(self.st.st_mode)
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
 
     @property
     def in_upper(self) -> bool:
