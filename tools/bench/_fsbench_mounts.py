@@ -75,7 +75,7 @@ class Cleanup:
                 proc.kill()
                 proc.wait()
         for pid in self.pids:
-            if os.path.exists(f"/proc/{pid}"):
+            if alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -310,10 +310,14 @@ def litefs_umount(mnt: str, pid: int | None) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True)
     if pid is not None:
         deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                pass
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for a reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -152,7 +152,7 @@ def evaluate_targets(res: Results, ready_sizes: list[int], rss_size: int) -> lis
     for template, pres, label in ((READY, LITEFS, ""), (READY_BYPASS, BYPASS, " --bypass")):
         times = []
         for n in ready_sizes:
-            t = m(template.format(n=n), pres)
+            t = m(template.format(n=f"{n:,}"), pres)
             times.append(t)
             checks.append(
                 Check(

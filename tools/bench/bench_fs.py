@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     if bad:
         p.error(f"unknown presenter(s) {', '.join(bad)}; choose from {', '.join(PRESENTERS)}")
     if args.quick:
-        cfg = Config(10, 100, parse_size(args.big_size or "16M"), [1_000, 5_000], 5_000, args.repeat or 1, only)
+        cfg = Config(10, 100, parse_size(args.big_size or "16M"), [500, 2_000], 2_000, args.repeat or 1, only)
     else:
         cfg = Config(100, 100, parse_size(args.big_size or "1G"), [10_000, 100_000], 100_000, args.repeat or 5, only)
     if args.ready_scale and args.ready_scale not in cfg.ready_sizes:
@@ -127,6 +127,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     if cfg.repeat < 1:
         p.error("--repeat must be at least 1")
     return args, cfg
+
+
+_T0 = time.monotonic()
+
+
+def progress(msg: str) -> None:
+    """A phase line on stderr, so a long run shows where it is."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def run(argv: list[str], cwd: str | None = None) -> float:
@@ -159,6 +167,7 @@ class Bench:
     def setup(self) -> None:
         self.tmpfs.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=50%", "bench-tmpfs", str(self.tmpfs)], check=True)
+        progress("building the tree, the image and the tarball")
         t0 = time.perf_counter()
         build_tree(self.tree, self.cfg.n_dirs, self.cfg.per_dir, self.cfg.big_size)
         plan = bench_plan()
@@ -191,10 +200,12 @@ class Bench:
 
     # --- measurements --------------------------------------------------------------------
 
-    def each(self, what: str, fn: Callable[[Presenter], None]) -> None:
-        """Run ``fn`` for every working presenter; a failure marks that presenter broken
-        (noted in the report) and the run goes on with the others."""
-        for p in self.presenters:
+    def each(self, what: str, fn: Callable[[Presenter], None], rotate: int = 0) -> None:
+        """Run ``fn`` for every working presenter, starting at index ``rotate`` (so no
+        presenter always runs first); a failure marks that presenter broken (noted in the
+        report) and the run goes on with the others."""
+        k = rotate % max(1, len(self.presenters))
+        for p in self.presenters[k:] + self.presenters[:k]:
             if p.name in self.broken:
                 continue
             try:
@@ -237,13 +248,16 @@ class Bench:
         self.res.add(UNTAR, p.name, run(["tar", "-xf", str(self.tarball), "-C", d]))
 
     def main_runs(self) -> None:
-        for _ in range(self.cfg.repeat):
-            self.each("cold read", lambda p: self.reads(p, warm=False))
-        self.each("warm-up", self.warm_up)
-        for _ in range(self.cfg.repeat):
-            self.each("warm read", lambda p: self.reads(p, warm=True))
         for i in range(self.cfg.repeat):
-            self.each("create/untar", lambda p, i=i: self.writes(p, i))
+            progress(f"cold reads, run {i + 1}/{self.cfg.repeat}")
+            self.each("cold read", lambda p: self.reads(p, warm=False), rotate=i)
+        self.each("warm-up", self.warm_up)
+        for i in range(self.cfg.repeat):
+            progress(f"warm reads, run {i + 1}/{self.cfg.repeat}")
+            self.each("warm read", lambda p: self.reads(p, warm=True), rotate=i)
+        for i in range(self.cfg.repeat):
+            progress(f"create+write and untar, run {i + 1}/{self.cfg.repeat}")
+            self.each("create/untar", lambda p, i=i: self.writes(p, i), rotate=i)
         for p in self.presenters:
             if p.pid is not None and p.name not in self.broken:
                 self.res.add(RSS_MAIN, p.name, float(vm_hwm(p.pid)))
@@ -264,6 +278,7 @@ class Bench:
         plan = bench_plan()
         for n in self.cfg.ready_sizes:
             image = self.work / f"scale-{n}"
+            progress(f"mount->ready on a {n:,}-file image")
             secs = build_scale_image(image, n, plan)
             self.res.notes.append(f"scale image {n:,} files built in {secs:.1f}s")
             drop_caches()
@@ -382,6 +397,11 @@ def preflight() -> str | None:
     return None
 
 
+def load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def header(cfg: Config) -> str:
     return (
         f"bench_fs: kernel {platform.release()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
@@ -400,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     work = work.resolve()
     cleanup = Cleanup(work)
     res = Results()
+    # An installed litefs starts from compiled bytecode; give the children a private cache
+    # (nothing written into the source tree) even where PYTHONDONTWRITEBYTECODE is set.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    res.notes.append(f"load average at start: {load_average()}")
     bench = Bench(cfg, work, cleanup, res)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -427,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             res.notes.extend(leftovers)
         elif not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    res.notes.append(f"load average at end: {load_average()} (other work on this machine skews times)")
     if bench.broken:
         status = 1
     print()
