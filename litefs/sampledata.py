@@ -1,0 +1,47 @@
+"""The sample tables shipped in ``litefs/data``: the cookbook's litefile lists and a demo cluster.
+
+The demo cluster (``litefs/data/demo/*.csv``, one file per table, in tabdump form): four nodes
+``n01``-``n04`` on 127.0.0.11-14 in group ``compute``, split over groups/rooms ``tokyo`` and
+``london``; one image :data:`DEMO_IMAGE` (image group ``demo-images``); litefile rows for ALL,
+the image and the image group (plus one disabled row); a litetree row per room through
+``$nodepos.room``; persistent storage on ``127.0.0.1:/nodedata``. Policy is left to
+``litefs db init`` (xCAT's default rows).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from sqlalchemy import Engine
+
+DEMO_IMAGE = "demo-x86_64-statelite-compute"
+DEMO_NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12", "n03": "127.0.0.13", "n04": "127.0.0.14"}
+DEMO_ROOMS = {"n01": "tokyo", "n02": "tokyo", "n03": "london", "n04": "london"}
+
+
+def _data():  # type: ignore[no-untyped-def]
+    return resources.files("litefs").joinpath("data")
+
+
+def cookbook_litefile(distro: str) -> str:
+    """The cookbook's sample litefile list (``redhat`` or ``sles``) exactly as printed."""
+    return _data().joinpath(f"litefile-{distro}.csv").read_text()
+
+
+def demo_tables() -> dict[str, str]:
+    """CSV text per table name for the demo cluster."""
+    folder = _data().joinpath("demo")
+    return {
+        f.name.removesuffix(".csv"): f.read_text()
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".csv")
+    }
+
+
+def load_demo(engine: Engine) -> None:
+    """Create the schema if needed and replace the demo tables with the sample rows."""
+    from litefs import db, tabledata
+
+    db.init_db(engine)
+    for name, text in demo_tables().items():
+        tabledata.restore(engine, name, text, f"{name}.csv")
