@@ -156,3 +156,24 @@ def test_deprecated_states(engine: Engine, tmp_path: Path,  # noqa: F811
     _setup(engine, tmp_path)
     assert _run(engine, tmp_path / "t", "n01", "statelite") == 2
     assert 'have been deprecated, use "osimage=<osimage_name>"' in capsys.readouterr().err
+
+
+def test_osimage_without_name_uses_provmethod(engine: Engine, tmp_path: Path,  # noqa: F811
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    _setup(engine, tmp_path)
+    tftp = tmp_path / "t"
+    assert _run(engine, tftp, "n01", "osimage") == 1  # nothing names an image yet
+    assert "nodetype.provmethod names none" in capsys.readouterr().err
+    assert _run(engine, tftp, "n01", f"osimage={IMAGE}") == 0  # records provmethod
+    (tftp / "pxelinux.cfg" / "n01").unlink()
+    assert _run(engine, tftp, "n01", "osimage") == 0
+    assert (tftp / "pxelinux.cfg" / "n01").read_text().startswith(
+        "#statelite rhels7.9-x86_64-compute\n")
+
+
+def test_xnba_boot_state(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+    _setup(engine, tmp_path, netboot="xnba")
+    tftp = tmp_path / "t"
+    assert _run(engine, tftp, "compute", "boot") == 0
+    assert (tftp / "xcat/xnba/nodes/n02").read_text() == "#!gpxe\n#boot\nexit\n"
+    assert not (tftp / "xcat" / "osimage").exists()  # local boot copies no kernel
