@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from litefs.tools.cmd_fs import source_under
 
+from litefs import db
 from litefs.plan import Source
 from tests.fsutil import (
     Layers,
@@ -28,6 +30,7 @@ from tests.fsutil import (
     make_plan,
     put,
 )
+from tests.planutil import cookbook_redhat_litefile, load
 
 __all__ = ["layers", "litefs_mount"]
 
@@ -191,3 +194,62 @@ def test_refresh_on_something_else_fails_cleanly(tmp_path: Path) -> None:
 def test_plan_json_roundtrip_through_cli_file(layers: Layers) -> None:
     pf = _plan_file(layers, make_plan({"/a/": "tmpfs"}))
     assert json.loads(pf.read_text())["rules"][0]["path"] == "/a"
+
+
+# --- plans from the database (the MN side) ---------------------------------------------------
+
+DB_TABLES = {
+    "nodelist": [{"node": "n01", "groups": "compute"}],
+    "nodetype": [{"node": "compute", "os": "rhels8", "arch": "x86_64", "profile": "compute"}],
+    "osimage": [{"imagename": "rhels8-x86_64-statelite-compute", "provmethod": "statelite"}],
+    "litetree": [{"priority": "1", "directory": "mn1:/statelite/$node"}],
+    "statelite": [{"node": "compute", "statemnt": "mn1:/gpfs/state"}],
+}
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path}/litefs.db"
+    engine = db.open_engine(url)
+    try:
+        load(engine, {**DB_TABLES, "litefile": cookbook_redhat_litefile()})
+    finally:
+        engine.dispose()
+    return url
+
+
+def test_explain_from_the_database(db_url: str) -> None:
+    r = litefs_cmd("explain", "n01", "/etc/ssh/sshd_config", "--db", db_url)
+    assert r.returncode == 0, r.stderr
+    assert "file=/etc/ssh/ options=tmpfs,rw" in r.stdout
+    assert "source[0] (mn1:/statelite/n01 at /.statelite/mnt/mn1/statelite/n01)" in r.stdout
+    r = litefs_cmd("explain", "nosuch", "/etc/motd", "--db", db_url)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.fuse
+def test_mount_node_from_database_with_the_cookbook_litefile(layers: Layers, tmp_path: Path, db_url: str) -> None:
+    put(layers.image, "etc/adjtime", "0.0 0 0.0\n")
+    put(layers.image, "etc/hosts", "hosts\n")
+    put(layers.image, "var/log/messages", "old\n")
+    srcroot = tmp_path / "mnt-sources"
+    put(srcroot, "mn1/statelite/n01/etc/ntp.conf", "server mn1\n")
+    mnt = tmp_path / "node"
+    mnt.mkdir()
+    args = ["mount", str(mnt), "--node", "n01", "--db", db_url, "--image", str(layers.image),
+            "--tmpfs", str(layers.tmpfs), "--source-root", str(srcroot)]  # fmt: skip
+    r = litefs_cmd(*args)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert (mnt / "etc/ntp.conf").read_text() == "server mn1\n"
+        (mnt / "etc/adjtime").write_text("changed\n")
+        assert (layers.tmpfs / "etc/adjtime").read_text() == "changed\n"
+        with open(mnt / "var/log/messages", "a") as f:
+            f.write("new\n")
+        assert os.readlink(mnt / "etc/mtab") == "/proc/mounts"
+        with pytest.raises(OSError) as info:
+            (mnt / "etc/hosts").write_text("x")
+        assert info.value.errno == errno.EROFS
+        assert "n01: tmpfs,rw      /etc/adjtime" in (mnt / ".statelite/litefile").read_text()
+    finally:
+        assert litefs_cmd("umount", str(mnt)).returncode == 0
