@@ -12,6 +12,7 @@ hands out an in-memory view and plans are computed from it once per node.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import ssl
@@ -58,6 +59,32 @@ class ServerConfig:
     backlog: int = 4096
     #: Already listening sockets (workers share the parent's); None = open host:port here.
     listen_sockets: list[socket.socket] | None = None
+
+
+class _Conn:
+    """One connection: its stream and the single cancel scope that carries the deadline of
+    the current phase (handshake, request, answer). One scope per connection rather than one
+    per phase keeps the per-connection cost down in a boot storm."""
+
+    __slots__ = ("scope", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        self.stream = stream
+        self.scope = scope
+
+    def expire_in(self, seconds: float) -> None:
+        self.scope.deadline = trio.current_time() + seconds
+
+    def no_deadline(self) -> None:
+        self.scope.deadline = math.inf
+
+    def close(self) -> None:
+        """Close at once (no await: also runs while the session is being cancelled)."""
+        stream = self.stream
+        if isinstance(stream, TLSSocketStream):
+            stream.close_now()
+        elif isinstance(stream, trio.SocketStream):
+            stream.socket.close()
 
 
 class _Refused(Exception):
@@ -189,101 +216,103 @@ class Server:
         cfg = self.config
         if self.connections >= cfg.max_connections:
             self.log("connection_refused", level="warning", peer=address, reason="too many")
-            await trio.aclose_forcefully(raw)
+            raw.socket.close()
             return
         self.connections += 1
-        stream: trio.abc.Stream = raw
+        conn = _Conn(raw, trio.CancelScope(deadline=trio.current_time() + cfg.handshake_timeout))
         try:
-            peer = Peer(address=address, unix_uid=unix_uid)
-            if tls and cfg.ssl_context is not None:
-                ssl_stream = TLSSocketStream.wrap_server(raw, cfg.ssl_context)
-                stream = ssl_stream
-                with trio.fail_after(cfg.handshake_timeout):
-                    await ssl_stream.do_handshake()
-                cn, role = peer_subject(ssl_stream.getpeercert())
-                peer = Peer(address=address, cert_cn=cn, cert_role=role)
-            await self._converse(stream, peer)
-        except trio.TooSlowError:
-            self.log("timeout", level="warning", peer=address)
+            with conn.scope:
+                peer = Peer(address=address, unix_uid=unix_uid)
+                if tls and cfg.ssl_context is not None:
+                    tls_stream = TLSSocketStream.wrap_server(raw, cfg.ssl_context)
+                    conn.stream = tls_stream
+                    await tls_stream.do_handshake()
+                    cn, role = peer_subject(tls_stream.getpeercert())
+                    peer = Peer(address=address, cert_cn=cn, cert_role=role)
+                await self._converse(conn, peer)
+            if conn.scope.cancelled_caught:
+                self.log("timeout", level="warning", peer=address)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
             self.log("connection_error", level="debug", peer=address, error=str(exc) or type(exc).__name__)
         finally:
             self.connections -= 1
-            await trio.aclose_forcefully(stream)
+            conn.close()
 
-    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
-        with trio.fail_after(self.config.write_timeout):
-            await stream.send_all(data)
+    async def _send(self, conn: _Conn, data: bytes) -> None:
+        conn.expire_in(self.config.write_timeout)
+        await conn.stream.send_all(data)
+        conn.no_deadline()
 
-    async def _converse(self, stream: trio.abc.Stream, peer: Peer) -> None:
+    async def _converse(self, conn: _Conn, peer: Peer) -> None:
         cfg = self.config
         lines = codec.LineBuffer(cfg.max_message)
         wait = cfg.request_timeout  # for the first byte; idle_timeout between requests
         first = True
         while True:
+            conn.expire_in(wait)
+            data = await conn.stream.receive_some(cfg.max_message)
+            if not data:
+                return
+            # From its first byte, a request must arrive whole within request_timeout:
+            # slowloris peers time out instead of piling up.
+            conn.expire_in(cfg.request_timeout)
             try:
-                with trio.fail_after(wait):
-                    data = await stream.receive_some(cfg.max_message)
-                if not data:
+                if first and codec.sniff(data) == "classic":
+                    await self._classic(conn, peer, data)
                     return
-                # From its first byte, a request must arrive whole within request_timeout:
-                # slowloris peers time out instead of piling up.
-                with trio.fail_after(cfg.request_timeout):
-                    if first and codec.sniff(data) == "classic":
-                        await self._classic(stream, peer, data)
+                first = False
+                got = lines.feed(data)
+                while not got:
+                    data = await conn.stream.receive_some(cfg.max_message)
+                    if not data:
                         return
-                    first = False
                     got = lines.feed(data)
-                    while not got:
-                        data = await stream.receive_some(cfg.max_message)
-                        if not data:
-                            return
-                        got = lines.feed(data)
             except ProtocolError as exc:
                 self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
-                await self._send(stream, codec.error_reply(str(exc), "protocol"))
+                await self._send(conn, codec.error_reply(str(exc), "protocol"))
                 return
+            conn.no_deadline()  # answering: the database and DNS waits carry their own limits
             for line in got:
-                if not await self._json_request(stream, peer, line):
+                if not await self._json_request(conn, peer, line):
                     return
             wait = cfg.idle_timeout
 
     # --- JSON -----------------------------------------------------------------------------
 
-    async def _json_request(self, stream: trio.abc.Stream, peer: Peer, line: bytes) -> bool:
+    async def _json_request(self, conn: _Conn, peer: Peer, line: bytes) -> bool:
         """Answer one JSON request; False when the connection should end."""
         try:
             req = codec.decode_json_request(line)
         except ProtocolError as exc:
             self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
-            await self._send(stream, codec.error_reply(str(exc), "protocol"))
+            await self._send(conn, codec.error_reply(str(exc), "protocol"))
             return False
         try:
             if isinstance(req, codec.HealthRequest):
-                await self._send(stream, self._health())
+                await self._send(conn, self._health())
                 return True
             view = await self._view()
             ident = await self._identify(peer, view)
             if isinstance(req, codec.PlanRequest):
-                await self._send(stream, self._plan_reply(view, peer, ident, req.node))
+                await self._send(conn, self._plan_reply(view, peer, ident, req.node))
                 self.served += 1
                 return True
             if isinstance(req, codec.SubscribeRequest):
                 node = self._require_node(peer, ident, None, command="litefile", view=view)
-                await self._subscription(stream, peer, node)
+                await self._subscription(conn, peer, node)
                 return False
             if isinstance(req, codec.AnnounceRequest):
                 self._require_admin(peer, "announce")
-                await self._send(stream, self._announce(view, req))
+                await self._send(conn, self._announce(view, req))
                 return True
             if isinstance(req, codec.ReloadRequest):
                 self._require_admin(peer, "reload")
                 self.catalog.invalidate()
                 view = await self._view()
-                await self._send(stream, codec.ok_reply(generation=view.generation))
+                await self._send(conn, codec.ok_reply(generation=view.generation))
                 return True
         except _Refused as exc:
-            await self._send(stream, codec.error_reply(str(exc), exc.code))
+            await self._send(conn, codec.error_reply(str(exc), exc.code))
             return exc.code not in ("unknown-node",)
         raise AssertionError(f"unhandled request {req!r}")  # pragma: no cover
 
@@ -397,18 +426,18 @@ class Server:
                 return
             self.hub.deliver(nodes, [str(p) for p in message.get("paths", [])])
 
-    async def _subscription(self, stream: trio.abc.Stream, peer: Peer, node: str) -> None:
-        _keepalive(stream)
+    async def _subscription(self, conn: _Conn, peer: Peer, node: str) -> None:
+        _keepalive(conn.stream)
         sub = self.hub.subscribe(node)
         self.log("subscribed", peer=peer.address, node=node, subscribers=self.hub.count)
         try:
-            await self._send(stream, codec.ok_reply(node=node, subscribed=True))
+            await self._send(conn, codec.ok_reply(node=node, subscribed=True))
             async with trio.open_nursery() as nursery:
 
                 async def watch_peer() -> None:
                     # The node sends nothing more; EOF or anything else ends the subscription.
                     try:
-                        await stream.receive_some(1024)
+                        await conn.stream.receive_some(1024)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
                         pass
                     nursery.cancel_scope.cancel()
@@ -431,35 +460,36 @@ class Server:
                                 break
                         sub.overflowed = False
                         event = {"event": "invalidate", "paths": ["/"], "seq": self.hub.seq}
-                    await self._send(stream, codec.encode_message(event or {"event": "ping"}))
+                    await self._send(conn, codec.encode_message(event or {"event": "ping"}))
         finally:
             self.hub.unsubscribe(sub)
             self.log("unsubscribed", peer=peer.address, node=node)
 
     # --- classic --------------------------------------------------------------------------
 
-    async def _classic(self, stream: trio.abc.Stream, peer: Peer, data: bytes) -> None:
+    async def _classic(self, conn: _Conn, peer: Peer, data: bytes) -> None:
         buf = bytearray(data)
         while not codec.classic_request_complete(buf):
             if len(buf) > self.config.max_message:
                 raise ProtocolError(f"message too large (limit {self.config.max_message} bytes)")
-            more = await stream.receive_some(self.config.max_message)
+            more = await conn.stream.receive_some(self.config.max_message)
             if not more:
                 return
             buf += more
         if len(buf) > self.config.max_message:
             raise ProtocolError(f"message too large (limit {self.config.max_message} bytes)")
+        conn.no_deadline()
         try:
             req = codec.decode_classic_request(bytes(buf))
         except ProtocolError as exc:
             self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
-            await self._send(stream, codec.encode_classic_error(str(exc)) + codec.CLASSIC_SERVERDONE)
+            await self._send(conn, codec.encode_classic_error(str(exc)) + codec.CLASSIC_SERVERDONE)
             return
         try:
             body = await self._classic_answer(peer, req)
         except _Refused as exc:
             body = codec.encode_classic_error(str(exc))
-        await self._send(stream, body + codec.CLASSIC_SERVERDONE)
+        await self._send(conn, body + codec.CLASSIC_SERVERDONE)
         self.served += 1
 
     async def _classic_answer(self, peer: Peer, req: codec.ClassicRequest) -> bytes:

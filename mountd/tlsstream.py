@@ -32,22 +32,33 @@ class TLSSocketStream(trio.abc.Stream):
         return cls(tls)
 
     async def _retry(self, fn: Any, *args: Any) -> Any:
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("stream was closed")
-            try:
-                return fn(*args)
-            except ssl.SSLWantReadError:
-                await trio.lowlevel.wait_readable(self._sock)
-            except ssl.SSLWantWriteError:
-                await trio.lowlevel.wait_writable(self._sock)
-            except (ssl.SSLError, OSError) as exc:
-                if isinstance(exc, ssl.SSLZeroReturnError):
-                    raise
-                raise trio.BrokenResourceError(str(exc) or type(exc).__name__) from exc
+        """Call ``fn`` until OpenSSL stops asking to wait; always a trio checkpoint.
+
+        Waiting for the socket is the checkpoint; when no wait was needed we yield once, so
+        a peer that always has data ready cannot starve the other connections.
+        """
+        waited = False
+        try:
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("stream was closed")
+                try:
+                    return fn(*args)
+                except ssl.SSLWantReadError:
+                    waited = True
+                    await trio.lowlevel.wait_readable(self._sock)
+                except ssl.SSLWantWriteError:
+                    waited = True
+                    await trio.lowlevel.wait_writable(self._sock)
+                except (ssl.SSLError, OSError) as exc:
+                    if isinstance(exc, ssl.SSLZeroReturnError):
+                        raise
+                    raise trio.BrokenResourceError(str(exc) or type(exc).__name__) from exc
+        finally:
+            if not waited:
+                await trio.lowlevel.checkpoint()
 
     async def do_handshake(self) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
         await self._retry(self._sock.do_handshake)
 
     def setsockopt(self, level: int, option: int, value: int) -> None:
@@ -57,26 +68,27 @@ class TLSSocketStream(trio.abc.Stream):
         return self._sock.getpeercert()  # type: ignore[return-value]
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            data = await self._retry(self._sock.recv, max_bytes or 65536)
+            return await self._retry(self._sock.recv, max_bytes or 65536)  # type: ignore[no-any-return]
         except ssl.SSLZeroReturnError:
-            data = b""
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data  # type: ignore[no-any-return]
+            return b""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
+        if not view:
+            await trio.lowlevel.checkpoint()
         while view:
             sent = await self._retry(self._sock.send, view[:262144])
             view = view[sent:]
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self._sock)
 
     async def aclose(self) -> None:
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+    def close_now(self) -> None:
         if not self._closed:
             self._closed = True
             try:
@@ -87,4 +99,3 @@ class TLSSocketStream(trio.abc.Stream):
                 pass
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
-        await trio.lowlevel.checkpoint()
