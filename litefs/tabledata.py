@@ -136,6 +136,10 @@ def _describe_key(t: Table, row: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={row[k]!r}" for k in key_columns(t))
 
 
+def _describe_key_spec(keys: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v!r}" for k, v in keys.items())
+
+
 def _db_error(exc: DBAPIError, what: str) -> TableError:
     lines = str(exc.orig).strip().splitlines()
     return TableError(f"{what}: the database refused it: {lines[0] if lines else exc}")
@@ -290,9 +294,14 @@ def _chtab_one(
     cols = column_names(t)
     current = [dict(r._mapping) for r in conn.execute(select(t).where(where).with_for_update())]
     if not current:
-        # No row yet: start from the keys (missing key columns are blank, as xCAT's are).
+        missing = [k for k in key_columns(t) if k not in keys]
+        if missing:
+            # Inserting with a guessed (blank) key would create a row nobody meant.
+            raise TableError(
+                f"table {t.name}: no row matches {_describe_key_spec(keys)}; to add one, give "
+                f"every key column ({', '.join(key_columns(t))})"
+            )
         blank: dict[str, str | None] = {c: None for c in cols}
-        blank.update({k: "" for k in key_columns(t)})
         blank.update(keys)
         current, insert = [blank], True
     else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from importlib import resources
 
 import pytest
 from sqlalchemy import Engine
 
-from litefs import tabledata
+from litefs import db, tabledata
 from litefs.errors import TableError
 from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
 
@@ -189,6 +190,11 @@ def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F81
     assert '"n1","x",' in _dump(engine, "nodetype")
     assert '"4.7",,,"litefile",,,,"deny",,\n' in _dump(engine, "policy")
     assert '"ALL","/etc/ssh/","rw",,\n' in _dump(engine, "litefile")
+    # Keys may select on any column; all matching rows change.
+    tabledata.chtab(engine, {"node": "n2"}, ["nodelist.groups=compute"])
+    assert tabledata.chtab(engine, {"groups": "compute"}, ["nodelist.status=booted"]) == 1
+    assert '"n2","compute","booted",' in _dump(engine, "nodelist")
+    tabledata.delete(engine, {"node": "n2"}, ["nodelist"])
     assert tabledata.delete(engine, {"node": "n1"}, ["nodelist", "nodetype"]) == 2
     assert _dump(engine, "nodelist").count("\n") == 1  # only the header is left
     assert tabledata.delete(engine, {"node": "nobody"}, ["nodelist"]) == 0
@@ -210,6 +216,12 @@ def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F81
         ({"node": "n1"}, ["nodelist.groups"], "bad assignment 'nodelist.groups'"),
         ({"priority": "9"}, ["litetree.image=x"], "column 'directory' of table litetree"),
         ({}, ["nodelist.groups=x"], "chtab needs KEY=VALUE"),
+        (
+            {"image": "img1"},
+            ["litefile.options=x"],
+            "table litefile: no row matches image='img1'; to add one, give every key column "
+            "(image, file)",
+        ),
     ],
 )
 def test_bad_chtab_changes_nothing(
@@ -236,3 +248,32 @@ def test_append_items() -> None:
     assert tabledata.bad_litefile_path("/") is None
     assert tabledata.bad_litefile_path("/etc/lvm/.cache") is None
     assert tabledata.bad_litefile_path("/a//b") is not None
+
+
+def test_concurrent_appends_lose_nothing(engine: Engine) -> None:  # noqa: F811
+    # Separate engines (separate connections, as separate chtab processes would have) append
+    # to the same row at once; the write transaction must serialise read-modify-write.
+    tabledata.chtab(engine, {"node": "n1"}, ["nodelist.groups=all"])
+    url = engine.url.render_as_string(hide_password=False)
+    items = [f"g{i}" for i in range(8)]
+    errors: list[BaseException] = []
+
+    def append(item: str) -> None:
+        e = db.open_engine(url)
+        try:
+            tabledata.chtab(e, {"node": "n1"}, [f"nodelist.groups+={item}"])
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            e.dispose()
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with engine.connect() as conn:
+        groups = tabledata.rows(conn, "nodelist")[0][1]
+    assert groups is not None
+    assert sorted(groups.split(",")) == sorted(["all", *items])
