@@ -145,8 +145,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "server-less litetree directories",
         "DESIGN Fixed: a litetree directory without a server is a node-local path to litefs; "
         "rc.statelite never mounts it, so it never matches.",
-        lambda env, p, c, v: any(":" not in s.directory and (Path(env.local_source) / p.lstrip("/")).exists()
-                                 for s in env.plan.sources),
+        lambda env, p, c, v: any((d / p.lstrip("/")).exists() for d in env.local_sources()),
     ),
 )
 
@@ -174,7 +173,6 @@ class Env:
         self.src_dirs = [tmp / f"src{i}" for i in range(len(self.plan.sources))]
         for d in self.src_dirs:
             d.mkdir()
-        self.local_source = str(self.src_dirs[0]) if self.src_dirs else ""
         for key, content in case.files.items():
             where, _, path = key.partition(":")
             base = self.orig if where == "image" else self.src_dirs[int(where)]
@@ -193,6 +191,10 @@ class Env:
                                     sources=list(self.src_dirs))
         for d in (self.layers.root, self.layers.tmpfs, self.layers.persistent, self.layers.localdisk):
             d.mkdir(exist_ok=True)
+
+    def local_sources(self) -> list[Path]:
+        """Source directories without a server (litefs reads them; a stock node never does)."""
+        return [d for d, s in zip(self.src_dirs, self.plan.sources, strict=True) if not s.server]
 
     def served_sources(self) -> list[Path]:
         """Source directories a stock node mounts (those with a server)."""
@@ -403,12 +405,12 @@ def test_classic_and_litefs_nodes_agree(case: Case, template: Path, tmp_path: Pa
 
 def test_compare_reports_an_unexplained_difference(tmp_path: Path) -> None:
     env = Env.__new__(Env)
-    env.case, env.plan, env.rebooted, env.placeholders = CASES[0], CASES[0].make_plan(tmp_path), False, set()
-    env.src_dirs, env.changed_between, env.local_source = [], set(), ""
+    case = Case("t", [("/etc/x", "tmpfs")], ops=[{"op": "write", "path": "/etc/x"}])
+    env.case, env.plan, env.rebooted, env.placeholders = case, case.make_plan(tmp_path), False, set()
+    env.src_dirs, env.changed_between = [], set()
     rec = {"kind": "file", "mode": 0o644, "uid": 0, "gid": 0, "size": 1, "sha256": "a"}
     same = C.ClassicResult([], [], ["ok"], {"/etc/x": rec, "/etc/y": rec})
     other = C.ClassicResult([], [], ["EROFS"], {"/etc/x": {**rec, "mode": 0o600}})
-    env.case = Case("t", [], ops=[{"op": "write", "path": "/etc/x"}])
     problems = compare(env, same, other, set())
     assert len(problems) == 3, problems
     assert compare(env, same, same, set()) == []
