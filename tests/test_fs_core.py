@@ -292,6 +292,7 @@ def test_symlinks_presented_and_never_escape(layers: Layers, litefs_mount: Mount
     # The source's opt -> outside symlink is never walked through: /opt/app is the image's.
     assert os.listdir(v / "opt/app") == ["real"]
     assert not os.path.islink(v / "opt")
+    assert "source[0]: opt leads through a symlink; not followed" in m.log_text()
     # A symlink in a source is presented as the link itself (the caller resolves it in its
     # own namespace: the node's root); litefs never serves the outside tree's content.
     assert os.readlink(v / "etc/esc") == "../../outside/app/secret"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import stat
 from collections import OrderedDict
@@ -34,6 +35,7 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
+log = logging.getLogger("litefs.fs")
 
 
 class _OpenHow(ctypes.Structure):
@@ -114,6 +116,9 @@ class Backing:
             fd = openat2_beneath(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                if exc.errno in (errno.ELOOP, errno.EXDEV):
+                    # Logged once per directory (it is remembered as absent from now on).
+                    log.warning("%s: %s leads through a symlink; not followed (the layer stays closed)", self.name, rel_dir)
                 if len(self._absent) > 65536:
                     self._absent.clear()
                 self._absent.add(rel_dir)
