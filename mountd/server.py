@@ -28,7 +28,7 @@ from litefs.errors import LitefsError, MountdError, ProtocolError
 from . import codec
 from .catalog import Catalog, TableView
 from .hub import Hub
-from .identity import Identity, Peer, identify_by_name, identify_known
+from .identity import Identity, Peer, identify_by_name, identify_known, normalise_ip
 from .log import Logger
 from .pki import peer_subject
 from .policy import decide
@@ -196,6 +196,7 @@ class Server:
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
         try:
             address = stream.socket.getpeername()[0]
+            address = normalise_ip(address) or address  # ::ffff:10.0.0.1 on a dual-stack port
         except OSError:
             await stream.aclose()
             return
