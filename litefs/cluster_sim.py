@@ -55,9 +55,7 @@ mount --make-rprivate /
 mount -t tmpfs -o mode=755 initramfs "$R"
 mkdir -p "$R/bin" "$R/sbin" "$R/usr" "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/run" "$R/nfs" "$R/etc"
 cp "$BUSYBOX" "$R/bin/busybox"
-for a in $("$BUSYBOX" --list); do
-    case "$a" in busybox) ;; *) ln -sf busybox "$R/bin/$a" ;; esac
-done
+chroot "$R" /bin/busybox --install -s /bin   # one process, not one ln per applet
 ln -s usr/lib "$R/lib"; ln -s usr/lib64 "$R/lib64"
 mount --rbind /usr "$R/usr"; mount -o remount,bind,ro "$R/usr"
 IFS=:
