@@ -19,8 +19,16 @@ from pathlib import Path
 import pygments
 import pytest
 
-from litefs.fs import control
-from tests.fsutil import Layers, Mounter, is_mounted, layers, litefs_mount, make_plan, put
+from tests.fsutil import (
+    Layers,
+    Mounter,
+    is_mounted,
+    layers,
+    litefs_cmd,
+    litefs_mount,
+    make_plan,
+    put,
+)
 
 __all__ = ["layers", "litefs_mount"]
 
@@ -100,7 +108,10 @@ def test_bypass_binds_rule_free_dirs_and_lifts_on_plan_change(layers: Layers, li
     assert (layers.tmpfs / "var/log/c").exists()
     # A plan change that puts a rule under /usr lifts that bind.
     new_plan = make_plan({"/etc/motd": "tmpfs", "/var/log/": "tmpfs", "/usr/lib/": "tmpfs"})
-    control.change_plan(v, new_plan)
+    pf = layers.root / "new-plan.json"
+    pf.write_text(new_plan.to_json())
+    r = litefs_cmd("refresh", v, "--plan", str(pf))
+    assert r.returncode == 0, r.stderr
     for _ in range(100):
         if is_mounted(v + "/usr") is None:
             break

@@ -209,8 +209,15 @@ def setup_umount(parser: argparse.ArgumentParser) -> Run:
 def setup_refresh(parser: argparse.ArgumentParser) -> Run:
     parser.add_argument("mountpoint", metavar="MNT")
     parser.add_argument("paths", metavar="PATH", nargs="*", help="view paths to refresh (default: everything)")
+    parser.add_argument(
+        "--plan", metavar="FILE", help="switch the running mount to this plan first (lays or lifts --bypass binds)"
+    )
 
     def run(args: argparse.Namespace) -> int:
+        if args.plan:
+            control.change_plan(args.mountpoint, load_plan(args.plan, None, None))
+            if not args.paths:
+                return EXIT_OK  # a plan change refreshes everything already
         control.refresh(args.mountpoint, args.paths)
         return EXIT_OK
 

@@ -162,7 +162,7 @@ async def _serve(ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready:
         nursery.start_soon(ops.notifier)
 
         async def signals() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
                 async for sig in sigs:
                     log.info("signal %d: unmounting", sig)
                     pyfuse3.terminate()
@@ -190,6 +190,8 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     cfg.mountpoint = os.path.abspath(cfg.mountpoint)
     view = View(plan, layers)
     ops = LitefsOps(view, cache_timeout=cfg.cache_timeout)
+    # A root filesystem must not go away because a terminal did (boot consoles hang up).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if cfg.foreground:
         setup_logging(cfg)
         raise_nofile()
