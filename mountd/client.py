@@ -162,6 +162,20 @@ async def request(
 ) -> dict[str, Any]:
     """Send one JSON request and return the reply (MountdError if it says ``ok: false``)."""
     endpoint = server if isinstance(server, Endpoint) else parse_server(server)
+    try:
+        return await _request(endpoint, req, ssl_context, timeout, source_address, server_hostname)
+    except trio.TooSlowError:
+        raise MountdError(f"no answer from mountd at {endpoint} within {timeout:g}s") from None
+
+
+async def _request(
+    endpoint: Endpoint,
+    req: codec.Request,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+    source_address: str | None,
+    server_hostname: str | None,
+) -> dict[str, Any]:
     with trio.fail_after(timeout):
         stream = await _connect(
             endpoint, ssl_context, source_address=source_address, server_hostname=server_hostname

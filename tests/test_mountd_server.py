@@ -423,3 +423,18 @@ def test_fetch_plan_retries_with_backoff_on_its_own_clock(ca: Path) -> None:
     run(main)
     assert waits == [1, 2, 4, 5]
     assert retries == [1, 2, 3, 4]
+
+
+def test_a_silent_server_is_a_clear_timeout(ca: Path) -> None:
+    """A peer that accepts but never speaks TLS: the client gives up with one readable line."""
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(MountdError, match=r"no answer from mountd at 127\.0\.0\.1:\d+ within 0\.3s"):
+            await client.request(f"127.0.0.1:{port}", codec.HealthRequest(),
+                                 ssl_context=client_ssl(ca), timeout=0.3)
+        for lst in listeners:
+            await lst.aclose()
+
+    run(main)
