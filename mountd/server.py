@@ -107,6 +107,13 @@ async def reverse_dns(address: str) -> str | None:
 
 
 class Server:
+    """mountd's sessions over a :class:`Catalog`: ``await serve()``, ``shutdown()`` to stop.
+
+    ``resolver`` does reverse DNS for peers the hosts table does not know (a seam for tests;
+    the default asks the system resolver). ``siblings`` links the worker processes of
+    ``mountd --workers``.
+    """
+
     def __init__(
         self,
         catalog: Catalog,
@@ -145,6 +152,8 @@ class Server:
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as listeners:
                 self._listen_scope = listeners.cancel_scope
+                if self._stopping.is_set():  # shutdown() came before we were listening
+                    listeners.cancel_scope.cancel()
                 listeners.start_soon(
                     partial(trio.serve_listeners, self._handle_tcp, tcp, handler_nursery=handlers)
                 )
