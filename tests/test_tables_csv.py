@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from litefs.csvtab import Record, format_table, parse, quote
+from litefs.csvtab import Record, _Reader, format_table, parse, quote
 from litefs.errors import TableError
 
 LITEFILE = ("image", "file", "options", "comments", "disable")
@@ -113,3 +113,15 @@ def test_round_trip_awkward_characters(values: list[str]) -> None:
     cols = tuple(f"c{i}" for i in range(len(values)))
     text = format_table(cols, [values])
     assert [r.values for r in parse(text, cols)] == [tuple(values)]
+
+
+@given(st.text(alphabet='a ",\n\t\r', max_size=30))
+def test_fast_reader_agrees_with_exact_reader(text: str) -> None:
+    # The regex fast path must accept only what the character reader accepts, identically.
+    fast = _Reader(text, "x")
+    fields = fast.fast_record()
+    if fields is None:
+        return
+    exact = _Reader(text, "x")
+    assert exact.exact_record() == fields
+    assert (exact.pos, exact.line) == (fast.pos, fast.line)
