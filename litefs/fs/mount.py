@@ -19,6 +19,7 @@ import resource
 import signal
 import stat
 import sys
+import time
 from dataclasses import dataclass
 
 import pyfuse3
@@ -125,12 +126,20 @@ class Bypass:
                 continue
             src = f"/proc/self/fd/{self.layers.image.fd}{path}"
             target = self.mountpoint + path
-            try:
-                _mount(src, target, _MS_BIND)
-                _mount("none", target, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
-                self.active.append(path)
-            except OSError as exc:
-                log.error("bypass of %s failed (served through FUSE instead): %s", path, exc)
+            for attempt in range(5):
+                try:
+                    _mount(src, target, _MS_BIND)
+                    _mount("none", target, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
+                    self.active.append(path)
+                    break
+                except OSError as exc:
+                    # Right after a plan change the kernel may still be dropping the old
+                    # entries (invalidations run concurrently): try again shortly.
+                    if exc.errno == errno.ENOENT and attempt < 4:
+                        time.sleep(0.05 * (attempt + 1))
+                        continue
+                    log.error("bypass of %s failed (served through FUSE instead): %s", path, exc)
+                    break
 
     def clear(self) -> None:
         self.apply([])
