@@ -304,8 +304,8 @@ def test_bad_clients_never_stall_a_good_one(sqlite_cluster: Engine, ca: Path) ->
     results: dict[str, Any] = {}
 
     async def main() -> None:
-        async with serving(sqlite_cluster, ssl_context=server_ssl(ca), request_timeout=1.0,
-                           handshake_timeout=1.0, max_message=4096) as srv:
+        async with serving(sqlite_cluster, ssl_context=server_ssl(ca), request_timeout=2.0,
+                           handshake_timeout=2.0, max_message=4096) as srv:
             port = srv.ports[0]
 
             async def tls_stream() -> trio.SSLStream[trio.SocketStream]:
@@ -318,7 +318,7 @@ def test_bad_clients_never_stall_a_good_one(sqlite_cluster: Engine, ca: Path) ->
                 s = await tls_stream()
                 start = trio.current_time()
                 try:
-                    for ch in b'{"op":"plan"':
+                    for ch in b'{"op":"plan"' + b" " * 30:  # 8.4 s if never cut
                         await s.send_all(bytes([ch]))
                         await trio.sleep(0.2)
                     results["slowloris"] = "finished?!"
@@ -353,15 +353,16 @@ def test_bad_clients_never_stall_a_good_one(sqlite_cluster: Engine, ca: Path) ->
             async def good() -> None:
                 await trio.sleep(0.1)  # let the bad ones get in first
                 served = 0
-                with trio.fail_after(5):
-                    while trio.current_time() < start + 1.5:
+                with trio.fail_after(10):
+                    # Served again and again while the slowloris and the half-open peer hold
+                    # their connections (they are cut only after 2 s).
+                    while "slowloris" not in results or served < 3:
                         plan = await client.fetch_plan(addr(srv), ssl_context=client_ssl(ca),
                                                        source_address="127.0.0.11", backoff=ONCE)
                         assert plan.node == "n01"
                         served += 1
                 results["good"] = served
 
-            start = trio.current_time()
             async with trio.open_nursery() as nursery:
                 for fn in (slowloris, half_open, garbage, oversized, bad_json, good):
                     nursery.start_soon(fn)
@@ -369,8 +370,8 @@ def test_bad_clients_never_stall_a_good_one(sqlite_cluster: Engine, ca: Path) ->
             results["connections"] = health["connections"]
 
     run(main)
-    assert results["good"] > 5
-    assert 0.9 < results["slowloris"] < 2.0
+    assert results["good"] >= 3
+    assert 1.9 < results["slowloris"] < 6.0  # cut at request_timeout, not left hanging
     assert results["half_open"] == b""
     assert results["garbage"] == b""
     assert results["oversized"]["code"] == "protocol" and "too large" in results["oversized"]["error"]
