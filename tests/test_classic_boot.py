@@ -258,3 +258,33 @@ def test_link_ro_link_con_and_localdisk(node: Node, tmp_path: Path) -> None:
     assert text(res, "/etc/yp.conf") == sha("a\nb\n")
     assert res.ops == ["EROFS", "ok"]
     assert (local / "var/adm/log").read_text() == "l\n"  # kept on the local disk
+
+
+@pytest.mark.netns
+def test_classic_boot_of_a_node_from_the_tables(template: Path, tmp_path: Path) -> None:
+    from litefs import db
+    from tests.planutil import load
+
+    rootimg = tmp_path / "install/netboot/rhels9/x86_64/cn/rootimg"
+    rootimg.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(template), str(rootimg)], check=True)
+    url = f"sqlite:///{tmp_path}/t.db"
+    engine = db.open_engine(url)
+    load(engine, {
+        "site": [{"key": "installdir", "value": f"{tmp_path}/install"}],
+        "nodelist": [{"node": "n01", "groups": "compute"}],
+        "nodetype": [{"node": "compute", "os": "rhels9", "arch": "x86_64", "profile": "cn", "provmethod": "img"}],
+        "osimage": [{"imagename": "img", "provmethod": "statelite", "osvers": "rhels9", "osarch": "x86_64",
+                     "profile": "cn"}],
+        "litefile": [{"image": "ALL", "file": "/etc/ntp.conf", "options": None}],
+    })
+    engine.dispose()
+    cli = [sys.executable, "-m", "litefs.tools.litefs_cli"]
+    subprocess.run([sys.executable, "-m", "litefs.tools.liteimg_cmd", "--db", url, "img"], check=True,
+                   capture_output=True)
+    r = subprocess.run([*cli, "classic-boot", "n01", "--db", url], capture_output=True, text=True, check=True)
+    assert r.stdout.splitlines() == [
+        "mkdir -p /sysroot/.statelite/tmpfs/etc",
+        "cp -r -a /sysroot/.default/etc/ntp.conf /sysroot/.statelite/tmpfs/etc/ntp.conf",
+    ]
+    assert "console: Could not find /etc/mtab in defaults or any other place" in r.stderr

@@ -26,7 +26,10 @@ from litefs.plan import Plan
 def setup_classic_boot(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     parser.add_argument("node", nargs="?", help="plan this node from the tables")
     parser.add_argument("--plan", metavar="FILE", help="read the node's plan from a JSON file")
-    parser.add_argument("--rootimg", metavar="DIR", required=True, help="the liteimg'd rootimg")
+    parser.add_argument(
+        "--rootimg", metavar="DIR",
+        help="the liteimg'd rootimg (default: the node's image's <rootimgdir>/rootimg from the tables)",
+    )
     parser.add_argument(
         "--source", metavar="SERVER:/PATH=DIR", action="append", default=[],
         help="a local directory standing for a litetree export (repeatable)",
@@ -39,18 +42,29 @@ def setup_classic_boot(parser: argparse.ArgumentParser) -> Callable[[argparse.Na
     return run
 
 
-def _plan(args: argparse.Namespace) -> Plan:
+def _plan(args: argparse.Namespace) -> tuple[Plan, str]:
+    """The node's plan and its rootimg (``--rootimg``, else found as liteimg finds it)."""
     if args.plan:
-        return Plan.from_json(Path(args.plan).read_text())
+        plan = Plan.from_json(Path(args.plan).read_text())
+        if not args.rootimg:
+            raise UsageError("--plan needs --rootimg DIR")
+        return plan, args.rootimg
     if not args.node:
         raise UsageError("give a node (planned from the tables) or --plan FILE")
+    from litefs.tools.liteimg_cmd import locate
+
     from litefs import db
     from litefs.planner import node_plan
 
     engine = db.open_engine(args.db)
     try:
         db.require_schema(engine)
-        return node_plan(engine, args.node)
+        plan = node_plan(engine, args.node)
+        if args.rootimg:
+            return plan, args.rootimg
+        with engine.connect() as conn:
+            where = argparse.Namespace(imagename=plan.image, osver=None, arch=None, profile=None)
+            return plan, locate(conn, where)[1]
     finally:
         engine.dispose()
 
@@ -79,10 +93,10 @@ def tree_lines(manifest: dict[str, dict[str, object]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = _plan(args)
+    plan, rootimg = _plan(args)
     follow = [r.path for r in plan.rules if r.is_link]
     cfg = ClassicConfig.for_plan(
-        plan, args.rootimg, _sources(args.source), persistent=args.persistent,
+        plan, rootimg, _sources(args.source), persistent=args.persistent,
         localdisk=args.localdisk, follow=follow, manifest=args.tree or args.json,
     )
     result = classic_boot(cfg)
