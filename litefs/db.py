@@ -103,13 +103,22 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def open_engine(url: str | None = None) -> Engine:
-    """An engine for ``url`` (default :func:`default_url`) that has been shown to connect."""
+def open_engine(url: str | None = None, *, must_exist: bool = False) -> Engine:
+    """An engine for ``url`` (default :func:`default_url`) that has been shown to connect.
+
+    ``must_exist``: a missing SQLite file is an error instead of being created (read-only
+    commands should not leave an empty database behind).
+    """
     raw = url if url else default_url()
     u = _parse(raw)
     try:
         if u.get_backend_name() == "sqlite":
             if u.database and u.database != ":memory:":
+                if must_exist and not Path(u.database).exists():
+                    raise TableError(
+                        f"database {shown(u)} does not exist; run 'litefs db init' "
+                        "(or pass --db URL)"
+                    )
                 parent = Path(u.database).parent
                 if not parent.is_dir():
                     raise LitefsError(

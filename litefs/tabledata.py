@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, select, text
@@ -42,12 +43,23 @@ class Filter:
         if self.op == "!=":
             return have != self.value
         if self.op in ("=~", "!~"):
-            found = re.search(self.value, have) is not None
+            found = _pattern(self.value).search(have) is not None
             return found if self.op == "=~" else not found
         a, b = _ordered(have), _ordered(self.value)
         if type(a[1]) is not type(b[1]):  # number vs text: compare as text
             a, b = (1, have), (1, self.value)
         return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[self.op]
+
+
+@lru_cache(maxsize=64)
+def _pattern(value: str) -> re.Pattern[str]:
+    """``=~`` takes a regular expression; one with ``%`` is xCAT's SQL LIKE pattern instead
+    (``%`` any text, ``_`` one character, whole value), so xCAT habits such as
+    ``groups=~comput%`` keep working."""
+    if "%" not in value:
+        return re.compile(value)
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in value)
+    return re.compile("^" + "".join(parts) + "$", re.S)
 
 
 def _ordered(value: str) -> tuple[int, Any]:
@@ -68,7 +80,7 @@ def parse_filter(spec: str, t: Table) -> Filter:
     _column(t, col)
     if op in ("=~", "!~"):
         try:
-            re.compile(value)
+            _pattern(value)
         except re.error as exc:
             raise TableError(f"bad regular expression in filter {spec!r}: {exc}") from None
     return Filter(col, op, value)

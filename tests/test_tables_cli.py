@@ -94,7 +94,8 @@ def test_chtab_append_and_delete(url: str) -> None:
 
 
 def test_tabrestore_append(url: str, tmp_path: Path) -> None:
-    (tmp_path / "litefile.csv").write_text(HEADER + '"ALL","/a",,,\n')
+    # A byte-order mark (spreadsheet export) is tolerated.
+    (tmp_path / "litefile.csv").write_text("\ufeff" + HEADER + '"ALL","/a",,,\n')
     ok("tabrestore", str(tmp_path / "litefile.csv"), url=url)
     (tmp_path / "litefile.csv").write_text(HEADER + '"img","/b","ro",,\n')
     ok("tabrestore", "-a", str(tmp_path / "litefile.csv"), url=url)
@@ -145,6 +146,10 @@ def test_bad_commands(url: str, argv: tuple[str, ...], message: str, status: int
 
 
 def test_uninitialised_and_unreachable_databases(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/missing.db"
+    assert "does not exist; run 'litefs db init'" in fails("tabdump", "site", url=missing)
+    assert not (tmp_path / "missing.db").exists()  # a read does not create the file
+    (tmp_path / "empty.db").write_bytes(b"")
     empty = f"sqlite:///{tmp_path}/empty.db"
     assert "has no litefs tables; run 'litefs db init'" in fails("tabdump", "site", url=empty)
     msg = fails("tabdump", "site", url="postgresql://admin:s3cret@127.0.0.1:1/xcat")

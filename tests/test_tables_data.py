@@ -75,6 +75,9 @@ def test_rows_sorted_by_key_numbers_numerically(engine: Engine) -> None:  # noqa
         (("file!~/$",), ["/etc/fstab"]),
         (("image==ALL", "file=~^/(tmp|var)"), ["/tmp/", "/var/log/"]),
         (("options==",), ["/etc/fstab", "/tmp/"]),
+        (("file=~/etc%",), ["/etc/fstab", "/etc/ssh/"]),  # xCAT's LIKE form
+        (("file!~%/",), ["/etc/fstab"]),
+        (("file=~/e_c/fstab%",), ["/etc/fstab"]),
         (("file>/s",), ["/tmp/", "/var/log/"]),
         (("file<=/etc/ssh/",), ["/etc/fstab", "/etc/ssh/"]),
     ],

@@ -35,7 +35,7 @@ def _parser(prog: str, usage: str, description: str, epilog: str) -> Parser:
 
 
 def _engine(url: str | None) -> Engine:
-    engine = db.open_engine(url)
+    engine = db.open_engine(url, must_exist=True)
     db.require_schema(engine)
     return engine
 
@@ -52,7 +52,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from spreadsheet apps
     except UnicodeDecodeError as exc:
         raise TableError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
@@ -69,7 +69,8 @@ def _tabdump(argv: list[str]) -> int:
         "Print a table as CSV (xCAT format); with no TABLE, list the table names.",
         "filters (-w, several are ANDed; NULL compares as empty):\n"
         "  col==val  col!=val     exact match / no match\n"
-        "  col=~re   col!~re      regular expression found / not found\n"
+        "  col=~re   col!~re      regular expression found / not found; a pattern with %\n"
+        "                         is xCAT's SQL LIKE form (% any text, _ one character)\n"
         "  col<val   col>val  col<=val  col>=val   numbers numerically, else as text\n\n"
         "examples:\n"
         "  tabdump litefile\n"
