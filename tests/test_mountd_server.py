@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litefs.mountd import client, codec, pki
 from litefs.mountd.catalog import Catalog
 from litefs.mountd.log import Logger
@@ -437,5 +439,37 @@ def test_a_silent_server_is_a_clear_timeout(ca: Path) -> None:
                                  ssl_context=client_ssl(ca), timeout=0.3)
         for lst in listeners:
             await lst.aclose()
+
+    run(main)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=4))
+def test_random_bytes_get_an_answer_or_a_close_never_a_hang(
+    sqlite_cluster: Engine, chunks: list[bytes]
+) -> None:
+    """Whatever a peer sends (plain TCP here, so the bytes reach the protocol code), mountd
+    answers or closes within its request timeout, and stays healthy for the next client."""
+
+    async def main() -> None:
+        async with serving(sqlite_cluster, request_timeout=0.5, idle_timeout=0.5) as srv:
+            port = srv.ports[0]
+            stream = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.11")
+            with trio.fail_after(5):
+                try:
+                    for chunk in chunks:
+                        await stream.send_all(chunk)
+                    while await stream.receive_some(65536):
+                        pass  # replies, if any, then the close
+                except trio.BrokenResourceError:
+                    pass
+            await stream.aclose()
+            with trio.fail_after(5):
+                plan = await client.fetch_plan(f"127.0.0.1:{port}", source_address="127.0.0.11",
+                                               backoff=ONCE)
+            assert plan.node == "n01"
+            with trio.fail_after(5):  # every session ends: nothing is left holding a slot
+                while srv.connections:
+                    await trio.sleep(0.01)
 
     run(main)
