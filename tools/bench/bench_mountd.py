@@ -1,18 +1,21 @@
 """Boot storm: N nodes ask mountd for their plans at once, each on a fresh TLS connection.
 
 Builds a real database of ``--db-nodes`` nodes (hosts rows 127.10.x.y, the cookbook's RHEL
-litefile list, a per-node litetree source and statelite row), starts ``mountd`` as a process,
-warms it with one request (a running mountd has its tables loaded), then fires ``--nodes``
-simulated nodes from distinct 127.x source addresses, all released at the same instant.
-The load generator is ``--procs`` processes with one thread per node (blocking ``ssl``: the
-handshake runs in C outside the GIL). Each node verifies mountd's certificate against the
-site CA and checks that the plan it got is its own.
+litefile list, a per-node litetree source and statelite row), starts ``mountd --workers
+<CPUs>`` as a process, warms it (a running mountd has its tables loaded), then releases
+``--nodes`` simulated nodes from distinct 127.x source addresses at the same instant. The
+load generator is ``--procs`` processes with one thread per node (blocking ``ssl``: the
+handshake runs in C outside the GIL; ``--in-flight`` caps open connections instead). Each
+node verifies mountd's certificate against the site CA and checks the plan is its own.
 
-Reported: plans/s (nodes / time from release to the last plan), p50/p99/max latency
-(connect → plan parsed), mountd's RSS (current and peak), the table load time, and the same
-storm against a baseline: a trio TLS server that answers every connection with a fixed line
-(the ceiling of TLS + trio on this machine), as a ratio. Run for SQLite and, with
-``--pg URL`` or ``$LITEFS_TEST_PG``, for PostgreSQL.
+Reported per backend (SQLite, and PostgreSQL with ``--pg URL`` or ``$LITEFS_TEST_PG``):
+plans/s (nodes / time from release to the last plan); p50/p99/max of what a node waits
+(release → plan); the same per connection (connect → plan); mountd's RSS summed over its
+workers (now and peak); the table load time; CPU milliseconds per plan spent by mountd and
+by the load generator. Baselines measured in the same run: trio's stock ``SSLStream`` server
+answering a fixed line (no tables, no plan: the cost of TLS + trio alone), as a ratio, and
+the TLS floor: one handshake + exchange with both ends in C, which bounds what any server can
+do when the load generator shares the machine.
 
     .venv/bin/python tools/bench/bench_mountd.py [--nodes 2000] [--db-nodes 10000] [--pg URL]
 """
