@@ -55,6 +55,12 @@ NODE=
 
 log() { echo "$*" >>"$LOG"; }
 
+# "# [<seconds since kernel start>] <step>": where a slow boot spends its time.
+stamp() {
+    read -r _up _idle </proc/uptime 2>/dev/null || _up=?
+    log "# [$_up] $*"
+}
+
 # Console line (what the admin watching rcons reads) that also lands in the log.
 say() {
     echo "litefs: $*" >&2
@@ -343,13 +349,19 @@ litefs_boot() {
     parse_cmdline
     say "booting $NODE"
     [ "$MODE" = dracut ] || parse_root
+    stamp mount_image
     mount_image
+    stamp mount_statelite_tmpfs
     mount_statelite_tmpfs
+    stamp mount_persistent
     mount_persistent
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
+    stamp fetch_plan
     fetch_plan
+    stamp mount_sources
     mount_sources
     pause 2 "plan fetched, litetree sources mounted under $SL/mnt"
+    stamp start_litefs
     start_litefs
     [ "$MODE" = dracut ] || finish_root  # dracut moves /dev, /proc, /sys, /run itself
     if [ -n "$NFSMAP" ] && is_mounted "$NFSMAP"; then
@@ -359,6 +371,7 @@ litefs_boot() {
     fi
     pause 3 "the litefs view is on $NEWROOT; next: switch_root"
     [ "$MODE" = dracut ] && return 0
+    stamp switch_root
     switch_into_view
 }
 

@@ -23,7 +23,9 @@ are left empty, as on a fresh image). No debootstrap is needed; that is the hone
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -96,14 +98,25 @@ def daemon_root(node) -> str:  # type: ignore[no-untyped-def]
     raise RuntimeError("no @litefs daemon")
 
 
-def litefs_boot_once(c, name: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def steps(log: str) -> dict[str, float]:
+    """Seconds per boot step from the hook's ``# [uptime] step`` stamps."""
+    marks = []
+    for line in log.splitlines():
+        m = re.match(r"# \[([0-9.]+)\] (\S+)$", line)
+        if m:
+            marks.append((m.group(2), float(m.group(1))))
+    return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}
+
+
+def litefs_boot_once(c, name: str) -> tuple[float, float, dict[str, float]]:  # type: ignore[no-untyped-def]
     from litefs.cluster_sim import DEMO_IMAGE_DIR
 
     node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR))
     node.expect("litefs: booting", 60)
     t_hook = time.monotonic()
     total = node.wait_shell(90)
-    return time.monotonic() - t_hook, total
+    hook = time.monotonic() - t_hook
+    return hook, total, steps(node.check("cat /.statelite/statelite.log"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,11 +158,14 @@ def main(argv: list[str] | None = None) -> int:
 
             # --- litefs, one node at a time ------------------------------------------------
             hook, total = [], []
+            per_step: dict[str, list[float]] = {}
             ram_litefs = 0
             for i in range(args.runs):
-                h, t = litefs_boot_once(c, names[0])
+                h, t, st = litefs_boot_once(c, names[0])
                 hook.append(h)
                 total.append(t)
+                for k, v in st.items():
+                    per_step.setdefault(k, []).append(v)
                 if i == 0:
                     ram_litefs = file_bytes(daemon_root(c.nodes[names[0]]) +
                                             "/.litefs/statelite/tmpfs")
@@ -191,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  litefs  power on  -> shell       {median(total):7.3f} s")
             print(f"  classic rc.statelite emulation   {median(classic_t):7.3f} s")
             print(f"  ratio litefs(hook->shell)/classic {median(hook) / median(classic_t):6.2f}x")
+            print("  litefs hook steps (median):")
+            for k, v in per_step.items():
+                print(f"    {k:<24} {median(v):7.3f} s")
             print("\nRAM held by writable layers right after boot:")
             print(f"  litefs  tmpfs layer               {ram_litefs / 1024:10.1f} KiB")
             print(f"  classic copies into tmpfs         {ram_classic / 1024:10.1f} KiB"
