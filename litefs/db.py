@@ -128,7 +128,9 @@ def open_engine(url: str | None = None, *, must_exist: bool = False) -> Engine:
             engine = create_engine(u, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
             _sqlite_setup(engine)
         else:
-            engine = create_engine(u, pool_pre_ping=True)
+            # A blackholed server must fail in seconds, not after the TCP timeout.
+            connect_args = {} if "connect_timeout" in u.query else {"connect_timeout": 10}
+            engine = create_engine(u, pool_pre_ping=True, connect_args=connect_args)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise LitefsError(
             f"cannot use database URL {shown(u)}: {exc}; use sqlite:///PATH or "
