@@ -325,6 +325,28 @@ def valid_tables() -> st.SearchStrategy[tuple[tuple[str, str], ...]]:
     )
 
 
+def assert_layout(root: Path, specs: tuple[tuple[str, str], ...]) -> None:
+    """The classic layout invariants for every entry (reference §6.3, §6.4)."""
+    entries = L.entries_from_plan(Plan(image="img", rules=rules(*specs)))
+    tops = L.top_level(entries)
+    for e in entries:
+        here, default = str(root) + e.path, str(root) + L.DEFAULT + e.path
+        if e.is_link and e.path in tops:
+            if e.path == "/etc/mtab":
+                continue
+            img, tmp = L.link_targets(e.path)
+            assert os.readlink(here) == img
+            assert os.readlink(str(root) + L.TMPFS + e.path) == tmp
+            assert os.path.lexists(default)
+        elif e.is_link:
+            assert os.path.lexists(default)
+        else:  # the original stays (a symlink stays a symlink), the clone is identical
+            assert os.path.lexists(here)
+            assert L.DirTree(str(root)).same(e.path, L.DEFAULT + e.path)
+    saved = L.parse_save((root / ".statelite/litefile.save").read_text())
+    assert [(x.path, x.saved_option) for x in saved] == [(x.path, x.saved_option) for x in entries]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=valid_tables(), second=valid_tables())
 def test_any_sequence_of_runs_then_undo_restores_the_image(
@@ -336,7 +358,9 @@ def test_any_sequence_of_runs_then_undo_restores_the_image(
     try:
         orig = tree_digest(root)
         run(root, *first)
+        assert_layout(root, first)
         run(root, *second)
+        assert_layout(root, second)
         again = tree_digest(root)
         assert run(root, *second).changes == ()
         assert tree_digest(root) == again
