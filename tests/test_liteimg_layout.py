@@ -410,3 +410,15 @@ def test_plan_of_actions_for_a_fresh_image(image: Path) -> None:
     ]
     assert lp.state.created == {"/var/arpwatch"}
     assert lp.state.scaffold == {"/.statelite/tmpfs", "/.default"}
+
+
+def test_edits_through_the_chain_survive_removal_and_undo(image: Path) -> None:
+    run(image, ("/etc/ntp.conf", "link"), ("/root/", "link"))
+    (image / "etc/ntp.conf").write_text("server edited\n")  # the admin edits the image on the MN
+    (image / "root/notes").write_text("kept\n")
+    run(image, ("/root/", "link"))
+    assert (image / "etc/ntp.conf").read_text() == "server edited\n"
+    assert not os.path.islink(image / "etc/ntp.conf")
+    undo(image)
+    assert (image / "root/notes").read_text() == "kept\n"
+    assert not os.path.islink(image / "root")
