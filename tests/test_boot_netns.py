@@ -68,7 +68,10 @@ def test_node_boots_into_litefs_root(cluster: Cluster) -> None:
     log = node.check("cat /.statelite/statelite.log")
     assert "mount --bind /nfs/10.77.0.1/nodedata/n01 /.litefs/statelite/persistent" in log
     assert "# switching root into the litefs view" in log
-    assert "n01: tmpfs" in node.check("cat /.statelite/litefile")
+    # litefs writes /.statelite/litefile from the plan, possibly a moment after the mount.
+    litefile = node.check("for i in $(seq 100); do [ -s /.statelite/litefile ] && break; "
+                          "sleep 0.1; done; cat /.statelite/litefile")
+    assert "n01: tmpfs" in litefile
     # No rule: read-only image content.
     status, out = node.sh("echo x > /etc/hostname")
     assert status != 0 and "Read-only" in out
