@@ -457,6 +457,7 @@ def _sh(argv: list[str]) -> None:
 def _boot_here(cfg: ClassicConfig, result_fd: int) -> None:
     """Inside the new mount namespace: prepivot + rc.statelite, then act as the node."""
     _sh(["mount", "--make-rprivate", "/"])
+    os.umask(0o022)  # the initramfs' umask: files rc.statelite creates ('cat >>') are 0644
     if not os.path.isdir(os.path.join(cfg.image, SL)):
         raise ClassicError(f"{cfg.image} has no {SL}/: it was not prepared by genimage/liteimg")
     sysroot = tempfile.mkdtemp(prefix="classic-sysroot-")
