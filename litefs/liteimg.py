@@ -15,12 +15,14 @@ copies stop the run with an error, and :func:`plan_undo` takes the whole layout 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple, Protocol
@@ -848,6 +850,24 @@ def _prune_tree(top: str, include_self: bool, warnings: list[str]) -> None:
 # --- one call for the command ---------------------------------------------------------------------
 
 
+@contextmanager
+def _locked(rootimg: str) -> Iterator[None]:
+    """One liteimg at a time per image: an exclusive flock on the rootimg directory itself
+    (nothing is created in the image)."""
+    _require_rootimg(rootimg)
+    fd = os.open(rootimg, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LiteimgError(
+                f"another liteimg is working on {rootimg}; wait for it to finish and run again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_liteimg(
     image: str,
     plan: Plan,
@@ -855,14 +875,15 @@ def run_liteimg(
     echo: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Lay out ``plan`` in ``rootimg`` (validated beforehand); returns warnings."""
-    _require_rootimg(rootimg)
-    lp = plan_liteimg(image, entries_from_plan(plan), DirTree(rootimg), read_state(rootimg))
-    return apply(rootimg, lp.actions, echo)
+    with _locked(rootimg):
+        lp = plan_liteimg(image, entries_from_plan(plan), DirTree(rootimg), read_state(rootimg))
+        return apply(rootimg, lp.actions, echo)
 
 
 def run_undo(rootimg: str, echo: Callable[[str], None] | None = None) -> list[str]:
-    _require_rootimg(rootimg)
-    return apply(rootimg, plan_undo(DirTree(rootimg), read_state(rootimg)).actions, echo)
+    """Take the layout out of ``rootimg`` again; returns warnings."""
+    with _locked(rootimg):
+        return apply(rootimg, plan_undo(DirTree(rootimg), read_state(rootimg)).actions, echo)
 
 
 def _require_rootimg(rootimg: str) -> None:

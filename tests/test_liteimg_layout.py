@@ -422,3 +422,22 @@ def test_edits_through_the_chain_survive_removal_and_undo(image: Path) -> None:
     undo(image)
     assert (image / "root/notes").read_text() == "kept\n"
     assert not os.path.islink(image / "root")
+
+
+def test_one_liteimg_at_a_time(image: Path) -> None:
+    import fcntl
+
+    fd = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        before = tree_digest(image)
+        with pytest.raises(LiteimgError, match="another liteimg is working on"):
+            L.run_liteimg("img", Plan(image="img", rules=rules(("/etc/ntp.conf", "link"))), str(image))
+        assert tree_digest(image) == before
+    finally:
+        os.close(fd)
+
+
+def test_missing_rootimg_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LiteimgError, match="run genimage first"):
+        L.run_liteimg("img", Plan(image="img", rules=()), str(tmp_path / "nope"))
