@@ -512,7 +512,7 @@ class _Planner:
                     self.created.discard(c.path)
         elif p not in self.created:
             # xCAT: "maybe someone deletes the copy in .default": an empty stand-in.
-            self.note(p, f"{dp} is missing: {p} comes back empty")
+            self.note(p, f"{WARNING}{dp} is missing: {p} comes back empty")
             sim.add(Op.MKDIR if e.is_dir else Op.TOUCH, p)
         self.created.discard(p)
         self.prunes.append(Action(Op.PRUNE, os.path.dirname(dp), DEFAULT))
@@ -526,7 +526,7 @@ class _Planner:
             self.sim.add(Op.DROP, dp)
             self.prunes.append(Action(Op.PRUNE, os.path.dirname(dp), DEFAULT))
         else:
-            self.note(p, f"kept {dp}: it differs from the image's {p}")
+            self.note(p, f"{WARNING}kept {dp}: it differs from the image's {p}")
 
     def restore_bind(self, e: Entry, gone: bool) -> None:
         """A bind-family entry leaves: the image still has the original; drop the clone."""
