@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,15 @@ def put(base: Path, rel: str, content: str | bytes = "", mode: int | None = None
     if mode is not None:
         p.chmod(mode)
     return p
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``cond`` until it holds (things litefs does just after the mount is ready)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
 
 
 def litefs_cmd(*args: str) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ from tests.fsutil import (
     litefs_mount,
     make_plan,
     put,
+    wait_for,
 )
 from tests.planutil import cookbook_redhat_litefile, load
 
@@ -250,6 +251,7 @@ def test_mount_node_from_database_with_the_cookbook_litefile(layers: Layers, tmp
         with pytest.raises(OSError) as info:
             (mnt / "etc/hosts").write_text("x")
         assert info.value.errno == errno.EROFS
+        wait_for(lambda: "litefile" in os.listdir(mnt / ".statelite"))
         assert "n01: tmpfs,rw      /etc/adjtime" in (mnt / ".statelite/litefile").read_text()
     finally:
         assert litefs_cmd("umount", str(mnt)).returncode == 0

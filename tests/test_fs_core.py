@@ -16,7 +16,7 @@ import pytest
 from litefs.fs import control
 from litefs.options import VALID_OPTIONS, family_of, is_link
 from litefs.validate import validate_rules
-from tests.fsutil import Layers, Mounter, layers, litefs_cmd, litefs_mount, make_plan, put
+from tests.fsutil import Layers, Mounter, layers, litefs_cmd, litefs_mount, make_plan, put, wait_for
 
 __all__ = ["layers", "litefs_mount"]  # fixtures used by name below
 
@@ -365,6 +365,7 @@ def test_statelite_dir_in_view(layers: Layers, litefs_mount: Mounter) -> None:
     put(src, "etc/x", "x")
     m = litefs_mount(make_plan({"/etc/x": "persistent"}, [str(src)]))
     sl = m.path / ".statelite"
+    wait_for(lambda: {"litefile", "litetree", "statelite.log"} <= set(os.listdir(sl)))
     assert {"tmpfs", "persistent", "mnt", "litefile", "litetree", "statelite.log"} <= set(os.listdir(sl))
     assert "/etc/x" in (sl / "litefile").read_text()
     (m.path / "etc/x").write_text("node")

@@ -28,6 +28,7 @@ from tests.fsutil import (
     litefs_mount,
     make_plan,
     put,
+    wait_for,
 )
 
 __all__ = ["layers", "litefs_mount"]
@@ -117,5 +118,12 @@ def test_bypass_binds_rule_free_dirs_and_lifts_on_plan_change(layers: Layers, li
             break
         time.sleep(0.05)
     assert is_mounted(v + "/usr") is None
+    wait_for(lambda: is_mounted(v + "/usr/bin") is not None)  # still rule-free: bound again
+    assert is_mounted(v + "/var/lib") is not None  # untouched by the change
+    # A refresh of everything keeps the binds (the kernel would detach mounts on any
+    # dentry litefs invalidated).
+    assert litefs_cmd("refresh", v).returncode == 0
+    time.sleep(0.3)
+    assert is_mounted(v + "/usr/bin") is not None and is_mounted(v + "/var/lib") is not None
     (m.path / "usr/lib/y").write_text("y")
     assert (layers.tmpfs / "usr/lib/y").read_text() == "y"

@@ -104,10 +104,11 @@ def _check_uppers(plan: Plan, args: argparse.Namespace) -> None:
 def write_meta(plan: Plan, layers: LayerSet) -> None:
     """``/.statelite/litefile``, ``litetree`` and ``statelite.log`` in the tmpfs layer.
 
-    Rendered by the planner (xCAT's formats) in a short-lived child process, so the daemon
-    never carries the database layer the planner imports (memory, start-up time)."""
+    Rendered by the planner (xCAT's formats) in a detached grandchild process, so the daemon
+    never carries the database layer the planner imports and the mount does not wait for it
+    (the files appear a moment after the view is ready)."""
     tmp = layers.uppers.get("tmpfs")
-    if tmp is None:
+    if tmp is None or layers.read_only:
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -115,15 +116,14 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
     if pid == 0:
         code = 1
         try:
-            _write_meta_files(plan, tmp.fd)
+            if os.fork() == 0:  # the writer; its parent exits at once, so nobody reaps it late
+                _write_meta_files(plan, tmp.fd)
             code = 0
         except BaseException as exc:
-            print(f"litefs: cannot write /.statelite/litefile: {exc}", file=sys.stderr)
+            print(f"litefs: cannot write /.statelite/litefile in {tmp.path}: {exc}", file=sys.stderr)
         finally:
             os._exit(code)
-    _pid, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise MountError(f"cannot write {META_DIR}/litefile in the tmpfs layer {tmp.path}")
+    os.waitpid(pid, 0)
 
 
 def _write_meta_files(plan: Plan, tmp_fd: int) -> None:

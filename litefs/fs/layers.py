@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -73,6 +74,8 @@ def rel_of(path: str) -> str:
     return path[1:] or "."
 
 
+#: seconds a directory seen absent is trusted without looking again
+ABSENT_TTL = 1.0
 #: directory fds kept open per layer (LRU); a handler holds at most a few at once
 DIRFD_CACHE = 1024
 
@@ -90,9 +93,11 @@ class Backing:
     fd: int
     writable: bool
     _dirs: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
-    #: directories known to be absent (most upper layers lack most directories); cleared
-    #: whenever litefs creates a directory in this layer, and on refresh
-    _absent: set[str] = field(default_factory=set, repr=False)
+    #: directories known to be absent (most upper layers lack most directories), with when
+    #: that was seen; trusted for ABSENT_TTL seconds (like the kernel's negative entries),
+    #: dropped at once when litefs creates a directory in this layer, and on refresh
+    _absent: dict[str, float] = field(default_factory=dict, repr=False)
+    _warned: set[str] = field(default_factory=set, repr=False)
 
     def dirfd(self, rel_dir: str) -> int:
         """An fd for directory ``rel_dir``, owned by the layer (pass it back to release())."""
@@ -110,18 +115,21 @@ class Backing:
         if fd is not None:
             self._dirs.move_to_end(rel_dir)
             return fd
-        if rel_dir in self._absent:
-            return None
+        seen = self._absent.get(rel_dir)
+        if seen is not None:
+            if time.monotonic() - seen < ABSENT_TTL:
+                return None
+            del self._absent[rel_dir]
         try:
             fd = openat2_beneath(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
-                if exc.errno in (errno.ELOOP, errno.EXDEV):
-                    # Logged once per directory (it is remembered as absent from now on).
-                    log.warning("%s: %s leads through a symlink; not followed (the layer stays closed)", self.name, rel_dir)
                 if len(self._absent) > 65536:
                     self._absent.clear()
-                self._absent.add(rel_dir)
+                if exc.errno in (errno.ELOOP, errno.EXDEV) and rel_dir not in self._warned:
+                    self._warned.add(rel_dir)  # once per directory and mount
+                    log.warning("%s: %s leads through a symlink; not followed (the layer stays closed)", self.name, rel_dir)
+                self._absent[rel_dir] = time.monotonic()
                 return None
             raise
         self._dirs[rel_dir] = fd

@@ -135,7 +135,7 @@ class Bypass:
                 except OSError as exc:
                     # Right after a plan change the kernel may still be dropping the old
                     # entries (invalidations run concurrently): try again shortly.
-                    if exc.errno == errno.ENOENT and attempt < 4:
+                    if exc.errno in (errno.ENOENT, errno.EINVAL) and attempt < 4:
                         time.sleep(0.05 * (attempt + 1))
                         continue
                     log.error("bypass of %s failed (served through FUSE instead): %s", path, exc)
@@ -179,7 +179,10 @@ async def _serve(ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready:
 
         async def after_start() -> None:
             if bypass is not None:
-                await trio.to_thread.run_sync(bypass.apply, bypass_dirs(ops.view.plan, ops.layers))
+                wanted = bypass_dirs(ops.view.plan, ops.layers)
+                ops.pin(wanted)
+                await trio.to_thread.run_sync(bypass.apply, wanted)
+                ops.pin(list(bypass.active))
                 log.info("bypass: %d image directories served natively", len(bypass.active))
             log.info("ready: %s on %s", cfg.fsname, cfg.mountpoint)
             if ready is not None:
@@ -249,7 +252,12 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
         def on_plan_change() -> None:
             # Runs inside a request handler: lay the binds from a thread after it returns.
             wanted = bypass_dirs(ops.view.plan, layers)
-            trio.lowlevel.spawn_system_task(trio.to_thread.run_sync, bypass.apply, wanted)
+            ops.pin([*bypass.active, *wanted])
+            trio.lowlevel.spawn_system_task(relay, wanted)
+
+        async def relay(wanted: list[str]) -> None:
+            await trio.to_thread.run_sync(bypass.apply, wanted)
+            ops.pin(list(bypass.active))
 
         ops.on_plan_change = on_plan_change
     status = 0

@@ -110,6 +110,9 @@ class LitefsOps(pyfuse3.Operations):
         self._next_fh = 1
         self._notify_send, self._notify_recv = trio.open_memory_channel[tuple[str, Any]](10000)
         self.on_plan_change: Callable[[], None] | None = None
+        #: view paths that are (or are above) bind mounts laid over the view: their dentries
+        #: are never invalidated, because the kernel detaches mounts on invalidated dentries
+        self.pinned: set[str] = set()
         #: inodes of hard links made through the view, by (layer, backing inode)
         self.hardlinks: dict[tuple[int, int], set[int]] = {}
         #: file entries kept (LRU); directories keep theirs while the kernel holds them
@@ -1058,13 +1061,13 @@ class LitefsOps(pyfuse3.Operations):
                     n.entry = None
                     touched += 1
                     self._queue("inode", n.ino, False)
-                    if p != "/":
+                    if p != "/" and p not in self.pinned:
                         parent, leaf = p.rsplit("/", 1)
                         pn = self.inodes.at(parent or "/")
                         if pn is not None:
                             self._queue("entry", pn.ino, os.fsencode(leaf))
             # A named path that the kernel only knows as absent (negative dentry).
-            if path != "/" and self.inodes.at(path) is None:
+            if path != "/" and path not in self.pinned and self.inodes.at(path) is None:
                 parent, leaf = path.rsplit("/", 1)
                 pn = self.inodes.at(parent or "/")
                 if pn is not None:
@@ -1075,7 +1078,8 @@ class LitefsOps(pyfuse3.Operations):
                 e = self._locate_path(path)
                 if e is not None and e.is_dir:
                     for n in self.view.names(e):
-                        self._queue("entry", node.ino, os.fsencode(n))
+                        if child_path(path, n) not in self.pinned:
+                            self._queue("entry", node.ino, os.fsencode(n))
         log.info("refresh %s: %d cached inodes invalidated", " ".join(paths), touched)
         return touched
 
@@ -1087,9 +1091,18 @@ class LitefsOps(pyfuse3.Operations):
             raise _err(errno.EINVAL) from None
         self.view.set_plan(plan)
         log.info("plan changed (%d rules)", len(plan.rules))
-        self.refresh(["/"])
         if self.on_plan_change is not None:
-            self.on_plan_change()
+            self.on_plan_change()  # pins the old and new bypass binds before the refresh
+        self.refresh(["/"])
+
+    def pin(self, paths: list[str]) -> None:
+        """Protect these bind targets (and the directories above them) from invalidation."""
+        pinned = set()
+        for p in paths:
+            while p not in ("/", ""):
+                pinned.add(p)
+                p = p.rsplit("/", 1)[0]
+        self.pinned = pinned
 
 
 def dst_raw(parent: Entry) -> bool:
