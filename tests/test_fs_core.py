@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,17 @@ import pytest
 from litefs.fs import control
 from litefs.options import VALID_OPTIONS, family_of, is_link
 from litefs.validate import validate_rules
-from tests.fsutil import Layers, Mounter, layers, litefs_cmd, litefs_mount, make_plan, put, wait_for
+from tests.fsutil import (
+    Layers,
+    Mounter,
+    is_mounted,
+    layers,
+    litefs_cmd,
+    litefs_mount,
+    make_plan,
+    put,
+    wait_for,
+)
 
 __all__ = ["layers", "litefs_mount"]  # fixtures used by name below
 
@@ -370,3 +381,22 @@ def test_statelite_dir_in_view(layers: Layers, litefs_mount: Mounter) -> None:
     assert "/etc/x" in (sl / "litefile").read_text()
     (m.path / "etc/x").write_text("node")
     assert (sl / "persistent/etc/x").read_text() == "node"
+
+
+def test_refresh_keeps_mounts_laid_over_the_view(layers: Layers, litefs_mount: Mounter) -> None:
+    """At boot /proc, /dev, /run... are mounted on top of the view; a refresh must not make
+    the kernel detach them (it does for every dentry it is told to drop)."""
+    put(layers.image, "run/.keep", "")
+    put(layers.image, "etc/version", "1\n")
+    m = litefs_mount(make_plan({"/tmp/": "tmpfs"}))
+    run = str(m.path / "run")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", run], check=True)
+    try:
+        put(layers.image, "etc/version", "2\n")
+        assert litefs_cmd("refresh", str(m.path)).returncode == 0
+        assert litefs_cmd("refresh", str(m.path), "/run", "/etc").returncode == 0
+        wait_for(lambda: (m.path / "etc/version").read_text() == "2\n")
+        time.sleep(0.3)  # invalidations run asynchronously
+        assert is_mounted(run) == "tmpfs"
+    finally:
+        subprocess.run(["umount", "-l", run], capture_output=True)

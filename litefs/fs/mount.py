@@ -178,6 +178,9 @@ async def _serve(ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready:
                     return
 
         async def after_start() -> None:
+            # From a thread: a stat of our own root is a FUSE request this loop must serve.
+            dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint)).st_dev
+            ops.fuse_dev = f"{os.major(dev)}:{os.minor(dev)}"
             if bypass is not None:
                 wanted = bypass_dirs(ops.view.plan, ops.layers)
                 ops.pin(wanted)

@@ -113,6 +113,8 @@ class LitefsOps(pyfuse3.Operations):
         #: view paths that are (or are above) bind mounts laid over the view: their dentries
         #: are never invalidated, because the kernel detaches mounts on invalidated dentries
         self.pinned: set[str] = set()
+        #: "major:minor" of this FUSE connection (set once mounted), to find mounts over it
+        self.fuse_dev: str | None = None
         #: inodes of hard links made through the view, by (layer, backing inode)
         self.hardlinks: dict[tuple[int, int], set[int]] = {}
         #: file entries kept (LRU); directories keep theirs while the kernel holds them
@@ -1051,6 +1053,49 @@ class LitefsOps(pyfuse3.Operations):
         (image or source content changed underneath). Returns the number of inodes touched."""
         touched = 0
         self.layers.forget_dirs()
+        saved = self.pinned
+        self.pinned = saved | self._covered_paths()
+        try:
+            touched = self._refresh(paths)
+        finally:
+            self.pinned = saved
+        log.info("refresh %s: %d cached inodes invalidated", " ".join(paths), touched)
+        return touched
+
+    def _covered_paths(self) -> set[str]:
+        """View paths with a mount on top (/proc, /dev, bypass binds...) and the directories
+        above them, read from mountinfo: invalidating their dentries would detach the mounts."""
+        if self.fuse_dev is None:
+            return set()
+        ours: dict[str, tuple[str, str]] = {}
+        rows = []
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    parts = line.split()
+                    rows.append(parts)
+                    if parts[2] == self.fuse_dev:
+                        ours[parts[0]] = (_unescape(parts[3]), _unescape(parts[4]))
+        except OSError as exc:
+            log.warning("cannot read mountinfo to protect mounts over the view: %s", exc)
+            return set()
+        covered: set[str] = set()
+        for parts in rows:
+            parent = ours.get(parts[1])
+            if parent is None:
+                continue
+            root, point = parent
+            where = _unescape(parts[4])
+            if not where.startswith(point.rstrip("/") + "/"):
+                continue
+            p = root.rstrip("/") + where[len(point.rstrip("/")) :]
+            while p not in ("/", ""):
+                covered.add(p)
+                p = p.rsplit("/", 1)[0]
+        return covered
+
+    def _refresh(self, paths: list[str]) -> int:
+        touched = 0
         for raw in paths:
             path = "/" + "/".join(p for p in raw.split("/") if p and p != ".")
             if ".." in path.split("/"):
@@ -1080,7 +1125,6 @@ class LitefsOps(pyfuse3.Operations):
                     for n in self.view.names(e):
                         if child_path(path, n) not in self.pinned:
                             self._queue("entry", node.ino, os.fsencode(n))
-        log.info("refresh %s: %d cached inodes invalidated", " ".join(paths), touched)
         return touched
 
     def change_plan(self, data: bytes) -> None:
@@ -1103,6 +1147,10 @@ class LitefsOps(pyfuse3.Operations):
                 pinned.add(p)
                 p = p.rsplit("/", 1)[0]
         self.pinned = pinned
+
+
+def _unescape(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 def dst_raw(parent: Entry) -> bool:
