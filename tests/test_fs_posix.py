@@ -89,6 +89,19 @@ def test_copy_up_keeps_metadata_and_xattrs(view: LitefsMount, layers: Layers) ->
     assert os.getxattr(p, "user.color") == b"blue"
 
 
+def test_callers_umask_applies_once(view: LitefsMount) -> None:
+    w = view.path / "w"
+    for mask, fmode, dmode in ((0o027, 0o640, 0o750), (0, 0o666, 0o777)):
+        old = os.umask(mask)
+        try:
+            os.close(os.open(w / f"um{mask}", os.O_CREAT | os.O_WRONLY, 0o666))
+            os.mkdir(w / f"umd{mask}", 0o777)
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE((w / f"um{mask}").stat().st_mode) == fmode
+        assert stat.S_IMODE((w / f"umd{mask}").stat().st_mode) == dmode
+
+
 def test_attributes_chmod_chown_utimens(view: LitefsMount, layers: Layers) -> None:
     w = view.path / "w"
     os.chmod(w / "lower.txt", 0o600)
@@ -255,3 +268,27 @@ def test_forget_bounds_the_inode_table(view: LitefsMount) -> None:
     Path("/proc/sys/vm/drop_caches").write_text("2\n")
     low = int(os.getxattr(view.path, "user.litefs.inodes"))
     assert low < high / 4, (high, low)
+
+
+def test_other_users_own_what_they_create_and_permissions_hold(view: LitefsMount, layers: Layers) -> None:
+    w = view.path / "w"
+    os.chmod(w, 0o1777)
+    for d in view.path.parents:  # let the user reach the mount point (pytest dirs are 0700)
+        if d == Path("/tmp"):
+            break
+        os.chmod(d, stat.S_IMODE(d.stat().st_mode) | 0o011)
+
+    def as_user() -> None:
+        os.setgid(1000)
+        os.setuid(1000)
+
+    r = subprocess.run(
+        ["sh", "-c", f"echo mine > {w}/user-file && mkdir {w}/user-dir && cat {w}/lower.txt"],
+        preexec_fn=as_user, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode != 0 and "Permission denied" in r.stderr  # lower.txt is 0640 root
+    st = (layers.tmpfs / "w/user-file").stat()
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    assert (layers.tmpfs / "w/user-dir").stat().st_uid == 1000
+    r = subprocess.run(["sh", "-c", f"rm {w}/sub/deep.txt"], preexec_fn=as_user, capture_output=True, text=True)
+    assert r.returncode != 0  # root's directory: not theirs to change

@@ -207,6 +207,9 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     ops = LitefsOps(view, cache_timeout=cfg.cache_timeout)
     # A root filesystem must not go away because a terminal did (boot consoles hang up).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The kernel has applied the caller's umask to every mode we receive; ours must not
+    # mask it a second time.
+    os.umask(0)
     if cfg.foreground:
         setup_logging(cfg)
         raise_nofile()
