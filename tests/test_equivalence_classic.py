@@ -138,6 +138,17 @@ DIFFERENCES: tuple[Difference, ...] = (
         and _copied_parent(env.plan, p) is not None,
     ),
     Difference(
+        "a listed path can be deleted",
+        "rc.statelite bind-mounts bind-family entries (tmpfs, rw, persistent, ro, con, "
+        "localdisk) over the image path, and a mount point cannot be removed (EBUSY); a link "
+        "entry's path is a symlink in the read-only image (EROFS). litefs records the deletion "
+        "as a whiteout in the entry's layer (gone until reboot for tmpfs, for good for "
+        "persistent).",
+        lambda env, p, c, v: env.plan.rule_for(p) is not None
+        and (v is None or v == "ok") and any(o["op"] in ("unlink", "rmdir") and o["path"] == p
+                                             for o in env.case.ops),
+    ),
+    Difference(
         "lazy persistent seeding",
         "DESIGN Fixed: a persistent path follows the image (or source) until the node first "
         "writes it; a stock node copied it at first boot and never looks at the image again.",
@@ -393,6 +404,10 @@ CASES = [
                                                ("/var/lib/ntp/", "persistent")],
          [], {}, [{"op": "write", "path": "/var/lib/ntp/drift", "data": "1.5\n"}],
          between={"/var/lib/random-seed": "new image seed\n", "/etc/adjtime": "new adjtime\n"}),
+    Case("deleting listed paths", [("/etc/ntp.conf", "tmpfs"), ("/var/lib/random-seed", "persistent"),
+                                   ("/etc/hosts", "link")], [], {},
+         [{"op": "unlink", "path": "/etc/ntp.conf"}, {"op": "unlink", "path": "/var/lib/random-seed"},
+          {"op": "unlink", "path": "/etc/hosts"}]),
     Case("server-less source", [("/etc/motd", "tmpfs")], ["/srv/local"], {"0:/etc/motd": "local\n"}),
     Case("the cookbook's RedHat list", [], [], {}, COOKBOOK_OPS, table="litefile-redhat.csv"),
     Case("the cookbook's SLES list", [], [], {}, COOKBOOK_OPS, table="litefile-sles.csv"),
