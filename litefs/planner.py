@@ -216,7 +216,7 @@ def _compute_image_rules(snap: Snapshot, image: str, boot: bool) -> _ImageRules:
     entries = [(file, option) for _lvl, file, option, _img in chosen.values()]
     problems.extend(validate_rules(entries, image=image, boot=boot))
     if problems:
-        raise PlanError(f"litefile rows for image {image} are not valid: " + "; ".join(problems))
+        raise PlanError(_invalid_rows(image, problems))
     for _lvl, file, option, _img in chosen.values():
         if option == "tempfs":
             warnings.append(
@@ -250,6 +250,20 @@ def _compute_image_rules(snap: Snapshot, image: str, boot: bool) -> _ImageRules:
             ) from None
     trees.sort(key=lambda t: t[0])
     return _ImageRules(rules, tuple(r for _p, r in trees), tuple(warnings))
+
+
+#: How many validation messages one error line shows before summarising the rest.
+MAX_SHOWN_PROBLEMS = 5
+
+
+def _invalid_rows(image: str, problems: list[str]) -> str:
+    shown = problems[:MAX_SHOWN_PROBLEMS]
+    more = len(problems) - len(shown)
+    text = "; ".join(shown) + (f"; and {more} more" if more else "")
+    return (
+        f"litefile rows for image {image} are not valid: {text} "
+        "(fix the rows with 'tabedit litefile' or chtab)"
+    )
 
 
 # --- plans ------------------------------------------------------------------------------

@@ -111,8 +111,21 @@ def rows(conn: Connection, name: str, filters: Iterable[str] = ()) -> list[Row]:
 
 
 def dump(conn: Connection, name: str, filters: Iterable[str] = ()) -> str:
-    """Table ``name`` as tabdump CSV."""
-    return csvtab.format_table(column_names(table(name)), rows(conn, name, filters))
+    """Table ``name`` as tabdump CSV.
+
+    A blank key is stored as ``""`` (key columns are NOT NULL) but xCAT keeps it as NULL, so
+    it is printed as an empty field, as xCAT's tabdump prints it (``,"/etc/x",,,``);
+    tabrestore reads an empty key field back as blank, so nothing is lost.
+    """
+    t = table(name)
+    cols = column_names(t)
+    blank_keys = [i for i, c in enumerate(cols) if c in key_columns(t)]
+    out = []
+    for row in rows(conn, name, filters):
+        if any(row[i] == "" for i in blank_keys):
+            row = tuple(None if i in blank_keys and v == "" else v for i, v in enumerate(row))
+        out.append(row)
+    return csvtab.format_table(cols, out)
 
 
 # --- checks on rows about to be stored -------------------------------------------------

@@ -75,8 +75,8 @@ COLUMNS: dict[str, dict[str, str]] = {
     "litefile": {
         "image": "osimage name, image group, ALL, or blank (all images).",
         "file": "Absolute path on the node; directories end with '/'.",
-        "options": "tmpfs (default), persistent, ro, rw, link, link,persistent, link,ro, "
-        "localdisk, tmpfs,rw, bind, bind,persistent.",
+        "options": "blank (= tmpfs,rw = link), tmpfs, rw, persistent, ro, con, localdisk, "
+        "link, tmpfs,rw, link,ro, link,persistent, link,con (tempfs: old spelling of tmpfs).",
     },
     "litetree": {
         "priority": "Search order, lowest first (numbers, decimals allowed); unique.",

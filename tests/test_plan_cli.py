@@ -24,10 +24,13 @@ TABLES = {
         {"node": "n01", "groups": "compute"},
         {"node": "n02", "groups": "compute"},
         {"node": "n03", "groups": "broken"},
+        {"node": "svc1", "groups": "service"},
     ],
     "nodetype": [
         {"node": "compute", "os": "rhels8", "arch": "x86_64", "profile": "compute"},
         {"node": "n03", "os": "rhels8"},
+        # The legacy image name, with no osimage row: still listable by name.
+        {"node": "service", "os": "rhels8", "arch": "x86_64", "profile": "service"},
     ],
     "noderes": [{"node": "compute", "nfsserver": "10.0.0.1"}],
     "nodepos": [{"node": "n01", "room": "ny"}, {"node": "n02", "room": "sh"}],
@@ -79,6 +82,10 @@ def test_litefile_noderange_and_image(url: str) -> None:
     assert r.stdout == expected_litefile("n01") + expected_litefile("n02")
     r = run("litefile", IMG, url=url)
     assert (r.returncode, r.stdout) == (0, expected_litefile(IMG))
+    legacy = "rhels8-x86_64-statelite-service"  # a node boots it; no osimage row
+    r = run("litefile", legacy, url=url)
+    assert (r.returncode, r.stdout) == (0, expected_litefile(legacy))
+    assert all(": warning: " in line for line in r.stderr.splitlines())  # $node row left out
 
 
 def test_litetree(url: str) -> None:
@@ -154,7 +161,12 @@ def test_database_without_schema_and_env_default(url: str, tmp_path: Path) -> No
     empty = f"sqlite:///{tmp_path}/empty.db"
     r = run("litefile", "n01", url=empty)
     assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and "run 'litefs db init'" in r.stderr
+    assert r.stderr.count("\n") == 1 and "does not exist; run 'litefs db init'" in r.stderr
+    assert not (tmp_path / "empty.db").exists()  # a read leaves no empty database behind
+    (tmp_path / "empty.db").write_bytes(b"")
+    r = run("lslite", "n01", url=empty)
+    assert (r.returncode, r.stderr.count("\n")) == (1, 1)
+    assert "has no litefs tables; run 'litefs db init'" in r.stderr
     r = run("litetree", "n02", env={"LITEFS_DB": url})
     assert (r.returncode, r.stdout.splitlines()[0]) == (0, "n02: 10.0.0.1:/statelite/n02")
 

@@ -210,6 +210,16 @@ def test_invalid_rows_raise_plan_error_listing_all_messages(engine: Engine) -> N
     assert "/var/log/old/ should have persistent option like /var/log/" in msg
 
 
+def test_many_invalid_rows_stay_one_readable_line(engine: Engine) -> None:  # noqa: F811
+    rows = [{"image": "ALL", "file": f"/etc/f{i}", "options": "bogus"} for i in range(12)]
+    load(engine, {**TABLES, "litefile": rows})
+    with pytest.raises(PlanError) as err:
+        plan_for_image(load_snapshot(engine), IMG)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.count("has invalid option") == 5
+    assert "; and 7 more (fix the rows with 'tabedit litefile' or chtab)" in msg
+
+
 def test_tempfs_plans_for_nodes_but_not_for_liteimg(engine: Engine) -> None:  # noqa: F811
     load(engine, {**TABLES, "litefile": [{"image": "ALL", "file": "/etc/x", "options": "tempfs"}]})
     snap = load_snapshot(engine)

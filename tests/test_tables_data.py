@@ -49,11 +49,28 @@ def test_round_trip_awkward_values(engine: Engine) -> None:  # noqa: F811
     tabledata.restore(engine, "site", text, "site.csv")
     out = _dump(engine, "site")
     lines = text.splitlines(True)
-    assert out == "".join([lines[0], lines[-1], *lines[1:-1]])  # sorted by key, "" first
+    # Sorted by key, blank first, and a blank key printed empty (NULL), as xCAT prints it.
+    assert out == "".join([lines[0], ',"blank key",,\n', *lines[1:-1]])
     tabledata.restore(engine, "site", out, "site.csv")
     assert _dump(engine, "site") == out
     assert '"b","two\nlines","",\n' in out
     assert '"c",,"  spaced  ","1"\n' in out
+
+
+def test_blank_key_dumps_as_xcat_null_and_restores_blank(engine: Engine) -> None:  # noqa: F811
+    # xCAT keeps a blank image as NULL: tabdump prints an empty field, not "".
+    text = HEADER + ',"/etc/motd","ro",,\n"","/etc/issue",,,\n"ALL","/tmp/",,,\n'
+    tabledata.restore(engine, "litefile", text, "litefile.csv")
+    out = _dump(engine, "litefile")
+    assert out == HEADER + ',"/etc/issue",,,\n,"/etc/motd","ro",,\n"ALL","/tmp/",,,\n'
+    assert _dump(engine, "litefile", "image==") == (
+        HEADER + ',"/etc/issue",,,\n,"/etc/motd","ro",,\n'
+    )
+    tabledata.restore(engine, "litefile", out, "litefile.csv")
+    assert _dump(engine, "litefile") == out
+    with engine.connect() as conn:
+        images = sorted(r[0] for r in tabledata.rows(conn, "litefile"))
+    assert images == ["", "", "ALL"]  # stored blank, so lookups by image '' find them
 
 
 def test_rows_sorted_by_key_numbers_numerically(engine: Engine) -> None:  # noqa: F811

@@ -20,6 +20,7 @@ from litefs.noderange import expand
 from litefs.plan import Plan
 from litefs.planner import (
     Snapshot,
+    image_for_node,
     image_lslite_lines,
     litefile_lines,
     litetree_lines,
@@ -32,7 +33,8 @@ from litefs.planner import (
 
 def open_snapshot(url: str | None) -> Snapshot:
     """Open the database named by ``--db`` (or the default), check its schema, read it."""
-    engine: Engine = db.open_engine(url)
+    # must_exist: a read on a mistyped SQLite path must not leave an empty database behind.
+    engine: Engine = db.open_engine(url, must_exist=True)
     try:
         db.require_schema(engine)
         return load_snapshot(engine)
@@ -41,10 +43,23 @@ def open_snapshot(url: str | None) -> Snapshot:
 
 
 def image_known(snap: Snapshot, name: str) -> bool:
-    """True if ``name`` is an osimage or a litefile row names it."""
-    return name in snap.osimage or any(
-        (r.get("image") or "").strip() == name for r in snap.litefile
-    )
+    """True if ``name`` is an osimage, a litefile/litetree row names it, or a node boots it.
+
+    xCAT's ``ilitefile`` takes any name; litefs wants some sign the image exists so a typo
+    is an error, but an image that nodes use without an osimage row (the legacy
+    ``<os>-<arch>-statelite-<profile>`` name) must still be listable.
+    """
+    if name in snap.osimage:
+        return True
+    if any((r.get("image") or "").strip() == name for r in (*snap.litefile, *snap.litetree)):
+        return True
+    for node in snap.nodes:
+        try:
+            if image_for_node(snap, node) == name:
+                return True
+        except LitefsError:
+            continue
+    return False
 
 
 def _each_node(
