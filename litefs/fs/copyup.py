@@ -88,7 +88,7 @@ def copy_up(
     ``up`` already (see :func:`ensure_dir`).
     """
     parent, name = split(rel)
-    pfd = up.dirfd(parent)
+    pfd = _open_dir(up, parent)
     tmp = _tmp_name()
     try:
         _sweep(up, pfd)
@@ -98,11 +98,11 @@ def copy_up(
         elif stat.S_ISLNK(mode):
             src, srel = sources[0]
             sp, sn = split(srel)
-            sfd = src.dirfd(sp)
+            sfd = _open_dir(src, sp)
             try:
                 target = os.readlink(sn, dir_fd=sfd)
             finally:
-                src.release(sfd)
+                _close_dir(src, sfd)
             os.symlink(target, tmp, dir_fd=pfd)
             _set_meta_path(pfd, tmp, st, None)
         elif stat.S_ISDIR(mode):
@@ -119,7 +119,7 @@ def copy_up(
             raise
         _fsync_dir(up, parent)
     finally:
-        up.release(pfd)
+        _close_dir(up, pfd)
 
 
 def _copy_file(
@@ -135,11 +135,11 @@ def _copy_file(
         if truncate_to != 0:
             for src, srel in sources:
                 sp, sn = split(srel)
-                sfd = src.dirfd(sp)
+                sfd = _open_dir(src, sp)
                 try:
                     infd = os.open(sn, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
                 finally:
-                    src.release(sfd)
+                    _close_dir(src, sfd)
                 try:
                     _copy_data(infd, out)
                 finally:
@@ -198,7 +198,7 @@ def _set_meta_path(pfd: int, name: str, st: os.stat_result, xattr_from: tuple[Ba
 def _copy_xattrs(src: tuple[Backing, str], dst: str | int) -> None:
     layer, rel = src
     sp, sn = split(rel)
-    sfd = layer.dirfd(sp)
+    sfd = _open_dir(layer, sp)
     try:
         spath = f"/proc/self/fd/{sfd}/{sn}" if sn != "." else f"/proc/self/fd/{sfd}/."
         try:
@@ -215,7 +215,20 @@ def _copy_xattrs(src: tuple[Backing, str], dst: str | int) -> None:
             except OSError:
                 pass  # the target may not support this namespace (NFSv3): best effort
     finally:
-        layer.release(sfd)
+        _close_dir(layer, sfd)
+
+
+def _open_dir(b: Backing, rel: str) -> int:
+    """A private directory fd: copy_up may run in a worker thread, away from the layer's
+    fd cache, which only the filesystem's own thread touches."""
+    if rel == ".":
+        return b.fd
+    return openat2_beneath(b.fd, rel, os.O_PATH | os.O_DIRECTORY)
+
+
+def _close_dir(b: Backing, fd: int) -> None:
+    if fd != b.fd:
+        os.close(fd)
 
 
 def _fsync_dir(up: Backing, rel_dir: str) -> None:

@@ -47,6 +47,8 @@ XATTR_RULE = "user.litefs.rule"
 XATTR_REFRESH = "user.litefs.refresh"
 XATTR_PLAN = "user.litefs.plan"
 XATTR_INODES = "user.litefs.inodes"
+#: files at least this big are copied up in a worker thread
+THREAD_COPY_BYTES = 1 << 20
 #: how many file entries stay cached (directories stay while the kernel holds them)
 FILE_ENTRIES = 4096
 #: errnos that mean a backing store is failing, not that the caller asked something wrong
@@ -119,6 +121,8 @@ class LitefsOps(pyfuse3.Operations):
         self.hardlinks: dict[tuple[int, int], set[int]] = {}
         #: file entries kept (LRU); directories keep theirs while the kernel holds them
         self._file_entries: OrderedDict[int, None] = OrderedDict()
+        #: copy-ups in progress, by view path
+        self._copy_locks: dict[str, trio.Lock] = {}
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -258,29 +262,60 @@ class LitefsOps(pyfuse3.Operations):
     def _upper_rel(self, e: Entry) -> str:
         return e.rel
 
-    def _copy_up(self, node: Node, e: Entry, truncate_to: int | None = None) -> Entry:
-        """Bring ``e`` into its upper layer (no-op if it is there); return the new entry."""
+    async def _copy_up(self, node: Node, e: Entry, truncate_to: int | None = None) -> Entry:
+        """Bring ``e`` into its upper layer (no-op if it is there); return the new entry.
+
+        One copy-up per path at a time; a large file is copied in a worker thread so the
+        rest of the filesystem keeps answering meanwhile."""
         if e.raw or e.in_upper:
             return e
         if node.path is None:
             raise _err(errno.ENOENT)
-        parent_path = node.path.rsplit("/", 1)[0] or "/"
-        _res, up = self._writable_res(node.path, self._locate_path(parent_path) or e)
+        path = node.path
+        lock = self._copy_locks.get(path)
+        if lock is None:
+            lock = self._copy_locks[path] = trio.Lock()
+        try:
+            async with lock:
+                node.entry = None
+                e = self._entry(node)  # someone may have copied it up while we waited
+                if e.raw or e.in_upper:
+                    return e
+                await self._copy_up_locked(node, path, e, truncate_to)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._copy_locks.pop(path, None)
+        node.entry = None
+        return self._entry(node)
+
+    async def _copy_up_locked(self, node: Node, path: str, e: Entry, truncate_to: int | None) -> None:
+        parent_path = path.rsplit("/", 1)[0] or "/"
+        _res, up = self._writable_res(path, self._locate_path(parent_path) or e)
         rel = e.rel
         if e.kind == SYNTH_LINK:
             raise _err(errno.EPERM)
         if e.is_dir:
             ensure_dir(up, rel, self._meta_of)
+            return
+        ensure_dir(up, split(rel)[0], self._meta_of)
+        assert e.layer is not None
+        st = e.layer.lstat(e.rel)  # fresh: metadata may have changed since the lookup
+        if st is None:
+            raise _err(errno.ENOENT)
+        sources = [(b, r) for b, r, _st in e.parts] if e.kind == CON else [(e.layer, e.rel)]
+        args = (up, rel, st, sources, truncate_to, (e.layer, e.rel))
+        if stat.S_ISREG(st.st_mode) and truncate_to != 0 and st.st_size >= THREAD_COPY_BYTES:
+            log.info("copy-up of %s (%d bytes) to the %s layer", path, st.st_size, up.name)
+            await trio.to_thread.run_sync(copy_up, *args)
         else:
-            ensure_dir(up, split(rel)[0], self._meta_of)
-            assert e.layer is not None
-            st = e.layer.lstat(e.rel)  # fresh: metadata may have changed since the lookup
-            if st is None:
-                raise _err(errno.ENOENT)
-            sources = [(b, r) for b, r, _st in e.parts] if e.kind == CON else [(e.layer, e.rel)]
-            copy_up(up, rel, st, sources, truncate_to, xattr_from=(e.layer, e.rel))
-        node.entry = None
-        return self._entry(node)
+            copy_up(*args)
+
+    async def _path_lock(self, path: str) -> None:
+        """Wait for a copy-up of ``path`` in progress (a change must not race it)."""
+        lock = self._copy_locks.get(path)
+        if lock is not None:
+            async with lock:
+                pass
 
     def _lower_has(self, path: str, e: Entry | None, parent: Entry) -> bool:
         """True if some lower layer would show ``path`` once the upper entry is gone."""
@@ -463,7 +498,7 @@ class LitefsOps(pyfuse3.Operations):
             parent = self._locate_path((node.path or "/").rsplit("/", 1)[0] or "/")
             self._writable_res(node.path or "/", parent or e)
             trunc = attr.st_size if fields.update_size and attr.st_size == 0 else None
-            e = self._copy_up(node, e, truncate_to=trunc)
+            e = await self._copy_up(node, e, truncate_to=trunc)
         elif self.read_only or not (e.layer and e.layer.writable):
             raise _err(errno.EROFS)
         assert e.layer is not None
@@ -654,9 +689,9 @@ class LitefsOps(pyfuse3.Operations):
     @guarded
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
-        return self._open_node(node, self._entry(node), flags)
+        return await self._open_node(node, self._entry(node), flags)
 
-    def _open_node(self, node: Node, e: Entry, flags: int) -> pyfuse3.FileInfo:
+    async def _open_node(self, node: Node, e: Entry, flags: int) -> pyfuse3.FileInfo:
         if e.is_dir:
             raise _err(errno.EISDIR)
         if e.kind == SYNTH_LINK:
@@ -669,7 +704,7 @@ class LitefsOps(pyfuse3.Operations):
             else:
                 parent = self._locate_path((node.path or "/").rsplit("/", 1)[0] or "/")
                 self._writable_res(node.path or "/", parent or e)
-                e = self._copy_up(node, e, truncate_to=0 if flags & os.O_TRUNC else None)
+                e = await self._copy_up(node, e, truncate_to=0 if flags & os.O_TRUNC else None)
         fh = self._fh()
         if e.kind == CON:
             data = b"".join(_read_all(b, r) for b, r, _st in e.parts)
@@ -692,7 +727,7 @@ class LitefsOps(pyfuse3.Operations):
                 raise _err(errno.EEXIST)
             node = self.inodes.ref(path, existing)
             try:
-                return self._open_node(node, existing, flags), self._attr(node, existing)
+                return await self._open_node(node, existing, flags), self._attr(node, existing)
             except BaseException:
                 self.inodes.forget(node.ino, 1)
                 raise
@@ -787,7 +822,7 @@ class LitefsOps(pyfuse3.Operations):
         src_up = e.layer if e.raw else self.layers.upper(resolve(self.view.plan, node.path or "/").upper)
         if src_up is not up:
             raise _err(errno.EXDEV)
-        e = self._copy_up(node, e)
+        e = await self._copy_up(node, e)
         sp, sn = split(e.rel)
         dp, dn = split(rel)
         sfd = up.dirfd(sp)
@@ -812,6 +847,7 @@ class LitefsOps(pyfuse3.Operations):
         pnode = self._node(parent_inode)
         pe = self._entry(pnode)
         path = child_path(pnode.path or "/", sname)
+        await self._path_lock(path)
         e = self.view.locate(path, pe)
         if e is None:
             raise _err(errno.ENOENT)
@@ -851,6 +887,8 @@ class LitefsOps(pyfuse3.Operations):
         self._check_name(new_name, pen)
         old = child_path(pold.path or "/", old_name)
         new = child_path(pnew.path or "/", new_name)
+        await self._path_lock(old)
+        await self._path_lock(new)
         src = self.view.locate(old, peo)
         if src is None:
             raise _err(errno.ENOENT)
@@ -878,10 +916,10 @@ class LitefsOps(pyfuse3.Operations):
         if exchange and dst is not None and dst.is_dir and not dst.raw and self._dir_has_lower(new, dst, pen):
             raise _err(errno.EXDEV)
         src_node = self.inodes.at(old)
-        src = self._copy_up(src_node, src) if src_node is not None else self._copy_up_path(old, src)
+        src = await self._copy_up(src_node, src) if src_node is not None else await self._copy_up_path(old, src)
         if exchange and dst is not None:
             dst_node = self.inodes.at(new)
-            dst = self._copy_up(dst_node, dst) if dst_node is not None else self._copy_up_path(new, dst)
+            dst = await self._copy_up(dst_node, dst) if dst_node is not None else await self._copy_up_path(new, dst)
         src_lower = self._lower_has(old, src, peo)
         dst_lower = self._lower_has(new, dst, pen)
         drel = join(pen.rel, new_name) if pen.raw else new[1:]
@@ -927,10 +965,10 @@ class LitefsOps(pyfuse3.Operations):
         else:
             self.inodes.exchange(old, new)
 
-    def _copy_up_path(self, path: str, e: Entry) -> Entry:
+    async def _copy_up_path(self, path: str, e: Entry) -> Entry:
         node = self.inodes.ref(path, e)
         try:
-            return self._copy_up(node, e)
+            return await self._copy_up(node, e)
         finally:
             self.inodes.forget(node.ino, 1)
 
@@ -1014,7 +1052,7 @@ class LitefsOps(pyfuse3.Operations):
         if sname.startswith("user.litefs."):
             raise _err(errno.EPERM)
         node = self._node(inode)
-        e = self._writable_entry(node)
+        e = await self._writable_entry(node)
         layer, pfd, p = self._xattr_path(e)
         try:
             os.setxattr(p, sname, value, follow_symlinks=False)
@@ -1027,14 +1065,14 @@ class LitefsOps(pyfuse3.Operations):
         if sname.startswith("user.litefs."):
             raise _err(errno.EPERM)
         node = self._node(inode)
-        e = self._writable_entry(node)
+        e = await self._writable_entry(node)
         layer, pfd, p = self._xattr_path(e)
         try:
             os.removexattr(p, sname, follow_symlinks=False)
         finally:
             layer.release(pfd)
 
-    def _writable_entry(self, node: Node) -> Entry:
+    async def _writable_entry(self, node: Node) -> Entry:
         e = self._entry(node)
         if e.raw:
             if self.read_only or not (e.layer and e.layer.writable):
@@ -1044,7 +1082,7 @@ class LitefsOps(pyfuse3.Operations):
             raise _err(errno.EPERM)
         parent = self._locate_path((node.path or "/").rsplit("/", 1)[0] or "/")
         self._writable_res(node.path or "/", parent or e)
-        return self._copy_up(node, e)
+        return await self._copy_up(node, e)
 
     # --- coherence ------------------------------------------------------------------------
 
