@@ -18,7 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.fsutil import Layers, LitefsMount, Mounter, layers, litefs_mount, make_plan, put
+from litefs.fs import control
+from tests.fsutil import (
+    Layers,
+    LitefsMount,
+    Mounter,
+    layers,
+    litefs_mount,
+    make_plan,
+    put,
+    wait_for,
+)
 
 __all__ = ["layers", "litefs_mount"]
 
@@ -135,3 +145,26 @@ def test_persistent_store_vanishing_gives_errors_not_corruption(
         store.stop()
         if store.proc is None:
             store.lazy_unmount()
+
+
+def test_source_vanishing_gives_errors_and_a_log_line(layers: Layers, litefs_mount: Mounter, tmp_path: Path) -> None:
+    """A litetree source served by a server that dies mid-run: paths it governs answer with
+    the store's errno (never silently the image's content), and the log says so."""
+    inner = Layers(tmp_path / "inner", tmp_path / "inner/i", tmp_path / "inner/t", tmp_path / "inner/p", tmp_path / "inner/l")
+    for d in (inner.image, inner.tmpfs, inner.persistent, inner.localdisk):
+        d.mkdir(parents=True)
+    put(inner.image, "etc/app.conf", "from the source\n")
+    srv = LitefsMount(inner, make_plan({"/tmp/": "tmpfs"}), tmp_path / "srv", [], expect_errors=True).start()
+    try:
+        layers.sources.append(srv.path)
+        put(layers.image, "etc/app.conf", "image default\n")
+        m = litefs_mount(make_plan({"/etc/app.conf": "ro"}, [str(srv.path)]), expect_errors=True)
+        assert (m.path / "etc/app.conf").read_text() == "from the source\n"
+        srv.kill9()
+        control.refresh(str(m.path), ["/etc/app.conf"])
+        with pytest.raises(OSError) as info:
+            (m.path / "etc/app.conf").read_text()
+        assert info.value.errno in (errno.ENOTCONN, errno.EIO)
+        wait_for(lambda: "backing store fault" in m.log_text())
+    finally:
+        srv.stop()

@@ -1158,11 +1158,15 @@ class LitefsOps(pyfuse3.Operations):
             # New names in a named directory may sit behind negative dentries.
             node = self.inodes.at(path)
             if node is not None:
-                e = self._locate_path(path)
-                if e is not None and e.is_dir:
-                    for n in self.view.names(e):
-                        if child_path(path, n) not in self.pinned:
-                            self._queue("entry", node.ino, os.fsencode(n))
+                try:
+                    e = self._locate_path(path)
+                    names = self.view.names(e) if e is not None and e.is_dir else []
+                except OSError as exc:  # a failing store must not make the refresh fail
+                    log.error("refresh %s: backing store fault: %s", path, exc)
+                    names = []
+                for n in names:
+                    if child_path(path, n) not in self.pinned:
+                        self._queue("entry", node.ino, os.fsencode(n))
         return touched
 
     def change_plan(self, data: bytes) -> None:
