@@ -38,10 +38,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from litefs import sampledata
 from litefs.errors import BootError
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -347,10 +349,20 @@ class Cluster:
         return run(cmd).stdout
 
     def address(self, name: str) -> str:
+        """The node's IP on the bridge (the sample's, else the next free host number)."""
         if name not in self.addresses:
+            taken = set(self.addresses.values())
+            while f"{self.net}.{self._next_host}" in taken:
+                self._next_host += 1
+            if self._next_host > 254:
+                raise BootError(f"no free address left on {self.net}.0/24")
             self.addresses[name] = f"{self.net}.{self._next_host}"
-            self._next_host += 1
         return self.addresses[name]
+
+    def mac(self, name: str) -> str:
+        """The node's eth0 MAC (locally administered, made from its IP): its mac table row."""
+        octets = [int(o) for o in self.address(name).split(".")]
+        return "02:00:" + ":".join(f"{o:02x}" for o in octets)
 
     def _netns_for(self, name: str) -> str:
         ns = f"lfn-{self.tag}-{name}"[:30]
@@ -362,6 +374,7 @@ class Cluster:
         run(["ip", "link", "add", veth, "netns", self.mn_ns, "type", "veth", "peer", "name",
              "eth0", "netns", ns])
         run(["ip", "-n", self.mn_ns, "link", "set", veth, "master", "br0", "up"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "address", self.mac(name)])
         run(["ip", "-n", ns, "addr", "add", f"{self.address(name)}/24", "dev", "eth0"])
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -413,84 +426,66 @@ class Cluster:
 
 # --- the demo/test cluster ------------------------------------------------------------------
 
-#: Where the demo image lives on the MN (``linuximage.rootimgdir``).
+#: Where the demo image lives on the MN (``linuximage.rootimgdir`` of the shipped sample).
 DEMO_IMAGE_DIR = "/install/netboot/demo/x86_64/compute"
-DEMO_IMAGE = "demo-x86_64-statelite-compute"
+DEMO_IMAGE = sampledata.DEMO_IMAGE
+#: The sample's nodes and rooms (``litefs/data/demo``): n01, n02 in Tokyo; n03, n04 in London.
+DEMO_ROOMS = dict(sampledata.DEMO_ROOMS)
 
-DEMO_LITEFILE = (
-    "#image,file,options,comments,disable\n"
-    '"ALL","/etc/adjtime","tmpfs",,\n'
-    '"ALL","/tmp/","tmpfs",,\n'
-    '"ALL","/var/log/","persistent",,\n'
-    '"ALL","/etc/motd","ro",,\n'
-    '"ALL","/etc/issue","ro",,\n'
-)
-
-_HEADERS = {
-    "nodelist": "#node,groups,status,statustime,appstatus,appstatustime,primarysn,hidden,"
-                "updatestatus,updatestatustime,zonename,comments,disable\n",
-    "hosts": "#node,ip,hostnames,otherinterfaces,comments,disable\n",
-    "mac": "#node,interface,mac,comments,disable\n",
-    "nodepos": "#node,rack,u,chassis,slot,room,height,comments,disable\n",
-}
+_NODELIST_ROW = '"{node}","{groups}",,,,,,,,,,,\n'
+_HOSTS_ROW = '"{node}","{ip}",,,,\n'
 
 
-def demo_tables(cluster: Cluster, rooms: dict[str, str], litefile: str = DEMO_LITEFILE,
-                rootimgdir: str = DEMO_IMAGE_DIR, nfsdir: str = "") -> dict[str, str]:
-    """CSV per table: ``rooms`` maps node -> room; every node in group ``compute``.
+def demo_tables(cluster: Cluster, extra_nodes: dict[str, str] | None = None,
+                litefile: str | None = None) -> dict[str, str]:
+    """The shipped demo tables (:func:`litefs.sampledata.demo_tables`) for this cluster.
 
-    The litetree row ``<mn>:/syncdirs/$nodepos.room`` gives each room its own overlay (the
-    cookbook's Tokyo/London example); statelite puts persistent data on ``<mn>:/nodedata``.
-    ``rootimgdir`` is where nodeset finds kernel and initrd on this host; ``nfsdir``
-    (``//path``) is the image directory as the nodes mount it, when that differs.
+    The one demo data set, moved from loopback to the cluster's bridge network
+    (:func:`litefs.sampledata.demo_tables_on`), plus what the harness itself stands in for:
+    a ``mac`` row per node (xCAT's ``getmacs``; the node's eth0 gets that MAC). For the
+    benchmark, ``extra_nodes`` (name -> room, ``tokyo`` or ``london``) adds nodes in group
+    ``compute`` and ``litefile`` replaces the litefile table (e.g. the cookbook's RedHat list).
     """
-    mn = cluster.mn_ip
-    t = {k: v for k, v in _HEADERS.items()}
-    for i, (node, room) in enumerate(rooms.items()):
-        t["nodelist"] += f'"{node}","compute",,,,,,,,,,,\n'
-        t["hosts"] += f'"{node}","{cluster.address(node)}",,,,\n'
-        t["mac"] += f'"{node}","eth0","02:77:00:00:00:{i + 11:02x}",,\n'
-        t["nodepos"] += f'"{node}",,,,,"{room}",,,\n'
-    t["nodetype"] = ("#node,os,arch,profile,provmethod,supportedarchs,nodetype,comments,disable\n"
-                     f'"compute","demo","x86_64","compute","{DEMO_IMAGE}",,,,\n')
-    t["osimage"] = (
-        "#imagename,groups,profile,imagetype,description,provmethod,rootfstype,nfsrootopts,"
-        "osdistroname,osupdatename,cfmdir,osname,osvers,osarch,synclists,postscripts,"
-        "postbootscripts,serverrole,isdeletable,kitcomponents,environvar,comments,disable\n"
-        f'"{DEMO_IMAGE}",,"compute","linux",,"statelite",,,,,,"Linux","demo","x86_64",'
-        ",,,,,,,,\n")
-    t["linuximage"] = (
-        "#imagename,template,boottarget,addkcmdline,pkglist,pkgdir,otherpkglist,otherpkgdir,"
-        "exlist,postinstall,rootimgdir,kerneldir,nodebootif,otherifce,netdrivers,kernelver,"
-        "krpmver,permission,dump,crashkernelsize,partitionfile,driverupdatesrc,comments,"
-        f'disable\n"{DEMO_IMAGE}",,,,,,,,,,"{rootimgdir}",,,,,,,,,,,,,\n')
-    t["noderes"] = (
-        "#node,servicenode,netboot,tftpserver,tftpdir,nfsserver,monserver,nfsdir,installnic,"
-        "primarynic,discoverynics,cmdinterface,xcatmaster,current_osimage,next_osimage,"
-        "nimserver,routenames,nameservers,proxydhcp,syslog,comments,disable\n"
-        f'"compute",,"pxe",,,,,"{nfsdir}",,,,,"{mn}",,,,,,,,,\n')
-    t["litefile"] = litefile
-    t["litetree"] = ("#priority,image,directory,mntopts,comments,disable\n"
-                     f'"1.0",,"{mn}:/syncdirs/$nodepos.room",,,\n')
-    t["statelite"] = ("#node,image,statemnt,mntopts,comments,disable\n"
-                      f'"compute",,"{mn}:/nodedata",,,\n')
+    t = sampledata.demo_tables_on(cluster.net)
+    for node, ip in sampledata.DEMO_NODES.items():
+        cluster.addresses[node] = f"{cluster.net}.{ip.rsplit('.', 1)[1]}"
+    for node, room in (extra_nodes or {}).items():
+        if room not in ("tokyo", "london"):
+            raise BootError(f"extra node {node}: room {room!r} is not tokyo or london")
+        t["nodelist"] += _NODELIST_ROW.format(node=node, groups=f"compute,{room}")
+        t["hosts"] += _HOSTS_ROW.format(node=node, ip=cluster.address(node))
+    t["mac"] = "#node,interface,mac,comments,disable\n" + "".join(
+        f'"{node}","eth0","{cluster.mac(node)}",,\n' for node in cluster.addresses)
+    if litefile is not None:
+        t["litefile"] = litefile
     return t
 
 
-def stage_demo(cluster: Cluster, rooms: dict[str, str]) -> Path:
-    """The MN's exports for the demo: the image, ``/nodedata`` and one motd per room."""
+def stage_demo(cluster: Cluster) -> Path:
+    """The MN's exports the demo tables name: the image, ``/nodedata``, the litetree folders.
+
+    ``/syncdirs/<room>/etc/motd`` per room (``$nodepos.room``) and ``/syncdirs/common`` (every
+    node: ``/etc/ssh/ssh_known_hosts`` seeds the tmpfs ``/etc/ssh/``).
+    """
     root = cluster.export(DEMO_IMAGE_DIR + "/rootimg")
     build_image(root, motd="image motd\n")
     (root / "etc" / "issue").write_text("demo image v1\n")
     cluster.export("/nodedata")
-    for room in sorted(set(rooms.values())):
+    for room in sorted(set(DEMO_ROOMS.values())):
         etc = cluster.export(f"/syncdirs/{room}/etc")
         (etc / "motd").write_text(f"Welcome to the {room} room\n")
+    ssh = cluster.export("/syncdirs/common/etc/ssh")
+    (ssh / "ssh_known_hosts").write_text("mn ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAdemo\n")
     return root
 
 
-def load_demo_tables(db_url: str, tables: dict[str, str]) -> None:
-    """Create the schema in ``db_url`` and restore ``tables`` into it."""
+def load_demo_tables(db_url: str, tables: dict[str, str],
+                     settings: Sequence[tuple[dict[str, str], list[str]]] = ()) -> None:
+    """Create the schema in ``db_url``, restore ``tables``, then apply ``settings``.
+
+    ``settings`` are ``chtab`` calls (keys, ``table.column=value`` list), as an admin would
+    adapt the sample to a site (e.g. where this host keeps the image's kernel).
+    """
     from litefs import db, tabledata
 
     engine = db.open_engine(db_url)
@@ -498,5 +493,7 @@ def load_demo_tables(db_url: str, tables: dict[str, str]) -> None:
         db.init_db(engine)
         for name, text in tables.items():
             tabledata.restore(engine, name, text, f"{name}.csv")
+        for keys, assignments in settings:
+            tabledata.chtab(engine, keys, assignments)
     finally:
         engine.dispose()

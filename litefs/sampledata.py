@@ -10,6 +10,7 @@ the image and the image group (plus one disabled row); a litetree row per room t
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from sqlalchemy import Engine
@@ -36,6 +37,21 @@ def demo_tables() -> dict[str, str]:
         for f in sorted(folder.iterdir(), key=lambda f: f.name)
         if f.name.endswith(".csv")
     }
+
+
+_LOOPBACK = re.compile(r"(?<![\d.])127\.0\.0\.(\d{1,3})(?![\d.])")
+
+
+def demo_tables_on(net: str) -> dict[str, str]:
+    """:func:`demo_tables` moved from loopback to the /24 network ``net`` (e.g. ``10.77.0``).
+
+    Every address ``127.0.0.K`` becomes ``<net>.K``: the MN is ``<net>.1`` and node ``n0K``
+    is ``<net>.1K``. The namespace cluster (:mod:`litefs.cluster_sim`) boots this same data
+    set on a bridge, where loopback addresses cannot be routed.
+    """
+    if not re.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})", net):
+        raise ValueError(f"{net!r} is not the first three octets of an IPv4 /24")
+    return {name: _LOOPBACK.sub(net + r".\1", text) for name, text in demo_tables().items()}
 
 
 def load_demo(engine: Engine) -> None:

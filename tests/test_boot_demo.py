@@ -35,7 +35,7 @@ def test_demo_runs_and_cleans_up(tmp_path: Path) -> None:
     assert "Read-only file system" in out
     assert "access: read-write, writes go to the persistent layer" in out
     assert "n01 /etc/motd: Tokyo: maintenance tonight" in out
-    assert "n02 /etc/motd: Welcome to the london room" in out
+    assert "n03 /etc/motd: Welcome to the london room" in out
     assert "booted\n   booted again\n   cat: can't open '/tmp/scratch'" in out
     assert not work.exists()
     assert _ours() == before

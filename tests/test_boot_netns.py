@@ -24,7 +24,7 @@ from litefs.cluster_sim import (
 
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]
 
-ROOMS = {"n01": "tokyo", "n02": "london"}
+# Two nodes of the shipped demo sample in different rooms: n01 (Tokyo) and n03 (London).
 
 
 def _tools_missing() -> str | None:
@@ -43,9 +43,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip(missing)
     work = tmp_path_factory.mktemp("cluster")
     with Cluster(work) as c:
-        stage_demo(c, ROOMS)
+        stage_demo(c)
         url = f"sqlite:///{work}/litefs.db"
-        load_demo_tables(url, demo_tables(c, ROOMS))
+        load_demo_tables(url, demo_tables(c))
         c.start_mountd(url)
         yield c
 
@@ -92,9 +92,12 @@ def test_tmpfs_vanishes_and_persistent_survives_reboot(cluster: Cluster) -> None
 
 def test_rooms_see_their_own_motd(cluster: Cluster) -> None:
     n01 = _boot(cluster, "n01")
-    n02 = _boot(cluster, "n02")
+    n03 = _boot(cluster, "n03")
     assert n01.check("cat /etc/motd") == "Welcome to the tokyo room\n"
-    assert n02.check("cat /etc/motd") == "Welcome to the london room\n"
+    assert n03.check("cat /etc/motd") == "Welcome to the london room\n"
+    # Both see the common litetree folder (priority 2) in their tmpfs /etc/ssh/.
+    for node in (n01, n03):
+        assert node.check("cat /etc/ssh/ssh_known_hosts").startswith("mn ssh-ed25519")
 
 
 def test_image_change_reaches_running_node_after_notify(cluster: Cluster) -> None:
@@ -121,27 +124,27 @@ def test_image_change_reaches_running_node_after_notify(cluster: Cluster) -> Non
 
 
 def test_node_cannot_read_other_nodes_persistent_data(cluster: Cluster) -> None:
-    n02 = _boot(cluster, "n02")
-    n02.check("echo n02-secret > /var/log/secret")
+    n03 = _boot(cluster, "n03")
+    n03.check("echo n03-secret > /var/log/secret")
     n01 = _boot(cluster, "n01")
     assert n01.sh("cat /var/log/secret")[0] != 0
     listing = n01.check("ls -a /.statelite/persistent /.statelite/persistent/..")
-    assert "n02" not in listing
-    found = n01.check("grep -rl n02-secret /.statelite /var 2>/dev/null; true")
+    assert "n03" not in listing
+    found = n01.check("grep -rl n03-secret /.statelite /var 2>/dev/null; true")
     assert "secret" not in found
     # The NFS stand-in is gone after switch_root, and the daemons that stay in the
     # initramfs root no longer see it either: only the node's own mounts remain.
-    assert n01.sh("ls /nfs/10.77.0.1/nodedata/n02")[0] != 0
+    assert n01.sh("ls /nfs/10.77.0.1/nodedata/n03")[0] != 0
     with pytest.raises(FileNotFoundError):
-        n01.initramfs_file("/nfs/10.77.0.1/nodedata/n02/var/log/secret")
+        n01.initramfs_file("/nfs/10.77.0.1/nodedata/n03/var/log/secret")
     with pytest.raises(FileNotFoundError):
         n01.initramfs_file("/.litefs/statelite/persistent/var/log/secret")
-    # And mountd serves a node only its own plan: ask for n02's from n01's address.
+    # And mountd serves a node only its own plan: ask for n03's from n01's address.
     code = (
         "import sys; from pathlib import Path; "
         "from litefs.mountd.client import fetch_plan_sync, Backoff; "
         "from litefs.mountd.pki import client_context; "
-        "fetch_plan_sync('10.77.0.1:3001', node='n02', backoff=Backoff(attempts=1), "
+        "fetch_plan_sync('10.77.0.1:3001', node='n03', backoff=Backoff(attempts=1), "
         "ssl_context=client_context(Path(sys.argv[1])))"
     )
     proc = subprocess.run(["ip", "netns", "exec", n01.netns, sys.executable, "-c", code,

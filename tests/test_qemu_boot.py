@@ -64,9 +64,8 @@ def test_qemu_boots_into_litefs_root(tmp_path: Path) -> None:
 
     # The MN side: tables in SQLite, the plan computed by the planner, exports on disk.
     c = Cluster(tmp_path)  # used for addresses and layout only: no namespaces here
-    rooms = {"n01": "tokyo"}
     url = f"sqlite:///{tmp_path}/litefs.db"
-    load_demo_tables(url, demo_tables(c, rooms))
+    load_demo_tables(url, demo_tables(c))  # the shipped demo sample; n01 is in Tokyo
     engine = db.open_engine(url)
     plan = planner.node_plan(engine, "n01")
     engine.dispose()
@@ -78,6 +77,7 @@ def test_qemu_boots_into_litefs_root(tmp_path: Path) -> None:
     state = c.export("/nodedata")
     syncdirs = c.export("/syncdirs")
     (c.export("/syncdirs/tokyo/etc") / "motd").write_text("tokyo over 9p\n")
+    c.export("/syncdirs/common")  # the sample's second litetree folder
 
     initrd = tmp_path / "initrd-statelite.gz"
     assert mkinitramfs(["-o", str(initrd), "--kver", kver]) == 0

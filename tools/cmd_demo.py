@@ -1,8 +1,9 @@
 """``litefs demo``: a two-node diskless cluster on this machine, booted for real, then removed.
 
 What it does, printing each step: build a small busybox image and a litefs initramfs, load the
-demo tables (two nodes in the Tokyo and London rooms, the cookbook's litetree-by-room example,
-tmpfs/persistent/ro rows) into an SQLite file, run ``nodeset`` for both nodes, start mountd in a
+shipped demo tables (``litefs/data/demo``: nodes n01-n04 in the Tokyo and London rooms, the
+cookbook's litetree-by-room example, tmpfs/persistent/ro rows) into an SQLite file, moved onto
+the namespace bridge's addresses, run ``nodeset`` for two nodes (n01 in Tokyo, n03 in London), start mountd in a
 management network namespace, boot each node in its own namespaces with the kernel command
 line nodeset wrote, and show from inside each node its root mount, its ``/etc/motd`` and its
 writable paths; ``litefs explain`` for the same paths on the MN; an image change reaching a
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from litefs.errors import LitefsError
 
-ROOMS = {"n01": "tokyo", "n02": "london"}
+NODES = ("n01", "n03")  # one per room of the shipped sample
 SHOW_PATHS = ("/etc/motd", "/etc/adjtime", "/var/log/boot.log", "/etc/hostname")
 
 
@@ -78,6 +79,7 @@ def _demo(work: Path) -> None:
     from litefs.cluster_sim import (
         DEMO_IMAGE,
         DEMO_IMAGE_DIR,
+        DEMO_ROOMS,
         Cluster,
         demo_tables,
         load_demo_tables,
@@ -87,8 +89,13 @@ def _demo(work: Path) -> None:
     url = f"sqlite:///{work}/litefs.db"
     tftp = work / "tftpboot"
     with Cluster(work) as c:
+        print(f"litefs demo: a management node (network namespace {c.mn_ns}, mountd on "
+              f"{c.mn_ip}:3001) and two diskless nodes, {NODES[0]} ({DEMO_ROOMS[NODES[0]]}) and "
+              f"{NODES[1]} ({DEMO_ROOMS[NODES[1]]}), each in its own network, mount and PID "
+              "namespace, booting through the real initramfs hook. NFS is stood in for by "
+              "bind mounts of folders under the demo folder.", flush=True)
         _say(f"MN: image, exports and tables in {work}")
-        image = stage_demo(c, ROOMS)
+        image = stage_demo(c)
         (image / "etc" / "hostname").write_text("from-the-image\n")
         imgdir = image.parent  # rootimgdir on this host: kernel, initrd, rootimg/
         kernels = sorted(Path("/boot").glob("vmlinuz-*"))
@@ -103,13 +110,20 @@ def _demo(work: Path) -> None:
                 pass
         if not (imgdir / "initrd-statelite.gz").exists():
             (imgdir / "initrd.gz").write_bytes(b"placeholder initrd\n")
-        tables = demo_tables(c, ROOMS, rootimgdir=str(imgdir), nfsdir="/" + DEMO_IMAGE_DIR)
-        load_demo_tables(url, tables)
-        print(_indent("litefile:\n" + tables["litefile"] + "litetree:\n" + tables["litetree"]
-                      + "statelite:\n" + tables["statelite"]))
+        tables = demo_tables(c)
+        # This host keeps the image under the demo folder; the nodes mount it at the
+        # sample's path ('//' = verbatim NFS path, as xCAT's noderes.nfsdir).
+        settings = [({"imagename": DEMO_IMAGE}, [f"linuximage.rootimgdir={imgdir}"]),
+                    ({"node": "compute"}, [f"noderes.nfsdir=/{DEMO_IMAGE_DIR}"])]
+        load_demo_tables(url, tables, settings)
+        print(_indent("the shipped demo tables (litefs/data/demo), on the bridge's addresses:\n"
+                      "litefile:\n" + tables["litefile"] + "litetree:\n" + tables["litetree"]
+                      + "statelite:\n" + tables["statelite"] + "then:\n"
+                      + "".join(f"chtab {','.join(f'{k}={v}' for k, v in keys.items())} "
+                                f"{' '.join(a)}\n" for keys, a in settings)))
 
-        _say(f"MN: nodeset compute osimage={DEMO_IMAGE}")
-        rc = nodeset_cmd.main(["--db", url, "--tftpdir", str(tftp), "compute",
+        _say(f"MN: nodeset {','.join(NODES)} osimage={DEMO_IMAGE}")
+        rc = nodeset_cmd.main(["--db", url, "--tftpdir", str(tftp), ",".join(NODES),
                                f"osimage={DEMO_IMAGE}"])
         if rc != 0:
             raise LitefsError("nodeset failed (see above)")
@@ -119,7 +133,8 @@ def _demo(work: Path) -> None:
         c.start_mountd(url)
 
         nodes = {}
-        for name, room in ROOMS.items():
+        for name in NODES:
+            room = DEMO_ROOMS[name]
             cmdline = _kernel_cmdline(tftp / "pxelinux.cfg" / name) + " litefs.nfsmap=/nfs"
             _say(f"{name} ({room} room): power on")
             node = c.boot(name, cmdline)
@@ -159,7 +174,7 @@ def _demo(work: Path) -> None:
             "Tokyo: maintenance tonight\n")
         print(_indent(c.notify("n01", "/etc/motd") or "(notified)"))
         print(_indent("n01 /etc/motd: " + nodes["n01"].check("cat /etc/motd")))
-        print(_indent("n02 /etc/motd: " + nodes["n02"].check("cat /etc/motd")))
+        print(_indent("n03 /etc/motd: " + nodes["n03"].check("cat /etc/motd")))
 
         _say("n01: reboot (tmpfs is lost, the persistent store is kept)")
         node = c.boot("n01", _kernel_cmdline(tftp / "pxelinux.cfg" / "n01") + " litefs.nfsmap=/nfs")

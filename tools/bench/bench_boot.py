@@ -1,12 +1,21 @@
 """Boot benchmark: litefs namespace boots vs the classic rc.statelite emulation, RAM after boot,
 and many nodes booting at once against one mountd. Prints medians and ratios; run as root.
 
-    .venv/bin/python tools/bench/bench_boot.py [--runs 5] [--nodes 50]
+    .venv/bin/python tools/bench/bench_boot.py [--runs 5] [--nodes 50] [--debootstrap]
 
-The image is a busybox tree whose litefile-listed paths (the cookbook's RedHat list, shipped
-as ``litefs/data/litefile-redhat.csv``) are filled from this host's own files (``/etc/ssh``,
-``/var/log``, ``/var/cache/man``…; the host's big scratch folders ``/tmp`` and ``/var/tmp``
-are left empty, as on a fresh image). No debootstrap is needed; that is the honest caveat.
+Tables: the shipped demo sample (``litefs/data/demo``, via ``litefs.cluster_sim.demo_tables``)
+with ``--nodes`` extra nodes in the Tokyo room and the cookbook's RedHat litefile list
+(``litefs/data/litefile-redhat.csv``) in place of the sample's litefile.
+
+Image, two modes:
+
+* default: a busybox tree whose litefile-listed paths are filled from this host's own files
+  (``/etc/ssh``, ``/var/log``, ``/var/cache/man``…; the host's big scratch folders ``/tmp`` and
+  ``/var/tmp`` are left empty, as on a fresh image). Needs nothing but busybox.
+* ``--debootstrap``: a real Debian root, ``debootstrap --variant=minbase bookworm`` from the
+  mirror this machine's apt uses, built once and cached under ``/var/tmp/litefs-bench/``
+  (``--debootstrap-cache``). Its ``/sbin/init`` is left alone; the nodes boot with
+  ``init=/sbin/litefs-bench-init`` (a two-line script added to the image that starts a shell).
 
 * **boot-to-shell, litefs**: a namespace node (``litefs.cluster_sim``) from "hook started"
   (console line) to the image's shell answering, plan fetched over TLS from mountd.
@@ -28,6 +37,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +46,55 @@ from importlib import resources
 from pathlib import Path
 
 SKIP_HOST = ("/tmp", "/var/tmp", "/var/run", "/var/lock", "/etc/mtab")
+DEBOOTSTRAP_CACHE = Path("/var/tmp/litefs-bench/bookworm-minbase")
+BENCH_INIT = "/sbin/litefs-bench-init"
+
+
+def apt_mirror() -> str:
+    """The Debian mirror URL this machine's apt uses (deb822 or one-line sources)."""
+    files = [*sorted(Path("/etc/apt").glob("sources.list.d/*")), Path("/etc/apt/sources.list")]
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            m = re.match(r"\s*(?:URIs:|deb)\s+(?:\[[^]]*\]\s+)?(\S+)", line)
+            if m and "security" not in m.group(1):
+                return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def debootstrap_image(cache: Path) -> Path:
+    """The cached minbase bookworm root, built with debootstrap on first use."""
+    if cache.is_dir() and (cache / "etc" / "debian_version").exists():
+        return cache
+    tool = shutil.which("debootstrap")
+    if tool is None:
+        raise SystemExit("bench_boot --debootstrap: apt-get install debootstrap first")
+    partial = cache.with_name(cache.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    mirror = apt_mirror()
+    print(f"building {cache} with debootstrap --variant=minbase bookworm {mirror} ...",
+          flush=True)
+    subprocess.run([tool, "--variant=minbase", "bookworm", str(partial), mirror], check=True,
+                   stdout=subprocess.DEVNULL)
+    partial.rename(cache)
+    return cache
+
+
+def stage_debootstrap(image: Path, cache: Path) -> None:
+    """Replace the busybox demo image with a copy of the Debian root (plus the bench init)."""
+    keep_issue = (image / "etc" / "issue").read_text()
+    shutil.rmtree(image)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(cache), str(image)], check=True)
+    from litefs.cluster_sim import IMAGE_INIT
+
+    init = image / BENCH_INIT.lstrip("/")
+    init.write_text(IMAGE_INIT)
+    init.chmod(0o755)
+    (image / "etc" / "issue").write_text(keep_issue)
 
 
 def redhat_litefile() -> str:
@@ -108,10 +167,10 @@ def steps(log: str) -> dict[str, float]:
     return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}
 
 
-def litefs_boot_once(c, name: str) -> tuple[float, float, dict[str, float]]:  # type: ignore[no-untyped-def]
+def litefs_boot_once(c, name: str, extra: str) -> tuple[float, float, dict[str, float]]:  # type: ignore[no-untyped-def]
     from litefs.cluster_sim import DEMO_IMAGE_DIR
 
-    node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR))
+    node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR, extra=extra))
     node.expect("litefs: booting", 60)
     t_hook = time.monotonic()
     total = node.wait_shell(90)
@@ -124,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--nodes", type=int, default=50)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--debootstrap", action="store_true",
+                   help="boot a debootstrap minbase bookworm image instead of busybox")
+    p.add_argument("--debootstrap-cache", type=Path, default=DEBOOTSTRAP_CACHE)
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_boot: needs root (namespaces, FUSE)", file=sys.stderr)
@@ -141,19 +203,26 @@ def main(argv: list[str] | None = None) -> int:
         stage_demo,
     )
 
-    work = Path(tempfile.mkdtemp(prefix="litefs-bench-boot-"))
+    cache = debootstrap_image(args.debootstrap_cache) if args.debootstrap else None
+    work = Path(tempfile.mkdtemp(prefix="litefs-bench-boot-", dir="/var/tmp"))
     litefile = redhat_litefile()
     paths = listed_paths(litefile)
     names = [f"n{i:03d}" for i in range(1, args.nodes + 1)]
     rooms = dict.fromkeys(names, "tokyo")
+    extra = f"init={BENCH_INIT}" if cache else ""
     try:
         with Cluster(work) as c:
-            image = stage_demo(c, rooms)
-            populate(image, paths)
+            image = stage_demo(c)
+            if cache:
+                stage_debootstrap(image, cache)
+            else:
+                populate(image, paths)
             url = f"sqlite:///{work}/litefs.db"
-            load_demo_tables(url, demo_tables(c, rooms, litefile=litefile))
+            tables = demo_tables(c, extra_nodes=rooms, litefile=litefile)
+            load_demo_tables(url, tables)
             c.start_mountd(url)
-            print(f"image: {file_bytes(str(image)) / 1e6:.1f} MB of files; litefile: "
+            kind = f"debootstrap minbase bookworm ({cache})" if cache else "busybox + host files"
+            print(f"image: {kind}, {file_bytes(str(image)) / 1e6:.1f} MB of files; litefile: "
                   f"{len(paths)} RedHat cookbook rows; {args.runs} runs each")
 
             # --- litefs, one node at a time ------------------------------------------------
@@ -161,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             per_step: dict[str, list[float]] = {}
             ram_litefs = 0
             for i in range(args.runs):
-                h, t, st = litefs_boot_once(c, names[0])
+                h, t, st = litefs_boot_once(c, names[0], extra)
                 hook.append(h)
                 total.append(t)
                 for k, v in st.items():
@@ -175,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             cdir = work / "classic"
             shutil.copytree(image, cdir / "rootimg", symlinks=True)
             url2 = f"sqlite:///{work}/classic.db"
-            load_demo_tables(url2, demo_tables(c, rooms, litefile=litefile,
-                                               rootimgdir=str(cdir)))
+            load_demo_tables(url2, tables, [({"imagename": DEMO_IMAGE},
+                                              [f"linuximage.rootimgdir={cdir}"])])
             if liteimg_cmd.main(["--db", url2, DEMO_IMAGE]) != 0:
                 raise SystemExit("liteimg failed")
             engine = db.open_engine(url)
@@ -221,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             from litefs.cluster_sim import DEMO_IMAGE_DIR
 
             t0 = time.monotonic()
-            nodes = [c.boot(n, c.cmdline(n, DEMO_IMAGE_DIR)) for n in names]
+            nodes = [c.boot(n, c.cmdline(n, DEMO_IMAGE_DIR, extra=extra)) for n in names]
             times: dict[str, float] = {}
             errors: list[str] = []
 
