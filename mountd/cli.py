@@ -89,11 +89,7 @@ def _body(argv: list[str]) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.workers == 1:
-        server = _server(args, engine, port, log)
-        try:
-            trio.run(_serve, server)
-        except OSError as exc:
-            raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
+        _run_server(_server(args, engine, port, log), port)
         return 0
     engine.dispose()  # each worker opens its own connections after the fork
     try:
@@ -107,7 +103,11 @@ def _body(argv: list[str]) -> int:
         siblings = workers.Siblings(index, inboxes[index], outboxes)
         server = _server(args, db.open_engine(args.db), port, wlog, index=index,
                          listen=[sock], siblings=siblings)
-        trio.run(_serve, server)
+        try:
+            _run_server(server, port)
+        except LitefsError as exc:
+            print(f"mountd worker {index}: {exc}", file=sys.stderr)
+            return 1
         return 0
 
     log("workers", count=args.workers, port=port)
@@ -137,6 +137,33 @@ def _server(args, engine, port: int, log: Logger, *, index: int = 0,  # type: ig
     catalog = Catalog(engine, check_interval=args.check_interval, db_timeout=args.db_timeout,
                       log=log)
     return Server(catalog, config, log, siblings=siblings)
+
+
+def _run_server(server: Server, port: int) -> None:
+    """Run until stopped; start-up failures become one LitefsError line."""
+    try:
+        trio.run(_serve, server)
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1 and isinstance(leaves[0], LitefsError | OSError):
+            _raise_clean(leaves[0], port)
+        raise
+    except (LitefsError, OSError) as exc:
+        _raise_clean(exc, port)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+def _raise_clean(exc: BaseException, port: int) -> None:
+    if isinstance(exc, LitefsError):
+        raise exc from None
+    assert isinstance(exc, OSError)
+    raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
 
 
 async def _serve(server: Server) -> None:

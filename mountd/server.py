@@ -190,14 +190,20 @@ class Server:
         path = self.config.unix_socket
         assert path
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(path)
-        os.chmod(path, 0o666)  # anyone may connect; only uid 0 is treated as admin
-        sock.listen(128)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await sock.bind(path)
+            os.chmod(path, 0o666)  # anyone may connect; only uid 0 is treated as admin
+            sock.listen(128)
+        except OSError as exc:
+            raise MountdError(
+                f"cannot create the admin socket {path}: {exc.strerror or exc}; "
+                "pass --socket PATH (or --socket '' for none)"
+            ) from None
         return trio.SocketListener(sock)
 
     # --- sessions ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 import subprocess
 import sys
@@ -66,3 +67,21 @@ def test_mountd_help_and_bad_database(tmp_path: Path) -> None:
     bad = subprocess.run([BIN / "mountd", "--db", f"sqlite:///{tmp_path}/no/such.db", "--insecure"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and bad.stderr.startswith("mountd: cannot open database")
+
+
+def test_mountd_start_up_failures_are_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/litefs.db"
+    assert litefs("db", "init", "--db", url).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for extra in ([], ["--workers", "2"]):
+            r = subprocess.run([BIN / "mountd", "--db", url, "--insecure", "--port", str(port),
+                                "--socket", "", *extra], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1
+            assert r.stderr.splitlines()[-1].startswith(f"mountd: cannot listen on port {port}:")
+    r = subprocess.run([BIN / "mountd", "--db", url, "--insecure", "--port", "0",
+                        "--socket", "/proc/no/such.sock"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1].startswith("mountd: cannot create the admin socket")
