@@ -115,6 +115,7 @@ def expand(text: str, universe: Universe) -> list[str]:
         seen = list(dict.fromkeys(unknown))
         raise NoderangeError(
             "invalid nodes and/or groups in noderange: " + ",".join(seen)
+            + " (no such node or group in the nodelist/nodegroup tables)"
         )
     order = universe.order
     return sorted(found, key=order.__getitem__)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from litefs.tools import litecmds, litefs_cli
 
 from litefs import db
 from litefs.plan import Plan
@@ -63,6 +64,27 @@ def run(cmd: str, *args: str, url: str | None = None, env: dict[str, str] | None
     e = {k: v for k, v in os.environ.items() if k != "LITEFS_DB"}
     e.update(env or {})
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=e)
+
+
+INVALID = "invalid nodes and/or groups in noderange:"
+NO_SUCH = "(no such node or group in the nodelist/nodegroup tables)"
+MAINS = {
+    "litefile": litecmds.litefile_main,
+    "litetree": litecmds.litetree_main,
+    "lslite": litecmds.lslite_main,
+    "litefs": litefs_cli.main,
+}
+
+
+def call(capsys: pytest.CaptureFixture[str], cmd: str, *args: str) -> tuple[int, str, str]:
+    """Run a command in-process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        status = MAINS[cmd](list(args))
+    except SystemExit as exc:  # argparse: --help and usage errors
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def expected_litefile(who: str) -> str:
@@ -130,10 +152,14 @@ def test_one_bad_node_fails_alone(url: str) -> None:
 @pytest.mark.parametrize(
     ("cmd", "args", "status", "stderr"),
     [
-        ("litefile", ["bogus,n01"], 1, "litefile: invalid nodes and/or groups in noderange: bogus\n"),
+        ("litefile", ["bogus,n01"], 1, f"litefile: {INVALID} bogus {NO_SUCH}\n"),
         ("litefile", ["nosuch"], 1,
-         "litefile: invalid nodes and/or groups in noderange: nosuch (and no osimage is named 'nosuch')\n"),
-        ("litetree", ["n0[1-4]"], 1, "litetree: invalid nodes and/or groups in noderange: n04\n"),
+         f"litefile: {INVALID} nosuch {NO_SUCH}; no osimage is named 'nosuch' either\n"),
+        ("litetree", ["n0[1-4]"], 1, f"litetree: {INVALID} n04 {NO_SUCH}\n"),
+        ("litefs", ["plan", "n09"], 1,
+         "litefs: unknown node 'n09': it is not in the nodelist table\n"),
+        ("litefs", ["plan"], 2,
+         "litefs: give a node, or --image IMG (see 'litefs plan --help')\n"),
         ("lslite", ["-i", "nope"], 1, "lslite: The osimage named 'nope' is not defined.\n"),
         ("lslite", [], 2, "lslite: give -i IMAGE or a noderange (see 'lslite --help')\n"),
         ("lslite", ["-i", IMG, "n01"], 2,
@@ -145,16 +171,18 @@ def test_one_bad_node_fails_alone(url: str) -> None:
     ],
 )
 def test_errors_are_one_line_with_status(
-    url: str, cmd: str, args: list[str], status: int, stderr: str
+    url: str, cmd: str, args: list[str], status: int, stderr: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    r = run(cmd, *args, url=url)
-    assert (r.returncode, r.stdout, r.stderr) == (status, "", stderr)
+    # In-process through the commands' main(argv): the same code as the installed scripts
+    # (test_one_bad_node_fails_alone and friends run those), without a start-up per case.
+    assert call(capsys, cmd, *args, "--db", url) == (status, "", stderr)
 
 
-@pytest.mark.parametrize("cmd", ["litefile", "litetree", "lslite"])
-def test_help(cmd: str) -> None:
-    r = run(cmd, "--help")
-    assert r.returncode == 0 and "--db URL" in r.stdout and r.stderr == ""
+@pytest.mark.parametrize("cmd", ["litefile", "litetree", "lslite", "litefs plan"])
+def test_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = call(capsys, *cmd.split(), "--help")
+    assert (status, err) == (0, "") and "--db URL" in out and "usage:" in out
 
 
 def test_database_without_schema_and_env_default(url: str, tmp_path: Path) -> None:
@@ -188,9 +216,5 @@ def test_litefs_plan(url: str) -> None:
     assert "image:    " + IMG in r.stdout and "/etc/adjtime" in r.stdout
     r = run("litefs", "plan", "--image", IMG, "--json", url=url)
     assert r.returncode == 0 and json.loads(r.stdout)["node"] is None
-    r = run("litefs", "plan", url=url)
-    assert (r.returncode, r.stderr) == (2, "litefs: give a node, or --image IMG (see 'litefs plan --help')\n")
     r = run("litefs", "plan", "n09", url=url)
     assert (r.returncode, r.stderr) == (1, "litefs: unknown node 'n09': it is not in the nodelist table\n")
-    r = run("litefs", "plan", "--help")
-    assert r.returncode == 0 and "--json" in r.stdout

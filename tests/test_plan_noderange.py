@@ -98,7 +98,10 @@ def test_unknown_names_are_all_reported() -> None:
     with pytest.raises(NoderangeError) as err:
         expand("n001,bogus,n019-n022,-ghost", U)
     msg = str(err.value)
-    assert msg == "invalid nodes and/or groups in noderange: bogus,n021,n022,ghost"
+    assert msg == (
+        "invalid nodes and/or groups in noderange: bogus,n021,n022,ghost "
+        "(no such node or group in the nodelist/nodegroup tables)"
+    )
 
 
 @pytest.mark.parametrize("bad", ["", "  ", "n[1-3", "(n001", "n001)", "-", "/(", "a@", "n[]"])

@@ -1,4 +1,6 @@
-"""The installed table commands (tabdump, tabrestore, chtab, tabedit, litefs db) as subprocesses."""
+"""The table commands (tabdump, tabrestore, chtab, tabedit, litefs db): the installed scripts
+as subprocesses against real SQLite (and PostgreSQL) databases, and most error cases in-process
+through the same main(argv) so each case does not pay for an interpreter start-up."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from litefs.tools import litefs_cli, tablecmds
 
 from litefs import db
 from tests.dbutil import db_url, dump_all  # noqa: F401
@@ -40,6 +43,31 @@ def fails(*argv: str, url: str, status: int = 1, env: dict[str, str] | None = No
     return lines[0]
 
 
+MAINS = {
+    "tabdump": tablecmds.tabdump_main,
+    "tabrestore": tablecmds.tabrestore_main,
+    "chtab": tablecmds.chtab_main,
+    "tabedit": tablecmds.tabedit_main,
+}
+
+
+def call_fails(
+    capsys: pytest.CaptureFixture[str], *argv: str, url: str, status: int = 1
+) -> str:
+    """Run a command in-process through its main(argv) (the code the installed script runs,
+    without a start-up per case); it must fail with ``status`` and one stderr line."""
+    capsys.readouterr()
+    try:
+        got = MAINS[argv[0]]([*argv[1:], "--db", url])
+    except SystemExit as exc:  # argparse usage errors
+        got = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert got == status, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # one-line errors
+    return lines[0]
+
+
 def everything(url: str) -> dict[str, str]:
     """Every table's dump, read in-process (a CLI call per table would be slow)."""
     engine = db.open_engine(url)
@@ -57,6 +85,16 @@ def url(tmp_path: Path) -> str:
     return sqlite_url
 
 
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file made by the installed 'litefs db init' holding one litefile row; the
+    tests using it must leave it unchanged (they prove bad input changes nothing)."""
+    sqlite_url = f"sqlite:///{tmp_path_factory.mktemp('filled')}/litefs.db"
+    assert "ready (schema version 1)" in ok("litefs", "db", "init", url=sqlite_url)
+    ok("chtab", "image=ALL,file=/etc/ssh/", "litefile.options=persistent", url=sqlite_url)
+    return sqlite_url
+
+
 def test_tabdump_tabrestore_round_trip(db_url: str, tmp_path: Path) -> None:  # noqa: F811
     # The one CLI test run on both backends: PostgreSQL through the same commands.
     url = db_url
@@ -67,11 +105,14 @@ def test_tabdump_tabrestore_round_trip(db_url: str, tmp_path: Path) -> None:  # 
     ok("tabrestore", str(src), url=url)
     first = ok("tabdump", "litefile", url=url)
     assert first.count("\n") == 43 and '"ALL","/var/log/",,,\n' in first
-    ok("tabdump", "-f", str(tmp_path / "litefile.2.csv"), "litefile", url=url)
+    # In-process (same main(argv) as the scripts) where a start-up would only cost time.
+    assert tablecmds.tabdump_main(["-f", str(tmp_path / "litefile.2.csv"), "litefile", "--db", url]) == 0
     assert (tmp_path / "litefile.2.csv").read_text() == first
-    ok("chtab", "image=ALL,file=/tmp/", "litefile.options=persistent", url=url)
+    assert tablecmds.chtab_main(["image=ALL,file=/tmp/", "litefile.options=persistent", "--db", url]) == 0
+    assert everything(url)["litefile"] != first
+    # --db wins over $LITEFS_DB (which points nowhere here).
     ok("tabrestore", str(tmp_path / "litefile.2.csv"), "--db", url, url="sqlite:////nonexistent/x")
-    assert ok("tabdump", "litefile", url=url) == first
+    assert everything(url)["litefile"] == first
 
 
 def test_tabdump_lists_filters_and_describes(url: str) -> None:
@@ -87,10 +128,12 @@ def test_tabdump_lists_filters_and_describes(url: str) -> None:
 def test_chtab_append_and_delete(url: str) -> None:
     ok("chtab", "node=n1", "nodelist.groups=compute", url=url)
     ok("chtab", "node=n1", "nodelist.groups+=rack1,compute", "nodepos.room=r1", url=url)
-    assert '"n1","compute,rack1",' in ok("tabdump", "nodelist", url=url)
-    assert '"n1",,,,,"r1",' in ok("tabdump", "nodepos", url=url)
+    tables = everything(url)
+    assert '"n1","compute,rack1",' in tables["nodelist"]
+    assert '"n1",,,,,"r1",' in tables["nodepos"]
     ok("chtab", "-d", "node=n1", "nodelist", "nodepos", url=url)
-    assert ok("tabdump", "nodelist", url=url).count("\n") == 1
+    tables = everything(url)
+    assert tables["nodelist"].count("\n") == tables["nodepos"].count("\n") == 1
 
 
 def test_tabrestore_append(url: str, tmp_path: Path) -> None:
@@ -116,13 +159,22 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("fname", "text", "message"), BAD_FILES)
 def test_bad_tabrestore_is_one_line_exit_1_and_changes_nothing(
-    url: str, tmp_path: Path, fname: str, text: str, message: str
+    filled: str, tmp_path: Path, fname: str, text: str, message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    ok("chtab", "image=ALL,file=/etc/ssh/", "litefile.options=persistent", url=url)
-    before = everything(url)
+    before = everything(filled)
     (tmp_path / fname).write_text(text)
-    assert message in fails("tabrestore", str(tmp_path / fname), url=url)
-    assert everything(url) == before
+    assert message in call_fails(capsys, "tabrestore", str(tmp_path / fname), url=filled)
+    assert everything(filled) == before
+
+
+def test_bad_tabrestore_through_the_installed_command(filled: str, tmp_path: Path) -> None:
+    before = everything(filled)
+    (tmp_path / "litefile.csv").write_text(HEADER + '"A","/a",,,\n"A","/a",,,\n')
+    assert "lines 2 and 3 have the same key" in fails(
+        "tabrestore", str(tmp_path / "litefile.csv"), url=filled
+    )
+    assert everything(filled) == before
 
 
 @pytest.mark.parametrize(
@@ -139,10 +191,13 @@ def test_bad_tabrestore_is_one_line_exit_1_and_changes_nothing(
         (("tabdump", "--bogus"), "unrecognized arguments", 2),
     ],
 )
-def test_bad_commands(url: str, argv: tuple[str, ...], message: str, status: int) -> None:
-    before = everything(url)
-    assert message in fails(*argv, url=url, status=status)
-    assert everything(url) == before
+def test_bad_commands(
+    filled: str, argv: tuple[str, ...], message: str, status: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = everything(filled)
+    assert message in call_fails(capsys, *argv, url=filled, status=status)
+    assert everything(filled) == before
 
 
 def test_uninitialised_and_unreachable_databases(tmp_path: Path) -> None:
@@ -157,11 +212,19 @@ def test_uninitialised_and_unreachable_databases(tmp_path: Path) -> None:
     assert "s3cret" not in msg
 
 
-def test_help_and_usage_exit_statuses(tmp_path: Path) -> None:
+def test_help_and_usage_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/x.db"
+    res = run("tabdump", "--help", url=url)  # one through the installed script
+    assert res.returncode == 0 and "--db URL" in res.stdout and "usage:" in res.stdout
     for cmd in ("tabdump", "tabrestore", "chtab", "tabedit"):
-        res = run(cmd, "--help", url=url)
-        assert res.returncode == 0 and "--db URL" in res.stdout and "usage:" in res.stdout
+        with pytest.raises(SystemExit) as exc:
+            MAINS[cmd](["--help"])
+        out = capsys.readouterr().out
+        assert exc.value.code == 0 and "--db URL" in out and "usage:" in out and "example" in out
+    for action in ("init", "upgrade", "status"):
+        with pytest.raises(SystemExit) as exc:
+            litefs_cli.main(["db", action, "--help"])
+        assert exc.value.code == 0 and "--db URL" in capsys.readouterr().out
     assert "the following arguments are required" in fails("tabrestore", url=url, status=2)
     assert "required: ACTION" in fails("litefs", "db", url=url, status=2)
 
@@ -195,12 +258,15 @@ def test_tabedit_writes_back_valid_edits(url: str, tmp_path: Path) -> None:
     ],
 )
 def test_tabedit_error_leaves_table_and_keeps_edits(
-    url: str, tmp_path: Path, script: str, message: str
+    filled: str, tmp_path: Path, script: str, message: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ok("chtab", "image=ALL,file=/etc/ssh/", "litefile.options=persistent", url=url)
-    before = everything(url)
-    err = fails("tabedit", "litefile", url=url, env=_editor(tmp_path, script))
+    before = everything(filled)
+    monkeypatch.delenv("TABEDITOR", raising=False)
+    for name, value in _editor(tmp_path, script).items():  # a real editor process
+        monkeypatch.setenv(name, value)
+    err = call_fails(capsys, "tabedit", "litefile", url=filled)
     assert message in err and "unchanged" in err
     kept = Path(err.rsplit(" ", 1)[1].rstrip(")"))
     assert kept.is_file() and kept.name == "litefile.csv"
-    assert everything(url) == before
+    assert everything(filled) == before

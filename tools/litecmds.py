@@ -98,7 +98,7 @@ def _litefile(argv: list[str]) -> int:
         if not image_known(snap, args.target):
             if "," in args.target:
                 raise
-            raise NoderangeError(f"{exc} (and no osimage is named {args.target!r})") from None
+            raise NoderangeError(f"{exc}; no osimage is named {args.target!r} either") from None
         plan = plan_for_image(snap, args.target)
         for warning in plan.warnings:
             print(f"litefile: {args.target}: warning: {warning}", file=sys.stderr)
