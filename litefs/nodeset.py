@@ -159,7 +159,8 @@ def kernel_cmdline(spec: BootSpec) -> str:
         if mac:
             args.append(f"ifname={spec.nicname}:{mac}")
         args.append(f"netdev={spec.nicname}")
-    elif mac and spec.osarch.startswith("ppc"):
+    elif mac and (spec.nicname or spec.osarch.startswith("ppc")):
+        # xCAT: a MAC given as the boot NIC, or ppc without one, boots by BOOTIF=<mac>.
         args.append(f"BOOTIF={mac}")
     if _SELINUX_OFF.match(spec.osvers):
         args.append("selinux=0")
@@ -203,14 +204,33 @@ def _osimage_rel(image: str) -> str:
     return f"xcat/osimage/{image}"
 
 
-def pxelinux_files(node: str, ip: str | None, state: str, image: str, cmdline: str,
-                   osvers: str = "") -> list[BootFile]:
-    """``pxelinux.cfg/<node>`` plus the uppercase-hex-IP symlink (reference §8.2).
+def mac_ips(mac: str) -> list[str]:
+    """IPv4 addresses named in a ``mac`` cell's ``aa:bb..!<ip>`` entries (pxe.pm links them)."""
+    out = []
+    for item in mac.split("|"):
+        _, bang, host = item.partition("!")
+        host = host.strip()
+        if bang and host:
+            try:
+                out.append(str(ipaddress.IPv4Address(host)))
+            except ValueError:
+                continue  # a host name: xCAT resolves it; we link only literal addresses
+    return out
 
-    ``state`` is the currstate line; ``boot`` writes the local-boot form.
+
+def _ips(ip: str | None, extra: tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys([*([ip] if ip else []), *extra]))
+
+
+def pxelinux_files(node: str, ip: str | None, state: str, image: str, cmdline: str,
+                   osvers: str = "", extra_ips: tuple[str, ...] = ()) -> list[BootFile]:
+    """``pxelinux.cfg/<node>`` plus an uppercase-hex-IP symlink per address (reference §8.2).
+
+    ``state`` is the currstate line; ``boot`` writes the local-boot form. ``extra_ips`` are
+    the ``!ip`` addresses of the node's mac cell.
     """
     if state == "boot":
-        body = "#boot\nDEFAULT xCAT\nLABEL xCAT\n LOCALBOOT 0\n"
+        body = "#boot\nDEFAULT xCAT\nLABEL xCAT\nLOCALBOOT 0\n"
     else:
         rel = _osimage_rel(image)
         body = (
@@ -219,12 +239,12 @@ def pxelinux_files(node: str, ip: str | None, state: str, image: str, cmdline: s
         )
         if not re.match(r"^fedora1[23]", osvers):
             body += "  IPAPPEND 2\n"
-    links = (f"pxelinux.cfg/{ip_hex(ip)}",) if ip else ()
+    links = tuple(f"pxelinux.cfg/{ip_hex(a)}" for a in _ips(ip, extra_ips))
     return [BootFile(f"pxelinux.cfg/{node}", body, symlinks=links)]
 
 
 def yaboot_files(node: str, ip: str | None, mac: str, state: str, image: str,
-                 cmdline: str) -> list[BootFile]:
+                 cmdline: str, extra_ips: tuple[str, ...] = ()) -> list[BootFile]:
     """``etc/<node>`` hard-linked as ``etc/<hex-ip>`` and ``yaboot.conf-<mac>`` (§8.3)."""
     if state == "boot":
         body = "#boot\ntimeout=5\nbye\n"
@@ -234,9 +254,7 @@ def yaboot_files(node: str, ip: str | None, mac: str, state: str, image: str,
             f"#{state}\ntimeout=5\nimage={rel}/{KERNEL_NAME}\n\tlabel=xcat\n"
             f"\tinitrd={rel}/{INITRD_NAME}\n\tappend=\"{cmdline}\"\n"
         )
-    links = []
-    if ip:
-        links.append(f"etc/{ip_hex(ip, upper=False)}")
+    links = [f"etc/{ip_hex(a, upper=False)}" for a in _ips(ip, extra_ips)]
     links.append("yaboot.conf-" + normalise_mac(mac).replace(":", "-"))
     return [BootFile(f"etc/{node}", body, hardlinks=tuple(links))]
 
@@ -305,10 +323,11 @@ def boot_files(netboot: str, *, node: str, ip: str | None, mac: str, state: str,
     if kind == "xnba":
         return xnba_files(node, state, image, cmdline, httpport)
     fixed = replace_myip(cmdline, myip)
+    extra = tuple(mac_ips(mac))
     if kind == "pxe":
-        return pxelinux_files(node, ip, state, image, fixed, osvers)
+        return pxelinux_files(node, ip, state, image, fixed, osvers, extra)
     if kind == "yaboot":
-        return yaboot_files(node, ip, mac, state, image, fixed)
+        return yaboot_files(node, ip, mac, state, image, fixed, extra)
     if kind == "grub2":
         return grub2_files(node, ip, mac, state, image, fixed, myip)
     raise BootError(

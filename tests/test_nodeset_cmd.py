@@ -82,7 +82,9 @@ def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,  # 
 
     assert _run(engine, tftp, "n01", "boot") == 0
     assert capsys.readouterr().out == "n01: boot\n"
-    assert (tftp / "pxelinux.cfg" / "0A000065").read_text().endswith("LOCALBOOT 0\n")
+    # pxe.pm's local-boot form: LOCALBOOT at column 0, reached through the hex-IP link too.
+    assert (tftp / "pxelinux.cfg" / "0A000065").read_text() == (
+        "#boot\nDEFAULT xCAT\nLABEL xCAT\nLOCALBOOT 0\n")
     assert '"n01","boot"' in dump_all(engine)["chain"]
 
 
@@ -177,3 +179,25 @@ def test_xnba_boot_state(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
     assert _run(engine, tftp, "compute", "boot") == 0
     assert (tftp / "xcat/xnba/nodes/n02").read_text() == "#!gpxe\n#boot\nexit\n"
     assert not (tftp / "xcat" / "osimage").exists()  # local boot copies no kernel
+
+
+def test_mac_cell_ips_get_links_and_boot_nic_follows_xcat(engine: Engine,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    _setup(engine, tmp_path)
+    load_tables(engine, {
+        "mac": '#node,interface,mac,comments,disable\n'
+               '"n01","eth0","aa:bb:cc:dd:ee:01!10.0.1.101|aa:bb:cc:dd:ee:11!n01-ib0",,\n',
+        "noderes": '#node,servicenode,netboot,tftpserver,tftpdir,nfsserver,monserver,nfsdir,'
+                   'installnic,primarynic,discoverynics,cmdinterface,xcatmaster,'
+                   'current_osimage,next_osimage,nimserver,routenames,nameservers,proxydhcp,'
+                   'syslog,comments,disable\n'
+                   '"compute",,"pxe",,,,,,"mac","eth1",,,"10.0.0.1",,,,,,,,,\n',
+    })
+    tftp = tmp_path / "t"
+    assert _run(engine, tftp, "n01", f"osimage={IMAGE}") == 0
+    # One hex link per address: the hosts IP and the literal !ip of the mac cell.
+    for name in ("0A000065", "0A000165"):
+        assert os.readlink(tftp / "pxelinux.cfg" / name) == "n01"
+    # installnic=mac means "none": anaconda.pm falls through to primarynic.
+    cfg = (tftp / "pxelinux.cfg" / "n01").read_text()
+    assert " ifname=eth1:aa:bb:cc:dd:ee:01 netdev=eth1 selinux=0 MNTOPTS=\n" in cfg

@@ -15,6 +15,7 @@ from litefs.nodeset import (
     check_statemnt,
     ip_hex,
     kernel_cmdline,
+    mac_ips,
     nfsroot_opts,
     normalise_mac,
     root_dir,
@@ -86,6 +87,25 @@ def test_ppc_without_nic_gets_bootif() -> None:
     spec = BootSpec(node="p1", image="i", osvers="rhels6.4", osarch="ppc64", profile="c",
                     image_server="1.2.3.4", root_dir="/r", mac="00:11:22:33:44:55")
     assert "BOOTIF=00:11:22:33:44:55 MNTOPTS=" in kernel_cmdline(spec)
+
+
+def test_mac_as_boot_nic_gets_bootif() -> None:
+    spec = BootSpec(node="x1", image="i", osvers="rhels8.6", osarch="x86_64", profile="c",
+                    image_server="1.2.3.4", root_dir="/r", mac="00:11:22:33:44:55",
+                    nicname="00:11:22:33:44:55")
+    assert " BOOTIF=00:11:22:33:44:55 selinux=0 MNTOPTS=" in kernel_cmdline(spec)
+    plain = BootSpec(**{**spec.__dict__, "nicname": ""})
+    assert "BOOTIF" not in kernel_cmdline(plain)  # x86 without a boot NIC: none
+
+
+def test_mac_cell_ips() -> None:
+    assert mac_ips("aa:bb:cc:dd:ee:01!10.0.1.5|aa:bb:cc:dd:ee:02!n01-ib0|aa:bb:cc:dd:ee:03") \
+        == ["10.0.1.5"]
+    files = boot_files("yaboot", node="n01", ip="10.0.0.101",
+                       mac="aa:bb:cc:dd:ee:01!10.0.1.5", state="boot", image="i", cmdline="",
+                       myip="10.0.0.1")
+    assert files[0].hardlinks == ("etc/0a000065", "etc/0a000105", "yaboot.conf-aa-bb-cc-dd-ee-01")
+    assert files[0].content == "#boot\ntimeout=5\nbye\n"
 
 
 @pytest.mark.parametrize("bad", ["rw", "ro,defaults", "a,,b", "a, b"])
@@ -169,7 +189,7 @@ def test_pxelinux_file_and_hex_link() -> None:
     assert f.symlinks == ("pxelinux.cfg/0A000065",)
     boot = _one(boot_files("", node="n01", ip=None, mac="", state="boot", image="x",
                            cmdline="", myip="1.1.1.1"), "pxelinux.cfg/n01")
-    assert boot.content == "#boot\nDEFAULT xCAT\nLABEL xCAT\n LOCALBOOT 0\n"
+    assert boot.content == "#boot\nDEFAULT xCAT\nLABEL xCAT\nLOCALBOOT 0\n"
     assert boot.symlinks == ()
 
 

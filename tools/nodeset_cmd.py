@@ -232,13 +232,10 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
         mntopts=a.get(node, "statelite", "mntopts") or "",
         nfsrootopts=osimg.get("nfsrootopts") or "",
         nodestatus=t.site.get("nodestatus") or "",
-        nicname=(a.get(node, "noderes", "installnic") or linux.get("nodebootif")
-                 or a.get(node, "noderes", "primarynic") or ""),
+        nicname=_boot_nic(node, t, linux),
         mac=mac,
         addkcmdline=linux.get("addkcmdline") or "",
     )
-    if spec.nicname == "mac":
-        spec = BootSpec(**{**spec.__dict__, "nicname": ""})
     cmdline = kernel_cmdline(spec)
     files = boot_files(netboot, node=node, ip=node_ip, mac=mac, state=spec.currstate,
                        image=image, cmdline=cmdline, myip=myip, httpport=spec.httpport,
@@ -246,6 +243,15 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
     _check_boot_images(rootimgdir)
     work = NodeWork(node, image, spec.currstate, files, rootimgdir, osvers, osarch, profile)
     return work, tdir
+
+
+def _boot_nic(node: str, t: Tables, linux: Mapping[str, str | None]) -> str:
+    """The boot NIC as anaconda.pm picks it: installnic, nodebootif, primarynic ("mac" = none)."""
+    for value in (t.attrs.get(node, "noderes", "installnic"), linux.get("nodebootif"),
+                  t.attrs.get(node, "noderes", "primarynic")):
+        if value and value != "mac":
+            return value
+    return ""
 
 
 def _check_boot_images(rootimgdir: str) -> None:
