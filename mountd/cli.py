@@ -51,6 +51,8 @@ def _parser() -> Parser:
                    "one per core for boot storms; default 1)")
     p.add_argument("--check-interval", type=float, default=1.0,
                    help="seconds between checks for table changes (default 1)")
+    p.add_argument("--max-per-peer", type=int, default=64,
+                   help="connections one address may hold at once (default 64)")
     p.add_argument("--db-timeout", type=float, default=10.0)
     p.add_argument("--request-timeout", type=float, default=10.0)
     p.add_argument("--log-level", choices=sorted(LEVELS, key=LEVELS.__getitem__), default="info")
@@ -133,6 +135,7 @@ def _server(args, engine, port: int, log: Logger, *, index: int = 0,  # type: ig
         host=args.host, port=port, ssl_context=None if args.insecure else _tls_context(args),
         unix_socket=(args.socket or None) if index == 0 else None,
         request_timeout=args.request_timeout, listen_sockets=listen,
+        max_per_peer=args.max_per_peer,
     )
     catalog = Catalog(engine, check_interval=args.check_interval, db_timeout=args.db_timeout,
                       log=log)

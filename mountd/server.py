@@ -55,6 +55,9 @@ class ServerConfig:
     dns_cache_seconds: float = 300.0
     shutdown_grace: float = 5.0
     max_connections: int = 20000
+    #: Connections one address may hold at once (a node needs two: a request and its
+    #: subscription); more is a broken or hostile client, refused so it cannot crowd out others.
+    max_per_peer: int = 64
     max_message: int = codec.MAX_MESSAGE
     backlog: int = 4096
     #: Already listening sockets (workers share the parent's); None = open host:port here.
@@ -129,6 +132,7 @@ class Server:
         self.hub = Hub()
         self.resolver = resolver
         self.connections = 0
+        self._per_peer: dict[str, int] = {}
         self.served = 0
         self._dns_cache: dict[str, tuple[str | None, float]] = {}
         self._listen_scope: trio.CancelScope | None = None
@@ -230,11 +234,16 @@ class Server:
         tls: bool = True,
     ) -> None:
         cfg = self.config
-        if self.connections >= cfg.max_connections:
-            self.log("connection_refused", level="warning", peer=address, reason="too many")
+        held = self._per_peer.get(address, 0)
+        if self.connections >= cfg.max_connections or (
+            held >= cfg.max_per_peer and address != "unix"
+        ):
+            reason = "too many" if self.connections >= cfg.max_connections else "too many from peer"
+            self.log("connection_refused", level="warning", peer=address, reason=reason)
             raw.socket.close()
             return
         self.connections += 1
+        self._per_peer[address] = held + 1
         conn = _Conn(raw, trio.CancelScope(deadline=trio.current_time() + cfg.handshake_timeout))
         try:
             with conn.scope:
@@ -252,6 +261,11 @@ class Server:
             self.log("connection_error", level="debug", peer=address, error=str(exc) or type(exc).__name__)
         finally:
             self.connections -= 1
+            left = self._per_peer[address] - 1
+            if left:
+                self._per_peer[address] = left
+            else:
+                del self._per_peer[address]
             conn.close()
 
     async def _send(self, conn: _Conn, data: bytes) -> None:

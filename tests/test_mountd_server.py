@@ -473,3 +473,22 @@ def test_random_bytes_get_an_answer_or_a_close_never_a_hang(
                     await trio.sleep(0.01)
 
     run(main)
+
+
+def test_one_address_cannot_hold_every_connection(sqlite_cluster: Engine, ca: Path) -> None:
+    async def main() -> None:
+        async with serving(sqlite_cluster, ssl_context=server_ssl(ca), max_per_peer=3) as srv:
+            port = srv.ports[0]
+            hogs = [await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.12")
+                    for _ in range(5)]
+            with trio.fail_after(5):
+                assert await hogs[-1].receive_some(10) == b""  # refused at once
+                while srv.connections != 3:
+                    await trio.sleep(0.01)
+            plan = await client.fetch_plan(addr(srv), ssl_context=client_ssl(ca),
+                                           source_address="127.0.0.11", backoff=ONCE)
+            assert plan.node == "n01"
+            for h in hogs:
+                await h.aclose()
+
+    run(main)
