@@ -16,11 +16,11 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from litefs import csvtab, db
 from litefs.errors import TableError
-from litefs.schema import REQUIRED, TABLES, column_names, key_columns, table
+from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
 
 Row = tuple[str | None, ...]
 
@@ -167,7 +167,30 @@ def _describe_key_spec(keys: Mapping[str, str]) -> str:
 
 def _db_error(exc: DBAPIError, what: str) -> TableError:
     lines = str(exc.orig).strip().splitlines()
-    return TableError(f"{what}: the database refused it: {lines[0] if lines else exc}")
+    reason = lines[0] if lines else str(exc)
+    if isinstance(exc, IntegrityError):
+        return TableError(
+            f"{what}: a row with the same key already exists ({reason}); nothing changed; "
+            "change or delete that row first"
+        )
+    return TableError(f"{what}: the database refused it: {reason}; nothing changed")
+
+
+def check_litefile_paths(conn: Connection) -> None:
+    """Refuse two litefile rows of one image that name the same path (``/etc/ssh`` and
+    ``/etc/ssh/``): they are different keys to the database, but every plan for that image
+    would fail, so the write that creates them is rolled back instead."""
+    t = TABLES["litefile"]
+    seen: dict[tuple[str, str], str] = {}
+    for image, file in conn.execute(select(t.c.image, t.c.file).where(active(t))):
+        path = (file or "").strip().rstrip("/") or "/"
+        key = ((image or "").strip(), path)
+        other = seen.setdefault(key, file)
+        if other != file:
+            raise TableError(
+                f"litefile rows {other!r} and {file!r} of image {key[0] or 'blank'!r} name the "
+                "same path (a trailing '/' only marks a directory); keep one of them"
+            )
 
 
 def _lock(conn: Connection, t: Table) -> None:
@@ -227,6 +250,11 @@ def restore(
                 conn.execute(t.delete())
             if new_rows:
                 conn.execute(t.insert(), new_rows)
+            if name == "litefile":
+                try:
+                    check_litefile_paths(conn)
+                except TableError as exc:
+                    raise TableError(f"{source_name}: {exc}") from None
     except DBAPIError as exc:
         raise _db_error(exc, f"{source_name}: restoring table {name}") from None
     return len(new_rows)
@@ -307,8 +335,10 @@ def chtab(
         with db.write(engine) as conn:
             for name, changes in by_table.items():
                 written += _chtab_one(conn, TABLES[name], keys, changes)
+            if "litefile" in by_table:
+                check_litefile_paths(conn)
     except DBAPIError as exc:
-        raise _db_error(exc, "chtab") from None
+        raise _db_error(exc, "table " + ",".join(by_table)) from None
     return written
 
 
@@ -356,5 +386,5 @@ def delete(engine: Engine, keys: Mapping[str, str], names: Sequence[str]) -> int
             for t in tables:
                 deleted += conn.execute(t.delete().where(_where(t, keys))).rowcount
     except DBAPIError as exc:
-        raise _db_error(exc, "chtab -d") from None
+        raise _db_error(exc, "deleting from " + ",".join(names)) from None
     return deleted

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, event
 
-from litefs.errors import NoderangeError, PlanError, SubstitutionError
+from litefs.errors import NoderangeError, PlanError, SubstitutionError, TableError
 from litefs.noderange import expand
 from litefs.plan import Plan
 from litefs.planner import (
@@ -22,7 +22,7 @@ from litefs.planner import (
     plan_for_image,
     plan_for_node,
 )
-from tests.dbutil import blank_engine, db_url, engine  # noqa: F401
+from tests.dbutil import blank_engine, db_url, dump_all, engine  # noqa: F401
 from tests.planutil import COOKBOOK_REDHAT_FILES, cookbook_redhat_litefile, load
 
 IMG = "rhels8-x86_64-statelite-compute"
@@ -233,9 +233,15 @@ def test_tempfs_plans_for_nodes_but_not_for_liteimg(engine: Engine) -> None:  # 
 def test_duplicate_path_in_one_level_is_an_error(engine: Engine) -> None:  # noqa: F811
     rows = [{"image": "ALL", "file": "/etc/ssh", "options": "tmpfs"},
             {"image": "ALL", "file": "/etc/ssh/", "options": "tmpfs"}]
-    load(engine, {**TABLES, "litefile": rows})
+    load(engine, TABLES)
+    before = dump_all(engine)
+    with pytest.raises(TableError, match="name the same path"):  # refused when written...
+        load(engine, {"litefile": rows})
+    assert dump_all(engine) == before
+    snap = load_snapshot(engine)
+    snap.litefile.extend(rows)  # ...and caught by the planner should such rows exist anyway
     with pytest.raises(PlanError, match="name the same path"):
-        plan_for_node(load_snapshot(engine), "n01")
+        plan_for_node(snap, "n01")
 
 
 def test_image_plan(snap, engine: Engine) -> None:  # type: ignore[no-untyped-def]  # noqa: F811

@@ -144,6 +144,10 @@ BAD_RESTORES = [
         HEADER + '"ALL","/a",,,\n"img","/a",,,\n"ALL", "/a" ,"tmpfs",,\n',
         "t.csv: lines 2 and 4 have the same key (image='ALL',file='/a')",
     ),
+    (
+        HEADER + '"ALL","/var/log",,,\n"ALL","/var/log/",,,\n',
+        "t.csv: litefile rows '/var/log' and '/var/log/' of image 'ALL' name the same path",
+    ),
 ]
 
 
@@ -237,6 +241,16 @@ def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F81
         ({"priority": "9"}, ["litetree.image=x"], "column 'directory' of table litetree"),
         ({}, ["nodelist.groups=x"], "chtab needs KEY=VALUE"),
         (
+            {"image": "ALL", "file": "/etc/ssh"},
+            ["litefile.options=ro"],
+            "litefile rows '/etc/ssh/' and '/etc/ssh' of image 'ALL' name the same path",
+        ),
+        (
+            {"image": "ALL", "file": "/etc/ssh/"},
+            ["litefile.file=/tmp/"],
+            "table litefile: a row with the same key already exists (",
+        ),
+        (
             {"image": "img1"},
             ["litefile.options=x"],
             "table litefile: no row matches image='img1'; to add one, give every key column "
@@ -250,7 +264,7 @@ def test_bad_chtab_changes_nothing(
     assignments: list[str],
     message: str,
 ) -> None:
-    load_tables(engine, {"litefile": HEADER + '"ALL","/etc/ssh/",,,\n'})
+    load_tables(engine, {"litefile": HEADER + '"ALL","/etc/ssh/",,,\n"ALL","/tmp/",,,\n'})
     tabledata.chtab(engine, {"node": "n0"}, ["nodelist.groups=all"])
     before = dump_all(engine)
     # A good assignment in the same call (another table where the keys allow) must not land.
