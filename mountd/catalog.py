@@ -174,8 +174,10 @@ def db_fingerprint(engine: Engine) -> Hashable:
 class Catalog:
     """Hands out the current :class:`TableView`, reloading it when the tables changed.
 
-    One reload at a time; requests that arrive meanwhile wait for it (they need the new data
-    anyway). ``clock`` is trio's clock, so tests drive the check interval with a MockClock.
+    One check or reload at a time. Requests that arrive meanwhile wait for it up to
+    ``stale_grace`` seconds, then get the previous view: a database that hangs delays the
+    one request that noticed, not every node. Time is trio's clock, so tests drive the check
+    interval with a MockClock.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class Catalog:
         engine: Engine,
         *,
         check_interval: float = 1.0,
+        stale_grace: float = 0.5,
         db_timeout: float = 10.0,
         threads: int = 4,
         loader: Callable[[Engine, int], TableView] = load_view,
@@ -191,6 +194,7 @@ class Catalog:
     ) -> None:
         self.engine = engine
         self.check_interval = check_interval
+        self.stale_grace = stale_grace
         self.db_timeout = db_timeout
         self.limiter = trio.CapacityLimiter(threads)
         self._loader = loader
@@ -227,6 +231,13 @@ class Catalog:
     async def view(self) -> TableView:
         if self._settled():
             return self._current()
+        if self._view is not None and self._lock.locked():
+            # Another request is checking the database. Wait a moment for fresh tables, but
+            # a slow or hung database must not hold every node: then serve the last view.
+            with trio.move_on_after(self.stale_grace):
+                async with self._lock:
+                    pass
+            return self._current()
         async with self._lock:
             if self._settled():
                 return self._current()
@@ -253,7 +264,7 @@ class Catalog:
                 self.db_error = reason
                 # Try again soon, not on every request: a dead database must not add a
                 # timeout to every node's request while a good view is at hand.
-                self._next_check = trio.current_time() + min(self.check_interval, 1.0)
+                self._next_check = trio.current_time() + 1.0
             return self._current()
 
 

@@ -492,3 +492,42 @@ def test_one_address_cannot_hold_every_connection(sqlite_cluster: Engine, ca: Pa
                 await h.aclose()
 
     run(main)
+
+
+def test_a_hung_database_delays_one_request_not_all(sqlite_cluster: Engine) -> None:
+    """While one request waits on a database that stopped answering, the others get the
+    last good tables after ``stale_grace``; the stuck one gets a clear error after db_timeout."""
+    import threading
+
+    from litefs.mountd.catalog import db_fingerprint
+
+    release = threading.Event()
+    hang = threading.Event()
+
+    def fingerprint(eng: Engine) -> Any:
+        if hang.is_set():
+            release.wait(10)
+        return db_fingerprint(eng)
+
+    async def main() -> None:
+        catalog = Catalog(sqlite_cluster, check_interval=0, stale_grace=0.1, db_timeout=1.5,
+                          fingerprint=fingerprint)
+        first = await catalog.view()
+        hang.set()
+        results: list[Any] = []
+
+        async def stuck() -> None:
+            results.append(await catalog.view())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stuck)
+            await trio.sleep(0.05)
+            start = trio.current_time()
+            others = [await catalog.view() for _ in range(5)]
+            assert trio.current_time() - start < 1.0  # about 5 x stale_grace, not db_timeout
+            assert all(v is first for v in others)
+        assert results == [first]  # the stuck request also fell back to the last view
+        assert catalog.db_error == "no answer from the database in time"
+        release.set()
+
+    run(main)
