@@ -167,3 +167,54 @@ def test_pg_url_without_driver_uses_psycopg() -> None:
         assert conn.execute(text("select 1")).scalar() == 1
     assert e.url.drivername == "postgresql+psycopg"
     e.dispose()
+
+
+# Reference §1, written out independently of litefs.schema: (keys, every column in order).
+XCAT_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
+    "site": (("key",), "key value"),
+    "nodelist": (
+        ("node",),
+        "node groups status statustime appstatus appstatustime primarysn hidden updatestatus "
+        "updatestatustime zonename",
+    ),
+    "nodegroup": (("groupname",), "groupname grouptype members membergroups wherevals"),
+    "noderes": (
+        ("node",),
+        "node servicenode netboot tftpserver tftpdir nfsserver monserver nfsdir installnic "
+        "primarynic discoverynics cmdinterface xcatmaster current_osimage next_osimage "
+        "nimserver routenames nameservers proxydhcp syslog",
+    ),
+    "nodetype": (("node",), "node os arch profile provmethod supportedarchs nodetype"),
+    "nodepos": (("node",), "node rack u chassis slot room height"),
+    "hosts": (("node",), "node ip hostnames otherinterfaces"),
+    "osimage": (
+        ("imagename",),
+        "imagename groups profile imagetype description provmethod rootfstype nfsrootopts "
+        "osdistroname osupdatename cfmdir osname osvers osarch synclists postscripts "
+        "postbootscripts serverrole isdeletable kitcomponents environvar",
+    ),
+    "linuximage": (
+        ("imagename",),
+        "imagename template boottarget addkcmdline pkglist pkgdir otherpkglist otherpkgdir "
+        "exlist postinstall rootimgdir kerneldir nodebootif otherifce netdrivers kernelver "
+        "krpmver permission dump crashkernelsize partitionfile driverupdatesrc",
+    ),
+    "litefile": (("image", "file"), "image file options"),
+    "litetree": (("priority",), "priority image directory mntopts"),
+    "statelite": (("node",), "node image statemnt mntopts"),
+    "policy": (
+        ("priority",), "priority name host commands noderange parameters time rule"
+    ),
+}
+
+
+def test_database_has_xcats_tables_keys_and_columns(engine: Engine) -> None:  # noqa: F811
+    from sqlalchemy import inspect
+
+    insp = inspect(engine)
+    names = set(insp.get_table_names())
+    for name, (keys, columns) in XCAT_TABLES.items():
+        assert name in names, name
+        got = [c["name"] for c in insp.get_columns(name)]
+        assert got == [*columns.split(), "comments", "disable"], name
+        assert tuple(insp.get_pk_constraint(name)["constrained_columns"]) == keys, name
