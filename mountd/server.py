@@ -58,6 +58,8 @@ class ServerConfig:
     #: Connections one address may hold at once (a node needs two: a request and its
     #: subscription); more is a broken or hostile client, refused so it cannot crowd out others.
     max_per_peer: int = 64
+    #: Seconds between "stats" log records (served, connections, subscribers); 0 = never.
+    stats_interval: float = 60.0
     max_message: int = codec.MAX_MESSAGE
     backlog: int = 4096
     #: Already listening sockets (workers share the parent's); None = open host:port here.
@@ -170,6 +172,8 @@ class Server:
                     )
                 if self.siblings is not None:
                     listeners.start_soon(self.siblings.run, self._sibling_message)
+                if cfg.stats_interval > 0:
+                    listeners.start_soon(self._stats_loop, cfg.stats_interval)
                 self.log(
                     "listening", port=self.ports, tls=cfg.ssl_context is not None,
                     unix=cfg.unix_socket,
@@ -184,6 +188,15 @@ class Server:
             except OSError:
                 pass
         self.log("stopped", served=self.served)
+
+    async def _stats_loop(self, interval: float) -> None:
+        last = -1
+        while True:
+            await trio.sleep(interval)
+            if self.served != last or self.connections:
+                last = self.served
+                self.log("stats", served=self.served, connections=self.connections,
+                         subscribers=self.hub.count, db_error=self.catalog.db_error)
 
     def shutdown(self) -> None:
         self._stopping.set()
