@@ -288,21 +288,31 @@ class Cluster:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Cluster:
-        run(["ip", "netns", "add", self.mn_ns])
-        self._netns.append(self.mn_ns)
-        ns = ["ip", "-n", self.mn_ns]
-        run([*ns, "link", "set", "lo", "up"])
-        run([*ns, "link", "add", "br0", "type", "bridge"])
-        run([*ns, "addr", "add", f"{self.mn_ip}/24", "dev", "br0"])
-        run([*ns, "link", "set", "br0", "up"])
+        try:
+            self._netns.append(self.mn_ns)
+            run(["ip", "netns", "add", self.mn_ns])
+            ns = ["ip", "-n", self.mn_ns]
+            run([*ns, "link", "set", "lo", "up"])
+            run([*ns, "link", "add", "br0", "type", "bridge"])
+            run([*ns, "addr", "add", f"{self.mn_ip}/24", "dev", "br0"])
+            run([*ns, "link", "set", "br0", "up"])
+        except BaseException:
+            self.close()  # __exit__ does not run when __enter__ fails
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
+        """Power every node off, stop mountd, delete the namespaces; each step runs even if
+        an earlier one failed (the first error is raised at the end)."""
+        errors: list[BaseException] = []
         for node in list(self.nodes.values()):
-            node.kill()
+            try:
+                node.kill()
+            except Exception as exc:  # keep cleaning up; report afterwards
+                errors.append(exc)
         self.nodes.clear()
         if self.mountd is not None and self.mountd.poll() is None:
             self.mountd.terminate()
@@ -314,6 +324,38 @@ class Cluster:
         for ns in reversed(self._netns):
             run(["ip", "netns", "del", ns], check=False)
         self._netns.clear()
+        if errors:
+            raise errors[0]
+
+    @property
+    def _marker(self) -> bytes:
+        """In the environment of every process the cluster starts (nodes inherit it)."""
+        return f"LITEFS_CLUSTER={self.tag}".encode()
+
+    def leftovers(self) -> list[str]:
+        """What this cluster left behind: its namespaces, mounts under its folder and
+        processes whose command line names its folder or namespaces (empty when clean)."""
+        out: list[str] = []
+        listed = run(["ip", "netns", "list"], check=False).stdout
+        out += [f"netns {line.split()[0]}" for line in listed.splitlines()
+                if self.tag in line.split()[0]]
+        work = str(self.workdir)
+        with open("/proc/mounts") as f:
+            out += [f"mount {line.split()[1]}" for line in f if work in line.split()[1]]
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                env = []
+            if work in argv or f"-{self.tag}" in argv or self._marker in env:
+                out.append(f"process {pid}: {argv[:120]}")
+        return out
 
     def start_mountd(self, db_url: str, tls: bool = True, port: int = 3001) -> None:
         """mountd in the management namespace on ``<mn_ip>:port`` (TLS with a fresh site CA)."""
@@ -333,7 +375,8 @@ class Cluster:
             cmd += ["--insecure"]
         with open(self.workdir / "mountd.log", "ab") as log:
             self.mountd = subprocess.Popen(["ip", "netns", "exec", self.mn_ns, *cmd],
-                                           stdout=log, stderr=subprocess.STDOUT)
+                                           stdout=log, stderr=subprocess.STDOUT,
+                                           env={**os.environ, "LITEFS_CLUSTER": self.tag})
         deadline = time.monotonic() + 20
         while not sock.exists():
             if self.mountd.poll() is not None or time.monotonic() > deadline:
@@ -407,6 +450,7 @@ class Cluster:
             "LITEFS_BACKOFF": "0",
             "HOME": "/",
             "TERM": "dumb",
+            "LITEFS_CLUSTER": self.tag,  # lets leftovers() find every process of the node
         }
         if self.ca is not None:
             environment["LITEFS_CA"] = "/etc/litefs-ca.pem"

@@ -48,6 +48,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         load_demo_tables(url, demo_tables(c))
         c.start_mountd(url)
         yield c
+    # Whatever the tests did (or failed to do), nothing of the cluster outlives it.
+    assert c.leftovers() == []
 
 
 def _boot(c: Cluster, name: str, **kw: str) -> Node:
@@ -58,6 +60,9 @@ def _boot(c: Cluster, name: str, **kw: str) -> Node:
 
 def test_node_boots_into_litefs_root(cluster: Cluster) -> None:
     node = _boot(cluster, "n01")
+    # The harness gave eth0 the MAC of the node's mac table row (nodeset needs one).
+    assert node.check("cat /sys/class/net/eth0/address").strip() == cluster.mac("n01")
+    assert cluster.leftovers()  # a running node is found (so an empty list means clean)
     mounts = node.check("cat /proc/mounts")
     root = [line for line in mounts.splitlines() if line.split()[1:2] == ["/"]]
     assert root and root[-1].split()[2] == "fuse.litefs", mounts

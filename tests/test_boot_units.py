@@ -100,6 +100,17 @@ def test_hook_retry_backs_off_and_gives_up(tmp_path: Path) -> None:
 
 
 @needs_busybox
+def test_hook_retry_delays_double_up_to_16s(tmp_path: Path) -> None:
+    # A shell function named sleep shadows the applet: record the delays instead of waiting.
+    body = (f'sleep() {{ echo "$1" >> {tmp_path}/delays; }}; RETRIES=7; BACKOFF=1; '
+            'retry "probe" false; echo "rc=$?"')
+    proc = _hook(tmp_path, "NODE=n01", body)
+    assert proc.stdout.strip() == "rc=1"
+    assert (tmp_path / "delays").read_text().split() == ["1", "2", "4", "8", "16", "16"]
+    assert "litefs: probe failed (attempt 6 of 7); retrying in 16s" in proc.stderr
+
+
+@needs_busybox
 def test_hook_nfsmap_missing_export_is_reported(tmp_path: Path) -> None:
     # The binds themselves need root and are covered by the namespace boots.
     body = f'NFSMAP={tmp_path}/map; nfs_mount mn /no/such {tmp_path}/t ro; echo "rc=$?"'
