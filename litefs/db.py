@@ -256,6 +256,7 @@ def require_schema(engine: Engine) -> int:
     """Raise TableError unless the database holds the schema this code expects."""
     with engine.connect() as conn:
         version = current_version(conn)
+        names = set(inspect(conn).get_table_names()) if version == SCHEMA_VERSION else set()
     if version is None:
         raise TableError(_missing(engine))
     if version > SCHEMA_VERSION:
@@ -264,6 +265,13 @@ def require_schema(engine: Engine) -> int:
         raise TableError(
             f"database {shown(engine.url)} has schema version {version}, this litefs needs "
             f"{SCHEMA_VERSION}; run 'litefs db upgrade'"
+        )
+    # A table dropped by hand would otherwise surface as a traceback in the middle of a read.
+    gone = [name for name in TABLES if name not in names]
+    if gone:
+        raise TableError(
+            f"database {shown(engine.url)} lacks table(s) {', '.join(gone)}; run 'litefs db init' "
+            "to create them again (existing rows are kept)"
         )
     return version
 

@@ -218,3 +218,17 @@ def test_database_has_xcats_tables_keys_and_columns(engine: Engine) -> None:  # 
         got = [c["name"] for c in insp.get_columns(name)]
         assert got == [*columns.split(), "comments", "disable"], name
         assert tuple(insp.get_pk_constraint(name)["constrained_columns"]) == keys, name
+
+
+def test_a_dropped_table_is_reported_and_init_brings_it_back(engine: Engine) -> None:  # noqa: F811
+    from litefs import tabledata
+
+    tabledata.restore(engine, "policy", '#priority,name,rule\n"9","admin","allow"\n', "policy.csv")
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE litetree"))
+    with pytest.raises(TableError) as err:
+        db.require_schema(engine)
+    assert "lacks table(s) litetree; run 'litefs db init'" in str(err.value)
+    db.init_db(engine)
+    assert db.require_schema(engine) == SCHEMA_VERSION
+    assert ("9", "admin", None, "allow") in _policy(engine)  # rows elsewhere kept

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from litefs.tools.common import EXIT_FAILED, EXIT_OK, Parser, add_db_option, run_main
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from litefs import db
 from litefs.errors import LitefsError, NoderangeError, UsageError
@@ -38,6 +39,11 @@ def open_snapshot(url: str | None) -> Snapshot:
     try:
         db.require_schema(engine)
         return load_snapshot(engine)
+    except DBAPIError as exc:  # e.g. the server went away between connect and read
+        raise LitefsError(
+            f"cannot read the tables from {db.shown(engine.url)}: "
+            f"{str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else exc}"
+        ) from None
     finally:
         engine.dispose()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from litefs.tools.common import Parser, add_db_option, run_main
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from litefs import db, tabledata, tabledesc
 from litefs.errors import LitefsError, TableError, UsageError
@@ -101,8 +102,14 @@ def _tabdump(argv: list[str]) -> int:
         return 0
     table(args.table)
     engine = _engine(args.db)
-    with engine.connect() as conn:
-        text = tabledata.dump(conn, args.table, args.filters)
+    try:
+        with engine.connect() as conn:
+            text = tabledata.dump(conn, args.table, args.filters)
+    except DBAPIError as exc:  # e.g. the server went away between connect and read
+        lines = str(exc.orig).strip().splitlines()
+        raise LitefsError(
+            f"cannot read table {args.table}: {lines[0] if lines else exc}"
+        ) from None
     if args.file:
         _write_atomically(Path(args.file), text)
     else:
