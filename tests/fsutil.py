@@ -119,6 +119,7 @@ class LitefsMount:
         self.expect_errors = expect_errors
         self.log = layers.root / f"litefs-{mnt.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lingered = False
 
     @property
     def path(self) -> Path:
@@ -179,6 +180,7 @@ class LitefsMount:
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            self.lingered = True  # the daemon must exit once unmounted
             self.proc.kill()
             self.proc.wait()
             self.lazy_unmount()
@@ -199,6 +201,8 @@ class LitefsMount:
             subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
 
     def check_log(self) -> None:
+        if self.lingered:
+            raise AssertionError(f"litefs daemon did not exit after unmount:\n{self.log_text()}")
         text = self.log_text()
         if not self.expect_errors and ("Traceback" in text or " ERROR " in text):
             raise AssertionError(f"litefs logged errors:\n{text}")
