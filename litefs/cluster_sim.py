@@ -52,7 +52,7 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 #: hook. Arguments: initramfs dir, exports dir, hook file, bind paths (colon-separated).
 FIRMWARE = r"""
 set -eu
-R=$1; EXPORTS=$2; HOOK=$3; BINDS=$4; CA=$5
+R=$1; EXPORTS=$2; HOOK=$3; BINDS=$4; CA=$5; EXTRA=${6:-}
 mount --make-rprivate /
 mount -t tmpfs -o mode=755 initramfs "$R"
 mkdir -p "$R/bin" "$R/sbin" "$R/usr" "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/run" "$R/nfs" "$R/etc"
@@ -73,10 +73,33 @@ for d in null zero full random urandom tty fuse; do
     touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"
 done
 cp "$HOOK" "$R/init"; chmod 755 "$R/init"
+[ -n "$EXTRA" ] && cp -a "$EXTRA/." "$R/"
 cp /cmdline.in "$R/cmdline" 2>/dev/null || true
 [ -n "$CA" ] && cp "$CA" "$R/etc/litefs-ca.pem"
 cd "$R"
 exec chroot "$R" /init
+"""
+
+#: /init of a dracut-style node: stands in for dracut's nfs module (image bound read-only on
+#: $NEWROOT) and its switch_root (moving /dev, /proc, /sys, /run), and runs our dracut module's
+#: real pre-pivot hook in between, with dracut-lib's ``die``.
+DRACUT_INIT = r"""#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin NEWROOT=/sysroot
+die() { echo "dracut: FATAL: $*" >&2; exit 1; }
+set -f
+for arg in $(cat "$LITEFS_CMDLINE"); do
+    case "$arg" in root=nfs:*) spec=${arg#root=nfs:} ;; esac
+done
+set +f
+server=${spec%%:*}; rest=${spec#*:}; path=${rest%%:*}
+mkdir -p "$NEWROOT"
+mount --bind "/nfs/$server$path" "$NEWROOT" && mount -o remount,bind,ro "$NEWROOT" ||
+    die "cannot mount $server:$path"
+echo "dracut: nfs root $server:$path on $NEWROOT"
+for hook in /dracut/hooks/pre-pivot/*.sh; do . "$hook"; done
+for d in dev proc sys run; do mount --move "/$d" "$NEWROOT/$d" 2>/dev/null; done
+echo "dracut: switching root"
+exec switch_root "$NEWROOT" /sbin/init
 """
 
 #: The image's /sbin/init: say so on the console and run a shell on it.
@@ -431,8 +454,13 @@ class Cluster:
                 f"XCAT={self.mn_ip}:{port} NODE={name} XCATHTTPPORT=80 MNTOPTS= "
                 f"litefs.nfsmap=/nfs {extra}").strip()
 
-    def boot(self, name: str, cmdline: str, env: dict[str, str] | None = None) -> Node:
-        """Power on ``name`` with ``cmdline``; returns at once (use ``Node.wait_shell``)."""
+    def boot(self, name: str, cmdline: str, env: dict[str, str] | None = None,
+             dracut: bool = False) -> Node:
+        """Power on ``name`` with ``cmdline``; returns at once (use ``Node.wait_shell``).
+
+        ``dracut``: boot through the packaged dracut module instead (:data:`DRACUT_INIT`
+        as /init, ``dracut/95litefs/litefs-prepivot.sh`` as its pre-pivot hook).
+        """
         old = self.nodes.pop(name, None)
         if old is not None:
             old.kill()
@@ -456,10 +484,22 @@ class Cluster:
             environment["LITEFS_CA"] = "/etc/litefs-ca.pem"
         environment.update(env or {})
         script = FIRMWARE.replace("/cmdline.in", str(nodedir / "cmdline"))
+        init, extra = hook_path(), ""
+        if dracut:
+            init = nodedir / "dracut-init"
+            init.write_text(DRACUT_INIT)
+            droot = nodedir / "dracut-root"
+            hooks = droot / "dracut" / "hooks" / "pre-pivot"
+            hooks.mkdir(parents=True, exist_ok=True)
+            module = hook_path().parent / "dracut" / "95litefs"
+            shutil.copy(module / "litefs-prepivot.sh", hooks / "90-litefs-prepivot.sh")
+            shutil.copy(hook_path(), droot / "dracut" / "litefs-boot.sh")
+            environment["LITEFS_HOOK"] = "/dracut/litefs-boot.sh"
+            extra = str(droot)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--pid", "--fork", "--kill-child",
              BUSYBOX, "sh", "-c", script, "firmware", str(initramfs), str(self.exports),
-             str(hook_path()), binds, str(self.ca or "")],
+             str(init), binds, str(self.ca or ""), extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=environment,
         )

@@ -195,3 +195,29 @@ def test_shell_argument_pauses_three_times(cluster: Cluster) -> None:
     node.proc.stdin.flush()  # type: ignore[union-attr]
     node.wait_shell(60)
     assert node.check("cat /etc/motd") == "Welcome to the tokyo room\n"
+
+
+def test_dracut_module_boots_node_into_litefs_root(cluster: Cluster) -> None:
+    # dracut's nfs module mounts the image on /sysroot; our pre-pivot hook (the packaged
+    # dracut/95litefs/litefs-prepivot.sh) takes over; dracut then switches root.
+    node = cluster.boot("n03", cluster.cmdline("n03", DEMO_IMAGE_DIR), dracut=True)
+    node.wait_shell(60)
+    assert "dracut: nfs root 10.77.0.1:" in node.console
+    assert "dracut: switching root" in node.console
+    mounts = node.check("cat /proc/mounts")
+    root = [line for line in mounts.splitlines() if line.split()[1:2] == ["/"]]
+    assert root[-1].split()[2] == "fuse.litefs", mounts
+    assert node.check("cat /etc/motd") == "Welcome to the london room\n"
+    node.check("echo dracut > /var/log/dracut.log")
+    on_server = cluster.exports / cluster.mn_ip / "nodedata" / "n03" / "var/log/dracut.log"
+    assert on_server.read_text() == "dracut\n"
+    assert "mount --move /sysroot /.litefs/image" in node.check("cat /.statelite/statelite.log")
+
+
+def test_dracut_module_stops_with_dracut_die_when_mountd_is_unreachable(cluster: Cluster
+                                                                        ) -> None:
+    node = cluster.boot("n03", cluster.cmdline("n03", DEMO_IMAGE_DIR, port=3999), dracut=True)
+    out = node.expect("dracut: FATAL", 90)
+    assert "FATAL error: could not get the plan for n03 from mountd at 10.77.0.1:3999" in out
+    assert "dracut: FATAL: litefs: the node could not build its root" in out
+    node.proc.wait(timeout=30)

@@ -249,3 +249,13 @@ def test_cli_writes_reproducible_gzip(tmp_path: Path) -> None:
         data = mkinitramfs.build("1.0", [], Path(BUSYBOX), [], moddir_root=tmp_path / "m")
         out.write_bytes(gzip.compress(data, mtime=0))
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_shell_files_parse() -> None:
+    # module-setup.sh only runs inside dracut (not installed here): at least it must parse.
+    root = hook_path().parent
+    for path, shell in ((root / "dracut" / "95litefs" / "module-setup.sh", "bash"),
+                        (root / "dracut" / "95litefs" / "litefs-prepivot.sh", "sh"),
+                        (root / "litefs-boot.sh", "sh"), (root / "init.sh", "sh")):
+        proc = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{path}: {proc.stderr}"
