@@ -126,6 +126,9 @@ def test_ro_follows_sources_live(layers: Layers, litefs_mount: Mounter, option: 
     _erofs((v / "opt/app/conf").write_text, "x")
     _erofs(os.unlink, v / "opt/app/conf")
     _erofs((v / "opt/app/new").write_text, "x")
+    # Live: without any refresh, a change shows within a second or so.
+    put(src, "opt/app/conf", "v1 edited\n")
+    wait_for(lambda: (v / "opt/app/conf").read_text() == "v1 edited\n", timeout=5)
     put(src, "opt/app/conf", "v2 longer\n")
     put(src, "opt/app/added", "new file\n")
     control.refresh(str(v), ["/opt/app"])

@@ -36,6 +36,7 @@ from litefs.fs.layers import (
     split,
 )
 from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
+from litefs.options import Family
 from litefs.plan import Plan
 from litefs.resolve import resolve
 
@@ -47,6 +48,8 @@ XATTR_RULE = "user.litefs.rule"
 XATTR_REFRESH = "user.litefs.refresh"
 XATTR_PLAN = "user.litefs.plan"
 XATTR_INODES = "user.litefs.inodes"
+#: cache timeout (s) for paths that follow their sources live (the ro family)
+LIVE_TIMEOUT = 1.0
 #: files at least this big are copied up in a worker thread
 THREAD_COPY_BYTES = 1 << 20
 #: how many file entries stay cached (directories stay while the kernel holds them)
@@ -212,8 +215,10 @@ class LitefsOps(pyfuse3.Operations):
             a.st_ctime_ns = st.st_ctime_ns
         a.st_ino = node.ino
         a.generation = 0
-        a.entry_timeout = self.timeout
-        a.attr_timeout = self.timeout
+        # ro paths follow their sources live: the kernel asks again after a second.
+        t = LIVE_TIMEOUT if e.res is not None and e.res.family is Family.RO else self.timeout
+        a.entry_timeout = t
+        a.attr_timeout = t
         return a
 
     def _restat(self, node: Node) -> Entry:
@@ -711,7 +716,8 @@ class LitefsOps(pyfuse3.Operations):
             self.files[fh] = OpenFile(node, -1, data)
         else:
             self.files[fh] = OpenFile(node, self._open_backing(e, flags))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        live = e.res is not None and e.res.family is Family.RO
+        return pyfuse3.FileInfo(fh=fh, keep_cache=not live)
 
     @guarded
     async def create(
