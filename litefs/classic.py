@@ -454,13 +454,13 @@ def _sh(argv: list[str]) -> None:
         raise ClassicError(f"{' '.join(argv)}: {r.stderr.strip()}")
 
 
-def _boot_here(cfg: ClassicConfig, result_fd: int) -> None:
-    """Inside the new mount namespace: prepivot + rc.statelite, then act as the node."""
+def _boot_here(cfg: ClassicConfig, sysroot: str, result_fd: int) -> None:
+    """Inside the new mount namespace: prepivot + rc.statelite, then act as the node.
+    ``sysroot`` is an empty directory (the caller's, removed when the namespace is gone)."""
     _sh(["mount", "--make-rprivate", "/"])
     os.umask(0o022)  # the initramfs' umask: files rc.statelite creates ('cat >>') are 0644
     if not os.path.isdir(os.path.join(cfg.image, SL)):
         raise ClassicError(f"{cfg.image} has no {SL}/: it was not prepared by genimage/liteimg")
-    sysroot = tempfile.mkdtemp(prefix="classic-sysroot-")
     _sh(["mount", "--bind", cfg.image, sysroot])
     _sh(["mount", "-o", "remount,bind,ro", sysroot])
     sh = Shell(sysroot)
@@ -515,8 +515,9 @@ def _child(argv: list[str], payload: dict[str, Any]) -> dict[str, Any]:
         raise ClassicError("the classic boot emulation needs root (mount namespaces, chroot)")
     with tempfile.TemporaryDirectory(prefix="classic-") as tmp:
         cfg_path, out_path = os.path.join(tmp, "cfg.json"), os.path.join(tmp, "out.json")
+        os.mkdir(os.path.join(tmp, "sysroot"))
         with open(cfg_path, "w") as f:
-            json.dump(payload, f)
+            json.dump({**payload, "sysroot": os.path.join(tmp, "sysroot")}, f)
         r = subprocess.run(
             [*argv, sys.executable, "-m", "litefs.classic", payload["mode"], cfg_path, out_path],
             capture_output=True, text=True,
@@ -551,8 +552,9 @@ def _main(argv: list[str]) -> int:
         payload = json.load(f)
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        sysroot = payload.pop("sysroot")
         if payload.pop("mode") == "boot":
-            _boot_here(ClassicConfig(**payload), fd)
+            _boot_here(ClassicConfig(**payload), sysroot, fd)
         else:
             _walk_here(payload, fd)
     except LitefsError as exc:
