@@ -264,14 +264,12 @@ class LitefsOps(pyfuse3.Operations):
             return None
         return e.st or e.layer.lstat(e.rel)
 
-    def _upper_rel(self, e: Entry) -> str:
-        return e.rel
-
     async def _copy_up(self, node: Node, e: Entry, truncate_to: int | None = None) -> Entry:
         """Bring ``e`` into its upper layer (no-op if it is there); return the new entry.
 
-        One copy-up per path at a time; a large file is copied in a worker thread so the
-        rest of the filesystem keeps answering meanwhile."""
+        One copy-up per path at a time. A large file is copied in a worker thread, so the
+        trio loop (invalidations, signals) keeps running; with more than one pyfuse3 worker
+        (``MountConfig.workers``) other requests are answered meanwhile too."""
         if e.raw or e.in_upper:
             return e
         if node.path is None:
@@ -901,7 +899,7 @@ class LitefsOps(pyfuse3.Operations):
         dst = self.view.locate(new, pen)
         _r1, up = self._writable_res(old, peo)
         _r2, up2 = self._writable_res(new, pen)
-        if up is not up2 or src.raw != dst_raw(pen):
+        if up is not up2 or src.raw != pen.raw:
             raise _err(errno.EXDEV)
         if flags & RENAME_NOREPLACE and dst is not None:
             raise _err(errno.EEXIST)
@@ -1199,10 +1197,6 @@ class LitefsOps(pyfuse3.Operations):
 
 def _unescape(s: str) -> str:
     return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
-def dst_raw(parent: Entry) -> bool:
-    return parent.raw
 
 
 def _read_all(b: Backing, rel: str) -> bytes:
