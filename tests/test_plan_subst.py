@@ -164,3 +164,59 @@ def test_cmd_cache_runs_each_command_once(tmp_path: Path) -> None:
         assert sub(cmd, node=node, allow_cmd=True, cmd_cache=cache) == "c:/x/v"
     assert counter.read_text().count("x") == 1
     assert os.path.exists(counter)
+
+
+# --- property: substitution against a direct model of the grammar ------------------------
+
+_word = st.text(alphabet="abcxyz019-_.", min_size=1, max_size=6)
+_var = st.sampled_from(["node", "noderes.nfsserver", "nodetype.os", "nodepos.room", "site.master"])
+_component = st.one_of(
+    _word.map(lambda w: ("lit", w)),
+    st.tuples(st.text(alphabet="abc-_", max_size=3), st.lists(_var, min_size=1, max_size=3)).map(
+        lambda t: ("var", t)
+    ),
+)
+
+
+@given(
+    node=st.sampled_from(["n01", "node007", "c1n2"]),
+    values=st.fixed_dictionaries(
+        {"noderes.nfsserver": _word, "nodetype.os": _word, "nodepos.room": _word,
+         "site.master": _word}
+    ),
+    server=st.one_of(st.none(), _word, _var.map(lambda v: "$" + v)),
+    comps=st.lists(_component, min_size=1, max_size=5),
+    trailing=st.booleans(),
+)
+def test_substitution_matches_grammar_model(
+    node: str, values: dict[str, str], server: str | None,
+    comps: list[tuple[str, object]], trailing: bool,
+) -> None:
+    tables = {
+        "noderes": {node: {"nfsserver": values["noderes.nfsserver"]}},
+        "nodetype": {node: {"os": values["nodetype.os"]}},
+        "nodepos": {node: {"room": values["nodepos.room"]}},
+    }
+    attrs = NodeAttrs(tables, {node: []})
+    site = {"master": values["site.master"]}
+
+    def val(name: str) -> str:
+        return node if name == "node" else values[name]
+
+    text_parts, want_parts = [], []
+    for kind, c in comps:
+        if kind == "lit":
+            text_parts.append(c)
+            want_parts.append(c)
+        else:
+            prefix, names = c  # type: ignore[misc]
+            text_parts.append(prefix + "".join("$" + n for n in names))
+            want_parts.append(prefix + ".".join(val(n) for n in names))  # joined with '.'
+    path = "/" + "/".join(text_parts) + ("/" if trailing else "")
+    want_path = "/" + "/".join(want_parts) + ("/" if trailing else "")
+    if server is None:
+        value, want = path, want_path
+    else:
+        want_server = val(server[1:]) if server.startswith("$") else server
+        value, want = f"{server}:{path}", f"{want_server}:{want_path}"
+    assert substitute(value, node, attrs, site, row="litetree priority=1") == want
