@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -169,6 +170,7 @@ def test_inspect_mounts_read_only(layers: Layers, tmp_path: Path) -> None:
     pf = _plan_file(layers, plan)
     mnt = tmp_path / "look"
     mnt.mkdir()
+    t0 = time.time()
     r = litefs_cmd("inspect", "n01", str(mnt), "--plan", str(pf), "--image", str(layers.image))
     try:
         assert r.returncode == 0, r.stderr
@@ -183,6 +185,7 @@ def test_inspect_mounts_read_only(layers: Layers, tmp_path: Path) -> None:
     finally:
         assert litefs_cmd("umount", str(mnt)).returncode == 0
     assert (statemnt / "n01/etc/hostname").read_text() == "n01 kept\n"
+    wait_for(lambda: not any(p.name.startswith("litefs-inspect-") and p.stat().st_mtime > t0 for p in Path(tempfile.gettempdir()).iterdir()))
 
 
 def test_refresh_on_something_else_fails_cleanly(tmp_path: Path) -> None:

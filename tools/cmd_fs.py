@@ -334,5 +334,6 @@ def run_inspect(args: argparse.Namespace) -> int:
         fsname=f"litefs-inspect:{plan.node or args.node}",
         foreground=args.foreground,
         log_file=args.log,
+        remove_after=(tmpfs,),
     )
     return serve(plan, layers, cfg)

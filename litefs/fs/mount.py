@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import resource
+import shutil
 import signal
 import stat
 import sys
@@ -58,6 +59,8 @@ class MountConfig:
     #: hand-offs between readers), and with several we saw the daemon linger after an
     #: external unmount; the cost is that a large copy-up holds other requests until done.
     workers: int = 1
+    #: scratch directories to remove once unmounted (inspect's empty tmpfs layer)
+    remove_after: tuple[str, ...] = ()
 
 
 def fuse_options(cfg: MountConfig, read_only: bool = False) -> set[str]:
@@ -284,6 +287,8 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
         except Exception as exc:
             log.error("unmount: %s", exc)
         layers.close()
+        for d in cfg.remove_after:
+            shutil.rmtree(d, ignore_errors=True)
     log.info("unmounted %s", cfg.mountpoint)
     return status
 
