@@ -165,6 +165,17 @@ def test_statemnt_without_server_stops_boot_with_message(cluster: Cluster) -> No
     node.proc.wait(timeout=30)  # PID 1 powered the node off
 
 
+def test_missing_statemnt_server_gives_documented_message(cluster: Cluster) -> None:
+    # 10.77.0.99 exports nothing: every attempt fails, then the cookbook's words.
+    node = cluster.boot("n01", cluster.cmdline("n01", DEMO_IMAGE_DIR,
+                                               statemnt="10.77.0.99:/nodedata"))
+    out = node.expect("You are dead", 60)
+    assert ("litefs: cannot mount the persistent store 10.77.0.99:/nodedata. You are dead, "
+            "rpower n01 boot to play again.") in out
+    assert out.count("litefs: mounting the persistent store 10.77.0.99:/nodedata failed") == 4
+    node.proc.wait(timeout=30)
+
+
 def test_unreachable_mountd_gives_documented_message(cluster: Cluster) -> None:
     node = cluster.boot("n01", cluster.cmdline("n01", DEMO_IMAGE_DIR, port=3999))
     out = node.expect("FATAL error", 90)
