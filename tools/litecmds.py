@@ -68,6 +68,14 @@ def image_known(snap: Snapshot, name: str) -> bool:
     return False
 
 
+def relevant(prog: str, warnings: tuple[str, ...]) -> list[str]:
+    """The warnings about what ``prog`` prints: litefile rows for ``litefile``, litetree rows
+    for ``litetree``, all of them for ``lslite`` (which shows every table)."""
+    if prog in ("litefile", "litetree"):
+        return [w for w in warnings if w.startswith(prog + " ")]
+    return list(warnings)
+
+
 def _each_node(
     prog: str, snap: Snapshot, nodes: list[str], show: Callable[[Plan], list[str]]
 ) -> int:
@@ -79,7 +87,7 @@ def _each_node(
             print(f"{prog}: {node}: {exc}", file=sys.stderr, flush=True)
             status = EXIT_FAILED
             continue
-        for warning in plan.warnings:
+        for warning in relevant(prog, plan.warnings):
             print(f"{prog}: {node}: warning: {warning}", file=sys.stderr)
         out = show(plan)
         if out:
@@ -106,7 +114,7 @@ def _litefile(argv: list[str]) -> int:
                 raise
             raise NoderangeError(f"{exc}; no osimage is named {args.target!r} either") from None
         plan = plan_for_image(snap, args.target)
-        for warning in plan.warnings:
+        for warning in relevant("litefile", plan.warnings):
             print(f"litefile: {args.target}: warning: {warning}", file=sys.stderr)
         sys.stdout.write("".join(line + "\n" for line in litefile_lines(plan)))
         return EXIT_OK
