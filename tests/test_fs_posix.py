@@ -69,6 +69,12 @@ def test_create_open_flags(view: LitefsMount, layers: Layers) -> None:
     assert (w / "lower.txt").read_bytes() == b"x"
     assert (layers.image / "w/lower.txt").read_text() == "lower content\n"
     assert stat.S_IMODE((w / "lower.txt").stat().st_mode) == 0o640
+    # O_TRUNC of a file already in the upper layer truncates it (shell '>' redirection).
+    (w / "new").write_text("a much longer content")
+    (w / "new").write_text("short")
+    assert (w / "new").read_text() == "short"
+    subprocess.run(["sh", "-c", f"echo x > {w}/new"], check=True)
+    assert (w / "new").read_text() == "x\n"
     fd = os.open(w / "rw", os.O_CREAT | os.O_RDWR, 0o600)
     os.pwrite(fd, b"0123456789", 0)
     assert os.pread(fd, 4, 3) == b"3456"

@@ -684,7 +684,8 @@ class LitefsOps(pyfuse3.Operations):
         parent, name = split(e.rel)
         pfd = e.layer.dirfd(parent)
         try:
-            flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC)
+            # O_TRUNC stays: libfuse negotiates atomic_o_trunc, so the open itself truncates.
+            flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         finally:
             e.layer.release(pfd)
