@@ -36,6 +36,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench_boot: needs root (namespaces, FUSE)", file=sys.stderr)
         return 2
+    # A plain kill must still tear the cluster down (namespaces, nodes, mountd).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from litefs.tools import liteimg_cmd
 
@@ -242,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
 
             # --- classic, same image liteimg'd, same plan ----------------------------------
             cdir = work / "classic"
-            shutil.copytree(image, cdir / "rootimg", symlinks=True)
+            # cp -a: a real root has device nodes (/dev/zero...), which copytree would read.
+            cdir.mkdir()
+            subprocess.run(["cp", "-a", "--reflink=auto", str(image), str(cdir / "rootimg")],
+                           check=True)
             url2 = f"sqlite:///{work}/classic.db"
             load_demo_tables(url2, tables, [({"imagename": DEMO_IMAGE},
                                               [f"linuximage.rootimgdir={cdir}"])])
