@@ -127,3 +127,61 @@ def test_bypass_binds_rule_free_dirs_and_lifts_on_plan_change(layers: Layers, li
     assert is_mounted(v + "/usr/bin") is not None and is_mounted(v + "/var/lib") is not None
     (m.path / "usr/lib/y").write_text("y")
     assert (layers.tmpfs / "usr/lib/y").read_text() == "y"
+
+
+SHELL_OPS = r"""
+set -e
+cd "$1"
+sed -i 's/hello/HELLO/' a.txt
+touch -d '2020-01-01 00:00' sub/b.txt
+ln -sf sub/b.txt link
+echo appended >> big
+dd if=/dev/zero of=big bs=1 count=5 seek=10 conv=notrunc 2>/dev/null
+truncate -s 3000 big
+echo replaced with a longer line > big2
+echo again > big2
+mkdir -p newdir/x/y && echo n > newdir/x/y/n.txt
+mv newdir moved
+rm -rf sub/deep
+mkdir sub/deep && echo fresh > sub/deep/new.txt
+cp -a sub sub_copy
+chmod -R go-rwx sub_copy
+mv a.txt a2.txt && mv a2.txt a.txt
+printf 'tmp' > .a.txt.swp && mv .a.txt.swp a.txt
+rmdir d2 && mkdir d2
+tar -cf "$2" sub && mkdir untar && tar -xf "$2" -C untar && tar -xf "$2" -C untar
+ln sub/b.txt hard && echo more >> hard
+mkfifo fifo
+"""
+
+
+def _tree(root: Path) -> tuple[str, str]:
+    meta = subprocess.run(
+        ["find", ".", "-printf", r"%p %y %m %s %l %TY\n"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    data = subprocess.run(
+        ["sh", "-c", "find . -type f -exec md5sum {} + | sort -k2"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    return "\n".join(sorted(meta.splitlines())), data
+
+
+def test_shell_workload_matches_a_native_directory(layers: Layers, litefs_mount: Mounter) -> None:
+    """The same everyday shell operations (sed -i, >, >>, dd, truncate, cp -a, mv, rm -rf,
+    tar, ln, mkfifo...) on image content under a tmpfs rule and on a plain copy of it end in
+    identical trees: names, types, modes, sizes, link targets and bytes."""
+    w = layers.image / "w"
+    put(w, "a.txt", "hello\n")
+    put(w, "sub/b.txt", "line1\n", mode=0o640)
+    put(w, "sub/deep/c.txt", "deep\n")
+    put(w, "big", "x" * 1000)
+    put(w, "big2", "y" * 5000)
+    (w / "d2").mkdir()
+    os.symlink("a.txt", w / "link")
+    native = layers.root / "native"
+    shutil.copytree(w, native, symlinks=True)
+    m = litefs_mount(make_plan({"/w/": "tmpfs"}))
+    for where, tar in ((m.path / "w", layers.root / "v.tar"), (native, layers.root / "n.tar")):
+        r = subprocess.run(["bash", "-c", SHELL_OPS, "ops", str(where), str(tar)], capture_output=True, text=True)
+        assert r.returncode == 0, (where, r.stderr)
+    assert _tree(m.path / "w") == _tree(native)
+    assert (layers.image / "w/a.txt").read_text() == "hello\n"  # the image never changes
