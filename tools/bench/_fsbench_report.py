@@ -30,6 +30,7 @@ CREATE = "create+write small (tmpfs rule)"
 UNTAR = "untar stdlib (persistent rule)"
 RSS_MAIN = "daemon VmHWM after run [MB]"
 RSS_WALK = "daemon VmHWM walk {n} [MB]"
+CLI_START = "litefs start+imports (mount --help)"
 READY = "mount->ready {n} files"
 READY_BYPASS = "mount->ready {n} files --bypass"
 
