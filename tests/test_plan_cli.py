@@ -185,6 +185,12 @@ def test_one_bad_node_fails_alone(url: str) -> None:
          "litefs: unknown node 'n09': it is not in the nodelist table\n"),
         ("litefs", ["plan"], 2,
          "litefs: give a node, or --image IMG (see 'litefs plan --help')\n"),
+        ("litefs", ["plan", "--image", "typo"], 1,
+         "litefs: no osimage, litefile or litetree row, nor any node uses image 'typo'; "
+         "check the name ('tabdump osimage' lists the images)\n"),
+        ("litefs", ["plan", "n01", "--image", "typo"], 1,
+         "litefs: no osimage, litefile or litetree row, nor any node uses image 'typo'; "
+         "check the name ('tabdump osimage' lists the images)\n"),
         ("lslite", ["-i", "nope"], 1, "lslite: The osimage named 'nope' is not defined.\n"),
         ("lslite", [], 2, "lslite: give -i IMAGE or a noderange (see 'lslite --help')\n"),
         ("lslite", ["-i", IMG, "n01"], 2,

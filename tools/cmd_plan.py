@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 
 from litefs.tools.common import EXIT_OK, add_db_option
-from litefs.tools.litecmds import open_snapshot
+from litefs.tools.litecmds import image_known, open_snapshot
 
-from litefs.errors import UsageError
+from litefs.errors import PlanError, UsageError
 from litefs.plan import Plan
 from litefs.planner import plan_for_image, plan_for_node
 
@@ -57,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.node and not args.image:
         raise UsageError("give a node, or --image IMG (see 'litefs plan --help')")
     snap = open_snapshot(args.db)
+    if args.image and not image_known(snap, args.image):
+        # A typo would otherwise print a plan holding only the automatic /etc/mtab row.
+        raise PlanError(
+            f"no osimage, litefile or litetree row, nor any node uses image {args.image!r}; "
+            "check the name ('tabdump osimage' lists the images)"
+        )
     if args.node:
         plan = plan_for_node(snap, args.node, image=args.image)
     else:
