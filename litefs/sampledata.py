@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from sqlalchemy import Engine
 
@@ -20,7 +21,7 @@ DEMO_NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12", "n03": "127.0.0.13", "n0
 DEMO_ROOMS = {"n01": "tokyo", "n02": "tokyo", "n03": "london", "n04": "london"}
 
 
-def _data():  # type: ignore[no-untyped-def]
+def _data() -> Traversable:
     return resources.files("litefs").joinpath("data")
 
 

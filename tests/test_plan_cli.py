@@ -57,7 +57,9 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return u
 
 
-def run(cmd: str, *args: str, url: str | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def run(
+    cmd: str, *args: str, url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     argv = [str(BIN / cmd), *args]
     if url is not None:
         argv += ["--db", url]

@@ -12,6 +12,7 @@ from litefs.plan import Plan
 from litefs.planner import (
     AUTO_IMAGE,
     SNAPSHOT_TABLES,
+    Snapshot,
     image_for_node,
     image_plan,
     litefile_lines,
@@ -98,7 +99,7 @@ TABLES = {
 
 
 @pytest.fixture
-def snap(engine: Engine):  # noqa: F811
+def snap(engine: Engine) -> Snapshot:  # noqa: F811
     load(engine, TABLES)
     return load_snapshot(engine)
 
@@ -107,7 +108,7 @@ def options(plan: Plan) -> dict[str, str]:
     return {r.path: r.option for r in plan.rules}
 
 
-def test_row_precedence(snap) -> None:  # type: ignore[no-untyped-def]
+def test_row_precedence(snap: Snapshot) -> None:
     opts = options(plan_for_node(snap, "n01"))
     assert opts["/p/group-only"] == "persistent"  # image is *in* osimage.groups (DESIGN fix)
     assert opts["/p/group-blank"] == "ro"  # blank beats group
@@ -124,7 +125,7 @@ def test_row_precedence(snap) -> None:  # type: ignore[no-untyped-def]
     assert gpu["/p/blank-all"] == "persistent"
 
 
-def test_rules_sorted_with_winning_row_and_dir_marker(snap) -> None:  # type: ignore[no-untyped-def]
+def test_rules_sorted_with_winning_row_and_dir_marker(snap: Snapshot) -> None:
     plan = plan_for_node(snap, "n01")
     paths = [r.path for r in plan.rules]
     assert paths == sorted(paths)
@@ -145,7 +146,7 @@ def test_mtab_row_added_or_forced(engine: Engine) -> None:  # noqa: F811
     assert (named.option, named.image) == ("tmpfs,rw", "ALL")
 
 
-def test_litetree_sources_in_numeric_order_with_variables(snap) -> None:  # type: ignore[no-untyped-def]
+def test_litetree_sources_in_numeric_order_with_variables(snap: Snapshot) -> None:
     plan = plan_for_node(snap, "n01")
     got = [(s.priority, s.server, s.path, s.mntopts, s.directory) for s in plan.sources]
     assert got == [
@@ -167,7 +168,7 @@ def test_litetree_sources_in_numeric_order_with_variables(snap) -> None:  # type
     ]
 
 
-def test_statelite_inheritance_and_substitution(snap) -> None:  # type: ignore[no-untyped-def]
+def test_statelite_inheritance_and_substitution(snap: Snapshot) -> None:
     n01 = plan_for_node(snap, "n01")
     assert (n01.statemnt, n01.mntopts) == ("cnfs:/gpfs/state", "nolock")  # from group compute
     n02 = plan_for_node(snap, "n02")
@@ -176,7 +177,7 @@ def test_statelite_inheritance_and_substitution(snap) -> None:  # type: ignore[n
     assert plan_for_node(snap, "n03").statemnt is None
 
 
-def test_image_for_node(snap) -> None:  # type: ignore[no-untyped-def]
+def test_image_for_node(snap: Snapshot) -> None:
     assert image_for_node(snap, "n01") == IMG
     assert image_for_node(snap, "n03") == "gpuimg"
     with pytest.raises(PlanError, match=r"^n04 does not have os, arch, or profile defined in nodetype table$"):
@@ -186,7 +187,7 @@ def test_image_for_node(snap) -> None:  # type: ignore[no-untyped-def]
     assert plan_for_node(snap, "n01", image="gpuimg").image == "gpuimg"
 
 
-def test_empty_variable_is_an_error_naming_row_variable_and_node(snap) -> None:  # type: ignore[no-untyped-def]
+def test_empty_variable_is_an_error_naming_row_variable_and_node(snap: Snapshot) -> None:
     snap.node_tables["nodepos"].pop("n01")
     snap.node_tables["nodepos"].pop("compute")
     with pytest.raises(SubstitutionError) as err:
@@ -244,7 +245,7 @@ def test_duplicate_path_in_one_level_is_an_error(engine: Engine) -> None:  # noq
         plan_for_node(snap, "n01")
 
 
-def test_image_plan(snap, engine: Engine) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_image_plan(snap: Snapshot, engine: Engine) -> None:  # noqa: F811
     plan = plan_for_image(snap, IMG)
     assert plan.node is None and plan.statemnt is None
     assert [s.priority for s in plan.sources] == ["2.5", "10"]  # variable rows left out
@@ -268,7 +269,7 @@ def test_snapshot_reads_each_table_once(engine: Engine) -> None:  # noqa: F811
     load(engine, {**TABLES, "nodelist": [*TABLES["nodelist"], *nodes]})
     statements: list[str] = []
 
-    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
@@ -283,7 +284,7 @@ def test_snapshot_reads_each_table_once(engine: Engine) -> None:  # noqa: F811
     assert plans[5].sources[0].directory == "10.1.0.1005:/statelite/n1005"
 
 
-def test_noderange_universe_from_tables(snap) -> None:  # type: ignore[no-untyped-def]
+def test_noderange_universe_from_tables(snap: Snapshot) -> None:
     u = snap.universe()
     assert expand("compute", u) == ["n01", "n02"]
     assert expand("el8", u) == ["n01", "n02", "n03", "n04"]  # dynamic group over inherited attributes

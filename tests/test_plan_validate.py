@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -137,7 +139,7 @@ def test_files_only_lists_always_pass(entries: list[tuple[str, str]]) -> None:
     ),
     st.randoms(),
 )
-def test_messages_do_not_depend_on_row_order(entries: dict[str, str], rnd) -> None:  # type: ignore[no-untyped-def]
+def test_messages_do_not_depend_on_row_order(entries: dict[str, str], rnd: random.Random) -> None:
     rows = list(entries.items())
     shuffled = rows[:]
     rnd.shuffle(shuffled)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ def test_upgrade_from_synthetic_v0_keeps_data(blank_engine: Engine) -> None:  # 
 def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:  # noqa: F811
     done: list[int] = []
 
-    def step(n: int):  # type: ignore[no-untyped-def]
+    def step(n: int) -> Callable[[Connection], None]:
         def run(conn: Connection) -> None:
             done.append(n)
             conn.execute(TABLES["site"].insert().values(key=f"step{n}", value="x"))

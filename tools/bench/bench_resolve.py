@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 
 from litefs.options import VALID_OPTIONS
 from litefs.plan import Plan, Rule, Source
@@ -68,7 +69,7 @@ def linear_scan(rules: tuple[Rule, ...], path: str) -> Rule | None:
     return best
 
 
-def rate(fn, queries: list[str], min_seconds: float = 1.0) -> float:  # type: ignore[no-untyped-def]
+def rate(fn: Callable[[list[str]], object], queries: list[str], min_seconds: float = 1.0) -> float:
     done = 0
     start = time.perf_counter()
     while True:
