@@ -167,6 +167,17 @@ def test_warnings_go_to_the_command_they_concern(
     assert status == 0 and err.count("warning:") == 2
 
 
+def test_digit_atoms_take_xcat_node_prefix(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XCAT_NODE_PREFIX", "n0")
+    status, out, _err = call(capsys, "litetree", "1-2", "--db", url)
+    assert status == 0 and [line.split(":")[0] for line in out.splitlines()] == ["n01"] * 3 + ["n02"] * 3
+    monkeypatch.delenv("XCAT_NODE_PREFIX")
+    status, _out, err = call(capsys, "litetree", "1", "--db", url)
+    assert status == 1 and "noderange: node1 (" in err
+
+
 def test_one_bad_node_fails_alone(url: str) -> None:
     r = run("litefile", "n01,n03", url=url)
     assert r.returncode == 1

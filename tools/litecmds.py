@@ -8,6 +8,7 @@ rows) gets one error line on stderr; the others are still printed and the exit s
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from litefs import db
 from litefs.errors import LitefsError, NoderangeError, UsageError
-from litefs.noderange import expand
+from litefs.noderange import Universe, expand
 from litefs.plan import Plan
 from litefs.planner import (
     Snapshot,
@@ -68,6 +69,15 @@ def image_known(snap: Snapshot, name: str) -> bool:
     return False
 
 
+def universe(snap: Snapshot) -> Universe:
+    """The noderange universe; an all-digits atom gets ``$XCAT_NODE_PREFIX``/``SUFFIX`` as in
+    xCAT (default prefix ``node``: ``10-12`` means node10-node12)."""
+    return snap.universe(
+        digit_prefix=os.environ.get("XCAT_NODE_PREFIX", "node"),
+        digit_suffix=os.environ.get("XCAT_NODE_SUFFIX", ""),
+    )
+
+
 def relevant(prog: str, warnings: tuple[str, ...]) -> list[str]:
     """The warnings about what ``prog`` prints: litefile rows for ``litefile``, litetree rows
     for ``litetree``, all of them for ``lslite`` (which shows every table)."""
@@ -107,7 +117,7 @@ def _litefile(argv: list[str]) -> int:
     args = p.parse_args(argv)
     snap = open_snapshot(args.db)
     try:
-        nodes = expand(args.target, snap.universe())
+        nodes = expand(args.target, universe(snap))
     except NoderangeError as exc:
         if not image_known(snap, args.target):
             if "," in args.target:
@@ -131,7 +141,7 @@ def _litetree(argv: list[str]) -> int:
     add_db_option(p)
     args = p.parse_args(argv)
     snap = open_snapshot(args.db)
-    nodes = expand(args.noderange, snap.universe())
+    nodes = expand(args.noderange, universe(snap))
     return _each_node("litetree", snap, nodes, litetree_lines)
 
 
@@ -158,7 +168,7 @@ def _lslite(argv: list[str]) -> int:
         plan = plan_for_image(snap, args.image)
         sys.stdout.write("".join(line + "\n" for line in image_lslite_lines(plan)))
         return EXIT_OK
-    nodes = expand(args.noderange, snap.universe())
+    nodes = expand(args.noderange, universe(snap))
     return _each_node("lslite", snap, nodes, lslite_lines)
 
 
