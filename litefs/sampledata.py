@@ -5,7 +5,9 @@ The demo cluster (``litefs/data/demo/*.csv``, one file per table, in tabdump for
 ``london``; one image :data:`DEMO_IMAGE` (image group ``demo-images``); litefile rows for ALL,
 the image and the image group (plus one disabled row); a litetree row per room through
 ``$nodepos.room``; persistent storage on ``127.0.0.1:/nodedata``. Policy is left to
-``litefs db init`` (xCAT's default rows).
+``litefs db init`` (xCAT's default rows). This is the one demo data set: ``litefs demo``, the
+namespace boot tests, the qemu test and the boot benchmark load it too, moved onto their
+bridge network by :func:`demo_tables_on`.
 """
 
 from __future__ import annotations
