@@ -173,7 +173,15 @@ def setup_logging(cfg: MountConfig) -> None:
     root.setLevel(logging.DEBUG if cfg.debug else logging.INFO)
 
 
-async def _serve(ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready: int | None) -> None:
+def _mounted(dev: str) -> bool:
+    """True while some mount in this namespace is our FUSE connection (``major:minor``)."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(maxsplit=3)[2] == dev for line in f)
+
+
+async def _serve(
+    ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready: int | None, state: dict[str, bool]
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.notifier)
 
@@ -199,8 +207,20 @@ async def _serve(ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready:
                 os.write(ready, b"ok\n")
                 os.close(ready)
 
+        async def watch_mount() -> None:
+            # pyfuse3 does not always notice an external unmount (the daemon then idles on
+            # forever): look for our connection in mountinfo once a second.
+            while True:
+                await trio.sleep(1.0)
+                if ops.fuse_dev is not None and not _mounted(ops.fuse_dev):
+                    log.info("the view was unmounted; exiting")
+                    state["gone"] = True
+                    pyfuse3.terminate()
+                    return
+
         nursery.start_soon(signals)
         nursery.start_soon(after_start)
+        nursery.start_soon(watch_mount)
         await pyfuse3.main(min_tasks=1, max_tasks=cfg.workers)
         nursery.cancel_scope.cancel()
 
@@ -274,8 +294,9 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
 
         ops.on_plan_change = on_plan_change
     status = 0
+    state = {"gone": False}
     try:
-        trio.run(_serve, ops, cfg, bypass, ready)
+        trio.run(_serve, ops, cfg, bypass, ready, state)
     except BaseException:
         log.exception("litefs daemon failed")
         status = 1
@@ -283,7 +304,7 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
         if bypass is not None:
             bypass.clear()
         try:
-            pyfuse3.close(unmount=True)
+            pyfuse3.close(unmount=not state["gone"])
         except Exception as exc:
             log.error("unmount: %s", exc)
         layers.close()
