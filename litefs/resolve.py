@@ -83,7 +83,8 @@ def _resolution_index(plan: Plan) -> dict[str, Resolution]:
 
 def resolve(plan: Plan, path: str) -> Resolution:
     """The resolution of a normalised absolute path (``/etc/ssh/sshd_config``)."""
-    index = _resolution_index(plan)
+    # The cached index is read inline: this runs on every lookup of the filesystem.
+    index = plan.__dict__.get("_resolution_index") or _resolution_index(plan)
     p = path
     while True:
         hit = index.get(p)
