@@ -221,7 +221,11 @@ class Catalog:
 
     def _current(self) -> TableView:
         if self._view is None:
-            raise MountdError(f"database unavailable: {self.db_error}")
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise MountdError(
+                f"database unavailable: {self.db_error}; mountd retries every second, "
+                f"check that {url} is reachable"
+            )
         return self._view
 
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:

@@ -8,8 +8,12 @@ matching row denies. Columns, blank or ``*`` matching anything:
 * ``host`` — one of the names the peer is known by (node name, reverse-DNS name, address);
 * ``commands`` — comma list of command names;
 * ``parameters`` — a regular expression searched in the space-joined arguments;
-* ``noderange`` — the nodes the request is about: an allow row must cover all of them, a deny
-  row matches if it covers any; a request about no node skips the row;
+* ``noderange`` — the nodes the request is about: a row covering none of them is skipped; a
+  deny row covering any denies; an allow row covering all the nodes still undecided allows,
+  and one covering only some allows those and leaves the rest to the following rows (as
+  xcatd's ``leftnodes``); a request about no node skips the row. mountd applies this to the
+  node a request is about even when the node asked anonymously (xcatd only looks at an
+  explicit noderange), so a row like ``noderange=gpu rule=deny`` does hold those nodes off;
 * ``time`` — not supported by xcatd either; ignored.
 """
 
@@ -80,7 +84,8 @@ def decide(
     is skipped (a broken row must not widen or block access by accident).
     """
     hosts = set(peerhosts)
-    req_nodes = list(nodes)
+    asked = list(nodes)
+    left = asked  # nodes no allow row has covered yet
     params = " ".join(args)
     for rule in rules:
         if rule.name:
@@ -101,17 +106,20 @@ def decide(
             except re.error:
                 continue
         if _set(rule.noderange):
-            if not req_nodes or expand is None:
+            if not left or expand is None:
                 continue
             try:
                 covered = expand(rule.noderange or "")
             except Exception:
                 continue
-            hits = [n for n in req_nodes if n in covered]
-            if rule.allows and len(hits) != len(req_nodes):
+            hits = [n for n in left if n in covered]
+            if not hits:
                 continue
-            if not rule.allows and not hits:
+            if rule.allows and len(hits) != len(left):
+                left = [n for n in left if n not in covered]
                 continue
         verdict = "allowed" if rule.allows else "denied"
         return Decision(rule.allows, rule, f"{verdict} by {rule.describe()}")
+    if left and len(left) != len(asked):
+        return Decision(False, None, f"matched no policy row for {','.join(left)}")
     return Decision(False, None, "matched no policy row")

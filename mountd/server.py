@@ -397,7 +397,11 @@ class Server:
         if not decision.allowed:
             self.log("refused", level="warning", peer=peer.address, node=ident.node,
                      command=command, reason=decision.reason)
-            raise _Refused(f"Permission denied for request ({command}: {decision.reason})", "forbidden")
+            raise _Refused(
+                f"Permission denied for request ({command}: {decision.reason}); "
+                "check the policy table (tabdump policy)",
+                "forbidden",
+            )
 
     def _require_node(self, peer: Peer, ident: Identity, asked: str | None, *, command: str,
                       view: TableView) -> str:
@@ -411,7 +415,8 @@ class Server:
                      asked=asked, command=command, reason="another node's plan")
             raise _Refused(
                 f"a node may only ask for its own plan ({peer.address} is "
-                f"{ident.node or 'not a known node'}, asked for {asked})",
+                f"{ident.node or 'not a known node'}, asked for {asked}); "
+                "other nodes' plans need an admin certificate",
                 "forbidden",
             )
         if ident.node is None:
@@ -420,7 +425,8 @@ class Server:
             raise _Refused(
                 f"cannot tell which node {peer.address} is: not in the hosts table"
                 + (f", reverse DNS {ident.hostname!r} is not a node" if ident.hostname else
-                   ", no reverse DNS name"),
+                   ", no reverse DNS name")
+                + f"; add it with 'chtab node=<node> hosts.ip={peer.address}'",
                 "unknown-node",
             )
         if not peer.is_admin:
@@ -511,20 +517,21 @@ class Server:
     # --- classic --------------------------------------------------------------------------
 
     async def _classic(self, conn: _Conn, peer: Peer, data: bytes) -> None:
+        limit = self.config.max_message
         buf = bytearray(data)
-        while not codec.classic_request_complete(buf):
-            if len(buf) > self.config.max_message:
-                raise ProtocolError(f"message too large (limit {self.config.max_message} bytes)")
-            more = await conn.stream.receive_some(self.config.max_message)
-            if not more:
-                return
-            buf += more
-        if len(buf) > self.config.max_message:
-            raise ProtocolError(f"message too large (limit {self.config.max_message} bytes)")
-        conn.no_deadline()
         try:
+            # Never more than one read past the limit: the buffer is the per-connection bound.
+            while not codec.classic_request_complete(buf) and len(buf) <= limit:
+                more = await conn.stream.receive_some(limit)
+                if not more:
+                    return
+                buf += more
+            if len(buf) > limit:
+                raise ProtocolError(f"message too large (limit {limit} bytes)")
+            conn.no_deadline()
             req = codec.decode_classic_request(bytes(buf))
         except ProtocolError as exc:
+            # A classic peer gets its error in the classic framing, not as a JSON line.
             self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
             await self._send(conn, codec.encode_classic_error(str(exc)) + codec.CLASSIC_SERVERDONE)
             return

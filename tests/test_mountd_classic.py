@@ -123,3 +123,28 @@ def test_classic_noderange_for_another_node_is_refused(classic_cluster: Engine, 
     assert infos == [] and done and "may only ask for its own plan" in errors[0]
     infos, errors, done = codec.parse_classic_response(own)
     assert errors == [] and done and infos[0].startswith("n01: ")
+
+
+def test_classic_errors_come_in_classic_framing(classic_cluster: Engine, tmp_path: Path) -> None:
+    """An oversized or malformed classic request gets an <error> and serverdone, not JSON."""
+    ca = make_pki(tmp_path / "ca")
+    huge = b"<xcatrequest><command>litefile</command><arg>" + b"x" * 8000 + b"</arg></xcatrequest>\n"
+    broken = b"<xcatrequest><command>litefile</command><arg></xcatrequest>\n"
+
+    async def main() -> list[bytes]:
+        out = []
+        async with serving(classic_cluster, ssl_context=server_ssl(ca), max_message=4096) as srv:
+            for req in (huge, broken):
+                with trio.fail_after(30):
+                    result = await trio.run_process(
+                        ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{srv.ports[0]}"],
+                        stdin=req, capture_stdout=True, capture_stderr=True, check=False,
+                    )
+                out.append(result.stdout)
+        return out
+
+    too_large, malformed = run(main)
+    infos, errors, done = codec.parse_classic_response(too_large)
+    assert infos == [] and done and errors == ["message too large (limit 4096 bytes)"]
+    infos, errors, done = codec.parse_classic_response(malformed)
+    assert infos == [] and done and errors[0].startswith("malformed <xcatrequest>")

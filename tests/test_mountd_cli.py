@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 BIN = Path(sys.executable).parent
@@ -85,3 +87,27 @@ def test_mountd_start_up_failures_are_one_line(tmp_path: Path) -> None:
                         "--socket", "/proc/no/such.sock"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1].startswith("mountd: cannot create the admin socket")
+
+
+UNIT = Path(__file__).resolve().parent.parent / "mountd" / "litefs-mountd.service"
+
+
+def test_systemd_unit_is_valid_and_starts_mountd_with_known_options(tmp_path: Path) -> None:
+    import shlex
+
+    from litefs.mountd.cli import _parser
+
+    text = UNIT.read_text()
+    exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart=").replace("$MOUNTD_OPTS", ""))
+    assert argv[:2] == ["/usr/bin/env", "mountd"]
+    args = _parser().parse_args(argv[2:])  # every option the unit passes is one mountd knows
+    assert args.ca_dir == "/etc/litefs/ca" and args.socket == "/run/litefs/mountd.sock"
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text and "KillSignal=SIGTERM" in text
+    verify = shutil.which("systemd-analyze")
+    if verify is None:
+        pytest.skip("systemd-analyze not installed (the unit's options were checked above)")
+    copy = tmp_path / UNIT.name
+    copy.write_text(text)
+    r = subprocess.run([verify, "verify", copy], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

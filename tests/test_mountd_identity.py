@@ -122,11 +122,21 @@ def test_first_matching_row_decides() -> None:
     assert decide(rules, command="litetree", nodes=["n03"], expand=_expand).allowed
 
 
-def test_allow_row_must_cover_every_requested_node() -> None:
+def test_allow_rows_cover_requested_nodes_in_turn() -> None:
+    """xcatd's leftnodes: an allow row covering some nodes settles those; later rows decide
+    the rest, and a node already allowed is not denied by a later row."""
     rules = (PolicyRule("1", noderange="gpu", rule="allow"),)
     assert decide(rules, command="litefile", nodes=["n03"], expand=_expand).allowed
-    assert not decide(rules, command="litefile", nodes=["n03", "n01"], expand=_expand).allowed
+    partly = decide(rules, command="litefile", nodes=["n03", "n01"], expand=_expand)
+    assert not partly.allowed and partly.reason == "matched no policy row for n01"
     assert not decide(rules, command="litefile", nodes=[], expand=_expand).allowed
+    then_n01 = (*rules, PolicyRule("2", noderange="n01", rule="allow"))
+    assert decide(then_n01, command="litefile", nodes=["n03", "n01"], expand=_expand).rule.priority == "2"
+    then_deny = (*rules, PolicyRule("2", noderange="compute", rule="deny"))
+    assert not decide(then_deny, command="litefile", nodes=["n03", "n01"], expand=_expand).allowed
+    gpu_settled = (*rules, PolicyRule("2", noderange="n03", rule="deny"), PolicyRule("3", rule="allow"))
+    got = decide(gpu_settled, command="litefile", nodes=["n03", "n01"], expand=_expand)
+    assert got.allowed and got.rule.priority == "3"
 
 
 def test_host_name_parameters_and_broken_rows() -> None:
@@ -162,11 +172,12 @@ _rule = st.builds(
     st.lists(_rule, max_size=8),
     st.sampled_from(["litefile", "litetree", "nodeset"]),
     st.sampled_from([None, "root", "alice"]),
-    st.lists(st.sampled_from(["n01", "n02", "n03"]), max_size=3, unique=True),
+    st.lists(st.sampled_from(["n01", "n02", "n03"]), max_size=1),
 )
 def test_the_first_row_that_matches_alone_decides(
     rows: list[PolicyRule], command: str, peername: str | None, nodes: list[str]
 ) -> None:
+    """For a request about at most one node (every mountd request), rows are independent."""
     rules = sort_rules(rows)
     kw = {"command": command, "peername": peername, "peerhosts": {"n01", "10.0.0.1"},
           "nodes": nodes, "expand": _expand}
@@ -174,3 +185,19 @@ def test_the_first_row_that_matches_alone_decides(
     got = decide(rules, **kw)
     assert got.rule is first
     assert got.allowed == (first is not None and first.allows)
+
+
+@given(
+    st.lists(_rule, max_size=8),
+    st.sampled_from(["litefile", "nodeset"]),
+    st.sampled_from([None, "root"]),
+    st.lists(st.sampled_from(["n01", "n02", "n03"]), min_size=1, max_size=3, unique=True),
+)
+def test_a_request_about_several_nodes_is_allowed_iff_each_node_is(
+    rows: list[PolicyRule], command: str, peername: str | None, nodes: list[str]
+) -> None:
+    """The leftnodes rule is per-node first match: no row can widen or narrow a group request."""
+    rules = sort_rules(rows)
+    kw = {"command": command, "peername": peername, "peerhosts": {"n01"}, "expand": _expand}
+    each = [decide(rules, nodes=[n], **kw).allowed for n in nodes]
+    assert decide(rules, nodes=nodes, **kw).allowed == all(each)

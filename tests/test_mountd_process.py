@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import trio
 from litefs.mountd import client, codec
 from sqlalchemy import Engine
 
-from litefs import db
+from litefs import db, tabledata
 from tests.dbutil import load_tables
 from tests.mountdutil import client_ssl, cluster_tables, free_port
 
@@ -191,3 +192,85 @@ def test_workers_share_the_port_and_announcements(site: tuple[str, Path], tmp_pa
     assert events["n01"][-1] == ["/etc/motd"] and events["n02"][-1] == ["/etc/motd"]
     records = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
     assert {r.get("worker") for r in records if r["event"] == "stopped"} == {0, 1}
+
+
+def _as_nobody(sock: Path, line: bytes) -> dict:
+    """Send one request on the admin socket from a forked child running as uid 65534."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no trio, no pytest machinery; just a blocking socket
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            import socket
+
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(10)
+                    s.connect(str(sock))
+                    s.sendall(line)
+                    reply = s.recv(65536)
+            except OSError as exc:
+                reply = json.dumps({"child_error": str(exc)}).encode()
+            os.write(write_end, reply)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def test_site_port_sighup_reload_and_root_only_admin_socket(site: tuple[str, Path], tmp_path: Path) -> None:
+    """No --port: site.xcatdport. With checks 1 h apart a table change waits for SIGHUP."""
+    url, ca = site
+    port = free_port()
+    eng = db.open_engine(url)
+    tabledata.chtab(eng, {"key": "xcatdport"}, [f"site.value={port}"])
+    # Where another user can reach it (pytest's tmp_path is root's only), as /run/litefs is.
+    sock_dir = Path(tempfile.mkdtemp(prefix="litefs-mountd-"))
+    sock_dir.chmod(0o755)
+    sock = sock_dir / "mountd.sock"
+    log = tmp_path / "mountd.log"
+    proc = subprocess.Popen(
+        [BIN / "mountd", "--db", url, "--host", "127.0.0.1", "--ca-dir", ca, "--socket", sock,
+         "--check-interval", "3600"], stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )
+    server = f"127.0.0.1:{port}"
+
+    def rules() -> set[str]:
+        plan = client.fetch_plan_sync(server, ssl_context=client_ssl(ca), source_address="127.0.0.11",
+                                      backoff=client.Backoff(base=0.05, cap=0.2, attempts=200))
+        assert plan.node == "n01"
+        return {r.path for r in plan.rules}
+
+    try:
+        assert "/opt/new" not in rules()
+        tabledata.chtab(eng, {"image": "ALL", "file": "/opt/new"}, ["litefile.options=tmpfs"])
+        assert "/opt/new" not in rules()  # not re-read yet: the next check is an hour away
+        proc.send_signal(signal.SIGHUP)
+        assert "/opt/new" in rules()
+        # The admin socket: root is admin, any other local user is not.
+        announce = codec.encode_json_request(codec.AnnounceRequest("n01"))
+        refused = _as_nobody(sock, announce)
+        assert refused["ok"] is False and refused["code"] == "forbidden"
+        assert "needs an admin certificate" in refused["error"]
+        ok = client.request_sync(f"unix:{sock}", codec.AnnounceRequest("n01"))
+        assert ok["ok"] and ok["targeted"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    records = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    assert records[0]["event"] == "listening" and records[0]["port"] == [port]
+    assert [r["signal"] for r in records if r["event"] == "signal"] == ["SIGHUP", "SIGTERM"]
+    # A site.xcatdport that is no port number: one line saying how to fix it.
+    tabledata.chtab(eng, {"key": "xcatdport"}, ["site.value=3001x"])
+    eng.dispose()
+    bad = subprocess.run([BIN / "mountd", "--db", url, "--insecure", "--socket", ""],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1
+    assert bad.stderr == "mountd: site.xcatdport is '3001x', not a port number; fix it with chtab\n"
