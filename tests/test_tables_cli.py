@@ -270,3 +270,28 @@ def test_tabedit_error_leaves_table_and_keeps_edits(
     kept = Path(err.rsplit(" ", 1)[1].rstrip(")"))
     assert kept.is_file() and kept.name == "litefile.csv"
     assert everything(filled) == before
+
+
+def test_db_status_and_upgrade(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert litefs_cli.main(["db", "status", "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"database: {url}\nschema:   version 1\n")
+    assert "  policy       3 rows\n" in out and "  litefile     0 rows\n" in out
+    assert litefs_cli.main(["db", "upgrade", "--db", url]) == 0
+    assert "is up to date (schema version 1)" in capsys.readouterr().out
+    # Reads and upgrades never create a database; failures are one line on stderr, exit 1.
+    missing = f"sqlite:///{tmp_path}/missing.db"
+    for action in ("status", "upgrade"):
+        assert litefs_cli.main(["db", action, "--db", missing]) == 1
+        err = capsys.readouterr().err
+        assert err == f"litefs: database {missing} does not exist; run 'litefs db init' (or pass --db URL)\n"
+    assert not (tmp_path / "missing.db").exists()
+    (tmp_path / "empty.db").write_bytes(b"")
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    assert litefs_cli.main(["db", "status", "--db", empty]) == 1
+    out, err = capsys.readouterr()
+    assert out.endswith("schema:   none\n")
+    assert err == f"litefs: database {empty} has no litefs tables; run 'litefs db init'\n"

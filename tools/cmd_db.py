@@ -8,12 +8,14 @@ where the database is, its version and how many rows each table holds.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
-from litefs.tools.common import EXIT_FAILED, EXIT_OK, add_db_option
+from litefs.tools.common import EXIT_OK, add_db_option
 from sqlalchemy import func, select
 
 from litefs import db
+from litefs.errors import TableError
 from litefs.schema import SCHEMA_VERSION, TABLES
 
 
@@ -25,7 +27,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    engine = db.open_engine(args.db)
+    engine = db.open_engine(args.db, must_exist=True)
     start, end = db.upgrade(engine)
     if start == end:
         print(f"database {db.shown(engine.url)} is up to date (schema version {end})")
@@ -35,17 +37,18 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    engine = db.open_engine(args.db)
+    engine = db.open_engine(args.db, must_exist=True)
     with engine.connect() as conn:
         version = db.current_version(conn)
     print(f"database: {db.shown(engine.url)}")
     if version is None:
-        print("schema:   none (run 'litefs db init')")
-        return EXIT_FAILED
+        print("schema:   none")
+        sys.stdout.flush()
+        raise TableError(f"database {db.shown(engine.url)} has no litefs tables; run 'litefs db init'")
     note = "" if version == SCHEMA_VERSION else f" (this litefs uses {SCHEMA_VERSION})"
     print(f"schema:   version {version}{note}")
-    if version != SCHEMA_VERSION:
-        return EXIT_FAILED
+    sys.stdout.flush()
+    db.require_schema(engine)  # older, newer or damaged: one line on stderr saying what to do
     with engine.connect() as conn:
         for name, t in TABLES.items():
             count = conn.execute(select(func.count()).select_from(t)).scalar()
