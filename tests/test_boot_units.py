@@ -259,3 +259,18 @@ def test_shell_files_parse() -> None:
                         (root / "litefs-boot.sh", "sh"), (root / "init.sh", "sh")):
         proc = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{path}: {proc.stderr}"
+
+
+def test_demo_sample_moves_onto_the_cluster_network() -> None:
+    from litefs import sampledata
+
+    moved = sampledata.demo_tables_on("10.77.0")
+    original = sampledata.demo_tables()
+    assert set(moved) == set(original)
+    for name, text in original.items():
+        # Only the addresses change: 127.0.0.K -> 10.77.0.K (127.0.0.1 is not a prefix match).
+        assert moved[name] == text.replace("127.0.0.", "10.77.0."), name
+    assert '"n03","10.77.0.13"' in moved["hosts"]
+    assert '"10.77.0.1:/nodedata"' in moved["statelite"]
+    with pytest.raises(ValueError, match="not the first three octets"):
+        sampledata.demo_tables_on("10.77.0.0/24")
