@@ -170,7 +170,10 @@ def setup_mount(parser: argparse.ArgumentParser) -> Run:
     parser.add_argument("--cache-timeout", type=float, default=3600.0, metavar="S", help="kernel entry/attr cache (s)")
     parser.add_argument("--log", metavar="FILE", help="log file (default: stderr in the foreground)")
     parser.add_argument("--no-allow-other", action="store_true", help="only the mounting user may access")
-    parser.add_argument("--debug", action="store_true", help="log every request outcome at debug level")
+    parser.add_argument("--debug", action="store_true", help="verbose log: also every request refused with an errno")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="pyfuse3 worker tasks (default 1, the fastest)"
+    )
     return run_mount
 
 
@@ -189,6 +192,7 @@ def run_mount(args: argparse.Namespace) -> int:
         cache_timeout=args.cache_timeout,
         log_file=args.log,
         debug=args.debug,
+        workers=max(1, args.workers),
     )
     return serve(plan, layers, cfg)
 

@@ -75,6 +75,8 @@ def guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             code = exc.errno or errno.EIO
             if code in FAULTS:
                 log.error("%s: backing store fault: %s", fn.__name__, exc)
+            else:
+                log.debug("%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("%s failed", fn.__name__)
