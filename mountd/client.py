@@ -117,7 +117,10 @@ async def _connect(
                 f"mountd at {endpoint} presented a certificate that does not verify "
                 f"({cause.verify_message}); check the CA file and the server name"
             ) from None
-        raise MountdError(f"TLS handshake with mountd at {endpoint} failed: {cause or exc}") from None
+        raise MountdError(
+            f"TLS handshake with mountd at {endpoint} failed: {cause or exc} "
+            "(if that mountd runs with --insecure, connect without TLS)"
+        ) from None
     return tls
 
 
@@ -183,6 +186,12 @@ async def _request(
         try:
             await stream.send_all(codec.encode_json_request(req))
             return _check(await _Lines(stream).next(), endpoint)
+        except MountdError as exc:
+            if ssl_context is None and endpoint.unix is None and not hasattr(exc, "code"):
+                # Plain TCP to a TLS port: mountd drops what is not a TLS handshake.
+                raise MountdError(f"{exc} (mountd serves TLS unless started with --insecure: "
+                                  "connect with its CA, not plain TCP)") from None
+            raise
         except trio.BrokenResourceError as exc:
             raise MountdError(
                 f"mountd at {endpoint} dropped the connection: {exc.__cause__ or exc} "

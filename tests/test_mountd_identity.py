@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,8 +17,11 @@ from litefs.mountd.identity import (
     strip_hostname,
 )
 from litefs.mountd.policy import PolicyRule, decide, sort_rules
+from sqlalchemy import select
 
+from litefs import db
 from litefs.errors import NoderangeError
+from litefs.schema import TABLES
 
 
 @pytest.mark.parametrize(
@@ -103,6 +108,20 @@ def _expand(text: str) -> set[str]:
 def test_rules_sort_numerically_like_perls_spaceship() -> None:
     rules = sort_rules([PolicyRule("10"), PolicyRule("9.5"), PolicyRule("abc"), PolicyRule("1.10")])
     assert [r.priority for r in rules] == ["abc", "1.10", "9.5", "10"]
+
+
+def test_db_init_writes_these_default_rows(tmp_path: Path) -> None:
+    """What ``litefs db init`` puts in the policy table, as mountd reads it, is DEFAULT."""
+    engine = db.open_engine(f"sqlite:///{tmp_path}/litefs.db")
+    db.init_db(engine)
+    with engine.connect() as conn:
+        got = sort_rules(
+            PolicyRule(priority=r.priority, name=r.name, host=r.host, commands=r.commands,
+                       noderange=r.noderange, parameters=r.parameters, rule=r.rule)
+            for r in conn.execute(select(TABLES["policy"]))
+        )
+    engine.dispose()
+    assert got == DEFAULT
 
 
 def test_default_rows_allow_anonymous_litefile_and_litetree_only() -> None:

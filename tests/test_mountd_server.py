@@ -531,3 +531,18 @@ def test_a_hung_database_delays_one_request_not_all(sqlite_cluster: Engine) -> N
         release.set()
 
     run(main)
+
+
+def test_tls_and_plain_tcp_mismatch_says_how_to_fix(sqlite_cluster: Engine, ca: Path) -> None:
+    """Plain TCP to a TLS mountd and TLS to an --insecure one: one line naming the cause."""
+
+    async def main() -> None:
+        async with serving(sqlite_cluster, ssl_context=server_ssl(ca)) as srv:
+            with pytest.raises(MountdError, match=r"mountd serves TLS unless started with --insecure"):
+                await client.request(addr(srv), codec.HealthRequest())
+        async with serving(sqlite_cluster) as srv:  # --insecure
+            with pytest.raises(MountdError, match=r"if that mountd runs with --insecure"):
+                await client.request(addr(srv), codec.HealthRequest(), ssl_context=client_ssl(ca))
+            assert (await client.request(addr(srv), codec.HealthRequest()))["ok"]
+
+    run(main)
