@@ -11,6 +11,7 @@ APT_PACKAGES=(
   openssl                                          # classic rc.statelite client (s_client)
   busybox-static cpio iproute2 util-linux kmod     # initramfs builder, namespace boots
   qemu-system-x86 linux-image-amd64                # the real-kernel boot test
+  debootstrap                                      # bench_boot --debootstrap image
   git tar xz-utils
 )
 
