@@ -3,6 +3,8 @@ statelite, errors, and the one-read snapshot."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, event
 
@@ -194,6 +196,22 @@ def test_empty_variable_is_an_error_naming_row_variable_and_node(snap: Snapshot)
         plan_for_node(snap, "n01")
     msg = str(err.value)
     assert "litetree priority=3" in msg and "$nodepos.room" in msg and "n01" in msg
+
+
+def test_cmd_needs_the_site_switch(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+    marker = tmp_path / "ran"
+    tree = [{"priority": "1", "directory": f"cnfs:/k/#CMD=touch {marker}; echo 6.1#/$node"}]
+    load(engine, {**TABLES, "litetree": tree})
+    with pytest.raises(SubstitutionError, match=r"chtab key=litefs_allow_cmd site\.value=yes"):
+        plan_for_node(load_snapshot(engine), "n01")
+    assert not marker.exists()  # refused, not run
+    load(engine, {"site": [*TABLES["site"], {"key": "litefs_allow_cmd", "value": "yes"}]})
+    plan = plan_for_node(load_snapshot(engine), "n01")
+    assert plan.sources[0].directory == "cnfs:/k/6.1/n01" and marker.exists()
+    load(engine, {"site": [*TABLES["site"], {"key": "litefs_allow_cmd", "value": "yes",
+                                              "disable": "1"}]})
+    with pytest.raises(SubstitutionError, match="litefs_allow_cmd"):  # a disabled row is no row
+        plan_for_node(load_snapshot(engine), "n01")
 
 
 def test_invalid_rows_raise_plan_error_listing_all_messages(engine: Engine) -> None:  # noqa: F811
