@@ -27,19 +27,24 @@ PINNED = 1_600_000_000_000_000_000  # ns; every file and directory of the fixtur
 APPLETS = ("sh", "ls", "cat", "cp", "mv", "rm", "mkdir", "ln", "mount", "umount", "echo", "vi")
 
 
+def _chown(p: Path, uid: int, gid: int) -> None:
+    if os.geteuid() == 0:  # owners other than the caller need root; the layout does not
+        os.chown(p, uid, gid)
+
+
 def _write(root: Path, rel: str, text: str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
     p = root / rel.lstrip("/")
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text)
     os.chmod(p, mode)
-    os.chown(p, uid, gid)
+    _chown(p, uid, gid)
 
 
 def _dir(root: Path, rel: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
     p = root / rel.lstrip("/")
     p.mkdir(parents=True, exist_ok=True)
     os.chmod(p, mode)
-    os.chown(p, uid, gid)
+    _chown(p, uid, gid)
 
 
 def build_busybox_image(root: Path) -> Path:
