@@ -83,7 +83,7 @@ def transform(value: str, node: str, table: str = "?", column: str = "?") -> str
 
     ``/re/repl/`` replaces the first match of ``re`` in the node name (``$1`` refers to
     groups). ``|re|expr|`` gives ``expr`` with each parenthesised part evaluated as
-    arithmetic over the groups. A regex that does not match the node leaves the attribute
+    arithmetic over the groups (without parentheses it is a substitution, like ``/re/repl/``). A regex that does not match the node leaves the attribute
     undefined (None): xCAT would hand back the bare node name, which is never what was meant.
     """
     if len(value) >= 3 and value[0] == value[-1] and value[0] in "/|":
@@ -98,7 +98,9 @@ def transform(value: str, node: str, table: str = "?", column: str = "?") -> str
                 raise TableError(f"{where}: bad regular expression: {exc}") from None
             if m is None:
                 return None
-            if delim == "/":
+            # xCAT treats a |re|repl| without parentheses like /re/repl/: a substitution in
+            # the node name (|node|host| makes node007 host007), not a whole new value.
+            if delim == "/" or "(" not in repl:
                 return node[: m.start()] + _groups(repl, m, where) + node[m.end() :]
             return _expression(repl, m, where)
     return value

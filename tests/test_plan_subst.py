@@ -52,6 +52,8 @@ def test_regex_cells() -> None:
     assert transform("|node(\\d+)|10.($1/100).0.($1%100)|", "node1234") == "10.12.34.0.34"
     assert transform("|c(\\d+)n(\\d+)|($1*100+$2)|", "c2n07") == "207"
     assert transform("/x(\\d)/y${1}z/", "ax3b") == "ay3zb"
+    assert transform("|node|host|", "node007") == "host007"  # no (): a substitution, as xCAT
+    assert transform("|n(\\d+)|ib-$1|", "n07") == "ib-07"
     assert transform("|nomatch(\\d+)|($1)|", "n01") is None  # regex misses: undefined
     assert transform("plain value", "n01") == "plain value"
     assert transform("/just/a/path", "n01") == "/just/a/path"  # not /re/repl/ form
