@@ -185,3 +185,24 @@ def test_verbose_undo_lists_the_restores(site: tuple[str, Path], capsys: pytest.
     assert f"mv {root}/.default/etc/ntp.conf {root}/etc/ntp.conf" in out
     assert f"rm -rf {root}/.default/etc/ssh" in out
     assert out[-1] == f"Modifying {root} done."
+
+
+def test_linuximage_rootimgdir_wins(site: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url, root = site
+    elsewhere = tmp_path / "images/compute"
+    elsewhere.mkdir(parents=True)
+    root.rename(elsewhere / "rootimg")
+    eng = db.open_engine(url)
+    with eng.begin() as conn:
+        conn.execute(TABLES["linuximage"].insert().values(imagename=IMAGE, rootimgdir=f"{elsewhere}/"))
+    eng.dispose()
+    assert main(["--db", url, IMAGE]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"Modifying {elsewhere}/rootimg ..."
+    assert os.readlink(elsewhere / "rootimg/etc/ntp.conf") == "../.statelite/tmpfs/etc/ntp.conf"
+
+
+def test_missing_rootimg_is_a_one_line_error(site: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    url, root = site
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    assert main(["--db", url, IMAGE]) == 1
+    assert "does not exist or is not a directory; run genimage first" in capsys.readouterr().err
