@@ -32,7 +32,11 @@ DEFAULT_SOCKET = "/run/litefs/mountd.sock"
 
 def _parser() -> Parser:
     p = Parser(prog="mountd", description="Serve litefs plans (and classic xcatd litefile/"
-               "litetree answers) to booting nodes.")
+               "litetree answers) to booting nodes.",
+               epilog="Signals: SIGTERM/SIGINT stop accepting, let requests in flight finish "
+               "and exit 0; SIGHUP re-reads the tables at once (they are also re-read within "
+               "--check-interval seconds of a change). Logs: one JSON object per line on "
+               "stderr. First run 'litefs db init' and 'litefs ca init'.")
     add_db_option(p)
     p.add_argument("--host", default="", help="address to listen on (default: all)")
     p.add_argument("--port", type=int, default=None,
@@ -53,8 +57,11 @@ def _parser() -> Parser:
                    help="seconds between checks for table changes (default 1)")
     p.add_argument("--max-per-peer", type=int, default=64,
                    help="connections one address may hold at once (default 64)")
-    p.add_argument("--db-timeout", type=float, default=10.0)
-    p.add_argument("--request-timeout", type=float, default=10.0)
+    p.add_argument("--db-timeout", type=float, default=10.0,
+                   help="seconds a table load may take before the last good tables are "
+                   "served (default 10)")
+    p.add_argument("--request-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a whole request (default 10)")
     p.add_argument("--log-level", choices=sorted(LEVELS, key=LEVELS.__getitem__), default="info")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     return p
