@@ -126,6 +126,7 @@ class LitefsOps(pyfuse3.Operations):
         self.hardlinks: dict[tuple[int, int], set[int]] = {}
         #: file entries kept (LRU); directories keep theirs while the kernel holds them
         self._file_entries: OrderedDict[int, None] = OrderedDict()
+        self._squash_warned: set[str] = set()
         #: copy-ups in progress, by view path
         self._copy_locks: dict[str, trio.Lock] = {}
 
@@ -375,6 +376,12 @@ class LitefsOps(pyfuse3.Operations):
             pst = os.stat(".", dir_fd=pfd)
             gid = pst.st_gid if pst.st_mode & stat.S_ISGID else ctx.gid
             os.chown(name, ctx.uid, gid, dir_fd=pfd, follow_symlinks=False)
+        except PermissionError as exc:
+            # A store exported with root_squash: the entry exists, owned by the squashed
+            # user. Failing now would leave it behind half-made; say so once instead.
+            if up.name not in self._squash_warned:
+                self._squash_warned.add(up.name)
+                log.warning("%s layer refuses chown (root_squash?): new entries keep its owner: %s", up.name, exc)
         finally:
             up.release(pfd)
 
