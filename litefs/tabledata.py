@@ -9,6 +9,7 @@ numerically (litetree and policy priorities), so a dump is the same on every bac
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -150,6 +151,17 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
     for col in REQUIRED.get(t.name, ()):
         if not row.get(col):
             raise TableError(f"{where}: column {col!r} of table {t.name} must have a value")
+    if t.name in ("litetree", "policy"):
+        prio = (row.get("priority") or "").strip()
+        try:
+            number = float(prio)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise TableError(
+                f"{where}: {t.name} priority {prio!r} is not a number (e.g. 1, 2.5 or 4.7); "
+                "rows are taken in numeric priority order"
+            )
     if t.name == "litefile":
         path = row.get("file") or ""
         why = bad_litefile_path(path)

@@ -170,6 +170,18 @@ def test_bad_restore_changes_nothing(
     assert dump_all(engine) == before
 
 
+def test_litetree_priority_must_be_a_number(engine: Engine) -> None:  # noqa: F811
+    load_tables(engine, {"litetree": "#priority,directory\n1,a:/x\n"})
+    before = dump_all(engine)
+    with pytest.raises(TableError) as err:
+        tabledata.restore(engine, "litetree", "#priority,directory\n1,a:/x\nlast,b:/y\n", "t.csv")
+    assert str(err.value) == (
+        "t.csv line 3: litetree priority 'last' is not a number (e.g. 1, 2.5 or 4.7); "
+        "rows are taken in numeric priority order"
+    )
+    assert dump_all(engine) == before
+
+
 def test_required_column_and_database_refusal(engine: Engine) -> None:  # noqa: F811
     before = dump_all(engine)
     with pytest.raises(TableError, match=r"t.csv line 3: column 'directory' of table litetree"):
@@ -242,6 +254,9 @@ def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F81
         ({"node": "n1"}, ["nodelist.groups"], "bad assignment 'nodelist.groups'"),
         ({"priority": "9"}, ["litetree.image=x"], "column 'directory' of table litetree"),
         ({}, ["nodelist.groups=x"], "chtab needs KEY=VALUE"),
+        ({"priority": "first"}, ["litetree.directory=/x"],
+         "priority 'first' is not a number (e.g. 1, 2.5 or 4.7)"),
+        ({"priority": "nan"}, ["policy.rule=allow"], "policy priority 'nan' is not a number"),
         (
             {"image": "ALL", "file": "/etc/ssh"},
             ["litefile.options=ro"],
