@@ -83,7 +83,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "image": "osimage name, image group, ALL, or blank (all images).",
         "directory": "server:/path searched for litefile content; may use $node, "
         "$table.column, $site.key.",
-        "mntopts": "Mount options (accepted, as in xCAT, but not used at boot).",
+        "mntopts": "Mount options for this source at boot (litefs honours them; xCAT ignored them).",
     },
     "statelite": {
         "node": "Node or group name.",
