@@ -36,7 +36,7 @@ from litefs.fs.layers import (
     split,
 )
 from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
-from litefs.options import Family
+from litefs.options import VALID_OPTIONS, Family, family_of
 from litefs.plan import Plan
 from litefs.resolve import resolve
 
@@ -219,7 +219,7 @@ class LitefsOps(pyfuse3.Operations):
         a.st_ino = node.ino
         a.generation = 0
         # ro paths follow their sources live: the kernel asks again after a second.
-        t = LIVE_TIMEOUT if e.res is not None and e.res.family is Family.RO else self.timeout
+        t = LIVE_TIMEOUT if _is_live(e) else self.timeout
         a.entry_timeout = t
         a.attr_timeout = t
         return a
@@ -604,7 +604,7 @@ class LitefsOps(pyfuse3.Operations):
         node, listing = self.dirs[fh]
         if listing is None or start_id == 0:
             e = self._entry(node)
-            listing = [(n, ce) for n, ce in self.view.entries(e) if len(os.fsencode(n)) <= NAME_MAX]
+            listing = self.view.entries(e)
             self.dirs[fh] = (node, listing)
         base = node.path or "/"
         for i in range(start_id, len(listing)):
@@ -615,7 +615,11 @@ class LitefsOps(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, i + 1):
                 self.inodes.forget(child.ino, 1)
                 return
-            self._replied(child, ce)
+            # Listings touch many files: keep only directories' entries (files are located
+            # again when opened), so a walk does not churn the file-entry LRU.
+            ce.st = None
+            if not ce.is_dir and child.ino not in self._file_entries:
+                child.entry = None
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
@@ -724,8 +728,7 @@ class LitefsOps(pyfuse3.Operations):
             self.files[fh] = OpenFile(node, -1, data)
         else:
             self.files[fh] = OpenFile(node, self._open_backing(e, flags))
-        live = e.res is not None and e.res.family is Family.RO
-        return pyfuse3.FileInfo(fh=fh, keep_cache=not live)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=not _is_live(e))
 
     @guarded
     async def create(
@@ -1203,6 +1206,15 @@ class LitefsOps(pyfuse3.Operations):
                 pinned.add(p)
                 p = p.rsplit("/", 1)[0]
         self.pinned = pinned
+
+
+#: options of the family that follows its sources live
+_LIVE_OPTIONS = frozenset(o for o in VALID_OPTIONS if family_of(o) is Family.RO)
+
+
+def _is_live(e: Entry) -> bool:
+    res = e.res
+    return res is not None and res.rule is not None and res.rule.option in _LIVE_OPTIONS
 
 
 def _unescape(s: str) -> str:
