@@ -29,16 +29,42 @@ from .identity import hosts_index
 from .policy import PolicyRule, sort_rules
 
 
-@dataclass(frozen=True)
 class PlanEntry:
-    """One node's plan in the forms mountd sends (or why there is none)."""
+    """One node's plan in the forms mountd sends (or why there is none).
 
-    node: str
-    plan_json: bytes | None  # the plan's dict as compact JSON (inserted into replies as-is)
-    litefile: tuple[str, ...] = ()
-    litetree: tuple[str, ...] = ()
-    image: str | None = None
-    error: str | None = None
+    The classic ``litefile``/``litetree`` lines are made on first use: in a boot storm of
+    litefs nodes nobody asks for them, and every microsecond per node counts.
+    """
+
+    __slots__ = ("_litefile", "_litetree", "error", "node", "plan", "plan_json")
+
+    def __init__(self, node: str, plan: Any, plan_json: bytes | None, error: str | None = None):
+        self.node = node
+        self.plan = plan  # litefs.plan.Plan, or None with ``error``
+        self.plan_json = plan_json  # the plan's dict as compact JSON (spliced into replies)
+        self.error = error
+        self._litefile: tuple[str, ...] | None = None
+        self._litetree: tuple[str, ...] | None = None
+
+    @property
+    def image(self) -> str | None:
+        return self.plan.image if self.plan is not None else None
+
+    @property
+    def litefile(self) -> tuple[str, ...]:
+        if self._litefile is None:
+            from litefs import planner
+
+            self._litefile = tuple(planner.litefile_lines(self.plan)) if self.plan else ()
+        return self._litefile
+
+    @property
+    def litetree(self) -> tuple[str, ...]:
+        if self._litetree is None:
+            from litefs import planner
+
+            self._litetree = tuple(planner.litetree_lines(self.plan)) if self.plan else ()
+        return self._litetree
 
 
 @dataclass
@@ -53,6 +79,9 @@ class TableView:
     _plans: dict[str, PlanEntry] = field(default_factory=dict)
     _universe: Any = None
     _by_image: dict[str, set[str]] | None = None
+    #: id(rules tuple) → (that tuple, its JSON): the planner shares one rules tuple among the
+    #: nodes of an image, so its encoding is done once per image, not once per node.
+    _rules_json: dict[int, tuple[Any, bytes]] = field(default_factory=dict)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -63,7 +92,7 @@ class TableView:
         """The node's plan, computed on first use and kept for the life of this view."""
         entry = self._plans.get(node)
         if entry is None:
-            entry = _compute_plan(self.snapshot, node)
+            entry = _compute_plan(self.snapshot, node, self._rules_json)
             self._plans[node] = entry
         return entry
 
@@ -93,20 +122,28 @@ class TableView:
         return self.expand(target)
 
 
-def _compute_plan(snapshot: Any, node: str) -> PlanEntry:
+def _compute_plan(
+    snapshot: Any, node: str, rules_json: dict[int, tuple[Any, bytes]] | None = None
+) -> PlanEntry:
+    """``plan_for_node`` and its JSON (byte for byte ``_compact(plan.to_dict())``)."""
     from litefs import planner
 
     try:
         plan = planner.plan_for_node(snapshot, node)
-        return PlanEntry(
-            node=node,
-            plan_json=_compact(plan.to_dict()),
-            litefile=tuple(planner.litefile_lines(plan)),
-            litetree=tuple(planner.litetree_lines(plan)),
-            image=plan.image,
-        )
     except LitefsError as exc:
-        return PlanEntry(node=node, plan_json=None, error=str(exc))
+        return PlanEntry(node, None, None, str(exc))
+    as_dict = plan.to_dict()
+    if rules_json is None:
+        return PlanEntry(node, plan, _compact(as_dict))
+    cached = rules_json.get(id(plan.rules))
+    if cached is None or cached[0] is not plan.rules:
+        cached = (plan.rules, _compact(as_dict["rules"]))
+        rules_json[id(plan.rules)] = cached
+    # Encode the rest with an empty rules list and splice the shared encoding in. The
+    # top-level key is the only unescaped '"rules":[]' (quotes inside strings are escaped).
+    as_dict["rules"] = []
+    head = _compact(as_dict)
+    return PlanEntry(node, plan, head.replace(b'"rules":[]', b'"rules":' + cached[1], 1))
 
 
 def _compact(obj: Any) -> bytes:

@@ -97,7 +97,9 @@ def identify_known(
         if peer.cert_cn in nodes:
             return Identity(peer.cert_cn, "cert")
         return Identity(None, "cert")
-    node = hosts.get(normalise_ip(peer.address) or peer.address)
+    node = hosts.get(peer.address)  # the server hands us canonical text already
+    if node is None and ":" in peer.address:
+        node = hosts.get(normalise_ip(peer.address) or peer.address)
     if node is not None:
         return Identity(node, "hosts")
     return None

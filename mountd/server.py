@@ -228,7 +228,8 @@ class Server:
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
         try:
             address = stream.socket.getpeername()[0]
-            address = normalise_ip(address) or address  # ::ffff:10.0.0.1 on a dual-stack port
+            if ":" in address:  # ::ffff:10.0.0.1 on a dual-stack port; IPv4 text is canonical
+                address = normalise_ip(address) or address
         except OSError:
             await stream.aclose()
             return

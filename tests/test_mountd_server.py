@@ -546,3 +546,21 @@ def test_tls_and_plain_tcp_mismatch_says_how_to_fix(sqlite_cluster: Engine, ca: 
             assert (await client.request(addr(srv), codec.HealthRequest()))["ok"]
 
     run(main)
+
+
+def test_plan_json_is_the_plans_own_encoding(sqlite_cluster: Engine) -> None:
+    """mountd encodes an image's rules once and splices them in: the bytes must equal the
+    plan's own JSON for every node, even with text that looks like the splice point."""
+    from litefs import planner
+    from litefs.mountd.catalog import _compact, load_view
+
+    tabledata.chtab(sqlite_cluster, {"priority": "2.0"},
+                    ["litetree.image=img1", 'litetree.directory=mn:/odd/"rules":[]/$node'])
+    view = load_view(sqlite_cluster, 1)
+    for node in sorted(view.nodes):
+        entry = view.plan(node)
+        plan = planner.plan_for_node(view.snapshot, node)
+        assert entry.plan_json == _compact(plan.to_dict())
+        assert entry.litefile == tuple(planner.litefile_lines(plan))
+        assert entry.litetree == tuple(planner.litetree_lines(plan))
+    assert len(view._rules_json) == 1  # one image: its rules were encoded once
