@@ -111,6 +111,10 @@ class Presenter:
     def pid(self) -> int | None:
         return None
 
+    def daemon_pid(self) -> int | None:
+        """The user-space process serving this presenter (None for kernel filesystems)."""
+        return self.pid
+
 
 class Native(Presenter):
     name = NATIVE
@@ -171,6 +175,9 @@ class FuseOverlay(Presenter):
             d.mkdir(parents=True, exist_ok=True)
         opts = f"lowerdir={self.lower},upperdir={self.upper},workdir={self.workdir}"
         subprocess.run(["fuse-overlayfs", "-o", opts, str(self.mnt)], check=True, capture_output=True)
+
+    def daemon_pid(self) -> int | None:
+        return pid_of(str(self.mnt), b"fuse-overlayfs")
 
     def stop(self) -> None:
         subprocess.run(["fusermount3", "-u", str(self.mnt)], check=True)
@@ -267,6 +274,21 @@ def vm_hwm(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def pid_of(mnt: str, prog: bytes) -> int | None:
+    """The process whose argv[0] ends with ``prog`` and that names ``mnt`` in its argv."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(prog) and os.fsencode(mnt) in argv:
+            return int(name)
+    return None
 
 
 def daemon_pid(mnt: str) -> int | None:

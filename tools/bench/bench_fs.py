@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -160,6 +161,7 @@ class Bench:
         self.plan_file = work / "plan.json"
         self.tarball = work / "stdlib.tar"
         self.catlist = work / "catlist"
+        self.cpu = Results()
         self.broken: set[str] = set()
         self.presenters: list[Presenter] = []
 
@@ -216,19 +218,29 @@ class Bench:
                 self.res.notes.append(f"{p.name}: {what} failed, presenter dropped: {exc}")
                 traceback.print_exc(file=sys.stderr)
 
+    def timed(self, key: str, p: Presenter, argv: list[str], cwd: str | None = None) -> None:
+        """Run one workload: wall time into ``res``; CPU seconds of the workload plus the
+        presenter's daemon into ``cpu`` (a cost that load from other jobs barely moves)."""
+        pid = p.daemon_pid()
+        d0 = proc_cpu(pid)
+        c0 = children_cpu()
+        wall = run(argv, cwd=cwd)
+        self.res.add(key, p.name, wall)
+        self.cpu.add(key, p.name, children_cpu() - c0 + proc_cpu(pid) - d0)
+
     def reads(self, p: Presenter, warm: bool) -> None:
         root = p.read_root
         if warm:
-            self.res.add(FIND, p.name, run(["find", root]))
-            self.res.add(STAT, p.name, run(["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", root]))
-            self.res.add(CAT, p.name, run(["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root))
-            self.res.add(BIG_WARM, p.name, run(["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"]))
+            self.timed(FIND, p, ["find", root])
+            self.timed(STAT, p, ["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", root])
+            self.timed(CAT, p, ["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root)
+            self.timed(BIG_WARM, p, ["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"])
         else:
             if p.fuse:
                 p.remount()
             drop_caches()
-            self.res.add(CAT_COLD, p.name, run(["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root))
-            self.res.add(BIG_COLD, p.name, run(["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"]))
+            self.timed(CAT_COLD, p, ["xargs", "-0", "-a", str(self.catlist), "cat"], cwd=root)
+            self.timed(BIG_COLD, p, ["dd", f"if={root}/big.bin", "of=/dev/null", "bs=1M"])
 
     def warm_up(self, p: Presenter) -> None:
         root = p.read_root
@@ -238,6 +250,8 @@ class Bench:
 
     def writes(self, p: Presenter, i: int) -> None:
         d = p.write_dir("create", i)
+        pid = p.daemon_pid()
+        d0, c0 = proc_cpu(pid), children_cpu()
         r = subprocess.run(
             [sys.executable, str(CREATE_WORKER), d, str(self.cfg.n_dirs), str(self.cfg.per_dir)],
             capture_output=True, text=True, timeout=RUN_TIMEOUT,
@@ -245,8 +259,9 @@ class Bench:
         if r.returncode != 0:
             raise RuntimeError(f"create+write in {d} failed: {r.stderr.strip()[-500:]}")
         self.res.add(CREATE, p.name, float(r.stdout.strip()))
+        self.cpu.add(CREATE, p.name, children_cpu() - c0 + proc_cpu(pid) - d0)
         d = p.write_dir("untar", i)
-        self.res.add(UNTAR, p.name, run(["tar", "-xf", str(self.tarball), "-C", d]))
+        self.timed(UNTAR, p, ["tar", "-xf", str(self.tarball), "-C", d])
 
     def main_runs(self) -> None:
         for i in range(self.cfg.repeat):
@@ -370,25 +385,29 @@ class Bench:
         fo.start()
         try:
             run(["bash", "-c", 'find "$1" -print0 | xargs -0 stat >/dev/null', "-", str(fo.mnt)])
-            pid = pid_serving(str(fo.mnt), b"fuse-overlayfs")
+            pid = fo.daemon_pid()
             if pid is not None:
                 self.res.add(RSS_WALK.format(n=f"{n:,}"), FUSE_OVERLAY, float(vm_hwm(pid)))
         finally:
             fo.stop()
 
 
-def pid_serving(mnt: str, prog: bytes) -> int | None:
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(prog) and os.fsencode(mnt) in argv:
-            return int(name)
-    return None
+def children_cpu() -> float:
+    """User+system seconds of every waited-for child process so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def proc_cpu(pid: int | None) -> float:
+    """User+system seconds of a running process (all threads); 0 when there is none."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _litefs_ok: bool | None = None
@@ -472,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_table(res, [p for p in PRESENTERS if p in cfg.presenters]))
     print()
+    print("CPU seconds per workload (the workload's processes plus the FUSE daemon; median):")
+    print(render_table(bench.cpu, [p for p in PRESENTERS if p in cfg.presenters]))
+    print()
     checks = evaluate_targets(res, cfg.ready_sizes, cfg.rss_size)
     print("targets (litefs on rule-covered paths unless stated):")
     print(render_checks(checks))
@@ -485,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "config": cfg.__dict__,
                     "samples": res.samples,
+                    "cpu_samples": bench.cpu.samples,
                     "checks": [{"name": c.name, "value": c.value, "limit": c.limit, "verdict": c.verdict} for c in checks],
                     "notes": res.notes,
                     "status": status,
