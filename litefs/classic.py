@@ -200,11 +200,13 @@ class RcStatelite:
                 continue
             found = True
             if sh.d(hit) and is_child == 0:
-                # a litetree dir that has one of the parent's direct children is skipped
+                # a litetree dir that has one of the parent's direct children is skipped, and
+                # counts as no hit (FOUND=0): unless a later dir hits, .default is used
                 if any(
                     os.path.dirname(c.rstrip("/")) + "/" == path and sh.e(f"{TREEMOUNT}/{d}{c}")
                     for _t, c in self.clist
                 ):
+                    found = False
                     continue
                 if sh.empty_dir(hit):
                     found = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,18 @@ def test_parent_directory_hits_stack_later_over_earlier(node: Node) -> None:
 
 
 @pytest.mark.netns
+def test_litetree_dir_holding_a_child_is_no_hit_for_the_parent(node: Node) -> None:
+    # FindFile sets FOUND=0 and skips such a directory, so the parent comes from .default
+    node.put(SRV, "/etc/sysconfig/network", "child from a\n")
+    plan = plan_of(("/etc/sysconfig/", "tmpfs"), ("/etc/sysconfig/network", "tmpfs"), sources=(SRV,))
+    res = node.boot(plan, [{"op": "write", "path": "/etc/sysconfig/new", "data": "n\n"}])
+    assert "cp -r -a /sysroot/.default/etc/sysconfig/ /sysroot/.statelite/tmpfs/etc/sysconfig/" in res.log
+    assert "mount --bind /sysroot/.statelite/tmpfs/etc/sysconfig/ /sysroot/etc/sysconfig" in res.log
+    assert text(res, "/etc/sysconfig/network") == sha("child from a\n")  # the child's own hit
+    assert res.ops == ["ok"]  # the parent is the writable tmpfs copy
+
+
+@pytest.mark.netns
 def test_missing_export_and_missing_default_are_reported(node: Node) -> None:
     plan = plan_of(("/etc/ntp.conf", "tmpfs"), sources=("10.9.9.9:/nowhere",))
     L.run_liteimg("img", plan, str(node.image))
@@ -199,15 +212,25 @@ def test_missing_export_and_missing_default_are_reported(node: Node) -> None:
     assert "Could not find /etc/ntp.conf in defaults or any other place" in res.console
 
 
+def mounts_under(top: Path) -> list[str]:
+    """Mount points below ``top`` in this process' mount namespace (other tests running in
+    parallel may mount elsewhere; only our own paths are compared)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    points = [p.encode().decode("unicode_escape") for p in points]  # \040 etc.
+    return sorted(p for p in points if p == str(top) or p.startswith(f"{top}/"))
+
+
 @pytest.mark.netns
-def test_boot_leaves_the_host_untouched(node: Node) -> None:
+def test_boot_leaves_the_host_untouched(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = plan_of(("/etc/ssh/", "tmpfs"), ("/etc/ntp.conf", "link"), ("/var/log/", "persistent"))
     L.run_liteimg("img", plan, str(node.image))
     before = tree_digest(node.image)
-    mounts = Path("/proc/self/mountinfo").read_text()
-    node.boot(plan, [{"op": "write", "path": "/etc/ssh/x", "data": "x"}], liteimg=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the emulation's sysroot lands here too
+    res = node.boot(plan, [{"op": "write", "path": "/etc/ssh/x", "data": "x"}], liteimg=False)
+    assert res.ops == ["ok"] and any(line.startswith("mount --bind") for line in res.log)  # it did mount
     assert tree_digest(node.image) == before
-    assert Path("/proc/self/mountinfo").read_text() == mounts
+    assert mounts_under(tmp_path) == []
+    assert not list(tmp_path.glob("classic-*"))  # its scratch directory is gone too
 
 
 @pytest.mark.netns
