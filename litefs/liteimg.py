@@ -35,8 +35,14 @@ DEFAULT = "/.default"
 STATEDIR = "/.statelite"
 TMPFS = "/.statelite/tmpfs"
 SAVE = "/.statelite/litefile.save"
-#: litefs' own record of what liteimg created (xCAT keeps none; a stock node never reads it:
-#: the boot mounts a tmpfs over /.statelite).
+#: litefs' own record of what liteimg *created* (xCAT keeps none; a stock node never reads it:
+#: the boot mounts a tmpfs over /.statelite). It is the one file beyond xCAT's layout, and undo
+#: needs it: litefile.save and .default cannot tell an empty placeholder liteimg made for a
+#: missing path from an empty file or directory the image really had (``/etc/adjtime`` and
+#: many ``/var`` folders are empty on fresh images), nor the missing parent directories it
+#: made, nor whether ``/.statelite`` came from genimage; without the record ``--undo`` would
+#: leave stand-ins the image never had, or delete empty ones it did have. An image prepared
+#: by xCAT (no record) is handled as xCAT left it: nothing counts as created.
 STATE = "/.statelite/liteimg.json"
 MTAB = "/etc/mtab"
 INIT_STATELITE = "/etc/init.d/statelite"

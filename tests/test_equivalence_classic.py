@@ -93,6 +93,9 @@ class Difference:
     name: str
     reason: str
     explains: Callable[[Env, str, Rec, Rec], bool]
+    #: the README "Fixed, deliberately" item this stems from (its first words), "" when the
+    #: difference follows from litefs' design (DESIGN table) rather than a fixed xCAT quirk
+    fixed: str = ""
 
 
 DIFFERENCES: tuple[Difference, ...] = (
@@ -117,6 +120,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "hits over earlier ones, skips a hit that holds a listed child, and leaves the image's "
         "own directory out (reference §3.1).",
         lambda env, p, c, v: _under_rule(env.plan, p, lambda r: r.is_dir and _source_has_dir(env, r)) is not None,
+        fixed="litetree lookup stops at the first hit for files and unions directories",
     ),
     Difference(
         "no placeholders",
@@ -166,14 +170,28 @@ DIFFERENCES: tuple[Difference, ...] = (
         "writes it; a stock node copied it at first boot and never looks at the image again.",
         lambda env, p, c, v: env.rebooted and p in env.changed_between
         and _under_rule(env.plan, p, lambda r: r.family.value in ("persistent", "localdisk")) is not None,
+        fixed="persistent seeding is lazy",
     ),
     Difference(
         "server-less litetree directories",
         "DESIGN Fixed: a litetree directory without a server is a node-local path to litefs; "
         "rc.statelite never mounts it, so it never matches.",
         lambda env, p, c, v: any((d / p.lstrip("/")).exists() for d in env.local_sources()),
+        fixed="litetree `mntopts` are honoured; a server-less litetree directory is a node-local path",
     ),
 )
+
+
+#: README "Fixed, deliberately" items that cannot show up as a tree difference here: both nodes
+#: get the same plan (tables, planner, validation) and liteimg runs before either boots.
+NOT_TREE_FIXES = {
+    "image-group rows match": "plan side: both nodes are given the same plan",
+    "a variable that expands empty": "plan side: the planner refuses the plan for both",
+    "`#CMD=…#` in litetree/statemnt": "plan side: the planner refuses the plan for both",
+    "the \"link child under non-link parent\"": "validation: such a table never reaches a boot",
+    "a STATEMNT without a server": "nodeset side: refused before either node boots",
+    "re-running liteimg never empties": "image side: tested by tests/test_liteimg_layout.py",
+}
 
 
 def normalise(rec: Rec) -> Rec:
@@ -523,3 +541,25 @@ def test_every_listed_difference_is_exercised(template: Path) -> None:
         pytest.skip("run together with test_classic_and_litefs_nodes_agree")
     documented_only = {"link family shows the file, not the chain", "scaffolding"}
     assert {d.name for d in DIFFERENCES} - documented_only <= USED
+
+
+def readme_fixed_items() -> list[str]:
+    """The bullets of the README's "Fixed, deliberately:" list, each joined into one line."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("Fixed, deliberately:", 1)[1].split("\n#", 1)[0]
+    return [" ".join(item.split()) for item in block.split("\n- ")[1:]]
+
+
+def test_differences_agree_with_the_readme_fixed_list() -> None:
+    """Every difference that cites a fixed xCAT quirk cites a real README item, and every README
+    item is either such a difference or said here to be invisible in a node's tree."""
+    items = readme_fixed_items()
+    assert len(items) >= 9, items
+    cited = [d.fixed for d in DIFFERENCES if d.fixed]
+    for c in cited:
+        assert any(i.startswith(c) for i in items), f"DIFFERENCES cites {c!r}, not in the README"
+    for item in items:
+        covered = [c for c in cited if item.startswith(c)] + [k for k in NOT_TREE_FIXES if item.startswith(k)]
+        assert len(covered) == 1, f"README fixed item not accounted for exactly once: {item!r}"
+    assert len({d.name for d in DIFFERENCES}) == len(DIFFERENCES)
+    assert all(d.reason for d in DIFFERENCES)

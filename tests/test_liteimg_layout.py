@@ -303,6 +303,25 @@ def test_undo_round_trip(image: Path) -> None:
     assert diff_digests(orig, tree_digest(image)) == []
 
 
+def test_state_file_tells_an_empty_original_from_a_placeholder(image: Path) -> None:
+    """Why liteimg.json exists: .default holds an empty file for both a really empty image file
+    and a stand-in liteimg made, so only the record lets --undo put back exactly the image."""
+    (image / "etc/adjtime").write_text("")  # empty on the image, as on fresh installs
+    specs = (("/etc/adjtime", "link"), ("/var/arpwatch", "link"), ("/var/gdm/", "tmpfs"))
+    orig = tree_digest(image)
+    run(image, *specs)
+    assert (image / ".default/etc/adjtime").stat().st_size == 0
+    assert (image / ".default/var/arpwatch").stat().st_size == 0
+    undo(image)
+    assert diff_digests(orig, tree_digest(image)) == []
+    run(image, *specs)
+    (image / ".statelite/liteimg.json").unlink()  # no record: as if xCAT had prepared the image
+    undo(image)
+    assert (image / "etc/adjtime").read_text() == ""
+    assert (image / "var/arpwatch").is_file() and (image / "var/gdm").is_dir()  # stand-ins stay
+    assert not (image / ".statelite/liteimg.json").exists()
+
+
 def test_undo_without_liteimg_is_an_error(image: Path) -> None:
     with pytest.raises(LiteimgError, match="nothing to undo"):
         undo(image)
