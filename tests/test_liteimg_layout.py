@@ -134,6 +134,34 @@ def test_link_family_directory_layout(image: Path, option: str) -> None:
     assert after[".default/etc/ssh"] == before["etc/ssh"]
 
 
+@pytest.mark.parametrize(
+    ("path", "img", "tmp"),
+    [
+        ("/etc/ssh/sshd_config", "../../.statelite/tmpfs/etc/ssh/sshd_config",
+         "../../../../.default/etc/ssh/sshd_config"),
+        ("/var/lib/deep/x/y.conf", "../../../../.statelite/tmpfs/var/lib/deep/x/y.conf",
+         "../../../../../../.default/var/lib/deep/x/y.conf"),
+        ("/var/lib/deep/x/", "../../../.statelite/tmpfs/var/lib/deep/x",
+         "../../../../../.default/var/lib/deep/x"),
+        ("/topfile", "./.statelite/tmpfs/topfile", "../.././.default/topfile"),
+    ],
+)
+def test_link_chain_on_disk_at_every_depth(image: Path, path: str, img: str, tmp: str) -> None:
+    (image / "var/lib/deep/x").mkdir(parents=True)
+    (image / "var/lib/deep/x/y.conf").write_text("deep\n")
+    (image / "topfile").write_text("top\n")
+    rel = path.strip("/")
+    before = (image / rel).read_text() if not path.endswith("/") else None
+    run(image, (path, "link"))
+    assert link(image, "/" + rel) == img
+    assert link(image, "/.statelite/tmpfs/" + rel) == tmp
+    if before is not None:  # the chain resolves, on the server, to the moved original
+        assert (image / rel).read_text() == before
+        assert (image / ".default" / rel).read_text() == before
+    else:
+        assert (image / rel / "y.conf").read_text() == "deep\n"
+
+
 def test_root_level_link_uses_dot(image: Path) -> None:
     run(image, ("/tmp/", "link"))
     assert link(image, "/tmp") == "./.statelite/tmpfs/tmp"

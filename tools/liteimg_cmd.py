@@ -5,6 +5,10 @@ xCAT's command line and messages (reference §6.1): ``liteimg <imagename>`` or t
 osimage table when missing) works on ``<rootimgdir>/rootimg``; ``-V`` prints every action;
 ``--undo`` (litefs) restores the image as it was before liteimg. The work itself is planned and
 done by :mod:`litefs.liteimg`; this module only finds the image and its plan in the tables.
+Of xCAT's other liteimg steps (reference §6.2: fresh ``/xcatpost``, ``fstab`` rw->ro, root's
+``shadow`` line, synclists, ``tmp/dracut.*``, installing ``rc.statelite``, packing a ramdisk
+image) none is done: they belong to building the image (genimage, packimage), not to the
+statelite layout, and an ``etc/init.d/statelite`` the image has is left in place.
 """
 
 from __future__ import annotations
