@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from litefs import classic as C
 from litefs import liteimg as L
-from litefs.options import VALID_OPTIONS
+from litefs.options import VALID_OPTIONS, Family
 from litefs.plan import Plan, Rule, Source
+from litefs.resolve import resolve
 from litefs.validate import validate_rules
 from tests.liteimgutil import build_busybox_image
 
@@ -464,9 +465,35 @@ def test_classic_and_litefs_nodes_agree(case: Case, template: Path, tmp_path: Pa
     assert "/bin/busybox" in view.manifest and "/etc/passwd" in classic.manifest
     problems = compare(env, classic, view, USED)
     env.reboot()
-    problems += [f"after reboot: {p}" for p in compare(env, env.classic([]), env.litefs([], "boot2"), USED)]
+    classic2, view2 = env.classic([]), env.litefs([], "boot2")
+    problems += [f"after reboot: {p}" for p in compare(env, classic2, view2, USED)]
+    problems += [f"classic: {p}" for p in reboot_kept(env, classic, classic2)]
+    problems += [f"litefs: {p}" for p in reboot_kept(env, view, view2)]
     assert problems == []
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+REBOOT_CHECKED: dict[str, int] = {}  # family -> writes checked across a reboot, all cases
+
+
+def reboot_kept(env: Env, first: C.ClassicResult, again: C.ClassicResult) -> list[str]:
+    """On each node by itself: what a successful write put in a persistent (or localdisk) path
+    is still there after the reboot; a volatile (tmpfs, con) write is gone."""
+    problems, last = [], {}
+    for op, res in zip(env.case.ops, first.ops, strict=True):
+        if res == "ok" and op["op"] in ("write", "append"):
+            last[op["path"]] = op
+    for path in last:
+        rule = resolve(env.plan, path).rule
+        if rule is None:
+            continue
+        before, after = first.manifest.get(path), again.manifest.get(path)
+        REBOOT_CHECKED[rule.family.value] = REBOOT_CHECKED.get(rule.family.value, 0) + 1
+        if rule.family in (Family.PERSISTENT, Family.LOCALDISK) and before != after:
+            problems.append(f"{path} ({rule.option}): written before the reboot, lost after it")
+        if rule.family in (Family.VOLATILE, Family.CON) and before == after:
+            problems.append(f"{path} ({rule.option}): written before the reboot, still there")
+    return problems
 
 
 RANDOM_PATHS = ["/etc/ntp.conf", "/etc/ssh/", "/etc/ssh/sshd_config", "/etc/hosts", "/root/",
@@ -541,6 +568,8 @@ def test_every_listed_difference_is_exercised(template: Path) -> None:
         pytest.skip("run together with test_classic_and_litefs_nodes_agree")
     documented_only = {"link family shows the file, not the chain", "scaffolding"}
     assert {d.name for d in DIFFERENCES} - documented_only <= USED
+    # the reboot check saw writes of every kind that keeps or loses them
+    assert {"persistent", "localdisk", "volatile", "con"} <= set(REBOOT_CHECKED), REBOOT_CHECKED
 
 
 def readme_fixed_items() -> list[str]:
