@@ -85,8 +85,14 @@ def _copied_parent(plan: Plan, path: str) -> Rule | None:
 
 
 def _source_has_dir(env: Env, rule: Rule) -> bool:
-    return any((d / rule.path.lstrip("/")).is_dir() and any((d / rule.path.lstrip("/")).iterdir())
-               for d in env.served_sources())
+    """Some served source has ``rule``'s directory with content that rc.statelite copies for
+    it as a parent (a source holding one of its listed direct children is skipped, §5.2)."""
+    kids = [r.path for r in env.plan.rules if os.path.dirname(r.path) == rule.path]
+    for d in env.served_sources():
+        here = d / rule.path.lstrip("/")
+        if here.is_dir() and any(here.iterdir()) and not any((d / k.lstrip("/")).exists() for k in kids):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,16 @@ DIFFERENCES: tuple[Difference, ...] = (
         "own directory out (reference §3.1).",
         lambda env, p, c, v: _under_rule(env.plan, p, lambda r: r.is_dir and _source_has_dir(env, r)) is not None,
         fixed="litetree lookup stops at the first hit for files and unions directories",
+    ),
+    Difference(
+        "persistent child seeded with its parent",
+        "DESIGN table: a persistent path starts from its first source hit. rc.statelite seeds a "
+        "persistent parent directory first (from .default when a source holds its child), and "
+        "that copy already has the child, so the child's seed-once copy from the source never "
+        "happens: a stock node keeps the image's child.",
+        lambda env, p, c, v: _rule(env.plan, p, lambda r: r.family.value == "persistent") is not None
+        and _under_rule(env.plan, os.path.dirname(p), lambda r: r.is_dir and r.family.value == "persistent")
+        is not None and any((d / p.lstrip("/")).exists() for d in env.served_sources()),
     ),
     Difference(
         "no placeholders",
