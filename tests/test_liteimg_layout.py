@@ -88,6 +88,16 @@ def test_save_text_is_ilitefile_with_tmpfs_rw_rewritten() -> None:
     ]
 
 
+def test_save_text_is_the_planners_ilitefile_output_with_xcats_substitution() -> None:
+    from litefs.planner import litefile_lines
+
+    plan = Plan(image="rhels9-x86_64-statelite-compute", rules=rules(*[
+        (f"/etc/f{i}" + ("/" if "con" not in o else ""), o) for i, o in enumerate(VALID_OPTIONS)
+    ]))
+    expect = "".join(line.replace("tmpfs,rw", "link", 1) + "\n" for line in litefile_lines(plan))
+    assert L.save_text(plan.image, L.entries_from_plan(plan)) == expect
+
+
 def test_parent_and_child_detection_uses_listed_directories_only() -> None:
     entries = L.entries_from_plan(Plan(image="i", rules=rules(
         ("/root/", "link"), ("/root/.bashrc", "link"), ("/etc/hosts", "tmpfs"),
