@@ -11,6 +11,8 @@ decisions see earlier ones, which is what lets ``-V`` print every action before 
 tests check the plan. Unlike xCAT, nothing the image had is ever emptied or deleted: when an
 entry goes away or changes family its original comes back from ``/.default``, conflicting
 copies stop the run with an error, and :func:`plan_undo` takes the whole layout out again.
+The layout is xCAT's byte for byte plus one file, ``/.statelite/liteimg.json``, recording what
+liteimg created; undo cannot tell that from the image's own empty files otherwise (:data:`STATE`).
 """
 
 from __future__ import annotations
