@@ -10,7 +10,11 @@ untarring the Python stdlib into a persistent rule; then the time from ``litefs 
 ready mount for images of 10,000 and 100,000 files (``--ready-scale`` adds a bigger one) and
 the daemon's peak RSS after walking the 100,000-file image. Every number is the median of
 ``--repeat`` runs; the table gives ratios against native and fuse-overlayfs, and the issue's
-targets are printed as PASS/MISS (never asserted). Everything is unmounted on exit.
+targets are printed as PASS/MISS (never asserted). A second table gives the CPU seconds of
+each workload (its processes plus the FUSE daemon), which load from other jobs barely moves.
+Write targets: native writes into the tmpfs (create) or the disk (untar); overlayfs and
+fuse-overlayfs into their tmpfs upper; litefs into its tmpfs layer (a tmpfs) and its
+persistent layer (the disk). Everything is unmounted on exit, also on errors and signals.
 
     sudo .venv/bin/python tools/bench/bench_fs.py [--quick] [--repeat 5] [--big-size 1G]
         [--ready-scale 1000000] [--only native,litefs,...] [--json out.json] [--keep]
