@@ -118,6 +118,18 @@ def test_daemon_mode_umount_and_sigterm(layers: Layers, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    # Foreground: SIGINT (Ctrl-C) unmounts cleanly as well.
+    proc = subprocess.Popen([sys.executable, "-m", "litefs.tools.litefs_cli", *args, "--foreground", "--log", str(tmp_path / "i.log")])
+    try:
+        wait_for(lambda: is_mounted(str(mnt)) == "fuse.litefs")
+        assert (mnt / "etc/motd").read_text() == "hello\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert is_mounted(str(mnt)) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_explain_without_mounting(layers: Layers) -> None:

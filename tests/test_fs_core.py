@@ -324,11 +324,25 @@ def test_mtab_is_a_link_to_proc_mounts(layers: Layers, litefs_mount: Mounter) ->
     assert os.readlink(m.path / "etc/mtab") == "/proc/mounts"
 
 
+def _explained(layers: Layers, plan_file: Path, src: Path, path: str) -> tuple[str, str]:
+    """(origin, rule) as ``litefs explain`` prints them on the MN, without a mount."""
+    r = litefs_cmd(
+        "explain", "n01", path, "--plan", str(plan_file), "--image", str(layers.image),
+        "--source", str(src), "--persistent", str(layers.persistent),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = dict(x.strip().split(": ", 1) for x in r.stdout.splitlines() if x.strip().startswith(("origin:", "rule:")))
+    return lines["origin"].strip(), lines["rule"].strip()
+
+
 def test_provenance_xattrs(layers: Layers, litefs_mount: Mounter) -> None:
     src = layers.add_source()
     put(layers.image, "etc/hosts", "h")
     put(src, "etc/motd", "m")
-    m = litefs_mount(make_plan({"/etc/motd": "persistent"}, [str(src)]))
+    plan = make_plan({"/etc/motd": "persistent"}, [str(src)])
+    plan_file = layers.root / "provenance.json"
+    plan_file.write_text(plan.to_json())
+    m = litefs_mount(plan)
     v = m.path
     assert os.getxattr(v / "etc/hosts", "user.litefs.origin") == f"image:{layers.image}/etc/hosts".encode()
     assert os.getxattr(v / "etc/hosts", "user.litefs.rule") == b"none (image content, read-only)"
@@ -336,6 +350,10 @@ def test_provenance_xattrs(layers: Layers, litefs_mount: Mounter) -> None:
     assert os.getxattr(v / "etc/motd", "user.litefs.rule") == b"litefile image=ALL file=/etc/motd options=persistent"
     (v / "etc/motd").write_text("changed")
     assert os.getxattr(v / "etc/motd", "user.litefs.origin") == f"persistent:{layers.persistent}/etc/motd".encode()
+    # explain on the MN prints what the running view says, path by path.
+    for path in ("/etc/hosts", "/etc/motd"):
+        xattrs = (os.getxattr(v / path[1:], "user.litefs.origin"), os.getxattr(v / path[1:], "user.litefs.rule"))
+        assert tuple(x.encode() for x in _explained(layers, plan_file, src, path)) == xattrs
     assert "user.litefs.origin" in os.listxattr(v / "etc")
     with pytest.raises(OSError) as info:
         os.setxattr(v / "etc/motd", "user.litefs.origin", b"forged")

@@ -200,6 +200,33 @@ def test_symlink_hardlink_fifo(view: LitefsMount, layers: Layers) -> None:
     assert stat.S_ISFIFO((layers.tmpfs / "w/fifo").lstat().st_mode)
 
 
+def _mount_options(mnt: Path) -> tuple[set[str], set[str]]:
+    """(per-mount options, superblock options) of the mount at ``mnt`` from mountinfo."""
+    with open("/proc/self/mountinfo") as f:
+        fields = next(x.split() for x in f if x.split()[4] == str(mnt))
+    sep = fields.index("-")
+    return set(fields[5].split(",")), set(fields[sep + 3].split(","))
+
+
+def test_root_filesystem_options_and_device_nodes(view: LitefsMount, layers: Layers) -> None:
+    """A root filesystem needs allow_other, default_permissions, dev and suid (issue item 1):
+    a device node made in the view works, and set-uid bits are not masked by the mount."""
+    per_mount, super_opts = _mount_options(view.path)
+    assert {"allow_other", "default_permissions"} <= super_opts
+    assert not {"nodev", "nosuid"} & per_mount
+    w = view.path / "w"
+    os.mknod(w / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    st = (w / "null").stat()
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert stat.S_ISCHR((layers.tmpfs / "w/null").lstat().st_mode)
+    with open(w / "null", "r+b") as f:  # opens the device itself: the mount honours dev
+        assert f.write(b"discarded") == 9
+        assert f.read() == b""
+    (w / "setuid").write_bytes(b"")
+    os.chmod(w / "setuid", 0o4755)
+    assert (w / "setuid").stat().st_mode & stat.S_ISUID
+
+
 def test_xattrs_statfs_locks(view: LitefsMount) -> None:
     w = view.path / "w"
     f = w / "lower.txt"
