@@ -379,6 +379,29 @@ def test_refresh_after_image_change(layers: Layers, litefs_mount: Mounter) -> No
     assert (v / "etc/version").read_text() == "3\n"
 
 
+def test_refresh_returns_once_the_kernel_dropped_its_caches(layers: Layers, litefs_mount: Mounter) -> None:
+    """The next read after refresh() sees the new content: the call waits until the kernel's
+    cached pages and dentries are invalidated (they are sent from a thread after the request
+    returns; without the wait a few percent of these reads returned the old bytes)."""
+    put(layers.image, "etc/ver", "v0000\n")
+    m = litefs_mount(make_plan({"/tmp/": "tmpfs"}))
+    view_file, image_file = m.path / "etc/ver", layers.image / "etc/ver"
+    stale = []
+    for i in range(100):
+        assert view_file.read_text()  # cached pages and dentry for the kernel to drop
+        if i % 2:
+            with open(image_file, "r+") as f:  # rewritten in place, same size
+                f.write(f"w{i:04d}\n")
+        else:
+            put(layers.image, "etc/ver.new", f"v{i:04d}\n")
+            os.rename(layers.image / "etc/ver.new", image_file)  # replaced
+        control.refresh(str(m.path), ["/etc/ver"])
+        want = image_file.read_text()
+        if view_file.read_text() != want:
+            stale.append(want)
+    assert stale == []
+
+
 def test_long_names_and_reserved_names(layers: Layers, litefs_mount: Mounter) -> None:
     m = litefs_mount(make_plan({"/data/": "tmpfs"}))
     d = m.path / "data"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import stat
 from collections import OrderedDict
@@ -54,6 +55,10 @@ LIVE_TIMEOUT = 1.0
 THREAD_COPY_BYTES = 1 << 20
 #: how many file entries stay cached (directories stay while the kernel holds them)
 FILE_ENTRIES = 4096
+#: invalidations sent to the kernel per worker-thread hand-off
+NOTIFY_BATCH = 512
+#: root xattr: "1" once the last refresh's invalidations reached the kernel, else "0"
+XATTR_SETTLED = "user.litefs.settled"
 #: errnos that mean a backing store is failing, not that the caller asked something wrong
 FAULTS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENXIO}
 
@@ -89,6 +94,21 @@ def _err(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
 
 
+def _deliver(batch: list[tuple[str, Any]]) -> None:
+    """Send queued invalidations to the kernel (in a worker thread)."""
+    for kind, args in batch:
+        try:
+            if kind == "inode":
+                pyfuse3.invalidate_inode(*args)
+            else:
+                pyfuse3.invalidate_entry(*args)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ENOTCONN):
+                log.warning("invalidate %s%s: %s", kind, args, exc)
+        except Exception as exc:  # never let a stale inode stop the worker
+            log.warning("invalidate %s%s: %s", kind, args, exc)
+
+
 class OpenFile:
     __slots__ = ("data", "fd", "node")
 
@@ -115,7 +135,13 @@ class LitefsOps(pyfuse3.Operations):
         self.files: dict[int, OpenFile] = {}
         self.dirs: dict[int, tuple[Node, list[tuple[str, Entry]] | None]] = {}
         self._next_fh = 1
-        self._notify_send, self._notify_recv = trio.open_memory_channel[tuple[str, Any]](10000)
+        # Unbounded: a refresh of "/" queues one invalidation per cached inode, and dropping
+        # any would leave the kernel serving stale attributes or pages.
+        self._notify_send, self._notify_recv = trio.open_memory_channel[tuple[str, Any]](math.inf)
+        #: invalidations queued / delivered so far, and the count a refresh waits for
+        self._queued = 0
+        self._delivered = 0
+        self._refresh_ticket = 0
         self.on_plan_change: Callable[[], None] | None = None
         #: view paths that are (or are above) bind mounts laid over the view: their dentries
         #: are never invalidated, because the kernel detaches mounts on invalidated dentries
@@ -419,25 +445,30 @@ class LitefsOps(pyfuse3.Operations):
         return pnode, pe, path, up, rel, had_whiteout, res
 
     def _queue(self, kind: str, *args: Any) -> None:
-        try:
-            self._notify_send.send_nowait((kind, args))
-        except trio.WouldBlock:
-            log.warning("kernel invalidation queue full; dropping %s%s", kind, args)
+        self._notify_send.send_nowait((kind, args))
+        self._queued += 1
+
+    @property
+    def settled(self) -> bool:
+        """Whether every invalidation of the last refresh has reached the kernel."""
+        return self._delivered >= self._refresh_ticket
 
     async def notifier(self) -> None:
         """Send kernel cache invalidations from a worker thread: doing it inside a request
-        handler could deadlock on the directory lock the kernel holds for that request."""
-        async for kind, args in self._notify_recv:
+        handler could deadlock on the directory lock the kernel holds for that request.
+        Whatever is queued at once goes in one thread hand-off (a refresh of "/" queues
+        one per cached inode)."""
+        async for first in self._notify_recv:
+            batch = [first]
+            while len(batch) < NOTIFY_BATCH:
+                try:
+                    batch.append(self._notify_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
             try:
-                if kind == "inode":
-                    await trio.to_thread.run_sync(pyfuse3.invalidate_inode, *args)
-                else:
-                    await trio.to_thread.run_sync(pyfuse3.invalidate_entry, *args)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ENOTCONN):
-                    log.warning("invalidate %s%s: %s", kind, args, exc)
-            except Exception as exc:  # never let a stale inode stop the worker
-                log.warning("invalidate %s%s: %s", kind, args, exc)
+                await trio.to_thread.run_sync(_deliver, batch)
+            finally:
+                self._delivered += len(batch)
 
     # --- lookups and attributes -----------------------------------------------------------
 
@@ -1031,6 +1062,8 @@ class LitefsOps(pyfuse3.Operations):
         if sname == XATTR_INODES and inode == ROOT_INODE:
             # How many inodes the kernel holds references to (the table is bounded by them).
             return str(len(self.inodes)).encode()
+        if sname == XATTR_SETTLED and inode == ROOT_INODE:
+            return b"1" if self.settled else b"0"
         if e.kind != BACKED:
             raise _err(pyfuse3.ENOATTR)
         layer, pfd, p = self._xattr_path(e)
@@ -1114,6 +1147,7 @@ class LitefsOps(pyfuse3.Operations):
             touched = self._refresh(paths)
         finally:
             self.pinned = saved
+        self._refresh_ticket = self._queued
         log.info("refresh %s: %d cached inodes invalidated", " ".join(paths), touched)
         return touched
 
