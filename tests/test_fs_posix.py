@@ -296,7 +296,7 @@ def test_concurrent_writers(view: LitefsMount) -> None:
             assert (w / f"t{i}-{j}").read_text() == f"{i}:{j}"
 
 
-def test_forget_bounds_the_inode_table(view: LitefsMount) -> None:
+def test_forget_bounds_the_inode_table(view: LitefsMount, layers: Layers) -> None:
     x = view.path / "x"
     os.makedirs(x, exist_ok=True)
     for i in range(20):
@@ -304,9 +304,16 @@ def test_forget_bounds_the_inode_table(view: LitefsMount) -> None:
         d.mkdir()
         for j in range(50):
             (d / f"f{j}").write_text("")
+    # Image files the view has never looked up: only readdirplus hands their inodes out.
+    for i in range(10):
+        for j in range(50):
+            put(layers.image, f"w/listed/d{i}/f{j}")
+    before = int(os.getxattr(view.path, "user.litefs.inodes"))
+    subprocess.run(["find", str(view.path / "w/listed")], check=True, capture_output=True)
+    assert int(os.getxattr(view.path, "user.litefs.inodes")) >= before + 500  # counted as lookups
     subprocess.run(["find", str(x), "-type", "f"], check=True, capture_output=True)
     high = int(os.getxattr(view.path, "user.litefs.inodes"))
-    assert high > 1000
+    assert high > 1500
     Path("/proc/sys/vm/drop_caches").write_text("2\n")
     # FORGET messages arrive asynchronously after the kernel drops its entries.
     wait_for(lambda: int(os.getxattr(view.path, "user.litefs.inodes")) < high / 4)
