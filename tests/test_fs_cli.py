@@ -80,6 +80,20 @@ def test_mount_refuses_bad_layers_and_plans(layers: Layers, tmp_path: Path) -> N
     assert is_mounted(str(mnt)) is None
 
 
+def _daemon_pid(mnt: Path) -> int:
+    """The detached litefs daemon serving ``mnt`` (found by its command line)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in argv and os.fsencode(mnt) in argv and int(d.name) != os.getpid():
+            return int(d.name)
+    raise AssertionError(f"no litefs daemon for {mnt}")
+
+
 @pytest.mark.fuse
 def test_daemon_mode_umount_and_sigterm(layers: Layers, tmp_path: Path) -> None:
     put(layers.image, "etc/motd", "hello\n")
@@ -103,6 +117,15 @@ def test_daemon_mode_umount_and_sigterm(layers: Layers, tmp_path: Path) -> None:
             subprocess.run(["umount", "-l", str(mnt)])
     r = litefs_cmd("umount", str(mnt))
     _one_line_failure(r, 1, "not a mount point")
+    # Daemon mode: SIGTERM to the detached daemon unmounts too.
+    r = litefs_cmd(*args, "--log", str(tmp_path / "d2.log"))
+    try:
+        assert r.returncode == 0, r.stderr
+        os.kill(_daemon_pid(mnt), signal.SIGTERM)
+        wait_for(lambda: is_mounted(str(mnt)) is None)
+    finally:
+        if is_mounted(str(mnt)):
+            subprocess.run(["umount", "-l", str(mnt)])
     # Foreground: SIGTERM unmounts and exits 0.
     proc = subprocess.Popen([sys.executable, "-m", "litefs.tools.litefs_cli", *args, "--foreground", "--log", str(tmp_path / "f.log")])
     try:
