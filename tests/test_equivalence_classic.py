@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from litefs import classic as C
@@ -84,13 +84,18 @@ def _copied_parent(plan: Plan, path: str) -> Rule | None:
                        ("tmpfs", "rw", "tempfs", "link", "tmpfs,rw"))
 
 
-def _source_has_dir(env: Env, rule: Rule) -> bool:
-    """Some served source has ``rule``'s directory with content that rc.statelite copies for
-    it as a parent (a source holding one of its listed direct children is skipped, §5.2)."""
+def _source_dir_differs(env: Env, rule: Rule, path: str) -> bool:
+    """A served source has ``rule``'s directory (non-empty) and that makes ``path`` differ:
+    rc.statelite copies such a directory for the parent, stacking later sources over earlier
+    ones, so anything below may differ; a source holding one of the directory's listed direct
+    children is skipped (§5.2), so then the directory comes from .default and only its own
+    attributes differ (litefs takes them from the first layer that has it)."""
     kids = [r.path for r in env.plan.rules if os.path.dirname(r.path) == rule.path]
     for d in env.served_sources():
         here = d / rule.path.lstrip("/")
-        if here.is_dir() and any(here.iterdir()) and not any((d / k.lstrip("/")).exists() for k in kids):
+        if not (here.is_dir() and any(here.iterdir())):
+            continue
+        if not any((d / k.lstrip("/")).exists() for k in kids) or path == rule.path:
             return True
     return False
 
@@ -124,9 +129,10 @@ DIFFERENCES: tuple[Difference, ...] = (
         "litetree directories are unions",
         "DESIGN Fixed: litefs unions a listed directory over the sources and the image, first "
         "layer wins per name. rc.statelite copies every non-empty hit of a parent directory, later "
-        "hits over earlier ones, skips a hit that holds a listed child, and leaves the image's "
-        "own directory out (reference §3.1).",
-        lambda env, p, c, v: _under_rule(env.plan, p, lambda r: r.is_dir and _source_has_dir(env, r)) is not None,
+        "hits over earlier ones, skips a hit that holds a listed child (then the directory, "
+        "its mode included, comes from .default), and leaves the image's own directory out "
+        "(reference §3.1).",
+        lambda env, p, c, v: _under_rule(env.plan, p, lambda r: r.is_dir and _source_dir_differs(env, r, p)) is not None,
         fixed="litetree lookup stops at the first hit for files and unions directories",
     ),
     Difference(
@@ -535,6 +541,7 @@ def random_tables() -> st.SearchStrategy[dict[str, str]]:
 @pytest.mark.slow
 @settings(max_examples=8, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@example(rules={"/root/": "tmpfs", "/root/.bashrc": "tmpfs"}, src={(0, "/root/.bashrc"): "a"}, ops=[])
 @given(
     rules=random_tables(),
     src=st.dictionaries(st.tuples(st.integers(0, 1), st.sampled_from(RANDOM_SOURCE_FILES)),
