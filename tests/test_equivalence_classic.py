@@ -100,6 +100,10 @@ def _source_dir_differs(env: Env, rule: Rule, path: str) -> bool:
     return False
 
 
+def _without(rec: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in keys}
+
+
 @dataclass(frozen=True)
 class Difference:
     name: str
@@ -168,6 +172,16 @@ DIFFERENCES: tuple[Difference, ...] = (
         "litefs gives the concatenation of the sources (or the image's file) once.",
         lambda env, p, c, v: _rule(env.plan, p, lambda r: r.family.value == "con") is not None
         and _copied_parent(env.plan, p) is not None,
+    ),
+    Difference(
+        "con file keeps its owner and mode",
+        "rc.statelite builds a con file anew with 'cat >>' in the initramfs, so on a stock node "
+        "it is always root's, mode 0644, whoever owned the image's file; litefs shows the "
+        "concatenation with the owner and mode of the file it starts from (a user's file stays "
+        "the user's).",
+        lambda env, p, c, v: _rule(env.plan, p, lambda r: r.family.value == "con") is not None
+        and isinstance(c, dict) and isinstance(v, dict) and (c.get("uid"), c.get("gid"), c.get("mode")) == (0, 0, 0o644)
+        and _without(c, "uid", "gid", "mode") == _without(v, "uid", "gid", "mode"),
     ),
     Difference(
         "a listed path can be deleted",
@@ -542,6 +556,7 @@ def random_tables() -> st.SearchStrategy[dict[str, str]]:
 @settings(max_examples=8, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @example(rules={"/root/": "tmpfs", "/root/.bashrc": "tmpfs"}, src={(0, "/root/.bashrc"): "a"}, ops=[])
+@example(rules={"/home/user/.profile": "link,con"}, src={}, ops=[])
 @given(
     rules=random_tables(),
     src=st.dictionaries(st.tuples(st.integers(0, 1), st.sampled_from(RANDOM_SOURCE_FILES)),
