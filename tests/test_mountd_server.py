@@ -551,8 +551,9 @@ def test_tls_and_plain_tcp_mismatch_says_how_to_fix(sqlite_cluster: Engine, ca: 
 def test_plan_json_is_the_plans_own_encoding(sqlite_cluster: Engine) -> None:
     """mountd encodes an image's rules once and splices them in: the bytes must equal the
     plan's own JSON for every node, even with text that looks like the splice point."""
-    from litefs import planner
     from litefs.mountd.catalog import _compact, load_view
+
+    from litefs import planner
 
     tabledata.chtab(sqlite_cluster, {"priority": "2.0"},
                     ["litetree.image=img1", 'litetree.directory=mn:/odd/"rules":[]/$node'])
