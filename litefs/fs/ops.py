@@ -831,27 +831,32 @@ class LitefsOps(pyfuse3.Operations):
 
     @guarded
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        sname = os.fsdecode(name)
-        pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
-        parent, leaf = split(rel)
-        pfd = up.dirfd(parent)
-        try:
-            os.mknod(leaf, mode, rdev, dir_fd=pfd)
-        finally:
-            up.release(pfd)
-        self._own(up, rel, ctx)
-        if had_wh:
-            self._drop_whiteout(up, rel)
-        return self._new_entry(pnode, sname)[1]
+        return self._make_leaf(
+            parent_inode, name, ctx, lambda leaf, pfd: os.mknod(leaf, mode, rdev, dir_fd=pfd)
+        )
 
     @guarded
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        text = os.fsdecode(target)
+        return self._make_leaf(
+            parent_inode, name, ctx, lambda leaf, pfd: os.symlink(text, leaf, dir_fd=pfd)
+        )
+
+    def _make_leaf(
+        self,
+        parent_inode: int,
+        name: bytes,
+        ctx: pyfuse3.RequestContext,
+        make: Callable[[str, int], None],
+    ) -> pyfuse3.EntryAttributes:
+        """Create a non-directory name in the upper layer with ``make(leaf, parent_fd)``,
+        owned by the caller, replacing a whiteout of that name (mknod, symlink)."""
         sname = os.fsdecode(name)
         pnode, _pe, _path, up, rel, had_wh = self._prepare_create(parent_inode, sname)
         parent, leaf = split(rel)
         pfd = up.dirfd(parent)
         try:
-            os.symlink(os.fsdecode(target), leaf, dir_fd=pfd)
+            make(leaf, pfd)
         finally:
             up.release(pfd)
         self._own(up, rel, ctx)
