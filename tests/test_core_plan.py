@@ -84,3 +84,16 @@ def test_untrusted_plans_are_refused_with_a_reason(mutate, message: str) -> None
 def test_not_json_is_a_plan_error() -> None:
     with pytest.raises(PlanError, match="not JSON"):
         Plan.from_json("{nope")
+
+
+def test_public_surface_is_pinned() -> None:
+    # The names litefs promises to callers (mountd, the boot side, admins' scripts); changing
+    # this list is an API change and should be deliberate.
+    import litefs
+
+    assert sorted(litefs.__all__) == [
+        "PLAN_VERSION", "Family", "Layer", "LitefsError", "Plan", "PlanError", "Resolution",
+        "Rule", "Source", "UsageError", "resolve",
+    ]
+    for name in litefs.__all__:
+        assert getattr(litefs, name) is not None
