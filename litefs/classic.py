@@ -466,6 +466,13 @@ def _boot_here(cfg: ClassicConfig, sysroot: str, result_fd: int) -> None:
     _sh(["mount", "--bind", cfg.image, sysroot])
     _sh(["mount", "-o", "remount,bind,ro", sysroot])
     sh = Shell(sysroot)
+    if not os.path.exists(sh.real(f"{MNTDIR}/etc/init.d/statelite")):
+        # prepivot's words; a stock node then sits in a shell. Carried on here (and said) so
+        # the emulation still shows what rc.statelite would do with this image.
+        sh.console.append(
+            f"{MNTDIR}/etc/init.d/statelite doesn't exist.  Perhaps you didn't create this image "
+            "with the -m statelite mode (a stock node stops here in a shell)"
+        )
     _sh(["mount", "-t", "tmpfs", "rw", sh.real(f"{MNTDIR}/{SL}")])
     os.mkdir(sh.real(TMPFS))
     if cfg.persistent:

@@ -202,6 +202,15 @@ def test_litetree_dir_holding_a_child_is_no_hit_for_the_parent(node: Node) -> No
 
 
 @pytest.mark.netns
+def test_missing_rc_statelite_is_said_as_prepivot_says_it(node: Node) -> None:
+    plan = plan_of(("/etc/ntp.conf", "link"))
+    assert not any("init.d/statelite" in line for line in node.boot(plan).console)
+    (node.image / "etc/init.d/statelite").unlink()
+    res = node.boot(plan, liteimg=False)
+    assert res.console[0].startswith("/sysroot/etc/init.d/statelite doesn't exist.  Perhaps you didn't")
+
+
+@pytest.mark.netns
 def test_missing_export_and_missing_default_are_reported(node: Node) -> None:
     plan = plan_of(("/etc/ntp.conf", "tmpfs"), sources=("10.9.9.9:/nowhere",))
     L.run_liteimg("img", plan, str(node.image))
