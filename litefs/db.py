@@ -223,10 +223,17 @@ def _v0_to_v1(conn: Connection) -> None:
     _insert_default_policy(conn)
 
 
+def _v1_to_v2(conn: Connection) -> None:
+    # Version 2 adds xCAT's nodehm table (serial console settings nodeset puts on the kernel
+    # command line). Rows elsewhere are untouched; checkfirst because a v0 database upgraded
+    # by this code already got every table in _v0_to_v1.
+    TABLES["nodehm"].create(conn, checkfirst=True)
+
+
 Migration = Callable[[Connection], None]
 
 #: ``MIGRATIONS[n]`` turns a version-n database into version n+1, inside one transaction.
-MIGRATIONS: Mapping[int, Migration] = {0: _v0_to_v1}
+MIGRATIONS: Mapping[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def upgrade(

@@ -14,7 +14,7 @@ from sqlalchemy import Column, ColumnElement, MetaData, Table, Text, or_
 metadata = MetaData()
 
 #: Version of the schema this code writes; :mod:`litefs.db` upgrades older databases to it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # (table name, key columns, other columns) in xCAT's schema order.
 _SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -40,6 +40,14 @@ _SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     ("nodetype", ("node",), ("os", "arch", "profile", "provmethod", "supportedarchs", "nodetype")),
     ("nodepos", ("node",), ("rack", "u", "chassis", "slot", "room", "height")),
+    (
+        "nodehm",
+        ("node",),
+        (
+            "power", "mgt", "cons", "termserver", "termport", "conserver", "serialport",
+            "serialspeed", "serialflow", "getmac", "cmdmapping", "consoleondemand",
+        ),
+    ),
     ("hosts", ("node",), ("ip", "hostnames", "otherinterfaces")),
     ("mac", ("node",), ("interface", "mac")),
     ("chain", ("node",), ("currstate", "currchain", "chain", "ondiscover")),

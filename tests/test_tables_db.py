@@ -94,6 +94,7 @@ def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:  # 
         raise TableError("step 3 failed")
 
     migrations = {1: step(1), 2: step(2), 3: broken}
+    _set_version(engine, 1)
     before = dump_all(engine)
     with pytest.raises(TableError, match="step 3 failed"):
         db.upgrade(engine, migrations=migrations, target=4)
@@ -106,6 +107,41 @@ def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:  # 
         db.upgrade(engine, migrations=migrations | {3: step(3)}, target=5)
     with engine.connect() as conn:
         assert db.current_version(conn) == 3  # the failed run left nothing behind
+
+
+def test_upgrade_from_real_v1_adds_nodehm_and_keeps_rows(blank_engine: Engine) -> None:  # noqa: F811
+    # A version-1 database as litefs 1 wrote it: every table but nodehm, version row "1".
+    v1 = [t for name, t in TABLES.items() if name != "nodehm"]
+    with blank_engine.begin() as conn:
+        for t in [*v1, litefs_meta]:
+            t.create(conn)
+        conn.execute(litefs_meta.insert().values(key=db.VERSION_KEY, value="1"))
+        conn.execute(TABLES["nodelist"].insert().values(node="n01", groups="compute,all"))
+        conn.execute(TABLES["litefile"].insert().values(image="ALL", file="/etc/fstab",
+                                                        options="persistent"))
+    before = _dump_present(blank_engine)
+    with pytest.raises(TableError, match=r"schema version 1, this litefs needs 2; run 'litefs db "
+                       r"upgrade'"):
+        db.require_schema(blank_engine)
+    with pytest.raises(TableError, match="schema version 1; run 'litefs db upgrade' first"):
+        db.init_db(blank_engine)
+    assert db.upgrade(blank_engine) == (1, 2)
+    assert db.require_schema(blank_engine) == 2
+    from sqlalchemy import inspect
+
+    cols = [c["name"] for c in inspect(blank_engine).get_columns("nodehm")]
+    assert cols == ["node", *XCAT_TABLES["nodehm"][1].split()[1:], "comments", "disable"]
+    after = dump_all(blank_engine)
+    assert {k: after[k] for k in before} == before  # every v1 row kept, byte for byte
+    assert after["nodehm"].count("\n") == 1  # the new table is empty: header only
+    assert db.upgrade(blank_engine) == (2, 2)
+
+
+def _dump_present(e: Engine) -> dict[str, str]:
+    from litefs import tabledata
+
+    with e.connect() as conn:
+        return {name: tabledata.dump(conn, name) for name in TABLES if name != "nodehm"}
 
 
 def test_sqlite_engine_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
@@ -187,6 +223,11 @@ XCAT_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "nodetype": (("node",), "node os arch profile provmethod supportedarchs nodetype"),
     "nodepos": (("node",), "node rack u chassis slot room height"),
+    "nodehm": (
+        ("node",),
+        "node power mgt cons termserver termport conserver serialport serialspeed serialflow "
+        "getmac cmdmapping consoleondemand",
+    ),
     "hosts": (("node",), "node ip hostnames otherinterfaces"),
     "osimage": (
         ("imagename",),
