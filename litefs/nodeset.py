@@ -60,6 +60,9 @@ class BootSpec:
     nicname: str = ""
     mac: str = ""
     addkcmdline: str = ""
+    serialport: str = ""
+    serialspeed: str = ""
+    serialflow: str = ""
 
     @property
     def currstate(self) -> str:
@@ -134,12 +137,37 @@ def normalise_mac(mac: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
+def console_args(node: str, osarch: str, port: str, speed: str, flow: str) -> list[str]:
+    """``console=tty0 console=ttyS<port>,<speed>[n8r]`` from ``nodehm`` (anaconda.pm).
+
+    Nothing when ``serialport`` is unset. ppc64 consoles are ``hvc<port>``; ``n8r`` (RTS/CTS
+    hardware flow control) is added when ``serialflow`` mentions hard, cts or ctsrts.
+    """
+    port, speed = port.strip(), speed.strip()
+    if not port:
+        return []
+    if not speed:
+        raise BootError(
+            f"{node}: serialport defined, but no serialspeed for {node} in nodehm table; "
+            f"set it (e.g. chtab node={node} nodehm.serialspeed=115200)"
+        )
+    for col, value in (("serialport", port), ("serialspeed", speed)):
+        if not value.isdigit():
+            raise BootError(
+                f"{node}: nodehm.{col} {value!r} is not a number; the kernel would ignore "
+                f"the console argument (e.g. nodehm.serialport=0 nodehm.serialspeed=115200)"
+            )
+    dev = "hvc" if osarch.startswith("ppc64") else "ttyS"
+    suffix = "n8r" if re.search(r"hard|cts", flow) else ""
+    return ["console=tty0", f"console={dev}{port},{speed}{suffix}"]
+
+
 def kernel_cmdline(spec: BootSpec) -> str:
     """The kernel command line in xCAT's order (reference §8.1), before boot-loader fixups.
 
     ``root=nfs:…:ro[,opts]`` (dracut) or ``NFSROOT=`` (legacy init), ``STATEMNT=``, ``XCAT=``,
-    ``NODE=``, ``nonodestatus``, ``XCATHTTPPORT=``, NIC args, ``selinux=0``, ``MNTOPTS=``,
-    then ``linuximage.addkcmdline``.
+    ``NODE=``, ``nonodestatus``, ``XCATHTTPPORT=``, NIC args, console args (``nodehm``),
+    ``selinux=0``, ``MNTOPTS=``, then ``linuximage.addkcmdline``.
     """
     check_statemnt(spec.node, spec.statemnt)
     args: list[str] = []
@@ -162,6 +190,8 @@ def kernel_cmdline(spec: BootSpec) -> str:
     elif mac and (spec.nicname or spec.osarch.startswith("ppc")):
         # xCAT: a MAC given as the boot NIC, or ppc without one, boots by BOOTIF=<mac>.
         args.append(f"BOOTIF={mac}")
+    args += console_args(spec.node, spec.osarch, spec.serialport, spec.serialspeed,
+                         spec.serialflow)
     if _SELINUX_OFF.match(spec.osvers):
         args.append("selinux=0")
     args.append(f"MNTOPTS={spec.mntopts}")

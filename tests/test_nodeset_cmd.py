@@ -201,3 +201,30 @@ def test_mac_cell_ips_get_links_and_boot_nic_follows_xcat(engine: Engine,  # noq
     # installnic=mac means "none": anaconda.pm falls through to primarynic.
     cfg = (tftp / "pxelinux.cfg" / "n01").read_text()
     assert " ifname=eth1:aa:bb:cc:dd:ee:01 netdev=eth1 selinux=0 MNTOPTS=\n" in cfg
+
+
+def test_nodehm_console_args_inherit_from_group(engine: Engine, tmp_path: Path,  # noqa: F811
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    imgdir = _setup(engine, tmp_path)
+    header = ('#node,power,mgt,cons,termserver,termport,conserver,serialport,serialspeed,'
+              'serialflow,getmac,cmdmapping,consoleondemand,comments,disable\n')
+    load_tables(engine, {"nodehm": header + '"compute",,"ipmi",,,,,"0","115200","hard",,,,,\n'
+                                            '"n02",,"ipmi",,,,,"1","9600",,,,,,\n'})
+    tftp = tmp_path / "t"
+    assert _run(engine, tftp, "compute", f"osimage={IMAGE}") == 0
+    head = f"root=nfs:10.0.0.1:{imgdir}/rootimg:ro STATEMNT=10.0.0.1:/nodedata XCAT=10.0.0.1:3001"
+    assert (f" APPEND initrd=xcat/osimage/{IMAGE}/initrd-statelite.gz {head} NODE=n01 "
+            "XCATHTTPPORT=80 console=tty0 console=ttyS0,115200n8r selinux=0 MNTOPTS=\n"
+            ) in (tftp / "pxelinux.cfg" / "n01").read_text()
+    # n02's own row wins per column; its blank serialflow still comes from the group (xCAT).
+    assert (f"{head} NODE=n02 XCATHTTPPORT=80 console=tty0 console=ttyS1,9600n8r selinux=0 "
+            "MNTOPTS=\n") in (tftp / "pxelinux.cfg" / "n02").read_text()
+
+    # A port without a speed is xCAT's error; nothing is written or changed.
+    load_tables(engine, {"nodehm": header + '"n01",,,,,,,"0",,,,,,,\n'})
+    before = dump_all(engine)
+    assert _run(engine, tmp_path / "t2", "n01", f"osimage={IMAGE}") == 1
+    assert ("n01: serialport defined, but no serialspeed for n01 in nodehm table"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "t2").exists()
+    assert dump_all(engine) == before

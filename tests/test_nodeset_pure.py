@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -13,6 +14,7 @@ from litefs.nodeset import (
     BootSpec,
     boot_files,
     check_statemnt,
+    console_args,
     ip_hex,
     kernel_cmdline,
     mac_ips,
@@ -44,18 +46,59 @@ def test_cmdline_order_matches_xcat() -> None:
 
 
 def test_cmdline_issue_6495_shape() -> None:
-    # The real example from issue #6495 (xnba), less its console args (nodehm not modelled).
+    # The real example from issue #6495 (xnba), console args from nodehm included; xCAT's
+    # doubled space before console= is a quirk of its string pasting, not kept.
     spec = BootSpec(
         node="jfe01", image="x", osvers="centos7", osarch="x86_64", profile="login",
         image_server="10.187.1.150",
         root_dir="/install/netboot/centos7-statelite/x86_64/login-20191015",
         xcatmaster="10.187.1.150", statemnt="10.187.1.150:/install/litetree/login",
+        serialport="0", serialspeed="115200", serialflow="hard",
     )
     assert kernel_cmdline(spec) == (
         "root=nfs:10.187.1.150:/install/netboot/centos7-statelite/x86_64/login-20191015/rootimg:ro "
         "STATEMNT=10.187.1.150:/install/litetree/login XCAT=10.187.1.150:3001 NODE=jfe01 "
-        "XCATHTTPPORT=80 MNTOPTS="
+        "XCATHTTPPORT=80 console=tty0 console=ttyS0,115200n8r MNTOPTS="
     )
+
+
+@pytest.mark.parametrize(
+    ("osarch", "port", "speed", "flow", "want"),
+    [
+        ("x86_64", "", "115200", "hard", []),  # no serialport: no console args
+        ("x86_64", "1", "9600", "", ["console=tty0", "console=ttyS1,9600"]),
+        ("x86_64", "0", "115200", "soft", ["console=tty0", "console=ttyS0,115200"]),
+        ("x86_64", "0", "115200", "cts", ["console=tty0", "console=ttyS0,115200n8r"]),
+        ("x86_64", "0", "115200", "ctsrts", ["console=tty0", "console=ttyS0,115200n8r"]),
+        ("ppc64le", "0", "19200", "", ["console=tty0", "console=hvc0,19200"]),
+    ],
+)
+def test_console_args_follow_nodehm(osarch: str, port: str, speed: str, flow: str,
+                                    want: list[str]) -> None:
+    assert console_args("n01", osarch, port, speed, flow) == want
+
+
+def test_console_args_sit_after_nic_args_before_selinux() -> None:
+    spec = dataclasses.replace(SPEC, nicname="eth0", mac="aa:bb:cc:dd:ee:ff",
+                               serialport="0", serialspeed="115200")
+    assert kernel_cmdline(spec).split()[5:] == [
+        "ifname=eth0:aa:bb:cc:dd:ee:ff", "netdev=eth0", "console=tty0",
+        "console=ttyS0,115200", "selinux=0", "MNTOPTS=",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("port", "speed", "needle"),
+    [
+        ("0", "", "serialport defined, but no serialspeed for n01 in nodehm table"),
+        ("ttyS0", "115200", "nodehm.serialport 'ttyS0' is not a number"),
+        ("0", "115200n8", "nodehm.serialspeed '115200n8' is not a number"),
+    ],
+)
+def test_bad_console_settings_are_refused(port: str, speed: str, needle: str) -> None:
+    spec = dataclasses.replace(SPEC, serialport=port, serialspeed=speed)
+    with pytest.raises(BootError, match=needle):
+        kernel_cmdline(spec)
 
 
 def test_legacy_init_uses_nfsroot_and_empty_statemnt() -> None:

@@ -1,6 +1,6 @@
 """``nodeset <noderange> osimage[=<image>] | boot``: write statelite boot files, as xCAT does.
 
-Reads the node's tables (noderes, nodetype, hosts, mac, statelite, site, osimage,
+Reads the node's tables (noderes, nodetype, hosts, mac, statelite, nodehm, site, osimage,
 linuximage), builds each node's kernel command line and boot files with the pure
 :mod:`litefs.nodeset`, and only when every node checks out (MAC known, kernel and initrd
 present, STATEMNT has a server) writes anything: kernel and initrd under
@@ -47,7 +47,9 @@ DEPRECATED = (
     'The options "install", "netboot", and "statelite" have been deprecated, use '
     '"osimage=<osimage_name>" instead.'
 )
-_NODE_TABLES = ("noderes", "nodetype", "hosts", "mac", "statelite", "nodepos", "chain")
+_NODE_TABLES = (
+    "noderes", "nodetype", "hosts", "mac", "statelite", "nodepos", "chain", "nodehm",
+)
 
 
 @dataclass
@@ -235,6 +237,9 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
         nicname=_boot_nic(node, t, linux),
         mac=mac,
         addkcmdline=linux.get("addkcmdline") or "",
+        serialport=a.get(node, "nodehm", "serialport") or "",
+        serialspeed=a.get(node, "nodehm", "serialspeed") or "",
+        serialflow=a.get(node, "nodehm", "serialflow") or "",
     )
     cmdline = kernel_cmdline(spec)
     files = boot_files(netboot, node=node, ip=node_ip, mac=mac, state=spec.currstate,
