@@ -10,7 +10,8 @@
 #                                                -> $LAYERS/statelite/persistent
 #   4. fetch the plan from mountd at XCAT= (retries with backoff; clear console message)
 #   5. mount the litetree sources read-only      -> $LAYERS/statelite/mnt/<server><path>
-#   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root)
+#   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root); its
+#      Python starts alongside step 4 and waits for the go (initramfs/premount.py)
 #   7. switch_root into the view (PID 1) or chroot (anything else).
 # "shell" on the command line drops to a shell three times (after the mounts, after the plan,
 # before switch_root), as the cookbook §7 describes. Every step is logged, shell-style, to
@@ -82,6 +83,10 @@ emergency_shell() {
 
 die() {
     say "$*"
+    if [ -n "${PREMOUNT:-}" ]; then
+        kill "$PREMOUNT" 2>/dev/null  # the pre-started daemon will not be needed
+        PREMOUNT=
+    fi
     emergency_shell
     if [ "$$" = 1 ] && [ "$MODE" = init ]; then
         # PID 1 must not exit (kernel panic); stop the machine cleanly instead.
@@ -293,25 +298,54 @@ mount_sources() {
     done <"$SL/sources"
 }
 
-start_litefs() {
+# mount_args: MOUNT_ARGS_PERS, the persistent layer `litefs mount` gets this boot.
+mount_args() {
+    MOUNT_ARGS_PERS=$SL/persistent
+    # xCAT without STATEMNT: "persistent" files live in RAM for this boot.
+    [ "$HAVE_PERSISTENT" = 1 ] || MOUNT_ARGS_PERS=$SL/ram-persistent
+}
+
+prestart_litefs() {
+    # Start the daemon's Python now, alongside the plan fetch: it imports what `litefs mount`
+    # needs, then waits on $SL/mount.go for start_litefs (the plan and sources come first).
     run mkdir -p "$NEWROOT"
-    if [ "$HAVE_PERSISTENT" = 1 ]; then
-        pers=$SL/persistent
-    else
-        # xCAT without STATEMNT: "persistent" files live in RAM for this boot.
-        pers=$SL/ram-persistent
-        run mkdir -p "$pers"
-    fi
+    mount_args
+    [ "$HAVE_PERSISTENT" = 1 ] || run mkdir -p "$MOUNT_ARGS_PERS"
+    rm -f "$SL/mount.go"
+    mkfifo "$SL/mount.go" || return 0  # no fifo: start_litefs starts Python itself
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
-        --persistent "$pers" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
-    log "@litefs $*"
+        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
-    # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it. Without
-    # --foreground the command returns once the view is ready (bypass binds laid), leaving
-    # the daemon behind, or prints why it could not mount.
+    # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
     PYX=$(command -v "$PY")
-    (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" </dev/null) ||
-        die "the litefs daemon could not mount $NEWROOT (its log: $SL/litefs.log)"
+    (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.initramfs.premount \
+        --go "$SL/mount.go" "$@" </dev/null) &
+    PREMOUNT=$!
+}
+
+start_litefs() {
+    mount_args
+    set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
+        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
+    log "@litefs $*"
+    # Without --foreground the command returns once the view is ready (bypass binds laid),
+    # leaving the daemon behind, or prints why it could not mount.
+    if [ -n "$PREMOUNT" ]; then
+        # Read-write open never blocks, and holding it until the pre-started process is done
+        # keeps "go" in the pipe even if that process opens it only after our write.
+        exec 9<>"$SL/mount.go"
+        echo go >&9
+        wait "$PREMOUNT"
+        rc=$?
+        exec 9>&-
+        PREMOUNT=
+        rm -f "$SL/mount.go"
+    else
+        PYX=$(command -v "$PY")
+        (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" </dev/null)
+        rc=$?
+    fi
+    [ "$rc" = 0 ] || die "the litefs daemon could not mount $NEWROOT (its log: $SL/litefs.log)"
     is_mounted "$NEWROOT" || die "litefs reported ready but $NEWROOT is not mounted"
     log "# litefs is serving $NEWROOT"
     if [ "$WATCH" = 1 ]; then
@@ -345,6 +379,7 @@ switch_into_view() {
 litefs_boot() {
     HAVE_PERSISTENT=0
     WATCH=0
+    PREMOUNT=
     basic_mounts
     parse_cmdline
     say "booting $NODE"
@@ -357,6 +392,7 @@ litefs_boot() {
     mount_persistent
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
     stamp fetch_plan
+    prestart_litefs
     fetch_plan
     stamp mount_sources
     mount_sources

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,39 @@ def test_demo_sample_moves_onto_the_cluster_network() -> None:
     assert '"10.77.0.1:/nodedata"' in moved["statelite"]
     with pytest.raises(ValueError, match="not the first three octets"):
         sampledata.demo_tables_on("10.77.0.0/24")
+
+
+def _premount(args: list[str], word: str | None, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run the pre-started mount with a real fifo; ``word`` is what the hook writes into it."""
+    fifo = tmp_path / "mount.go"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "litefs.initramfs.premount", "--go",
+                             str(fifo), *args], stderr=subprocess.PIPE, text=True)
+    if word is not None:
+        with open(fifo, "w") as f:  # blocks until the child has imported and opened it
+            f.write(word + "\n")
+    _, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
+
+
+def test_premount_stop_exits_without_mounting(tmp_path: Path) -> None:
+    view = tmp_path / "view"
+    view.mkdir()
+    proc = _premount(["mount", "--plan", str(tmp_path / "none.json"), str(view)], "stop", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert not (tmp_path / "none.json").exists() and not any(view.iterdir())
+
+
+def test_premount_go_runs_litefs_with_its_exit_status(tmp_path: Path) -> None:
+    # The same one-line error and exit status `litefs mount` gives for a missing plan file.
+    view = tmp_path / "view"
+    view.mkdir()
+    proc = _premount(["mount", "--plan", str(tmp_path / "none.json"), "--image", str(tmp_path),
+                      "--tmpfs", str(tmp_path), str(view)], "go", tmp_path)
+    direct = subprocess.run([sys.executable, "-m", "litefs.tools.litefs_cli",
+                             "mount", "--plan", str(tmp_path / "none.json"), "--image",
+                             str(tmp_path), "--tmpfs", str(tmp_path), str(view)],
+                            capture_output=True, text=True)
+    assert proc.returncode == direct.returncode != 0
+    assert proc.stderr == direct.stderr and "none.json" in proc.stderr

@@ -1,0 +1,36 @@
+"""Pre-started ``litefs mount``: pay the daemon's Python start-up while the plan is fetched.
+
+``python -m litefs.initramfs.premount --go FIFO mount ARGS...`` imports everything
+``litefs mount`` needs, then blocks opening ``FIFO`` (a named pipe the boot hook made). The hook
+starts it in the background, under ``@litefs``, alongside the plan fetch; once the plan is known
+and the litetree sources are mounted it writes ``go`` into the pipe and this process runs
+``litefs ARGS...`` exactly as ``python -m litefs.tools.litefs_cli`` would (same exit status,
+same console lines, same daemon). Anything else read from the pipe (``stop``, or end of file)
+exits 0 without mounting: the boot failed before the view was wanted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# The point of this module: import now, before the go, what the mount itself would import
+# (cmd_fs pulls in litefs.fs: pyfuse3, trio, the view).
+import litefs.tools.cmd_fs  # noqa: F401
+from litefs.tools import litefs_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "--go":
+        print("usage: python -m litefs.initramfs.premount --go FIFO LITEFS-ARGS...",
+              file=sys.stderr)
+        return 2
+    with open(args[1]) as fifo:  # blocks until the hook opens the pipe to write
+        word = fifo.readline().strip()
+    if word != "go":
+        return 0
+    return litefs_cli.main(args[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
