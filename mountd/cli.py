@@ -10,13 +10,16 @@ seconds, and exits 0. SIGHUP re-reads the tables at once (they are also re-read 
 
 from __future__ import annotations
 
+import argparse
 import signal
+import socket
+import ssl
 import sys
 from pathlib import Path
 
 import trio
 from litefs.tools.common import Parser, add_db_option, run_main
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from litefs.errors import LitefsError, UsageError
 
@@ -67,7 +70,7 @@ def _parser() -> Parser:
     return p
 
 
-def _site_port(engine) -> int:  # type: ignore[no-untyped-def]
+def _site_port(engine: Engine) -> int:
     from litefs.schema import TABLES, active
 
     site = TABLES["site"]
@@ -123,7 +126,7 @@ def _body(argv: list[str]) -> int:
     return workers.run_workers(args.workers, worker)
 
 
-def _tls_context(args):  # type: ignore[no-untyped-def]
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext:
     ca_dir = Path(args.ca_dir)
     ca = Path(args.ca) if args.ca else ca_dir / "ca.pem"
     cert = Path(args.cert) if args.cert else ca_dir / "server.pem"
@@ -136,8 +139,9 @@ def _tls_context(args):  # type: ignore[no-untyped-def]
     return server_context(ca, cert, key)
 
 
-def _server(args, engine, port: int, log: Logger, *, index: int = 0,  # type: ignore[no-untyped-def]
-            listen=None, siblings=None) -> Server:
+def _server(args: argparse.Namespace, engine: Engine, port: int, log: Logger, *, index: int = 0,
+            listen: list[socket.socket] | None = None,
+            siblings: workers.Siblings | None = None) -> Server:
     config = ServerConfig(
         host=args.host, port=port, ssl_context=None if args.insecure else _tls_context(args),
         unix_socket=(args.socket or None) if index == 0 else None,

@@ -22,7 +22,7 @@ from litefs.errors import MountError, PlanError, UsageError
 from litefs.fs import control
 from litefs.fs.layers import LayerSet
 from litefs.fs.mount import MountConfig, serve, umount
-from litefs.fs.view import META_DIR, View, rule_text
+from litefs.fs.view import META_DIR, Entry, View, rule_text
 from litefs.plan import Plan, Source
 from litefs.resolve import normalise_path, resolve
 
@@ -281,7 +281,7 @@ def _without_sources(plan: Plan) -> Plan:
     return Plan(image=plan.image, rules=plan.rules, node=plan.node, statemnt=plan.statemnt)
 
 
-def _locate(view: View, path: str):  # type: ignore[no-untyped-def]
+def _locate(view: View, path: str) -> Entry | None:
     entry = view.root()
     if path == "/":
         return entry

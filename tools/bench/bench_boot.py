@@ -45,6 +45,10 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from litefs.cluster_sim import Cluster, Node
 
 SKIP_HOST = ("/tmp", "/var/tmp", "/var/run", "/var/lock", "/etc/mtab")
 DEBOOTSTRAP_CACHE = Path("/var/tmp/litefs-bench/bookworm-minbase")
@@ -150,7 +154,7 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def daemon_root(node) -> str:  # type: ignore[no-untyped-def]
+def daemon_root(node: Node) -> str:
     pid = node.pid1()
     for kid in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         if Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[0] == b"@litefs":
@@ -168,7 +172,7 @@ def steps(log: str) -> dict[str, float]:
     return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}
 
 
-def litefs_boot_once(c, name: str, extra: str) -> tuple[float, float, dict[str, float]]:  # type: ignore[no-untyped-def]
+def litefs_boot_once(c: Cluster, name: str, extra: str) -> tuple[float, float, dict[str, float]]:
     from litefs.cluster_sim import DEMO_IMAGE_DIR
 
     node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR, extra=extra))
@@ -300,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             times: dict[str, float] = {}
             errors: list[str] = []
 
-            def wait(node) -> None:  # type: ignore[no-untyped-def]
+            def wait(node: Node) -> None:
                 try:
                     times[node.name] = node.wait_shell(600)
                 except Exception as exc:  # report, do not hide

@@ -25,12 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import TypeVar
 
 from litefs import classic, db, liteimg, tabledata
 from litefs.plan import Plan
 from litefs.planner import image_plan
+
+T = TypeVar("T")
 
 LISTED = ["/var/log", "/var/cache/man", "/opt/xcat", "/xcatpost", "/tmp", "/etc/ssh",
           "/var/lib/dhclient", "/var/lib/ntp", "/var/tmp", "/var/empty"]
@@ -74,7 +78,7 @@ def redhat_plan(work: Path) -> Plan:
         engine.dispose()
 
 
-def timed(fn, *args):  # type: ignore[no-untyped-def]
+def timed(fn: Callable[..., T], *args: object) -> tuple[float, T]:
     t0 = time.perf_counter()
     out = fn(*args)
     return time.perf_counter() - t0, out
@@ -175,7 +179,7 @@ def main() -> int:
     return 0
 
 
-def _lstat_walk(root: Path):  # type: ignore[no-untyped-def]
+def _lstat_walk(root: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
             yield os.lstat(os.path.join(dirpath, n))
