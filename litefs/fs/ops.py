@@ -677,6 +677,13 @@ class LitefsOps(pyfuse3.Operations):
                 os.mkdir(leaf, stat.S_IMODE(mode), dir_fd=pfd)
         finally:
             up.release(pfd)
+        return self._finish_create(pnode, sname, up, rel, ctx, had_wh)
+
+    def _finish_create(
+        self, pnode: Node, sname: str, up: Backing, rel: str, ctx: pyfuse3.RequestContext, had_wh: bool
+    ) -> pyfuse3.EntryAttributes:
+        """After a name was made in the upper layer: give it to the caller, drop the whiteout
+        it replaces, and hand the kernel its entry."""
         self._own(up, rel, ctx)
         if had_wh:
             self._drop_whiteout(up, rel)
@@ -859,10 +866,7 @@ class LitefsOps(pyfuse3.Operations):
             make(leaf, pfd)
         finally:
             up.release(pfd)
-        self._own(up, rel, ctx)
-        if had_wh:
-            self._drop_whiteout(up, rel)
-        return self._new_entry(pnode, sname)[1]
+        return self._finish_create(pnode, sname, up, rel, ctx, had_wh)
 
     @guarded
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
