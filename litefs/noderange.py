@@ -10,12 +10,14 @@ Names that match no node or group are collected and reported together in one
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
+from litefs import saferegex
 from litefs.errors import NoderangeError
 
 #: attr(node, table, column) -> value or None (inheritance and regex cells already applied).
@@ -54,10 +56,63 @@ _RUNS = re.compile(r"\d+|\D+")
 _PLUS = re.compile(r"^(.*?)(\d+)\+(\d+)$")
 _MAX_EXPANSION = 1_000_000  # a typo like n1-n99999999 must not eat the server's memory
 _MAX_FILE_DEPTH = 8
+#: Longest noderange text and deepest bracket nesting accepted: the parser recurses per
+#: level, and 5,000 nested '(' must be a one-line error, not a RecursionError.
+MAX_TEXT = 64 * 1024
+MAX_DEPTH = 32
+#: Largest ``^file`` read (the CLI only): a noderange file is a list of names.
+MAX_FILE_BYTES = 1 << 20
+#: Unknown names listed in an error; the rest are counted (an error is not a data dump).
+_MAX_LISTED = 20
 
 
-def _no_file(path: str) -> str:
-    return Path(path).read_text()
+def no_files(path: str) -> str:
+    """The default ``read_file``: requests from the network or the admin socket, policy
+    rows and dynamic groups never make us read a file (mountd runs as root)."""
+    raise NoderangeError(
+        f"noderange files (^{_clip(path)}) are only accepted by the local command line tools"
+    )
+
+
+def read_noderange_file(path: str) -> str:
+    """``^path`` for the local CLI: a regular file of at most MAX_FILE_BYTES, read without
+    blocking (a FIFO or /dev/zero is refused instead of hanging or filling memory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise NoderangeError(f"cannot read noderange file {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NoderangeError(f"noderange file {path} is not a regular file")
+        data = os.read(fd, MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise NoderangeError(f"cannot read noderange file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise NoderangeError(f"noderange file {path} is larger than {MAX_FILE_BYTES} bytes")
+    return data.decode("utf-8", "replace")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` shortened for an error message (hostile input must not flood a reply)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_shape(text: str) -> None:
+    """Refuse a noderange that is too long or nested too deeply, before any parsing."""
+    if len(text) > MAX_TEXT:
+        raise NoderangeError(f"noderange is too long ({len(text)} characters, limit {MAX_TEXT})")
+    depth = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NoderangeError(
+                    f"noderange nests brackets more than {MAX_DEPTH} deep: {_clip(text, 40)!r}"
+                )
+        elif ch in ")]}":
+            depth -= 1
 
 
 @dataclass
@@ -69,7 +124,9 @@ class Universe:
     (``attr==val::attr=~re``). ``declared_groups``: group names defined in ``nodegroup``
     (a declared group without members expands to nothing instead of being unknown).
     ``attr``: node attribute lookup for selectors and dynamic groups. ``read_file``: reads
-    ``^/path`` files. ``digit_prefix``/``digit_suffix``: what an all-digits atom gets
+    ``^/path`` files; the default refuses them (only the local CLI passes
+    :func:`read_noderange_file`). ``max_names``: how many names one expansion may generate
+    in all (ranges, brackets), so a request's work is bounded. ``digit_prefix``/``digit_suffix``: what an all-digits atom gets
     (xCAT's ``XCAT_NODE_PREFIX``/``SUFFIX``, default ``node``).
     """
 
@@ -78,7 +135,8 @@ class Universe:
     dynamic: Mapping[str, str] = field(default_factory=dict)
     declared_groups: frozenset[str] = frozenset()
     attr: AttrLookup | None = None
-    read_file: Callable[[str], str] = _no_file
+    read_file: Callable[[str], str] = no_files
+    max_names: int = _MAX_EXPANSION
     digit_prefix: str = "node"
     digit_suffix: str = ""
 
@@ -109,12 +167,19 @@ def expand(text: str, universe: Universe) -> list[str]:
     """
     if text is None or not text.strip():
         raise NoderangeError("empty noderange")
+    check_shape(text)
     unknown: list[str] = []
-    found = _Expander(universe, unknown).expr(text.strip(), 0)
+    try:
+        found = _Expander(universe, unknown).expr(text.strip(), 0)
+    except RecursionError:  # check_shape bounds nesting; this is the last line of defence
+        raise NoderangeError("noderange is nested too deeply") from None
     if unknown:
         seen = list(dict.fromkeys(unknown))
+        listed = ",".join(_clip(n) for n in seen[:_MAX_LISTED])
+        if len(seen) > _MAX_LISTED:
+            listed += f",... ({len(seen) - _MAX_LISTED} more)"
         raise NoderangeError(
-            "invalid nodes and/or groups in noderange: " + ",".join(seen)
+            "invalid nodes and/or groups in noderange: " + listed
             + " (no such node or group in the nodelist/nodegroup tables)"
         )
     order = universe.order
@@ -135,12 +200,12 @@ def split_top(text: str, sep: str) -> list[str]:
         elif ch in ")]}":
             depth -= 1
             if depth < 0:
-                raise NoderangeError(f"unbalanced {ch!r} in noderange {text!r}")
+                raise NoderangeError(f"unbalanced {ch!r} in noderange {_clip(text)!r}")
         elif ch == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     if depth != 0:
-        raise NoderangeError(f"unbalanced brackets in noderange {text!r}")
+        raise NoderangeError(f"unbalanced brackets in noderange {_clip(text)!r}")
     parts.append(text[start:])
     return parts
 
@@ -148,18 +213,22 @@ def split_top(text: str, sep: str) -> list[str]:
 # --- ranges -----------------------------------------------------------------------------
 
 
-def _seq(left: str, right: str) -> list[str] | None:
-    """Numbers from ``left`` to ``right`` with the left end's zero padding (string increment)."""
+def _seq(left: str, right: str, limit: int = _MAX_EXPANSION) -> list[str] | None:
+    """Numbers from ``left`` to ``right`` with the left end's zero padding (string increment).
+
+    The size is checked before anything is generated: ``x1-x999999999`` costs nothing."""
+    if len(left) > 18 or len(right) > 18:  # int() of a 4,300-digit run is itself slow
+        raise NoderangeError(f"range {_clip(left)}-{_clip(right)} is too large")
     a, b = int(left), int(right)
     if b < a:
         return None
-    if b - a >= _MAX_EXPANSION:
-        raise NoderangeError(f"range {left}-{right} is too large")
+    if b - a >= min(limit, _MAX_EXPANSION):
+        raise NoderangeError(f"range {_clip(left)}-{_clip(right)} is too large")
     width = len(left)
     return [str(n).zfill(width) for n in range(a, b + 1)]
 
 
-def range_names(left: str, right: str) -> list[str] | None:
+def range_names(left: str, right: str, limit: int = _MAX_EXPANSION) -> list[str] | None:
     """Expand ``left``..``right`` (e.g. ``node001``, ``node010``); None if not a range.
 
     Both ends are split into digit and non-digit runs; the run lists must have the same
@@ -177,14 +246,14 @@ def range_names(left: str, right: str) -> list[str] | None:
     i = diff[0]
     if not (lr[i].isdigit() and rr[i].isdigit()):
         return None
-    nums = _seq(lr[i], rr[i])
+    nums = _seq(lr[i], rr[i], limit)
     if nums is None:
         return None
     head, tail = "".join(lr[:i]), "".join(lr[i + 1 :])
     return [head + n + tail for n in nums]
 
 
-def bracket_names(atom: str) -> list[str] | None:
+def bracket_names(atom: str, limit: int = _MAX_EXPANSION) -> list[str] | None:
     """Expand ``prefix[1-3,7]suffix`` (several brackets allowed); None without brackets."""
     start = atom.find("[")
     if start < 0:
@@ -200,28 +269,30 @@ def bracket_names(atom: str) -> list[str] | None:
                 end = i
                 break
     if end < 0:
-        raise NoderangeError(f"unbalanced '[' in {atom!r}")
+        raise NoderangeError(f"unbalanced '[' in {_clip(atom)!r}")
     head, spec, tail = atom[:start], atom[start + 1 : end], atom[end + 1 :]
     values: list[str] = []
     for item in split_top(spec, ","):
         item = item.strip()
-        sub = bracket_names(item)
+        sub = bracket_names(item, limit)
         if sub is not None:  # nested bracket: expand the inside first
             values.extend(sub)
             continue
         if "-" in item or ":" in item:
             lo, _, hi = item.replace(":", "-").partition("-")
-            seq = range_names(lo, hi) if lo and hi else None
+            seq = range_names(lo, hi, limit) if lo and hi else None
             if seq is None:
-                raise NoderangeError(f"bad range {item!r} in brackets of {atom!r}")
+                raise NoderangeError(f"bad range {_clip(item)!r} in brackets of {_clip(atom)!r}")
             values.extend(seq)
         elif item:
             values.append(item)
         else:
-            raise NoderangeError(f"empty item in brackets of {atom!r}")
-    tails = bracket_names(tail) or [tail]
-    if len(values) * len(tails) > _MAX_EXPANSION:
-        raise NoderangeError(f"bracket expression {atom!r} is too large")
+            raise NoderangeError(f"empty item in brackets of {_clip(atom)!r}")
+        if len(values) > limit:
+            raise NoderangeError(f"bracket expression {_clip(atom)!r} is too large")
+    tails = bracket_names(tail, limit) or [tail]
+    if len(values) * len(tails) > min(limit, _MAX_EXPANSION):
+        raise NoderangeError(f"bracket expression {_clip(atom)!r} is too large")
     return [head + v + t for v in values for t in tails]
 
 
@@ -248,9 +319,9 @@ def _matches(value: str | None, op: str, want: str) -> bool:
     if op == "!=":
         return v != want
     try:
-        hit = re.search(want, v) is not None
-    except re.error as exc:
-        raise NoderangeError(f"bad regular expression {want!r}: {exc}") from None
+        hit = saferegex.search(want, v)  # linear time: the pattern may be hostile
+    except saferegex.RegexError as exc:
+        raise NoderangeError(str(exc)) from None
     return hit if op == "=~" else not hit
 
 
@@ -258,6 +329,16 @@ class _Expander:
     def __init__(self, universe: Universe, unknown: list[str]) -> None:
         self.u = universe
         self.unknown = unknown
+        self.budget = universe.max_names
+
+    def spend(self, count: int, atom: str) -> None:
+        """Charge ``count`` generated names to this expansion's budget."""
+        self.budget -= count
+        if self.budget < 0:
+            raise NoderangeError(
+                f"noderange names more than {self.u.max_names} nodes "
+                f"(at {_clip(atom, 40)!r}); use groups or smaller ranges"
+            )
 
     def expr(self, text: str, depth: int) -> set[str]:
         include: set[str] = set()
@@ -270,7 +351,7 @@ class _Expander:
             if atom.startswith("-"):
                 target, atom = exclude, atom[1:].strip()
                 if not atom:
-                    raise NoderangeError(f"'-' without a name in noderange {text!r}")
+                    raise NoderangeError(f"'-' without a name in noderange {_clip(text)!r}")
             target |= self.intersection(atom, depth)
         return include - exclude
 
@@ -304,7 +385,7 @@ class _Expander:
         for piece in pieces:
             piece = piece.strip()
             if not piece:
-                raise NoderangeError(f"empty side of '@' in {atom!r}")
+                raise NoderangeError(f"empty side of '@' in {_clip(atom)!r}")
             got = self.primary(piece, depth)
             result = got if result is None else result & got
         return result or set()
@@ -335,34 +416,37 @@ class _Expander:
             return self.atom(f"{p}{lo}{s}-{p}{hi}{s}", record)
         if atom.startswith("/"):
             try:
-                rx = re.compile(atom[1:])
-            except re.error as exc:
-                raise NoderangeError(f"bad regular expression {atom!r}: {exc}") from None
+                rx = saferegex.compile(atom[1:])
+            except saferegex.RegexError as exc:
+                raise NoderangeError(str(exc)) from None
             return {n for n in u.nodes if rx.fullmatch(n)}
-        names = bracket_names(atom)
+        names = bracket_names(atom, self.budget)
         if names is None:
-            names = self._plus(atom)
+            names = self._plus(atom, self.budget)
         if names is None:
             ends = _split_range(atom)
-            names = range_names(*ends) if ends else None
+            names = range_names(*ends, self.budget) if ends else None
         if names is None:
             if record:
                 self.unknown.append(atom)
             return set()
+        self.spend(len(names), atom)
         out: set[str] = set()
         for name in names:
             out |= self.atom(name, record)
         return out
 
     @staticmethod
-    def _plus(atom: str) -> list[str] | None:
+    def _plus(atom: str, limit: int) -> list[str] | None:
         m = _PLUS.match(atom)
         if not m:
             return None
         head, start, count = m.groups()
+        if len(start) > 18 or len(count) > 18:
+            raise NoderangeError(f"{_clip(atom)!r} is too large")
         a = int(start)
-        if int(count) >= _MAX_EXPANSION:
-            raise NoderangeError(f"{atom!r} is too large")
+        if int(count) >= min(limit, _MAX_EXPANSION):
+            raise NoderangeError(f"{_clip(atom)!r} is too large")
         return [head + str(n).zfill(len(start)) for n in range(a, a + int(count) + 1)]
 
     def _dynamic(self, group: str) -> set[str]:

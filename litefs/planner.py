@@ -14,7 +14,7 @@ print a plan in xCAT's formats (reference §7.1).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +88,19 @@ class Snapshot:
     def allow_cmd(self) -> bool:
         return (self.site.get("litefs_allow_cmd") or "").strip().lower() == "yes"
 
-    def universe(self, *, digit_prefix: str = "node", digit_suffix: str = "") -> Universe:
-        """The noderange universe of these tables (nodes, static and dynamic groups)."""
+    def universe(
+        self, *, digit_prefix: str = "node", digit_suffix: str = "",
+        read_file: Callable[[str], str] | None = None, max_names: int | None = None,
+    ) -> Universe:
+        """The noderange universe of these tables (nodes, static and dynamic groups).
+
+        ``read_file`` enables ``^file`` atoms (the local CLI only); ``max_names`` bounds one
+        expansion (mountd passes a small one)."""
+        extra: dict[str, Any] = {}
+        if read_file is not None:
+            extra["read_file"] = read_file
+        if max_names is not None:
+            extra["max_names"] = max_names
         dynamic = {
             name: row.get("wherevals") or ""
             for name, row in self.nodegroup.items()
@@ -104,6 +115,7 @@ class Snapshot:
             attr=self.attrs.get,
             digit_prefix=digit_prefix,
             digit_suffix=digit_suffix,
+            **extra,
         )
 
     def image_groups(self, image: str) -> list[str]:

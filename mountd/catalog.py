@@ -28,6 +28,10 @@ from litefs.schema import TABLES, active
 from .identity import hosts_index
 from .policy import PolicyRule, sort_rules
 
+#: Names one noderange from a request may generate (ranges, brackets): enough for any
+#: real cluster's ranges, small enough that a hostile x[1-999999] is refused at once.
+MAX_REQUEST_NAMES = 100_000
+
 
 class PlanEntry:
     """One node's plan in the forms mountd sends (or why there is none).
@@ -82,6 +86,14 @@ class TableView:
     #: id(rules tuple) → (that tuple, its JSON): the planner shares one rules tuple among the
     #: nodes of an image, so its encoding is done once per image, not once per node.
     _rules_json: dict[int, tuple[Any, bytes]] = field(default_factory=dict)
+    _policy_sets: dict[str, frozenset[str] | LitefsError] = field(default_factory=dict)
+
+    @property
+    def require_client_cert(self) -> bool:
+        """``site.litefs_require_client_cert=yes``: a node must prove who it is by certificate."""
+        return (self.site.get("litefs_require_client_cert") or "").strip().lower() in (
+            "yes", "1", "true",
+        )
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -97,12 +109,28 @@ class TableView:
         return entry
 
     def expand(self, text_: str) -> set[str]:
-        """A noderange → node names (raises NoderangeError for unknown names)."""
+        """A noderange → node names (raises NoderangeError for unknown names).
+
+        The universe refuses ``^file`` atoms (its default reader) and bounds the names one
+        expansion may generate: the text may come from the network."""
         from litefs import noderange
 
         if self._universe is None:
-            self._universe = self.snapshot.universe()
+            self._universe = self.snapshot.universe(max_names=MAX_REQUEST_NAMES)
         return set(noderange.expand(text_, self._universe))
+
+    def expand_policy(self, text_: str) -> set[str]:
+        """A policy row's noderange, expanded once per view (it is asked on every request)."""
+        got = self._policy_sets.get(text_)
+        if got is None:
+            try:
+                got = frozenset(self.expand(text_))
+            except LitefsError as exc:
+                got = exc
+            self._policy_sets[text_] = got
+        if isinstance(got, Exception):
+            raise got
+        return set(got)
 
     def nodes_for_target(self, target: str) -> set[str]:
         """``litefs notify`` target: an osimage name (the nodes booting it) or a noderange."""
@@ -132,6 +160,14 @@ def _compute_plan(
         plan = planner.plan_for_node(snapshot, node)
     except LitefsError as exc:
         return PlanEntry(node, None, None, str(exc))
+    except Exception as exc:  # a table value must not take mountd down
+        # A cell the planner did not expect (an arithmetic regex cell that overflows, ...)
+        # fails this node's plan only; the type names the failure without echoing the cell.
+        return PlanEntry(
+            node, None, None,
+            f"cannot plan {node}: internal error {type(exc).__name__} while evaluating its "
+            "table values; see 'litefs plan " + node + "' on the management node",
+        )
     as_dict = plan.to_dict()
     if rules_json is None:
         return PlanEntry(node, plan, _compact(as_dict))

@@ -53,6 +53,9 @@ def _parser() -> Parser:
                    help="plain TCP without TLS (tests and labs only)")
     p.add_argument("--socket", default=DEFAULT_SOCKET,
                    help=f"local admin socket (root is admin); '' to disable (default {DEFAULT_SOCKET})")
+    p.add_argument("--admin-group", default=None, metavar="GROUP",
+                   help="group whose members may also use the admin socket (default: root only; "
+                   "the socket is mode 0600, or 0660 owned by GROUP)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes sharing the port (TLS handshakes are CPU-bound; "
                    "one per core for boot storms; default 1)")
@@ -145,6 +148,7 @@ def _server(args: argparse.Namespace, engine: Engine, port: int, log: Logger, *,
     config = ServerConfig(
         host=args.host, port=port, ssl_context=None if args.insecure else _tls_context(args),
         unix_socket=(args.socket or None) if index == 0 else None,
+        admin_group=args.admin_group,
         request_timeout=args.request_timeout, listen_sockets=listen,
         max_per_peer=args.max_per_peer,
     )

@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from litefs import saferegex
+
 _ALLOW_RE = re.compile(r"allow|accept|trusted", re.IGNORECASE)
 
 
@@ -64,6 +66,25 @@ def sort_rules(rules: Iterable[PolicyRule]) -> tuple[PolicyRule, ...]:
     return tuple(r for _i, r in sorted(enumerate(rules), key=_priority_key))
 
 
+def _broken(rule: PolicyRule, why: str) -> Decision:
+    """The verdict for a row that cannot be evaluated: deny, and say which row and why."""
+    return Decision(False, rule, f"denied: {rule.describe()} cannot be evaluated ({why})")
+
+
+def check_rule(rule: PolicyRule, expand: Callable[[str], set[str]]) -> str | None:
+    """Why ``rule`` could never be evaluated (None if it can): for write-time checks."""
+    if _set(rule.parameters):
+        why = saferegex.check(rule.parameters or "")
+        if why:
+            return why
+    if _set(rule.noderange):
+        try:
+            expand(rule.noderange or "")
+        except Exception as exc:  # reported to the admin, row refused
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
 def _set(value: str | None) -> bool:
     return bool(value) and value != "*"
 
@@ -80,8 +101,10 @@ def decide(
 ) -> Decision:
     """First matching rule of ``rules`` (already sorted) decides; none matching denies.
 
-    ``expand`` turns a policy noderange into node names; it may raise, in which case the row
-    is skipped (a broken row must not widen or block access by accident).
+    ``expand`` turns a policy noderange into node names. A row that cannot be evaluated
+    (its noderange or parameters do not parse, name unknown nodes, exceed a bound) fails
+    closed: it denies, naming the row. Skipping it instead would let a typo in a *deny* row
+    hand the decision to a later *allow* row.
     """
     hosts = set(peerhosts)
     asked = list(nodes)
@@ -101,17 +124,19 @@ def decide(
             continue
         if _set(rule.parameters):
             try:
-                if not re.search(rule.parameters or "", params):
+                if not saferegex.search(rule.parameters or "", params):
                     continue
-            except re.error:
-                continue
+            except saferegex.RegexError as exc:
+                return _broken(rule, str(exc))
         if _set(rule.noderange):
-            if not left or expand is None:
+            if not left:
                 continue
+            if expand is None:
+                return _broken(rule, "its noderange cannot be evaluated here")
             try:
                 covered = expand(rule.noderange or "")
-            except Exception:
-                continue
+            except Exception as exc:  # any failure denies (fail closed)
+                return _broken(rule, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             hits = [n for n in left if n in covered]
             if not hits:
                 continue

@@ -46,6 +46,12 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     ssl_context: ssl.SSLContext | None = None  # None = plain TCP (--insecure)
     unix_socket: str | None = None
+    #: Group (name or gid) whose members may use the admin socket and are admins there;
+    #: None = root only (the socket is mode 0600, so nobody else can even connect).
+    admin_group: str | int | None = None
+    #: Seconds one request's noderange may take to expand (in a worker thread) before the
+    #: request is refused; the bounds in litefs.noderange keep it far below this.
+    expand_timeout: float = 2.0
     handshake_timeout: float = 10.0
     request_timeout: float = 10.0
     idle_timeout: float = 60.0
@@ -102,6 +108,9 @@ class _Refused(Exception):
 
 Resolver = Callable[[str], Awaitable[str | None]]
 
+#: Worker threads expanding request noderanges at once (the rest wait their turn).
+_EXPAND_THREADS = 2
+
 
 async def reverse_dns(address: str) -> str | None:
     try:
@@ -141,6 +150,7 @@ class Server:
         self._stopping = trio.Event()
         self.ports: list[int] = []
         self.siblings = siblings
+        self._expand_limiter = trio.CapacityLimiter(_EXPAND_THREADS)
         if siblings is not None:
             self.hub.on_change = lambda node, d: siblings.send({"t": "sub", "node": node, "d": d})
 
@@ -203,6 +213,20 @@ class Server:
         if self._listen_scope is not None:
             self._listen_scope.cancel()
 
+    @property
+    def _admin_gid(self) -> int | None:
+        group = self.config.admin_group
+        if group is None or group == "":
+            return None
+        if isinstance(group, int) or str(group).isdigit():
+            return int(group)
+        import grp
+
+        try:
+            return grp.getgrnam(str(group)).gr_gid
+        except KeyError:
+            raise MountdError(f"admin group {group!r} does not exist (--admin-group)") from None
+
     async def _unix_listener(self) -> trio.SocketListener:
         path = self.config.unix_socket
         assert path
@@ -213,8 +237,17 @@ class Server:
                 pass
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            await sock.bind(path)
-            os.chmod(path, 0o666)  # anyone may connect; only uid 0 is treated as admin
+            old = os.umask(0o177)  # never, even for an instant, a socket others may connect to
+            try:
+                await sock.bind(path)
+            finally:
+                os.umask(old)
+            gid = self._admin_gid
+            if gid is None:
+                os.chmod(path, 0o600)  # root only
+            else:
+                os.chown(path, -1, gid)
+                os.chmod(path, 0o660)  # root and the configured admin group
             sock.listen(128)
         except OSError as exc:
             raise MountdError(
@@ -238,10 +271,17 @@ class Server:
     async def _handle_unix(self, stream: trio.SocketStream) -> None:
         try:
             creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            _pid, uid, gid = struct.unpack("3i", creds)
         except OSError:
-            uid = -1
-        await self._session(stream, "unix", unix_uid=uid, tls=False)
+            uid = gid = -1
+        admin_gid = self._admin_gid
+        if uid != 0 and (admin_gid is None or gid != admin_gid):
+            # The socket's mode already keeps others out; this holds if it was loosened.
+            self.log("refused", level="warning", peer="unix", uid=uid,
+                     reason="admin socket is for root and the admin group")
+            stream.socket.close()
+            return
+        await self._session(stream, "unix", unix_uid=0, tls=False)
 
     async def _session(
         self, raw: trio.SocketStream, address: str, *, unix_uid: int | None = None,
@@ -273,6 +313,11 @@ class Server:
                 self.log("timeout", level="warning", peer=address)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
             self.log("connection_error", level="debug", peer=address, error=str(exc) or type(exc).__name__)
+        except Exception as exc:
+            # Whatever one request provokes ends that request's connection, never the server
+            # (an exception escaping a handler would cancel every other session).
+            self.log("internal_error", level="error", peer=address, error=type(exc).__name__,
+                     detail=str(exc)[:200])
         finally:
             self.connections -= 1
             left = self._per_peer[address] - 1
@@ -393,7 +438,7 @@ class Server:
             hosts.add(ident.hostname)
         decision = decide(
             view.policy, command=command, peername=peer.cert_cn, peerhosts=hosts,
-            nodes=nodes, args=args, expand=view.expand,
+            nodes=nodes, args=args, expand=view.expand_policy,
         )
         if not decision.allowed:
             self.log("refused", level="warning", peer=peer.address, node=ident.node,
@@ -549,10 +594,7 @@ class Server:
         view = await self._view()
         ident = await self._identify(peer, view)
         if req.noderange:
-            try:
-                asked = sorted(view.expand(req.noderange))
-            except LitefsError as exc:
-                raise _Refused(str(exc), "bad-target") from None
+            asked = sorted(await self._expand(view, req.noderange))
         else:
             asked = [None]  # type: ignore[list-item]
         lines: list[str] = []
@@ -567,9 +609,41 @@ class Server:
                          via=ident.via, command=req.command)
         return codec.encode_classic_info(lines)
 
+    async def _expand(self, view: TableView, text: str) -> set[str]:
+        """A request's noderange, expanded in a worker thread within ``expand_timeout``.
+
+        The noderange bounds (length, nesting, names generated, linear-time regex) keep the
+        work small; the thread keeps even that off the event loop, so other clients are
+        answered meanwhile, and the limiter keeps a flood of such requests from queueing
+        more than a few threads."""
+        try:
+            with trio.fail_after(self.config.expand_timeout):
+                return await trio.to_thread.run_sync(
+                    view.expand, text, abandon_on_cancel=True, limiter=self._expand_limiter,
+                )
+        except LitefsError as exc:
+            raise _Refused(str(exc), "bad-target") from None
+        except trio.TooSlowError:
+            self.log("refused", level="warning", reason="noderange expansion too slow")
+            raise _Refused(
+                f"noderange took longer than {self.config.expand_timeout:g} s to expand; "
+                "use node names, groups or smaller ranges", "bad-target",
+            ) from None
+
     # --- identity -------------------------------------------------------------------------
 
     async def _identify(self, peer: Peer, view: TableView) -> Identity:
+        if view.require_client_cert and peer.cert_role is None and peer.address != "unix":
+            # site.litefs_require_client_cert=yes: an address proves nothing (anyone on the
+            # network can take one), so a request without a certificate gets nothing.
+            self.log("refused", level="warning", peer=peer.address,
+                     reason="client certificate required")
+            raise _Refused(
+                "this site requires a client certificate from the site CA "
+                "(site.litefs_require_client_cert=yes); a node gets one in its initrd, "
+                "see 'litefs ca issue node NAME'",
+                "forbidden",
+            )
         known = identify_known(peer, view.hosts, view.nodes)
         if known is not None:
             return known

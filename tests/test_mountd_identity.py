@@ -171,9 +171,11 @@ def test_host_name_parameters_and_broken_rows() -> None:
     assert decide(rules, command="litefile", peername="bob").allowed
     assert not decide(rules, command="litefile").reason.startswith("allowed")
     assert decide(rules, command="any", args=["-v", "x"]).allowed
-    # A row whose noderange or regex is broken is skipped, never a match.
+    # A row whose noderange or regex is broken fails closed: it denies, naming itself,
+    # instead of being skipped (which would let a later allow row decide).
     d = decide(rules, command="x", nodes=["n01"], expand=_expand)
-    assert not d.allowed and d.rule is not None and d.rule.priority == "6"
+    assert not d.allowed and d.rule is not None and d.rule.priority == "5"
+    assert "cannot be evaluated (bad regular expression" in d.reason
 
 
 _rule = st.builds(
@@ -203,7 +205,8 @@ def test_the_first_row_that_matches_alone_decides(
     first = next((r for r in rules if decide((r,), **kw).rule is r), None)
     got = decide(rules, **kw)
     assert got.rule is first
-    assert got.allowed == (first is not None and first.allows)
+    # A row that cannot be evaluated (noderange "bogus" raises) decides too: it denies.
+    assert got.allowed == (first is not None and first.allows and first.noderange != "bogus")
 
 
 @given(

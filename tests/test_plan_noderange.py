@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from litefs.errors import NoderangeError
-from litefs.noderange import Universe, bracket_names, expand, range_names
+from litefs.noderange import Universe, bracket_names, expand, range_names, read_noderange_file
 
 ATTRS = {
     ("n001", "nodetype", "os"): "rhels8",
@@ -113,10 +115,20 @@ def test_syntax_errors(bad: str) -> None:
 def test_file_atoms(tmp_path: Path) -> None:
     f = tmp_path / "nodes"
     f.write_text("# my nodes\nn001-n004   # first four\n\n-n002\nnode1,node2\n")
-    assert expand(f"^{f}", U) == [*n(1, 3, 4), "node1", "node2"]
-    assert expand(f"^{f},-node1", U) == [*n(1, 3, 4), "node2"]
+    # Only the local CLI reads ^files (it passes read_noderange_file); by default they are refused.
+    with pytest.raises(NoderangeError, match="only accepted by the local command line"):
+        expand(f"^{f}", U)
+    cli = dataclasses.replace(U, read_file=read_noderange_file)
+    assert expand(f"^{f}", cli) == [*n(1, 3, 4), "node1", "node2"]
+    assert expand(f"^{f},-node1", cli) == [*n(1, 3, 4), "node2"]
     with pytest.raises(NoderangeError, match="cannot read noderange file"):
-        expand(f"^{tmp_path}/missing", U)
+        expand(f"^{tmp_path}/missing", cli)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(NoderangeError, match="not a regular file"):
+        expand(f"^{fifo}", cli)  # would block forever if opened for a plain read
+    with pytest.raises(NoderangeError, match="not a regular file"):
+        expand("^/dev/zero", cli)
 
 
 def test_digit_prefix_is_configurable() -> None:

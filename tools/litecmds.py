@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from litefs import db
 from litefs.errors import LitefsError, NoderangeError, UsageError
-from litefs.noderange import Universe, expand
+from litefs.noderange import Universe, expand, read_noderange_file
 from litefs.plan import Plan
 from litefs.planner import (
     Snapshot,
@@ -75,6 +75,7 @@ def universe(snap: Snapshot) -> Universe:
     return snap.universe(
         digit_prefix=os.environ.get("XCAT_NODE_PREFIX", "node"),
         digit_suffix=os.environ.get("XCAT_NODE_SUFFIX", ""),
+        read_file=read_noderange_file,  # ^file is for the local command line only
     )
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from litefs import db
 from litefs.errors import BootError, UsageError
 from litefs.nodeattrs import NodeAttrs
-from litefs.noderange import Universe, expand
+from litefs.noderange import Universe, expand, read_noderange_file
 from litefs.nodeset import (
     INITRD_NAME,
     KERNEL_NAME,
@@ -87,7 +87,7 @@ def load_tables(conn: Connection) -> Tables:
             dynamic[str(row["groupname"])] = row.get("wherevals") or ""
     universe = Universe(
         nodes=nodes, groups=groups, dynamic=dynamic, declared_groups=frozenset(declared),
-        attr=attrs.get, read_file=lambda p: Path(p).read_text(),
+        attr=attrs.get, read_file=read_noderange_file,
     )
     site = {str(r["key"]): r.get("value") or "" for r in _rows(conn, "site")}
     return Tables(
