@@ -12,9 +12,11 @@ Rows arrive already filtered (disabled rows dropped by the loader).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 
+from litefs import saferegex
 from litefs.errors import TableError
 from litefs.schema import TABLES
 
@@ -92,10 +94,10 @@ def transform(value: str, node: str, table: str = "?", column: str = "?") -> str
         if delim in body:
             pattern, _, repl = body.partition(delim)
             where = f"{table}.{column} value {value!r} for node {node}"
-            try:
-                m = re.search(pattern, node)
-            except re.error as exc:
-                raise TableError(f"{where}: bad regular expression: {exc}") from None
+            try:  # linear time: a table cell must not be able to stall mountd
+                m = saferegex.compile(pattern).search(node)
+            except saferegex.RegexError as exc:
+                raise TableError(f"{where}: {exc}") from None
             if m is None:
                 return None
             # xCAT treats a |re|repl| without parentheses like /re/repl/: a substitution in
@@ -134,7 +136,7 @@ def _expression(expr: str, m: re.Match[str], where: str) -> str:
                 j += 1
             if depth != 0:
                 raise TableError(f"{where}: unbalanced '('")
-            out.append(_format(evaluate(_groups(expr[i : j + 1], m, where), where)))
+            out.append(_format(evaluate(_groups(expr[i : j + 1], m, where), where), where))
             i = j + 1
         else:
             j = expr.find("(", i)
@@ -144,7 +146,14 @@ def _expression(expr: str, m: re.Match[str], where: str) -> str:
     return "".join(out)
 
 
-def _format(value: float) -> str:
+def _clip(text: str, limit: int = 160) -> str:
+    """Head and tail of a long message part: the cell is cut, the node name at the end kept."""
+    return text if len(text) <= limit else text[: limit - 60] + "..." + text[-57:]
+
+
+def _format(value: float, where: str = "expression") -> str:
+    if not math.isfinite(value):  # int(inf) would raise OverflowError out of the planner
+        raise TableError(f"{_clip(where)}: arithmetic overflows (the result is not a finite number)")
     if value == int(value):
         return str(int(value))
     return repr(value)

@@ -222,8 +222,11 @@ def _seq(left: str, right: str, limit: int = _MAX_EXPANSION) -> list[str] | None
     a, b = int(left), int(right)
     if b < a:
         return None
-    if b - a >= min(limit, _MAX_EXPANSION):
-        raise NoderangeError(f"range {_clip(left)}-{_clip(right)} is too large")
+    cap = min(limit, _MAX_EXPANSION)
+    if b - a >= cap:
+        raise NoderangeError(
+            f"range {_clip(left)}-{_clip(right)} is too large ({b - a + 1} names, limit {cap})"
+        )
     width = len(left)
     return [str(n).zfill(width) for n in range(a, b + 1)]
 

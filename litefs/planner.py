@@ -166,7 +166,8 @@ def image_for_node(snap: Snapshot, node: str) -> str:
 
 def _require_node(snap: Snapshot, node: str) -> None:
     if node not in snap.node_tables["nodelist"]:
-        raise NoderangeError(f"unknown node {node!r}: it is not in the nodelist table")
+        shown = node if len(node) <= 60 else node[:57] + "..."  # hostile input stays one short line
+        raise NoderangeError(f"unknown node {shown!r}: it is not in the nodelist table")
 
 
 def _levels(snap: Snapshot, image: str) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, and_, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from litefs import csvtab, db
+from litefs import csvtab, db, saferegex
 from litefs.errors import TableError
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
 
@@ -53,14 +53,15 @@ class Filter:
 
 
 @lru_cache(maxsize=64)
-def _pattern(value: str) -> re.Pattern[str]:
+def _pattern(value: str) -> Any:
     """``=~`` takes a regular expression; one with ``%`` is xCAT's SQL LIKE pattern instead
     (``%`` any text, ``_`` one character, whole value), so xCAT habits such as
-    ``groups=~comput%`` keep working."""
+    ``groups=~comput%`` keep working. Compiled by RE2 (linear time, bounded size): a
+    ``-w`` filter must not hang ``tabdump`` or overflow the parser's recursion."""
     if "%" not in value:
-        return re.compile(value)
+        return saferegex.compile(value)
     parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in value)
-    return re.compile("^" + "".join(parts) + "$", re.S)
+    return saferegex.compile("(?s)^" + "".join(parts) + "$")
 
 
 def _ordered(value: str) -> tuple[int, Any]:
@@ -82,8 +83,8 @@ def parse_filter(spec: str, t: Table) -> Filter:
     if op in ("=~", "!~"):
         try:
             _pattern(value)
-        except re.error as exc:
-            raise TableError(f"bad regular expression in filter {spec!r}: {exc}") from None
+        except saferegex.RegexError as exc:
+            raise TableError(f"bad filter {spec[:60]!r}: {exc}") from None
     return Filter(col, op, value)
 
 

@@ -142,7 +142,7 @@ class TableView:
                 for node in self.nodes:
                     try:
                         image = planner.image_for_node(self.snapshot, node)
-                    except LitefsError:
+                    except Exception:  # a broken cell leaves this node out, nothing more
                         continue
                     by_image.setdefault(image, set()).add(node)
                 self._by_image = by_image
@@ -212,7 +212,7 @@ def load_view(engine: Engine, generation: int) -> TableView:
         try:
             ip = snapshot.attrs.get(node, "hosts", "ip")
             other = snapshot.attrs.get(node, "hosts", "otherinterfaces")
-        except LitefsError:
+        except Exception:  # a broken cell (even one that overflows) costs only this node
             continue
         rows.append((node, ip, other))
     return TableView(

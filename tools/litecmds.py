@@ -69,6 +69,11 @@ def image_known(snap: Snapshot, name: str) -> bool:
     return False
 
 
+def _clip(text: str, limit: int = 60) -> str:
+    """A user's argument shortened for an error line (a 10,000-character one stays one line)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def universe(snap: Snapshot) -> Universe:
     """The noderange universe; an all-digits atom gets ``$XCAT_NODE_PREFIX``/``SUFFIX`` as in
     xCAT (default prefix ``node``: ``10-12`` means node10-node12)."""
@@ -123,7 +128,7 @@ def _litefile(argv: list[str]) -> int:
         if not image_known(snap, args.target):
             if "," in args.target:
                 raise
-            raise NoderangeError(f"{exc}; no osimage is named {args.target!r} either") from None
+            raise NoderangeError(f"{exc}; no osimage is named {_clip(args.target)!r} either") from None
         plan = plan_for_image(snap, args.target)
         for warning in relevant("litefile", plan.warnings):
             print(f"litefile: {args.target}: warning: {warning}", file=sys.stderr)
