@@ -410,6 +410,8 @@ class _Expander:
         m = _SELECTOR.match(atom)
         if m:
             table, column, op, want = m.groups()
+            if op in ("=~", "!~"):  # refuse a bad pattern even when there is no node to try
+                _matches("", op, want)
             return {n for n in u.nodes if _matches(u.lookup(n, table, column), op, want)}
         if atom.isdigit():
             return self.atom(u.digit_prefix + atom + u.digit_suffix, record)
@@ -475,6 +477,20 @@ class _Expander:
             for n in self.u.nodes
             if all(_matches(self.u.lookup(n, t, c), op, w) for t, c, op, w in conds)
         }
+
+
+def syntax_problem(text: str) -> str | None:
+    """Why ``text`` can never be a valid noderange (None if it may be), without a database:
+    bad brackets, too deep or large, a bad regex, a ``^file``. Unknown names are not a
+    problem here (nodes may be added later). For write-time checks of stored noderanges."""
+    try:
+        check_shape(text)
+        _Expander(Universe(nodes=(), attr=lambda _n, _t, _c: None), []).expr(text.strip(), 0)
+    except NoderangeError as exc:
+        return str(exc)
+    except RecursionError:
+        return "noderange is nested too deeply"
+    return None
 
 
 def _wraps(atom: str) -> bool:

@@ -163,6 +163,12 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
                 f"{where}: {t.name} priority {prio!r} is not a number (e.g. 1, 2.5 or 4.7); "
                 "rows are taken in numeric priority order"
             )
+    if t.name == "policy":  # a row that cannot be evaluated would deny at run time
+        from litefs.mountd.policy import row_problem
+
+        why = row_problem(row)
+        if why:
+            raise TableError(f"{where}: policy row {why}")
     if t.name == "litefile":
         path = row.get("file") or ""
         why = bad_litefile_path(path)

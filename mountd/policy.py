@@ -20,7 +20,7 @@ matching row denies. Columns, blank or ``*`` matching anything:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from litefs import saferegex
@@ -82,6 +82,24 @@ def check_rule(rule: PolicyRule, expand: Callable[[str], set[str]]) -> str | Non
             expand(rule.noderange or "")
         except Exception as exc:  # reported to the admin, row refused
             return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def row_problem(row: Mapping[str, str | None]) -> str | None:
+    """Why a policy table row could never be evaluated (None if fine): refused when written
+    (chtab, tabrestore), since at run time such a row denies everything it is asked about."""
+    from litefs.noderange import syntax_problem
+
+    params = row.get("parameters") or ""
+    if _set(params):
+        why = saferegex.check(params)
+        if why:
+            return f"parameters: {why}"
+    nr = row.get("noderange") or ""
+    if _set(nr):
+        why = syntax_problem(nr)
+        if why:
+            return f"noderange: {why}"
     return None
 
 
