@@ -84,7 +84,7 @@ def parse_filter(spec: str, t: Table) -> Filter:
         try:
             _pattern(value)
         except saferegex.RegexError as exc:
-            raise TableError(f"bad filter {spec[:60]!r}: {exc}") from None
+            raise TableError(f"bad regular expression in filter {spec[:60]!r}: {exc}") from None
     return Filter(col, op, value)
 
 

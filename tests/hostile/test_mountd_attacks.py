@@ -288,7 +288,7 @@ CLI_CASES = [
     (["litefile", "nodelist.groups=~(a*)*\\1x"], "bad regular expression"),
     (["litefile", "x[1-99999999]"], "too large"),
     (["tabdump", "-w", "groups=~(.*.*.*.*)*x$", "nodelist"], None),
-    (["tabdump", "-w", "node=~" + "(" * 5000, "nodelist"], "bad filter"),
+    (["tabdump", "-w", "node=~" + "(" * 5000, "nodelist"], "bad regular expression in filter"),
     (["tabdump", "-w", "node=~" + "(a" * 600 + ")" * 600, "nodelist"], "too long"),
 ]
 
