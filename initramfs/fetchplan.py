@@ -47,11 +47,16 @@ def write_layout(plan: Plan, out: Path) -> None:
 
 
 def tls_context(ca: str | None) -> ssl.SSLContext | None:
+    """TLS to mountd verified against ``ca``; with ``$LITEFS_CERT`` (and ``$LITEFS_KEY``, default
+    the same path with ``.key``) the node also proves who it is by its certificate, which a
+    site with ``site.litefs_require_client_cert=yes`` demands."""
     if not ca:
         return None
     from litefs.mountd.pki import client_context
 
-    return client_context(Path(ca))
+    cert = os.environ.get("LITEFS_CERT") or None
+    key = os.environ.get("LITEFS_KEY") or (str(Path(cert).with_suffix(".key")) if cert else None)
+    return client_context(Path(ca), Path(cert) if cert else None, Path(key) if key else None)
 
 
 def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
