@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -319,3 +320,28 @@ def test_cli_file_noderange_refuses_fifo_and_dev_zero(site: Site) -> None:
                            text=True, timeout=30)
         assert r.returncode in (1, 2) and "not a regular file" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_admin_group_members_may_use_the_socket(site: Site) -> None:
+    """``--admin-group``: mode 0660 owned by the group; a member (uid 65534, gid nogroup)
+    connects and is admin; the digest is unchanged and the daemon keeps serving."""
+    from tests.test_mountd_process import _as_nobody
+
+    port = free_port()
+    sock_dir = Path(tempfile.mkdtemp(prefix="litefs-hostile-"))
+    sock_dir.chmod(0o755)  # reachable by the other user, as /run/litefs is
+    sock = sock_dir / "mountd.sock"
+    before = site.digest()
+    try:
+        with mountd_process(site.url, port, "--ca-dir", str(site.ca), "--socket", str(sock),
+                            "--admin-group", "65534", log_path=site.tmp / "m.log") as proc:
+            st = sock.stat()
+            assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 65534
+            announce = codec.encode_json_request(codec.AnnounceRequest("n01"))
+            reply = _as_nobody(sock, announce)
+            assert reply.get("ok") is True and reply["targeted"] == 1, reply
+            assert plan_latency(port, site.ca) < LATENCY_LIMIT
+            assert proc.poll() is None
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    assert site.digest() == before
