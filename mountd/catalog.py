@@ -28,8 +28,9 @@ from litefs.schema import TABLES, active
 from .identity import hosts_index
 from .policy import PolicyRule, sort_rules
 
-#: Names one noderange from a request may generate (ranges, brackets): enough for any
-#: real cluster's ranges, small enough that a hostile x[1-999999] is refused at once.
+#: Most names one noderange from a request may generate (ranges, brackets); the budget is
+#: twice the cluster's node count (at least 10,000), so a hostile x[1-999999] is refused at
+#: once and the work it can cause stays proportional to the cluster.
 MAX_REQUEST_NAMES = 100_000
 
 
@@ -116,7 +117,10 @@ class TableView:
         from litefs import noderange
 
         if self._universe is None:
-            self._universe = self.snapshot.universe(max_names=MAX_REQUEST_NAMES)
+            # A range need not name more than about the cluster's nodes; the floor keeps
+            # sparse name ranges on small clusters working.
+            budget = min(MAX_REQUEST_NAMES, max(10_000, 2 * len(self.nodes)))
+            self._universe = self.snapshot.universe(max_names=budget)
         return set(noderange.expand(text_, self._universe))
 
     def expand_policy(self, text_: str) -> set[str]:
