@@ -19,7 +19,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import trio
 
@@ -213,7 +213,7 @@ class Server:
         if self._listen_scope is not None:
             self._listen_scope.cancel()
 
-    @property
+    @cached_property  # resolved once: not an NSS lookup per admin connection
     def _admin_gid(self) -> int | None:
         group = self.config.admin_group
         if group is None or group == "":
