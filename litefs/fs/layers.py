@@ -61,6 +61,27 @@ def renameat2(olddir: int, old: str, newdir: int, new: str, flags: int) -> None:
         raise OSError(err, os.strerror(err), new)
 
 
+def make_marker(dfd: int, name: str) -> None:
+    """Create the marker file ``name`` in directory ``dfd``, never through a symlink: a
+    non-regular entry in its place (planted through the raw layer path) is removed first, so
+    the daemon (root) cannot be made to create or truncate a file outside the layer."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        os.close(os.open(name, flags, 0o600, dir_fd=dfd))
+        return
+    except FileExistsError:
+        pass
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    if stat.S_ISREG(st.st_mode):
+        return
+    log.warning("marker %s is not a regular file (mode %o); replaced", name, st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        os.rmdir(name, dir_fd=dfd)  # fails (fail closed) unless empty
+    else:
+        os.unlink(name, dir_fd=dfd)
+    os.close(os.open(name, flags, 0o600, dir_fd=dfd))
+
+
 def split(rel: str) -> tuple[str, str]:
     """``etc/ssh/x`` -> (``etc/ssh``, ``x``); a top-level name has parent ``.``."""
     cut = rel.rfind("/")
@@ -182,10 +203,24 @@ class Backing:
     def whiteout(self, rel: str) -> bool:
         """True if ``rel`` is recorded as deleted in this layer."""
         parent, name = split(rel)
-        return self.exists(_join(parent, WH_PREFIX + name))
+        return self.marker(_join(parent, WH_PREFIX + name))
 
     def opaque(self, rel_dir: str) -> bool:
-        return self.exists(_join(rel_dir, OPAQUE))
+        return self.marker(_join(rel_dir, OPAQUE))
+
+    def marker(self, rel: str) -> bool:
+        """True if the marker file ``rel`` is there. Only a regular file counts: anything
+        else (a symlink or fifo planted through the raw ``/.statelite`` path) is ignored and
+        logged, and never followed."""
+        st = self.lstat(rel)
+        if st is None:
+            return False
+        if stat.S_ISREG(st.st_mode):
+            return True
+        if rel not in self._warned:
+            self._warned.add(rel)
+            log.warning("%s: marker %s is not a regular file; ignored", self.name, rel)
+        return False
 
     def listdir(self, rel_dir: str) -> list[str] | None:
         """Names in ``rel_dir``; None when it is not a directory in this layer."""

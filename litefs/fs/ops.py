@@ -11,6 +11,7 @@ kernel cannot know about, and :meth:`LitefsOps.refresh` invalidates what an admi
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
@@ -33,6 +34,7 @@ from litefs.fs.layers import (
     WH_PREFIX,
     Backing,
     join,
+    make_marker,
     renameat2,
     split,
 )
@@ -235,6 +237,13 @@ class LitefsOps(pyfuse3.Operations):
             a.st_nlink = st.st_nlink
             a.st_uid = st.st_uid
             a.st_gid = st.st_gid
+            if e.raw and e.rel == "." and e.layer is not None and e.layer.writable:
+                # /.statelite/tmpfs and /.statelite/persistent are the raw writable layers:
+                # there no rule, whiteout or copy-up applies, so a plain user could plant
+                # symlinks and markers or reach files the view hides. Only root may traverse
+                # them (xCAT shows them to admins): root-owned 0700, whatever the store has.
+                a.st_mode = stat.S_IFDIR | 0o700
+                a.st_uid = a.st_gid = 0
             a.st_rdev = st.st_rdev
             a.st_size = sum(p[2].st_size for p in e.parts) if e.kind == CON else st.st_size
             a.st_blksize = st.st_blksize
@@ -372,8 +381,7 @@ class LitefsOps(pyfuse3.Operations):
         ensure_dir(up, parent, self._meta_of)
         pfd = up.dirfd(parent)
         try:
-            fd = os.open(wh, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-            os.close(fd)
+            make_marker(pfd, wh)
         finally:
             up.release(pfd)
 
@@ -549,30 +557,69 @@ class LitefsOps(pyfuse3.Operations):
         parent_rel, name = split(e.rel)
         pfd = e.layer.dirfd(parent_rel)
         try:
-            is_link = e.is_link
-            if fields.update_size:
-                if fd_ok:
-                    os.ftruncate(of.fd, attr.st_size)
-                else:
-                    fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
-                    try:
-                        os.ftruncate(fd, attr.st_size)
-                    finally:
-                        os.close(fd)
-            if fields.update_uid or fields.update_gid:
-                uid = attr.st_uid if fields.update_uid else -1
-                gid = attr.st_gid if fields.update_gid else -1
-                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-            if fields.update_mode and not is_link:
-                os.chmod(name, stat.S_IMODE(attr.st_mode), dir_fd=pfd)
-            if fields.update_atime or fields.update_mtime:
-                cur = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-                at = attr.st_atime_ns if fields.update_atime else cur.st_atime_ns
-                mt = attr.st_mtime_ns if fields.update_mtime else cur.st_mtime_ns
-                os.utime(name, ns=(at, mt), dir_fd=pfd, follow_symlinks=False)
+            # Pin the inode once (O_PATH|O_NOFOLLOW) and act only on that fd: the name may be
+            # swapped for a symlink or another file (through the raw /.statelite path) at any
+            # moment, and a re-resolving chmod(name) would follow it as root.
+            pin = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
         finally:
             e.layer.release(pfd)
+        try:
+            self._setattr_pinned(pin, attr, fields, of.fd if fd_ok and of is not None else None, ctx)
+        finally:
+            os.close(pin)
         return self._attr(node, self._restat(node))
+
+    def _setattr_pinned(
+        self,
+        pin: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        open_fd: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        """setattr on the inode held by the O_PATH fd ``pin``. The kernel checked permissions
+        on the inode it knows; if the backing inode under that name is now another one the
+        caller does not own, refuse (fail closed) instead of changing it as root."""
+        st = os.fstat(pin)
+        owner = ctx.uid == 0 or ctx.uid == st.st_uid
+        proc = f"/proc/self/fd/{pin}"
+        if fields.update_size:
+            if open_fd is not None:
+                os.ftruncate(open_fd, attr.st_size)
+            else:
+                if stat.S_ISDIR(st.st_mode):
+                    raise _err(errno.EISDIR)
+                if not stat.S_ISREG(st.st_mode):
+                    raise _err(errno.EINVAL)  # never open a fifo or device: it may block
+                if not may_access(st, ctx, os.W_OK):
+                    raise _err(errno.EACCES)
+                # Reopening through /proc reaches the pinned inode itself, not a name.
+                fd = os.open(proc, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.ftruncate(fd, attr.st_size)
+                finally:
+                    os.close(fd)
+        if (fields.update_uid or fields.update_gid) and not owner:
+            raise _err(errno.EPERM)
+        if fields.update_uid or fields.update_gid:
+            uid = attr.st_uid if fields.update_uid else -1
+            gid = attr.st_gid if fields.update_gid else -1
+            fchown_empty(pin, uid, gid)
+        if fields.update_mode and not stat.S_ISLNK(st.st_mode):
+            if not owner:
+                raise _err(errno.EPERM)
+            # chmod of the /proc magic link changes the pinned inode (what glibc's
+            # fchmodat(AT_SYMLINK_NOFOLLOW) does); it is not a symlink, checked above.
+            os.chmod(proc, stat.S_IMODE(attr.st_mode))
+        if fields.update_atime or fields.update_mtime:
+            if not owner and not may_access(st, ctx, os.W_OK):
+                raise _err(errno.EPERM)
+            at = attr.st_atime_ns if fields.update_atime else st.st_atime_ns
+            mt = attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns
+            if stat.S_ISLNK(st.st_mode):
+                utimens_empty(pin, at, mt)
+            else:
+                os.utime(proc, ns=(at, mt))
 
     def _open_fd_of(self, node: Node, of: OpenFile | None) -> int:
         if of is not None and of.fd >= 0:
@@ -670,7 +717,7 @@ class LitefsOps(pyfuse3.Operations):
                 # The name hides deleted lower content: the new directory must not merge with it.
                 tmp = WH_PREFIX + ".wh..tmp.mkdir." + str(os.getpid())
                 os.mkdir(tmp, stat.S_IMODE(mode), dir_fd=pfd)
-                fd = os.open(join(tmp, OPAQUE), os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=pfd)
+                fd = os.open(join(tmp, OPAQUE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
                 os.close(fd)
                 os.rename(tmp, leaf, src_dir_fd=pfd, dst_dir_fd=pfd)
             else:
@@ -780,6 +827,9 @@ class LitefsOps(pyfuse3.Operations):
             # The kernel's negative entry was stale (someone created it underneath).
             if flags & os.O_EXCL:
                 raise _err(errno.EEXIST)
+            # The kernel checked nothing on this name (it thought it absent): check the
+            # caller's access to what is there now, as open(2) would have.
+            self._check_open_access(existing, flags, ctx)
             node = self.inodes.ref(path, existing)
             try:
                 return await self._open_node(node, existing, flags), self._attr(node, existing)
@@ -807,6 +857,25 @@ class LitefsOps(pyfuse3.Operations):
         fh = self._fh()
         self.files[fh] = OpenFile(node, fd)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), attr
+
+    def _check_open_access(self, e: Entry, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if e.is_dir:
+            raise _err(errno.EISDIR)
+        st = e.st
+        if e.kind == BACKED and e.layer is not None:
+            st = e.layer.lstat(e.rel)
+        if st is None:
+            if e.kind == SYNTH_LINK:
+                raise _err(errno.ELOOP)
+            raise _err(errno.EACCES)  # fail closed: nothing to check against
+        acc = flags & os.O_ACCMODE
+        want = 0
+        if acc in (os.O_RDONLY, os.O_RDWR):
+            want |= os.R_OK
+        if acc in (os.O_WRONLY, os.O_RDWR) or flags & os.O_TRUNC:
+            want |= os.W_OK
+        if not may_access(st, ctx, want):
+            raise _err(errno.EACCES)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -996,7 +1065,7 @@ class LitefsOps(pyfuse3.Operations):
             # A directory moved over a name with lower content must not merge with it.
             dfd = up.dirfd(src.rel)
             try:
-                os.close(os.open(OPAQUE, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dfd))
+                make_marker(dfd, OPAQUE)
             finally:
                 up.release(dfd)
         if src.is_dir:
@@ -1088,7 +1157,12 @@ class LitefsOps(pyfuse3.Operations):
         if e.kind == BACKED:
             layer, pfd, p = self._xattr_path(e)
             try:
-                out += [os.fsencode(n) for n in os.listxattr(p, follow_symlinks=False)]
+                names = os.listxattr(p, follow_symlinks=False)
+                if ctx.uid != 0:
+                    # trusted.* is for root only (the kernel hides its values from others;
+                    # the names must not leak either).
+                    names = [n for n in names if not n.startswith("trusted.")]
+                out += [os.fsencode(n) for n in names]
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EPERM):
                     raise
@@ -1258,6 +1332,63 @@ _LIVE_OPTIONS = frozenset(o for o in VALID_OPTIONS if family_of(o) is Family.RO)
 def _is_live(e: Entry) -> bool:
     res = e.res
     return res is not None and res.rule is not None and res.rule.option in _LIVE_OPTIONS
+
+
+_AT_EMPTY_PATH = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+_UTIME_OMIT = (1 << 30) - 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def fchown_empty(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", AT_EMPTY_PATH): chown the inode an O_PATH fd holds (even a symlink)."""
+    if _libc.fchownat(fd, b"", uid, gid, _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def utimens_empty(fd: int, atime_ns: int, mtime_ns: int) -> None:
+    """Set the times of the symlink an O_PATH fd holds, without naming it again: the fd's
+    /proc magic link is resolved to the symlink itself and not followed."""
+    ts = (_Timespec * 2)(_Timespec(*divmod(atime_ns, 10**9)), _Timespec(*divmod(mtime_ns, 10**9)))
+    r = _libc.utimensat(-100, os.fsencode(f"/proc/self/fd/{fd}"), ts, _AT_SYMLINK_NOFOLLOW)
+    if r != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def caller_groups(pid: int, gid: int) -> set[int]:
+    """The caller's primary and supplementary groups (FUSE passes only uid/gid/pid). If the
+    process is gone or unreadable, only ``gid`` counts: that can refuse, never allow more."""
+    groups = {gid}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        pass
+    return groups
+
+
+def may_access(st: os.stat_result, ctx: pyfuse3.RequestContext, want: int) -> bool:
+    """POSIX permission check of ``want`` (R_OK|W_OK|X_OK bits) on ``st`` for the caller, as
+    the kernel's default_permissions does (root passes, except X_OK with no x bit at all)."""
+    mode = st.st_mode
+    if ctx.uid == 0:
+        return not (want & os.X_OK) or bool(mode & 0o111) or stat.S_ISDIR(mode)
+    if ctx.uid == st.st_uid:
+        bits = (mode >> 6) & 7
+    elif st.st_gid in caller_groups(ctx.pid, ctx.gid):
+        bits = (mode >> 3) & 7
+    else:
+        bits = mode & 7
+    return bits & want == want
 
 
 def _unescape(s: str) -> str:
