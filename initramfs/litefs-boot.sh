@@ -173,6 +173,11 @@ parse_cmdline() {
     if [ -z "$NODE" ]; then
         NODE=$(hostname -s 2>/dev/null || hostname)
     fi
+    # NODE is joined into $statemnt_path/$NODE: refuse anything but a hostname (as litefs/names.py).
+    case "$NODE" in
+        ''|-*|.*|*..*|*[!A-Za-z0-9_.-]*)
+            die "NODE='$NODE' is not a valid node name (letters, digits, '-', '_', '.'; no leading '-' or '.', no '..'); fix NODE= on the kernel command line (nodeset) and rpower boot" ;;
+    esac
 }
 
 # IMG_SERVER IMG_PATH IMG_OPTS from root=nfs:IP:DIR[:opts] or NFSROOT=IP:DIR (appends /rootimg).

@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Engine, Table, and_, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from litefs import csvtab, db, saferegex
-from litefs.errors import TableError
+from litefs.errors import LitefsError, TableError
+from litefs.names import check_node_name
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
 
 Row = tuple[str | None, ...]
@@ -144,6 +145,17 @@ def bad_litefile_path(path: str) -> str | None:
         return "has a '.' or '..' component"
     if any(p == "" for p in parts):
         return "has an empty component ('//')"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        # A newline forges a line in litefile output; a NUL path cannot be served to a node.
+        return "contains a control character (newline, tab, NUL...); remove it"
+    if len(path.encode()) > 4096:
+        return "is longer than PATH_MAX (4096 bytes)"
+    if any(len(p.encode()) > 255 for p in parts):
+        return "has a component longer than 255 bytes"
+    if parts and parts[0] == ".statelite":
+        return "is under /.statelite, which litefs itself uses"
+    if any(p.startswith(".wh.") for p in parts):
+        return "has a '.wh.' (whiteout) name, which litefs itself uses"
     return None
 
 
@@ -169,11 +181,33 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
         why = row_problem(row)
         if why:
             raise TableError(f"{where}: policy row {why}")
+    for col in key_columns(t):
+        cell = row.get(col)
+        if cell is not None and cell != cell.strip():
+            # " ALL" and "ALL" would be two keys for one meaning and break every plan.
+            raise TableError(f"{where}: key {col}={cell!r} has leading/trailing blanks; remove them")
+    if "node" in column_names(t) and row.get("node") is not None:
+        try:
+            check_node_name(row["node"] or "")
+        except LitefsError as exc:
+            raise TableError(f"{where}: {exc}") from None
     if t.name == "litefile":
         path = row.get("file") or ""
         why = bad_litefile_path(path)
         if why:
             raise TableError(f"{where}: litefile path {path!r} {why}")
+
+
+def _canon_key(col: str, cell: str | None) -> str | None:
+    """The value two key cells are compared by: priorities 1, 1.0 and 01 are one key."""
+    if cell is None:
+        return None
+    if col == "priority":
+        try:
+            return repr(float(cell))
+        except ValueError:
+            return cell.strip()
+    return cell.strip()
 
 
 def _describe_key(t: Table, row: Mapping[str, Any]) -> str:
@@ -245,7 +279,7 @@ def restore(
     new_rows: list[dict[str, str | None]] = []
     for rec in records:
         row = dict(zip(cols, rec.values, strict=True))
-        key = tuple(row[k] for k in keys)
+        key = tuple(_canon_key(k, row[k]) for k in keys)
         if key in seen:
             raise TableError(
                 f"{source_name}: lines {seen[key]} and {rec.line} have the same key "
@@ -314,6 +348,8 @@ def parse_keys(spec: str) -> dict[str, str]:
         k, sep, v = part.partition("=")
         if not sep or not k.strip():
             raise TableError(f"bad key {part!r} in {spec!r}: expected COLUMN=VALUE[,COLUMN=VALUE]")
+        if k.strip() in keys:
+            raise TableError(f"key column {k.strip()!r} given twice in {spec!r}; give it once")
         keys[k.strip()] = v
     return keys
 

@@ -341,7 +341,7 @@ _path = st.lists(st.text(alphabet="abc.-_x", min_size=1, max_size=4), min_size=1
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     rows=st.dictionaries(
-        st.tuples(st.sampled_from(["", "ALL", "img", ' "q" ']), _path),
+        st.tuples(st.sampled_from(["", "ALL", "img", '"q"']), _path),
         st.tuples(st.one_of(st.none(), _text), st.one_of(st.none(), _text),
                   st.sampled_from([None, "", "yes", "0"])),
         max_size=6,

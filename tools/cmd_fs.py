@@ -23,6 +23,7 @@ from litefs.fs import control
 from litefs.fs.layers import LayerSet
 from litefs.fs.mount import MountConfig, serve, umount
 from litefs.fs.view import META_DIR, Entry, View, rule_text
+from litefs.names import check_node_name
 from litefs.plan import Plan, Source
 from litefs.resolve import normalise_path, resolve
 
@@ -314,6 +315,8 @@ def setup_inspect(parser: argparse.ArgumentParser) -> Run:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    # The name is joined into <statemnt>/<node>: '../state/n02' would mount n02's store.
+    check_node_name(args.node)
     plan = load_plan(args.plan, args.node, args.db)
     if args.source or args.source_root:
         sources = source_dirs(plan, args.source, args.source_root)

@@ -26,7 +26,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from litefs import db
-from litefs.errors import BootError, UsageError
+from litefs.errors import BootError, LitefsError, UsageError
+from litefs.names import check_node_name
 from litefs.nodeattrs import NodeAttrs
 from litefs.noderange import Universe, expand, read_noderange_file
 from litefs.nodeset import (
@@ -163,6 +164,7 @@ class NodeWork:
 
 def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
                boot: bool) -> tuple[NodeWork, str]:
+    check_node_name(node)  # it becomes part of boot-file paths under the tftpdir
     a = t.attrs
     mac = a.get(node, "mac", "mac") or ""
     if not mac:
@@ -298,8 +300,20 @@ class _quiet:
         return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
+def _inside(root: Path, rel: str) -> Path:
+    """``root/rel``, refusing any path that would land outside ``root`` (the --tftpdir)."""
+    path = root / rel
+    base = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([base, real]) != base:
+        raise LitefsError(f"boot file {rel!r} would be written outside {root}; refusing")
+    return path
+
+
 def _write_file(root: Path, bf: BootFile) -> None:
-    path = root / bf.path
+    path = _inside(root, bf.path)
+    for rel in (*bf.symlinks, *bf.hardlinks):
+        _inside(root, rel)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as out:

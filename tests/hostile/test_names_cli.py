@@ -1,0 +1,119 @@
+"""Hostile node names and table values, tried for real: installed CLIs against a real SQLite file.
+
+Each attack must fail with one line on stderr and leave the database byte-for-byte unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from litefs.names import NameError_, check_node_name
+
+BIN = Path(sys.executable).parent
+BAD_NAMES = ["../n02", "x/../n02", "", " ", "n 1", "n1\n", "n\x001", "^/etc/shadow", "-n1", ".n1", "a..b", "a" * 254]
+
+
+def run(*argv: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LITEFS_DB", "EDITOR")}
+    env["LITEFS_DB"] = url
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> tuple[str, Path]:
+    path = tmp_path / "litefs.db"
+    url = f"sqlite:///{path}"
+    assert run("litefs", "db", "init", url=url).returncode == 0
+    assert run("chtab", "node=n01", "nodelist.groups=compute", url=url).returncode == 0
+    return url, path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refused(url: str, path: Path, *argv: str) -> str:
+    before, dump = digest(path), run("tabdump", "nodelist", url=url).stdout
+    r = run(*argv, url=url)
+    assert r.returncode == 1, r
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert digest(path) == before and run("tabdump", "nodelist", url=url).stdout == dump
+    return r.stderr
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_NAMES if "\x00" not in n])  # argv cannot carry NUL
+def test_chtab_refuses_bad_node_name(db: tuple[str, Path], name: str) -> None:
+    url, path = db
+    err = refused(url, path, "chtab", f"node={name}", "nodelist.groups=compute")
+    assert "node name" in err or "blanks" in err  # blank-padded keys are caught by the key check first
+
+
+@pytest.mark.parametrize("name", ["../n02", "x/../n02", "n\\x001"])
+def test_tabrestore_refuses_bad_node_name(db: tuple[str, Path], tmp_path: Path, name: str) -> None:
+    url, path = db
+    csv = tmp_path / "nodelist.csv"
+    csv.write_text(f'#node,groups,status,appstatus,primarysn,comments,disable\n"{name}","compute",,,,,\n')
+    assert "node name" in refused(url, path, "tabrestore", str(csv))
+
+
+def test_chtab_same_key_twice_is_an_error(db: tuple[str, Path]) -> None:
+    url, path = db
+    assert "twice" in refused(url, path, "chtab", "node=n01,node=n02", "nodelist.groups=x")
+
+
+def test_tabrestore_litefile_hostile_rows(db: tuple[str, Path], tmp_path: Path) -> None:
+    url, path = db
+    header = "#image,file,options,comments,disable\n"
+    for body in ['"ALL","/etc/a",,,\n" ALL","/etc/a",,,\n', '"ALL","/etc/a\nb",,,\n',
+                 '"ALL","/.statelite/x",,,\n', '"ALL","/etc/.wh.x",,,\n', f'"ALL","/{"a" * 256}",,,\n']:
+        csv = tmp_path / "litefile.csv"
+        csv.write_text(header + body)
+        before = digest(path)
+        r = run("tabrestore", str(csv), url=url)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, (body, r)
+        assert digest(path) == before
+
+
+def test_tabrestore_litetree_priority_duplicates(db: tuple[str, Path], tmp_path: Path) -> None:
+    url, path = db
+    csv = tmp_path / "litetree.csv"
+    csv.write_text('#priority,image,directory,mntopts,comments,disable\n'
+                   '"1","ALL","/a",,,\n"1.0","ALL","/b",,,\n')
+    before = digest(path)
+    r = run("tabrestore", str(csv), url=url)
+    assert r.returncode == 1 and "same key" in r.stderr
+    assert digest(path) == before
+
+
+def test_inspect_refuses_traversal(db: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = db
+    r = run("litefs", "inspect", "../state/n02", str(tmp_path / "mnt"), "--image", str(tmp_path), url=url)
+    assert r.returncode == 1 and "node name" in r.stderr, r
+
+
+def test_boot_hook_refuses_bad_node() -> None:
+    hook = Path(__file__).parents[2] / "initramfs" / "litefs-boot.sh"
+    assert 'case "$NODE" in' in hook.read_text()
+
+
+@given(st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,20}(\.[A-Za-z0-9_-]{1,10}){0,3}", fullmatch=True))
+def test_good_names_accepted(name: str) -> None:
+    assert check_node_name(name) == name
+
+
+@given(st.text(max_size=30))
+def test_no_accepted_name_escapes_a_directory(name: str) -> None:
+    try:
+        check_node_name(name)
+    except NameError_:
+        return
+    assert "/" not in name and ".." not in name and name.strip() == name and name
+    assert os.path.normpath(os.path.join("/state", name)).startswith("/state/")
