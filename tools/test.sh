@@ -3,6 +3,8 @@
 # the tests that need one, run ruff and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Root runs it directly (sudo need not be installed); anyone else goes through sudo once.
+if [ "$(id -u)" -ne 0 ]; then exec sudo -- "$0" "$@"; fi
 ./tools/setup.sh
 
 # A private PostgreSQL cluster on a Unix socket, owned by the postgres user, gone afterwards.
