@@ -148,7 +148,7 @@ def _write_meta_files(plan: Plan, tmp_fd: int) -> None:
 
 
 def setup_mount(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("mountpoint", metavar="MNT", help="the empty folder to mount the view on")
     _add_plan_options(parser)
     parser.add_argument("--image", metavar="DIR", required=True, help="the read-only image root")
     parser.add_argument("--tmpfs", metavar="DIR", help="volatile layer (tmpfs family, con)")
@@ -202,7 +202,7 @@ def run_mount(args: argparse.Namespace) -> int:
 
 
 def setup_umount(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("mountpoint", metavar="MNT", help="the litefs mount to unmount")
 
     def run(args: argparse.Namespace) -> int:
         umount(args.mountpoint)
@@ -212,7 +212,7 @@ def setup_umount(parser: argparse.ArgumentParser) -> Run:
 
 
 def setup_refresh(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("mountpoint", metavar="MNT", help="the litefs mount to refresh")
     parser.add_argument("paths", metavar="PATH", nargs="*", help="view paths to refresh (default: everything)")
     parser.add_argument(
         "--plan", metavar="FILE", help="switch the running mount to this plan first (lays or lifts --bypass binds)"
@@ -233,8 +233,8 @@ def setup_refresh(parser: argparse.ArgumentParser) -> Run:
 
 
 def setup_explain(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("node")
-    parser.add_argument("path")
+    parser.add_argument("node", help="node name (as in nodelist)")
+    parser.add_argument("path", help="absolute path on the node, e.g. /etc/motd")
     _add_plan_options(parser, node_positional=True)
     parser.add_argument("--image", metavar="DIR", help="also say which layer has the path in this image")
     parser.add_argument("--source", metavar="DIR", action="append", help="source directories, in plan order")
@@ -312,8 +312,8 @@ def _locate(view: View, path: str) -> Entry | None:
 
 
 def setup_inspect(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("node")
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("node", help="node name (as in nodelist)")
+    parser.add_argument("mountpoint", metavar="MNT", help="where to mount the node's tree read-only")
     _add_plan_options(parser, node_positional=True)
     parser.add_argument("--image", metavar="DIR", required=True, help="the node's image root")
     parser.add_argument("--source", metavar="DIR", action="append", help="source directories, in plan order")

@@ -56,7 +56,7 @@ def _parser() -> Parser:
     p.add_argument("-p", "--profile", default=None, help="profile (legacy form)")
     p.add_argument("-t", "--rootfstype", choices=("nfs", "ramdisk"), default=None)
     add_db_option(p)
-    p.add_argument("imagename", nargs="?", default=None)
+    p.add_argument("imagename", nargs="?", default=None, help="osimage name")
     return p
 
 

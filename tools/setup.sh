@@ -49,3 +49,12 @@ for name in $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyp
     ln -sfn "$target" "$link"
   fi
 done
+
+# Man pages and bash completion, generated from the commands' own parsers (litefs.tools.docgen)
+# so they always match the installed options.
+.venv/bin/python -m litefs.tools.docgen --man /usr/local/share/man/man1 \
+  --bash /usr/local/share/bash-completion/completions/litefs
+# bash-completion loads a file per command name; every command shares the one script.
+for name in $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"])'); do
+  [ "$name" = litefs ] || ln -sfn litefs "/usr/local/share/bash-completion/completions/$name"
+done
