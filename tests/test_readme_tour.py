@@ -86,3 +86,19 @@ def test_setup_links_console_scripts():
     # tools/setup.sh links the venv's scripts, so a bare 'litefs' is the project's.
     out = subprocess.run(["litefs", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None,
+                    reason="needs root to run the scripts as another user")
+@pytest.mark.parametrize("script", ["setup.sh", "demo.sh", "test.sh"])
+def test_scripts_as_a_non_root_user(script: str, tmp_path: Path) -> None:
+    # A non-root user goes through sudo; without sudo the script says so on one line.
+    r = subprocess.run([shutil.which("runuser") or "runuser", "-u", "nobody", "--", "bash", str(ROOT / "tools" / script)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode != 0
+    if shutil.which("sudo") is None:
+        assert r.stderr.strip().endswith("needs root: run it as root (sudo is not installed)")
+        assert len(r.stderr.strip().splitlines()) == 1
+    else:
+        assert "sudo" in r.stderr  # sudo asked for a password (none on stdin) or refused
