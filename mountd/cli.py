@@ -11,6 +11,7 @@ seconds, and exits 0. SIGHUP re-reads the tables at once (they are also re-read 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import ssl
@@ -23,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from litefs.errors import LitefsError, UsageError
 
-from . import workers
+from . import sdnotify, workers
 from .catalog import Catalog
 from .log import LEVELS, Logger
 from .pki import server_context
@@ -112,6 +113,9 @@ def _body(argv: list[str]) -> int:
     except OSError as exc:
         raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
     inboxes, outboxes = workers.make_channels(args.workers)
+    # The shared socket listens already (the kernel queues connections for the workers), so
+    # the service is ready as far as a client can tell.
+    sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=listening ({args.workers} workers)")
 
     def worker(index: int) -> int:
         wlog = Logger(level=args.log_level, fmt=args.log_format, worker=index)
@@ -194,12 +198,18 @@ async def _serve(server: Server) -> None:
                     if signum == signal.SIGHUP:
                         server.catalog.invalidate()  # re-read the tables at the next request
                         continue
+                    sdnotify.notify("STOPPING=1")
                     server.shutdown()
                     return
 
+        async def run(task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+            await server.serve(task_status=task_status)
+            nursery.cancel_scope.cancel()  # served out: stop waiting for signals
+
         nursery.start_soon(on_signal)
-        await server.serve()
-        nursery.cancel_scope.cancel()
+        # start() returns once the listeners are open: only then is the service ready.
+        await nursery.start(run)
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=listening")
 
 
 def main(argv: list[str] | None = None) -> int:

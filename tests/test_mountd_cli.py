@@ -100,14 +100,15 @@ def test_systemd_unit_is_valid_and_starts_mountd_with_known_options(tmp_path: Pa
     text = UNIT.read_text()
     exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
     argv = shlex.split(exec_start.removeprefix("ExecStart=").replace("$MOUNTD_OPTS", ""))
-    assert argv[:2] == ["/usr/bin/env", "mountd"]
-    args = _parser().parse_args(argv[2:])  # every option the unit passes is one mountd knows
+    assert argv[0] == "/usr/local/bin/litefs-mountd"  # absolute: set-up links it there
+    args = _parser().parse_args(argv[1:])  # every option the unit passes is one mountd knows
     assert args.ca_dir == "/etc/litefs/ca" and args.socket == "/run/litefs/mountd.sock"
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text and "KillSignal=SIGTERM" in text
     verify = shutil.which("systemd-analyze")
     if verify is None:
         pytest.skip("systemd-analyze not installed (the unit's options were checked above)")
     copy = tmp_path / UNIT.name
-    copy.write_text(text)
+    # This venv's script stands in for /usr/local/bin, which a test host may not have linked.
+    copy.write_text(text.replace("/usr/local/bin/litefs-mountd", str(Path(sys.executable).parent / "litefs-mountd")))
     r = subprocess.run([verify, "verify", copy], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

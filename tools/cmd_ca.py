@@ -28,7 +28,7 @@ def setup_ca(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
                       help="another name or address nodes use for mountd (repeatable)")
     init.add_argument("--admin-name", default="root", help="admin certificate CN (default root)")
     issue = sub.add_parser("issue", help="sign one more certificate with the site CA")
-    issue.add_argument("role", choices=pki.ROLES)
+    issue.add_argument("role", choices=pki.ROLES, help="what the certificate is for")
     issue.add_argument("name", help="certificate CN: the node, admin or server name")
     issue.add_argument("--dir", default=DEFAULT_CA_DIR, help=f"the CA folder (default {DEFAULT_CA_DIR})")
     issue.add_argument("--out", help="path prefix for PREFIX.pem/PREFIX.key (default DIR/NAME)")

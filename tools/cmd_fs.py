@@ -11,6 +11,7 @@ content changed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -148,7 +149,7 @@ def _write_meta_files(plan: Plan, tmp_fd: int) -> None:
 
 
 def setup_mount(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("mountpoint", metavar="MNT", help="the empty folder to mount the view on")
     _add_plan_options(parser)
     parser.add_argument("--image", metavar="DIR", required=True, help="the read-only image root")
     parser.add_argument("--tmpfs", metavar="DIR", help="volatile layer (tmpfs family, con)")
@@ -202,7 +203,7 @@ def run_mount(args: argparse.Namespace) -> int:
 
 
 def setup_umount(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("mountpoint", metavar="MNT", help="the litefs mount to unmount")
 
     def run(args: argparse.Namespace) -> int:
         umount(args.mountpoint)
@@ -212,7 +213,7 @@ def setup_umount(parser: argparse.ArgumentParser) -> Run:
 
 
 def setup_refresh(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("mountpoint", metavar="MNT", help="the litefs mount to refresh")
     parser.add_argument("paths", metavar="PATH", nargs="*", help="view paths to refresh (default: everything)")
     parser.add_argument(
         "--plan", metavar="FILE", help="switch the running mount to this plan first (lays or lifts --bypass binds)"
@@ -233,13 +234,14 @@ def setup_refresh(parser: argparse.ArgumentParser) -> Run:
 
 
 def setup_explain(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("node")
-    parser.add_argument("path")
+    parser.add_argument("node", help="node name (as in nodelist)")
+    parser.add_argument("path", help="absolute path on the node, e.g. /etc/motd")
     _add_plan_options(parser, node_positional=True)
     parser.add_argument("--image", metavar="DIR", help="also say which layer has the path in this image")
     parser.add_argument("--source", metavar="DIR", action="append", help="source directories, in plan order")
     parser.add_argument("--source-root", metavar="DIR", help="map sources server:/path to DIR/<server>/<path>")
     parser.add_argument("--persistent", metavar="DIR", help="the node's persistent store, if reachable")
+    parser.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
     return run_explain
 
 
@@ -250,31 +252,46 @@ def run_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     res = resolve(plan, path)
-    out = [f"node:   {plan.node or args.node}", f"path:   {path}", f"rule:   {rule_text(res.rule)}"]
-    if res.rule is not None and res.rule.path != path:
-        out.append(f"        (nearest listed ancestor: {res.rule.table_path})")
+    # One set of facts, printed as text for people or as JSON for scripts (--json).
+    doc: dict[str, object] = {
+        "node": plan.node or args.node, "path": path, "rule": rule_text(res.rule),
+        "listed_ancestor": res.rule.table_path if res.rule is not None and res.rule.path != path else None,
+        "writable": bool(res.upper), "upper": res.upper or None,
+    }
+    out = [f"node:   {doc['node']}", f"path:   {path}", f"rule:   {doc['rule']}"]
+    if doc["listed_ancestor"]:
+        out.append(f"        (nearest listed ancestor: {doc['listed_ancestor']})")
     access = "read-write, writes go to the " + res.upper + " layer" if res.upper else "read-only (EROFS)"
     out.append(f"access: {access}")
-    names = []
+    names, layer_docs = [], []
     for layer in res.layers:
         if layer.kind == "source":
             s = plan.sources[layer.index]
             names.append(f"{layer} ({s.directory} at {s.mountpoint})")
+            layer_docs.append({"layer": str(layer), "directory": s.directory,
+                               "mountpoint": s.mountpoint})
         else:
             names.append(str(layer))
+            layer_docs.append({"layer": str(layer)})
+    doc["layers"] = layer_docs
     out.append("layers: " + " > ".join(names))
     if args.image:
         sources = source_dirs(plan, args.source, args.source_root) if (args.source or args.source_root) else []
         layers = LayerSet(args.image, sources, persistent=args.persistent, read_only=True)
         if not sources and plan.sources:
             out.append("        (sources not given: only the image and persistent store were searched)")
+            doc["sources_searched"] = False
             view = View(_without_sources(plan), layers)
         else:
             view = View(plan, layers)
         entry = _locate(view, path)
+        doc["origin"] = view.origin(entry) if entry is not None else None
         out.append("origin: " + (view.origin(entry) if entry is not None else "absent (no layer has it)"))
         layers.close()
-    sys.stdout.write("\n".join(out) + "\n")
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        sys.stdout.write("\n".join(out) + "\n")
     return EXIT_OK
 
 
@@ -296,8 +313,8 @@ def _locate(view: View, path: str) -> Entry | None:
 
 
 def setup_inspect(parser: argparse.ArgumentParser) -> Run:
-    parser.add_argument("node")
-    parser.add_argument("mountpoint", metavar="MNT")
+    parser.add_argument("node", help="node name (as in nodelist)")
+    parser.add_argument("mountpoint", metavar="MNT", help="where to mount the node's tree read-only")
     _add_plan_options(parser, node_positional=True)
     parser.add_argument("--image", metavar="DIR", required=True, help="the node's image root")
     parser.add_argument("--source", metavar="DIR", action="append", help="source directories, in plan order")

@@ -10,6 +10,7 @@ certificate from ``--ca-dir``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ def setup_notify(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespac
     parser.add_argument("--cert", help="admin certificate (default CA_DIR/admin.pem)")
     parser.add_argument("--key", help="admin key (default CA_DIR/admin.key)")
     parser.add_argument("--insecure", action="store_true", help="plain TCP (mountd --insecure)")
+    parser.add_argument("--json", action="store_true",
+                        help="print mountd's reply as one JSON object (for scripts)")
     return _run
 
 
@@ -60,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
         server, codec.AnnounceRequest(target=args.target, paths=tuple(args.paths)), **kw
     )
     notified = reply.get("notified", [])
+    if args.json:
+        print(json.dumps({"target": args.target, "paths": list(args.paths),
+                          "targeted": reply.get("targeted", 0), "notified": list(notified)}))
+        return EXIT_OK
     print(
         f"{args.target}: {reply.get('targeted', 0)} node(s) targeted, "
         f"{len(notified)} running node(s) notified" + (f": {','.join(notified)}" if notified else "")

@@ -8,6 +8,7 @@ rows) gets one error line on stderr; the others are still printed and the exit s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -161,6 +162,8 @@ def _lslite(argv: list[str]) -> int:
     p.add_argument("-V", "--verbose", action="store_true", help="verbose mode (accepted)")
     p.add_argument("-i", dest="image", metavar="IMAGE", help="list this osimage's litefile entries")
     p.add_argument("noderange", nargs="?", help="nodes (xCAT noderange)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON document on stdout instead of xCAT's text (for scripts)")
     add_db_option(p)
     args = p.parse_args(argv)
     if args.image and args.noderange:
@@ -172,10 +175,42 @@ def _lslite(argv: list[str]) -> int:
         if args.image not in snap.osimage:
             raise LitefsError(f"The osimage named '{args.image}' is not defined.")
         plan = plan_for_image(snap, args.image)
+        if args.json:
+            print(json.dumps({"image": args.image, "litefile": _litefile_json(plan)}, indent=1))
+            return EXIT_OK
         sys.stdout.write("".join(line + "\n" for line in image_lslite_lines(plan)))
         return EXIT_OK
     nodes = expand(args.noderange, universe(snap))
+    if args.json:
+        return _lslite_json(snap, nodes)
     return _each_node("lslite", snap, nodes, lslite_lines)
+
+
+def _litefile_json(plan: Plan) -> list[dict[str, str]]:
+    return [{"path": path, "option": option}
+            for path, option in sorted((r.table_path, r.option) for r in plan.rules)]
+
+
+def _lslite_json(snap: Snapshot, nodes: list[str]) -> int:
+    """``lslite --json``: the same three tables per node, as one document; a node whose plan
+    fails is listed under "errors" (and on stderr) so a script sees every node."""
+    status, out, errors = EXIT_OK, [], {}
+    for node in nodes:
+        try:
+            plan = plan_for_node(snap, node)
+        except LitefsError as exc:
+            print(f"lslite: {node}: {exc}", file=sys.stderr, flush=True)
+            errors[node] = str(exc)
+            status = EXIT_FAILED
+            continue
+        out.append({
+            "node": plan.node, "image": plan.image, "statemnt": plan.statemnt or None,
+            "litefile": _litefile_json(plan),
+            "litetree": [{"priority": s.priority, "directory": s.directory} for s in plan.sources],
+            "warnings": list(plan.warnings),
+        })
+    print(json.dumps({"nodes": out, "errors": errors}, indent=1))
+    return status
 
 
 def litefile_main(argv: list[str] | None = None) -> int:

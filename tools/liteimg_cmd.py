@@ -13,7 +13,9 @@ statelite layout, and an ``etc/init.d/statelite`` the image has is left in place
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 
 from litefs.tools.common import Parser, add_db_option, run_main
 from sqlalchemy import Connection, insert, select
@@ -30,7 +32,8 @@ HELP = (
     "liteimg -V # verbose\n"
     "liteimg [-p profile] [-a architecture] [-o OS]\n"
     "liteimg imagename\n"
-    "liteimg --undo imagename # restore the image as it was before liteimg"
+    "liteimg --undo imagename # restore the image as it was before liteimg\n"
+    "liteimg --dryrun [-V] [--json] imagename # list the actions, change nothing"
 )
 
 
@@ -44,12 +47,16 @@ def _parser() -> Parser:
     p.add_argument("-v", "--version", action="store_true", help="print the version")
     p.add_argument("-V", "--verbose", action="store_true", help="print every action")
     p.add_argument("--undo", action="store_true", help="restore the image from .default")
+    p.add_argument("--dryrun", action="store_true",
+                   help="list the actions that would be taken and change nothing (xCAT's spelling)")
+    p.add_argument("--json", action="store_true",
+                   help="with -V or --dryrun: print the actions as one JSON object (for scripts)")
     p.add_argument("-o", "--osver", default=None, help="OS version (legacy form)")
     p.add_argument("-a", "--arch", default=None, help="architecture (legacy form)")
     p.add_argument("-p", "--profile", default=None, help="profile (legacy form)")
     p.add_argument("-t", "--rootfstype", choices=("nfs", "ramdisk"), default=None)
     add_db_option(p)
-    p.add_argument("imagename", nargs="?", default=None)
+    p.add_argument("imagename", nargs="?", default=None, help="osimage name")
     return p
 
 
@@ -120,15 +127,32 @@ def _body(argv: list[str]) -> int:
         db.require_schema(engine)
         with db.write(engine) as conn:
             image, rootimg, rootfstype = locate(conn, args)
-        echo = (lambda line: print(line, flush=True)) if args.verbose else None
-        if args.undo:
-            print(f"Modifying {rootimg} ...", flush=True)
+        actions: list[str] = []
+        if args.json:
+            echo: Callable[[str], None] | None = actions.append  # collected, printed as JSON
+        elif args.verbose or args.dryrun:
+            echo = lambda line: print(line, flush=True)  # noqa: E731
+        else:
+            echo = None
+        say = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
+        plan = None if args.undo else image_plan(engine, image)
+        for w in plan.warnings if plan is not None else ():
+            print(f"liteimg: warning: {w}", file=sys.stderr)
+        if args.dryrun:
+            # Plan against the image as it is, apply nothing: the same actions -V would print.
+            liteimg._require_rootimg(rootimg)
+            tree, prev = liteimg.DirTree(rootimg), liteimg.read_state(rootimg)
+            lp = (liteimg.plan_undo(tree, prev) if plan is None else
+                  liteimg.plan_liteimg(image, liteimg.entries_from_plan(plan), tree, prev))
+            for a in lp.actions:
+                if echo is not None:
+                    echo(a.describe(rootimg))
+            warnings: list[str] = []
+        elif plan is None:
+            say(f"Modifying {rootimg} ...")
             warnings = liteimg.run_undo(rootimg, echo)
         else:
-            plan = image_plan(engine, image)
-            for w in plan.warnings:
-                print(f"liteimg: warning: {w}", file=sys.stderr)
-            print(f"Modifying {rootimg} ...", flush=True)
+            say(f"Modifying {rootimg} ...")
             warnings = liteimg.run_liteimg(image, plan, rootimg, echo)
             if rootfstype == "ramdisk":
                 warnings.append(
@@ -136,9 +160,17 @@ def _body(argv: list[str]) -> int:
                 )
     finally:
         engine.dispose()
+    if args.json:
+        print(json.dumps({"image": image, "rootimg": rootimg, "undo": args.undo,
+                          "dryrun": args.dryrun, "actions": actions, "warnings": warnings},
+                         indent=1))
+        for w in warnings:
+            print(f"liteimg: warning: {w}", file=sys.stderr)
+        return 0
     for w in warnings:
         print(f"liteimg: warning: {w}", file=sys.stderr)
-    print(f"Modifying {rootimg} done.")
+    if not args.dryrun:
+        print(f"Modifying {rootimg} done.")
     return 0
 
 

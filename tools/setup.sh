@@ -3,6 +3,11 @@
 # .venv with the project installed (editable). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Root runs it directly (sudo need not be installed); anyone else goes through sudo once.
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "$0: needs root: run it as root (sudo is not installed)" >&2; exit 1; }
+  exec sudo -- "$0" "$@"
+fi
 
 APT_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc python3-dev     # pyfuse3 builds against libfuse3
@@ -36,3 +41,23 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi
+
+# The README's commands (litefs, tabrestore, lslite, mountd, ...) are typed bare, so the venv's
+# console scripts are linked into /usr/local/bin. Names come from pyproject.toml, so a new
+# entry point is linked without editing this list; an existing non-link file is left alone.
+for name in $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"])'); do
+  target="$PWD/.venv/bin/$name"
+  link="/usr/local/bin/$name"
+  if [ -x "$target" ] && { [ -L "$link" ] || [ ! -e "$link" ]; }; then
+    ln -sfn "$target" "$link"
+  fi
+done
+
+# Man pages and bash completion, generated from the commands' own parsers (litefs.tools.docgen)
+# so they always match the installed options.
+.venv/bin/python -m litefs.tools.docgen --man /usr/local/share/man/man1 \
+  --bash /usr/local/share/bash-completion/completions/litefs
+# bash-completion loads a file per command name; every command shares the one script.
+for name in $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"])'); do
+  [ "$name" = litefs ] || ln -sfn litefs "/usr/local/share/bash-completion/completions/$name"
+done

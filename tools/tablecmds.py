@@ -183,7 +183,8 @@ def _chtab(argv: list[str]) -> int:
     )
     p.add_argument("-d", dest="delete", action="store_true", help="delete the selected rows")
     p.add_argument("keys", metavar="KEY=VAL[,KEY=VAL]", help="which rows")
-    p.add_argument("changes", nargs="+", metavar="TABLE.COL=VALUE | TABLE")
+    p.add_argument("changes", nargs="+", metavar="TABLE.COL=VALUE | TABLE",
+                   help="table.column=value changes (or, with -d, the tables to delete from)")
     add_db_option(p)
     args = p.parse_args(argv)
     keys = tabledata.parse_keys(args.keys)

@@ -30,6 +30,7 @@ from litefs.errors import MountError
 from litefs.fs.layers import LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
+from litefs.logs import JournalHandler
 from litefs.plan import Plan
 from litefs.resolve import has_rule_below, resolve
 
@@ -168,7 +169,7 @@ def setup_logging(cfg: MountConfig) -> None:
     if cfg.log_file:
         handler = logging.FileHandler(cfg.log_file)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = JournalHandler(sys.stderr)  # <N> priorities when stderr is the journal
     handler.setFormatter(logging.Formatter("%(asctime)s litefs[%(process)d]: %(levelname)s %(message)s"))
     root = logging.getLogger("litefs")
     root.handlers[:] = [handler]
