@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,13 @@ def test_setup_links_console_scripts():
 @pytest.mark.parametrize("script", ["setup.sh", "demo.sh", "test.sh"])
 def test_scripts_as_a_non_root_user(script: str, tmp_path: Path) -> None:
     # A non-root user goes through sudo; without sudo the script says so on one line.
-    r = subprocess.run([shutil.which("runuser") or "runuser", "-u", "nobody", "--", "bash", str(ROOT / "tools" / script)],
+    # Run a copy from a folder nobody can read: the clone itself may sit under a 0700 folder.
+    tmp_path = Path(tempfile.mkdtemp(dir="/tmp"))
+    tmp_path.chmod(0o755)
+    copy = tmp_path / script
+    shutil.copy(ROOT / "tools" / script, copy)
+    copy.chmod(0o755)
+    r = subprocess.run([shutil.which("runuser") or "runuser", "-u", "nobody", "--", "bash", str(copy)],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path,
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode != 0
