@@ -52,3 +52,52 @@ COMP_WORDS=(litefs ex); COMP_CWORD=1; _litefs_litefs; echo "${{COMPREPLY[@]}}"
 """
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert out.stdout.splitlines() == ["status", "--json", "explain"], out.stderr
+
+
+def _type_in_zsh(fpath: Path, keys: list[bytes]) -> list[str]:
+    """A real interactive zsh on a pty with compinit and the generated function on $fpath:
+    type each line (ending in TAB) and return what zsh echoed back for it."""
+    import os
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe("zsh", ["zsh", "-f", "-i"], {"PATH": "/usr/bin:/bin", "TERM": "dumb",
+                                                 "HOME": str(fpath)})
+
+    def read(wait: float) -> str:
+        out, end = b"", time.monotonic() + wait
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+        return out.decode(errors="replace")
+
+    try:
+        os.write(fd, f"fpath=({fpath} $fpath); autoload -U compinit; compinit -u -D; "
+                     "PS1='> '\n".encode())
+        read(2.0)
+        echoed = []
+        for k in keys:
+            os.write(fd, b"\x15" + k)  # ^U clears the line first
+            echoed.append(read(1.5).replace("\r", " ").split()[-1])
+        os.write(fd, b"\x15exit\n")
+        read(0.5)
+        return echoed
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion_completes(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "litefs.tools.docgen", "--zsh",
+                        tmp_path / "_litefs"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "_litefs").read_text().startswith("#compdef ")
+    got = _type_in_zsh(tmp_path, [b"litefs db s\t", b"lslite --j\t", b"litefs ex\t"])
+    assert got == ["status", "--json", "explain"]

@@ -99,6 +99,7 @@ def test_scripts_as_a_non_root_user(script: str, tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     copy = tmp_path / script
     shutil.copy(ROOT / "tools" / script, copy)
+    shutil.copy(ROOT / "tools/asroot.sh", tmp_path / "asroot.sh")
     copy.chmod(0o755)
     r = subprocess.run([shutil.which("runuser") or "runuser", "-u", "nobody", "--", "bash", str(copy)],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -109,3 +110,49 @@ def test_scripts_as_a_non_root_user(script: str, tmp_path: Path) -> None:
         assert len(r.stderr.strip().splitlines()) == 1
     else:
         assert "sudo" in r.stderr  # sudo asked for a password (none on stdin) or refused
+
+
+SUDO_USER = "litefs-sudo-t"
+
+
+@pytest.fixture
+def sudo_user():
+    """A throw-away user whom sudo lets run anything as root without a password (the README's
+    "sudo user"), removed again afterwards."""
+    if os.geteuid() != 0 or shutil.which("sudo") is None or shutil.which("useradd") is None:
+        pytest.skip("needs root, sudo and useradd to make a sudo user")
+    subprocess.run(["userdel", "-f", SUDO_USER], capture_output=True)
+    subprocess.run(["useradd", "-M", "-s", "/bin/bash", SUDO_USER], check=True)
+    rule = Path(f"/etc/sudoers.d/{SUDO_USER}")
+    rule.write_text(f"{SUDO_USER} ALL=(root) NOPASSWD: ALL\n")
+    rule.chmod(0o440)
+    try:
+        yield SUDO_USER
+    finally:
+        rule.unlink(missing_ok=True)
+        subprocess.run(["userdel", "-f", SUDO_USER], capture_output=True)
+
+
+@pytest.mark.parametrize("script", ["setup.sh", "demo.sh", "test.sh"])
+def test_scripts_rerun_through_sudo_for_a_sudo_user(script: str, sudo_user: str) -> None:
+    # Each script's own prologue (its lines up to the asroot.sh line, taken from the script so
+    # the test follows it), then a probe instead of the heavy set-up: the sudo user gets root,
+    # with the arguments kept, from any working directory.
+    lines = (ROOT / "tools" / script).read_text().splitlines(keepends=True)
+    end = next(i for i, x in enumerate(lines) if "asroot.sh" in x)
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        (folder / "tools").mkdir(mode=0o755)
+        shutil.copy(ROOT / "tools/asroot.sh", folder / "tools/asroot.sh")
+        probe = folder / "tools" / script
+        probe.write_text("".join(lines[:end + 1]) + 'echo "uid=$(id -u) args=$*"\n')
+        probe.chmod(0o755)
+        for cwd, path in ((folder, f"tools/{script}"), (folder / "tools", f"./{script}")):
+            r = subprocess.run([shutil.which("runuser") or "runuser", "-u", sudo_user, "--", path, "a b", "-x"], cwd=cwd,
+                               capture_output=True, text=True, timeout=60,
+                               env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.strip() == "uid=0 args=a b -x", (cwd, r.stdout, r.stderr)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

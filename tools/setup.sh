@@ -2,12 +2,8 @@
 # Set up everything litefs needs on a Debian 12 machine, as root: apt packages, a venv in
 # .venv with the project installed (editable). Idempotent: a second run only checks.
 set -euo pipefail
+. "$(dirname "$0")/asroot.sh"   # root, or once through sudo
 cd "$(dirname "$0")/.."
-# Root runs it directly (sudo need not be installed); anyone else goes through sudo once.
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "$0: needs root: run it as root (sudo is not installed)" >&2; exit 1; }
-  exec sudo -- "$0" "$@"
-fi
 
 APT_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc python3-dev     # pyfuse3 builds against libfuse3
@@ -18,6 +14,7 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-amd64                # the real-kernel boot test
   debootstrap                                      # bench_boot --debootstrap image
   git tar xz-utils
+  sudo zsh systemd-container                       # sudo-user path, zsh completion, mountd unit under systemd-nspawn
 )
 
 missing=()
@@ -53,10 +50,12 @@ for name in $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyp
   fi
 done
 
-# Man pages and bash completion, generated from the commands' own parsers (litefs.tools.docgen)
-# so they always match the installed options.
+# Man pages and bash and zsh completion, generated from the commands' own parsers
+# (litefs.tools.docgen) so they always match the installed options. zsh reads
+# /usr/local/share/zsh/site-functions by default; bash-completion its completions/ folder.
 .venv/bin/python -m litefs.tools.docgen --man /usr/local/share/man/man1 \
-  --bash /usr/local/share/bash-completion/completions/litefs
+  --bash /usr/local/share/bash-completion/completions/litefs \
+  --zsh /usr/local/share/zsh/site-functions/_litefs
 # bash-completion loads a file per command name; every command shares the one script.
 for name in $(.venv/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"])'); do
   [ "$name" = litefs ] || ln -sfn litefs "/usr/local/share/bash-completion/completions/$name"

@@ -2,12 +2,8 @@
 # Run the whole test suite: set up (tools/setup.sh), start a throw-away PostgreSQL server for
 # the tests that need one, run ruff and pytest. Extra arguments go to pytest.
 set -euo pipefail
+. "$(dirname "$0")/asroot.sh"   # root, or once through sudo
 cd "$(dirname "$0")/.."
-# Root runs it directly (sudo need not be installed); anyone else goes through sudo once.
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "$0: needs root: run it as root (sudo is not installed)" >&2; exit 1; }
-  exec sudo -- "$0" "$@"
-fi
 ./tools/setup.sh
 
 # A private PostgreSQL cluster on a Unix socket, owned by the postgres user, gone afterwards.
