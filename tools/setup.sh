@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc python3-dev     # pyfuse3 builds against libfuse3
+  python3-venv                                     # the .venv, made by Debian's python3
   fuse-overlayfs attr                              # benchmark baseline; getfattr/setfattr
   postgresql                                       # the PostgreSQL side of the test suite
   openssl                                          # classic rc.statelite client (s_client)
@@ -28,7 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
+# Debian's own interpreter by default: the venv then works under the mountd unit, whose
+# ProtectHome= hides an interpreter kept under /root or /home (pyenv and the like).
+if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=${PYTHON:-python3}; fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
