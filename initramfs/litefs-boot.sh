@@ -319,7 +319,7 @@ prestart_litefs() {
     rm -f "$SL/mount.go"
     mkfifo "$SL/mount.go" || return 0  # no fifo: start_litefs starts Python itself
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
-        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
+        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
     PYX=$(command -v "$PY")
@@ -331,7 +331,7 @@ prestart_litefs() {
 start_litefs() {
     mount_args
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
-        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
+        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
     log "@litefs $*"
     # Without --foreground the command returns once the view is ready (bypass binds laid),
     # leaving the daemon behind, or prints why it could not mount.

@@ -57,3 +57,38 @@ class JournalHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass  # a closed log (journald restarted, a pipe gone) must never take a service down
+
+
+#: A /dev/kmsg record holds about 1 KiB of text; longer lines are cut, not split.
+KMSG_MAX = 900
+
+
+class KmsgHandler(logging.Handler):
+    """Warnings and errors of a node's daemon into the kernel log, ``<N>litefs[pid]: text``.
+
+    On a node the daemon starts in the initramfs, long before journald, and its log file lives
+    in tmpfs. The kernel ring buffer outlives both: ``dmesg`` shows the lines at once, and after
+    switch_root journald imports them with their priority and identifier (``journalctl -k``,
+    ``journalctl -p warning``). The device is opened once, at start-up, because a daemon that
+    serves the node's root must not open files on the root it serves later on. The kernel
+    rate-limits user writes to /dev/kmsg (printk_devkmsg), so a storm cannot flood it.
+    """
+
+    def __init__(self, path: str = "/dev/kmsg", level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        self.setFormatter(logging.Formatter("litefs[%(process)d]: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record).replace("\n", " | ")[:KMSG_MAX]
+        try:
+            os.write(self.fd, f"<{syslog_priority(record.levelno)}>{text}\n".encode())
+        except OSError:
+            pass  # rate-limited (EINVAL/EAGAIN) or gone: the file log still has the line
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        super().close()

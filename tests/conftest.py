@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# The real-mount fixtures (layers, litefs_mount) for every test module, without re-imports.
+pytest_plugins = ["tests.fsutil"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Real mounts and namespaces need root; say so plainly instead of failing obscurely.

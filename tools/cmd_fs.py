@@ -171,6 +171,9 @@ def setup_mount(parser: argparse.ArgumentParser) -> Run:
     parser.add_argument("--fsname", default=None, help="name shown in /proc/mounts (default litefs:<node>)")
     parser.add_argument("--cache-timeout", type=float, default=3600.0, metavar="S", help="kernel entry/attr cache (s)")
     parser.add_argument("--log", metavar="FILE", help="log file (default: stderr in the foreground)")
+    parser.add_argument("--kmsg", action="store_true",
+                        help="also write warnings and errors to the kernel log (/dev/kmsg), where "
+                             "dmesg and, after switch_root, journald show them (the boot does)")
     parser.add_argument("--no-allow-other", action="store_true", help="only the mounting user may access")
     parser.add_argument("--debug", action="store_true", help="verbose log: also every request refused with an errno")
     parser.add_argument(
@@ -193,6 +196,7 @@ def run_mount(args: argparse.Namespace) -> int:
         bypass=args.bypass,
         cache_timeout=args.cache_timeout,
         log_file=args.log,
+        kmsg=args.kmsg,
         debug=args.debug,
         workers=max(1, args.workers),
     )

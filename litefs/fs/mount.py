@@ -30,7 +30,7 @@ from litefs.errors import MountError
 from litefs.fs.layers import LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
-from litefs.logs import JournalHandler
+from litefs.logs import JournalHandler, KmsgHandler
 from litefs.plan import Plan
 from litefs.resolve import has_rule_below, resolve
 
@@ -57,6 +57,7 @@ class MountConfig:
     bypass: bool = False
     cache_timeout: float = 3600.0
     log_file: str | None = None
+    kmsg: bool = False  # also warnings and errors to /dev/kmsg (the boot hook sets it)
     debug: bool = False
     #: pyfuse3 worker tasks. One is the fastest per request (~30% less CPU than many, no
     #: hand-offs between readers), and with several we saw the daemon linger after an
@@ -173,6 +174,11 @@ def setup_logging(cfg: MountConfig) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s litefs[%(process)d]: %(levelname)s %(message)s"))
     root = logging.getLogger("litefs")
     root.handlers[:] = [handler]
+    if cfg.kmsg:  # a node's warnings outlive its tmpfs log file
+        try:
+            root.addHandler(KmsgHandler())
+        except OSError as exc:
+            log.warning("no kernel log for warnings (/dev/kmsg: %s); the log file has them", exc)
     root.setLevel(logging.DEBUG if cfg.debug else logging.INFO)
 
 
