@@ -23,6 +23,9 @@ from litefs import csvtab, db, saferegex
 from litefs.errors import LitefsError, TableError
 from litefs.names import check_node_name
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
+from litefs.tmpfs_size import SITE_KEY as TMPFS_SIZE_KEY
+from litefs.tmpfs_size import normalise as normalise_tmpfs_size
+from litefs.tmpfs_size import tmpfs_size_problem
 
 Row = tuple[str | None, ...]
 
@@ -191,6 +194,10 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
             check_node_name(row["node"] or "")
         except LitefsError as exc:
             raise TableError(f"{where}: {exc}") from None
+    if t.name == "site" and (row.get("key") or "").strip() == TMPFS_SIZE_KEY and row.get("value"):
+        why = tmpfs_size_problem(normalise_tmpfs_size(row["value"] or ""))
+        if why:
+            raise TableError(f"{where}: site.{TMPFS_SIZE_KEY} {why}")
     if t.name == "litefile":
         path = row.get("file") or ""
         why = bad_litefile_path(path)
