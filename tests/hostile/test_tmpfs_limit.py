@@ -19,12 +19,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from litefs.initramfs.fetchplan import layout
+from sqlalchemy import Engine
 
 from litefs.fs.fillwatch import FillWatch
+from litefs.planner import load_snapshot, plan_for_node
+from litefs.schema import table
 from litefs.tmpfs_size import DEFAULT, node_tmpfs_size, tmpfs_size_problem
+from tests.dbutil import blank_engine, db_url, engine  # noqa: F401
 from tests.fsutil import Layers, Mounter, is_mounted, litefs_mount, make_plan
 from tests.hostile.test_names_cli import db, refused, run
 from tests.hostile.test_view_perms import as_user, layers
+from tests.planutil import load
+from tests.test_plan_planner import TABLES as PLANNER_TABLES
 
 __all__ = ["db", "layers", "litefs_mount"]
 
@@ -154,3 +160,14 @@ def test_plan_carries_the_size_and_old_plans_stay_identical() -> None:
     assert "tmpfs_size" not in plan.to_json()
     sized = type(plan)(**{**plan.__dict__, "tmpfs_size": "2g"})
     assert type(plan).from_json(sized.to_json()).tmpfs_size == "2g"
+
+
+def test_planner_carries_the_site_size_or_warns(engine: Engine) -> None:  # noqa: F811
+    load(engine, {**PLANNER_TABLES, "site": [{"key": "litefs_tmpfs_size", "value": " 2G "}]})
+    assert plan_for_node(load_snapshot(engine), "n01").tmpfs_size == "2G"
+    # A value stored before the write-time check (written here with plain SQL): the plan
+    # carries no size and says the default applies.
+    with engine.begin() as conn:
+        conn.execute(table("site").update().values(value="0"))
+    plan = plan_for_node(load_snapshot(engine), "n01")
+    assert plan.tmpfs_size is None and any("litefs_tmpfs_size" in w for w in plan.warnings)
