@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, select, text
+from sqlalchemy import Connection, Engine, Table, and_, select, text, true
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from litefs import csvtab, db, saferegex
@@ -253,6 +253,24 @@ def check_litefile_paths(conn: Connection) -> None:
             )
 
 
+def check_host_ips(conn: Connection) -> None:
+    """Refuse two hosts rows with one literal address: mountd identifies a node by the
+    address it connects from, so the second node would silently get the first one's plan.
+    (Regular-expression cells, ``|...|...|``, are per-group patterns and not compared.)"""
+    t = TABLES["hosts"]
+    seen: dict[str, str] = {}
+    for node, ip in conn.execute(select(t.c.node, t.c.ip).where(active(t)).order_by(t.c.node)):
+        addr = (ip or "").strip()
+        if not addr or addr.startswith("|"):
+            continue
+        other = seen.setdefault(addr, node)
+        if other != node:
+            raise TableError(
+                f"hosts: nodes {other} and {node} both have ip {addr}; mountd tells nodes "
+                "apart by address, so give each node its own"
+            )
+
+
 def _lock(conn: Connection, t: Table) -> None:
     # SQLite's write transaction already excludes other writers; PostgreSQL needs the table lock
     # so two restores cannot interleave their delete and insert.
@@ -310,14 +328,21 @@ def restore(
                 conn.execute(t.delete())
             if new_rows:
                 conn.execute(t.insert(), new_rows)
-            if name == "litefile":
+            if name in _TABLE_CHECKS:
                 try:
-                    check_litefile_paths(conn)
+                    _TABLE_CHECKS[name](conn)
                 except TableError as exc:
                     raise TableError(f"{source_name}: {exc}") from None
     except DBAPIError as exc:
         raise _db_error(exc, f"{source_name}: restoring table {name}") from None
     return len(new_rows)
+
+
+#: whole-table checks run inside the writing transaction (a failure rolls the write back)
+_TABLE_CHECKS: dict[str, Callable[[Connection], None]] = {
+    "litefile": check_litefile_paths,
+    "hosts": check_host_ips,
+}
 
 
 def _key_match(t: Table, row: Mapping[str, Any]) -> Any:
@@ -397,8 +422,9 @@ def chtab(
         with db.write(engine) as conn:
             for name, changes in by_table.items():
                 written += _chtab_one(conn, TABLES[name], keys, changes)
-            if "litefile" in by_table:
-                check_litefile_paths(conn)
+            for name in by_table:
+                if name in _TABLE_CHECKS:
+                    _TABLE_CHECKS[name](conn)
     except DBAPIError as exc:
         raise _db_error(exc, "table " + ",".join(by_table)) from None
     return written
@@ -407,9 +433,16 @@ def chtab(
 def _chtab_one(
     conn: Connection, t: Table, keys: Mapping[str, str], changes: Sequence[Assignment]
 ) -> int:
-    where = _where(t, keys)
+    # Priorities are numbers (1, 1.0 and 01 are one row, as tabrestore compares them): select
+    # on the other keys, then compare the priority by value.
+    plain = {k: v for k, v in keys.items() if k != "priority"}
+    where = _where(t, plain) if plain else true()
     cols = column_names(t)
     current = [dict(r._mapping) for r in conn.execute(select(t).where(where).with_for_update())]
+    if "priority" in keys:
+        _column(t, "priority")
+        want = _canon_key("priority", keys["priority"])
+        current = [r for r in current if _canon_key("priority", r["priority"]) == want]
     if not current:
         missing = [k for k in key_columns(t) if k not in keys]
         if missing:

@@ -117,3 +117,32 @@ def test_no_accepted_name_escapes_a_directory(name: str) -> None:
         return
     assert "/" not in name and ".." not in name and name.strip() == name and name
     assert os.path.normpath(os.path.join("/state", name)).startswith("/state/")
+
+
+def test_two_nodes_with_one_ip_are_refused(db: tuple[str, Path], tmp_path: Path) -> None:
+    url, path = db
+    assert run("chtab", "node=n01", "hosts.ip=10.0.0.1", url=url).returncode == 0
+    before = digest(path)
+    r = run("chtab", "node=n02", "hosts.ip=10.0.0.1", url=url)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    assert "n01" in r.stderr and "n02" in r.stderr and "10.0.0.1" in r.stderr
+    assert digest(path) == before
+    csv = tmp_path / "hosts.csv"
+    csv.write_text('#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                   '"n01","10.0.0.1",,,,\n"n02","10.0.0.2",,,,\n"n03","10.0.0.2",,,,\n')
+    r = run("tabrestore", str(csv), url=url)
+    assert r.returncode == 1 and "n02 and n03 both have ip 10.0.0.2" in r.stderr, r
+    assert digest(path) == before
+    # Group rows with a regular-expression ip are patterns, not addresses: the control.
+    csv.write_text('#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                   '"n01","10.0.0.1",,,,\n"compute","|n(\\\\d+)|10.0.1.($1+0)|",,,,\n'
+                   '"gpu","|n(\\\\d+)|10.0.1.($1+0)|",,,,\n')
+    assert run("tabrestore", str(csv), url=url).returncode == 0
+
+
+def test_chtab_compares_priorities_as_numbers(db: tuple[str, Path]) -> None:
+    url, _ = db
+    for prio, col in (("1", "directory=/a"), ("1.0", "directory=/b"), ("01", "comments=x")):
+        assert run("chtab", f"priority={prio}", f"litetree.{col}", url=url).returncode == 0
+    out = run("tabdump", "litetree", url=url).stdout.splitlines()
+    assert out[1:] == ['"1",,"/b",,"x",'], out
