@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from litefs.errors import LitefsError
+from litefs.names import check_node_name
 from litefs.plan import Plan
 from litefs.tmpfs_size import node_tmpfs_size
 
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
+        check_node_name(args.node)  # NODE= comes from the kernel command line
         if args.plan_file:
             plan = Plan.from_json(Path(args.plan_file).read_text())
         elif args.xcat:

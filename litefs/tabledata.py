@@ -198,6 +198,11 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
         why = tmpfs_size_problem(normalise_tmpfs_size(row["value"] or ""))
         if why:
             raise TableError(f"{where}: site.{TMPFS_SIZE_KEY} {why}")
+    if "imagename" in key_columns(t):
+        name = row.get("imagename") or ""
+        if "/" in name or name in (".", "..") or not name.isprintable():
+            # nodeset makes it a folder name under the tftpdir: <tftpdir>/xcat/osimage/<name>/
+            raise TableError(f"{where}: osimage name {name!r} must be a plain name (no '/', no control characters)")
     if t.name == "litefile":
         path = row.get("file") or ""
         why = bad_litefile_path(path)

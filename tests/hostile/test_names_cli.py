@@ -146,3 +146,9 @@ def test_chtab_compares_priorities_as_numbers(db: tuple[str, Path]) -> None:
         assert run("chtab", f"priority={prio}", f"litetree.{col}", url=url).returncode == 0
     out = run("tabdump", "litetree", url=url).stdout.splitlines()
     assert out[1:] == ['"1",,"/b",,"x",'], out
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "im\x01g"])
+def test_osimage_names_are_plain_names(db: tuple[str, Path], name: str) -> None:
+    url, path = db
+    assert "osimage name" in refused(url, path, "chtab", f"imagename={name}", "osimage.profile=compute")
