@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, and_, select, text, true
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from litefs import csvtab, db, saferegex
+from litefs import csvtab, db, nodeattrs, saferegex
 from litefs.errors import LitefsError, TableError
 from litefs.names import check_node_name
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
@@ -198,6 +198,12 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
         why = tmpfs_size_problem(normalise_tmpfs_size(row["value"] or ""))
         if why:
             raise TableError(f"{where}: site.{TMPFS_SIZE_KEY} {why}")
+    if "node" in key_columns(t):  # node-attribute tables: cells may be /re/repl/ or |re|expr|
+        for col, cell in row.items():
+            if cell and col not in key_columns(t):
+                why = regex_cell_problem(cell)
+                if why:
+                    raise TableError(f"{where}: {t.name}.{col} {why}")
     if "imagename" in key_columns(t):
         name = row.get("imagename") or ""
         if "/" in name or name in (".", "..") or not name.isprintable():
@@ -208,6 +214,44 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
         why = bad_litefile_path(path)
         if why:
             raise TableError(f"{where}: litefile path {path!r} {why}")
+
+
+_DOLLAR = re.compile(r"\$(\d+)|\$\{(\d+)\}")
+
+
+def regex_cell_problem(value: str) -> str | None:
+    """Why a ``/re/repl/`` or ``|re|expr|`` cell could never be applied, or None.
+
+    Checked when written, so a bad cell is refused with one line instead of failing the plans
+    of every node it covers: the regex must compile (RE2, as at plan time), ``$N`` must name a
+    group it has, and the arithmetic must parse and stay finite with every group ``1``
+    (what depends on a node's digits - ``100/($1-1)`` - is still contained per node at plan
+    time).
+    """
+    if not (len(value) >= 3 and value[0] == value[-1] and value[0] in "/|"):
+        return None
+    delim, body = value[0], value[1:-1]
+    if delim not in body:
+        return None
+    pattern, _, repl = body.partition(delim)
+    shown = repr(value) if len(value) <= 80 else repr(value[:50] + "..." + value[-20:])
+    try:
+        groups = saferegex.compile(pattern).groups
+    except saferegex.RegexError as exc:
+        return f"value {shown}: {exc}"
+    for m in _DOLLAR.finditer(repl):
+        n = int(m.group(1) or m.group(2))
+        if n > groups:
+            return f"value {shown}: ${n} refers to a group the regex does not have ({groups})"
+    if delim == "|" and "(" in repl:
+        sample = re.fullmatch("(1)" * groups, "1" * groups)
+        assert sample is not None
+        try:
+            nodeattrs.expression(repl, sample, f"value {shown}")
+        except TableError as exc:
+            if "division by zero" not in str(exc):  # depends on the node: left to plan time
+                return str(exc)
+    return None
 
 
 def _canon_key(col: str, cell: str | None) -> str | None:

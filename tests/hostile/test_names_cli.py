@@ -152,3 +152,30 @@ def test_chtab_compares_priorities_as_numbers(db: tuple[str, Path]) -> None:
 def test_osimage_names_are_plain_names(db: tuple[str, Path], name: str) -> None:
     url, path = db
     assert "osimage name" in refused(url, path, "chtab", f"imagename={name}", "osimage.profile=compute")
+
+
+BAD_CELLS = [
+    "|n(\\d+)|10.0.0.($1*" + "9" * 400 + ")|",  # overflows for every node
+    "|n((\\d+)|x|",  # the regex does not compile
+    "|n(\\d+)|x$2|",  # no group 2
+    "|n(\\d+)|($1+)|",  # not arithmetic
+    "/(a)\\1/x/",  # a backreference: RE2 (linear time) refuses it, as the planner would
+]
+
+
+@pytest.mark.parametrize("cell", BAD_CELLS)
+def test_regex_cells_are_checked_when_written(db: tuple[str, Path], tmp_path: Path, cell: str) -> None:
+    url, path = db
+    err = refused(url, path, "chtab", "node=compute", f"noderes.nfsserver={cell}")
+    assert "noderes.nfsserver" in err and len(err) < 400, err
+    csv = tmp_path / "hosts.csv"
+    csv.write_text('#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                   f'"compute","{cell}",,,,\n')
+    assert "hosts.ip" in refused(url, path, "tabrestore", str(csv))
+
+
+def test_good_regex_cells_are_accepted(db: tuple[str, Path]) -> None:
+    url, _ = db
+    for cell in ("|n(\\d+)|10.0.0.($1+0)|", "/n(\\d+)/host$1/", "|\\D+(\\d+)|(100/($1-1))|", "/install/"):
+        r = run("chtab", "node=compute", f"noderes.nfsserver={cell}", url=url)
+        assert r.returncode == 0, (cell, r.stderr)
