@@ -96,12 +96,15 @@ def mountd(site: Site) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     sock_dir = Path(tempfile.mkdtemp(prefix="litefs-hostile-"))
     log = site.tmp / "mountd.log"
-    with mountd_process(site.url, port, "--ca-dir", str(site.ca), "--socket",
-                        str(sock_dir / "mountd.sock"), log_path=log) as proc:
-        yield proc, port
-        assert proc.poll() is None, "mountd died during the attack: " + log.read_text()[-2000:]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+    try:
+        with mountd_process(site.url, port, "--ca-dir", str(site.ca), "--socket",
+                            str(sock_dir / "mountd.sock"), log_path=log) as proc:
+            yield proc, port
+            assert proc.poll() is None, "mountd died during the attack: " + log.read_text()[-2000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def wait_for_socket(path: Path) -> Path:
