@@ -46,7 +46,8 @@ def as_user(fn: Callable[[], int]) -> int:
 @pytest.fixture
 def layers() -> Iterator[Layers]:
     """Layers under a 0755 folder in /tmp: pytest's own tmp folder is 0700, which a plain uid
-    cannot traverse (every refusal would then be the kernel's, and the tests could not fail)."""
+    cannot traverse (every refusal would then be the kernel's, and the tests could not fail).
+    ``LITEFS_KEEP=1`` keeps the folder (with the daemon's log) for a post-mortem."""
     root = Path(tempfile.mkdtemp(prefix="litefs-hostile-", dir="/tmp"))
     os.chmod(root, 0o755)
     lay = Layers(root=root, image=root / "image", tmpfs=root / "tmpfs",
