@@ -5,7 +5,8 @@ fetches the plan (retries with exponential backoff, a console line per retry) an
 the node's statelite tmpfs: ``plan.json`` (what ``litefs mount`` reads; it also writes
 ``/.statelite/litefile`` and ``litetree`` from it) and ``sources``
 (``server<TAB>path<TAB>mntopts`` lines the shell hook mounts read-only; server ``-`` marks a
-node-local directory). ``--plan-file`` reads the
+node-local directory) and ``tmpfs.size`` (the checked ``size=`` the hook remounts the tmpfs
+layer with; an unusable site value gives the default and a console warning). ``--plan-file`` reads the
 plan from a file instead (qemu boots deliver it on a 9p share). On failure it prints the one
 console message :data:`FETCH_FAILED` and exits 1; the hook then drops to a shell.
 """
@@ -20,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from litefs.errors import LitefsError
+from litefs.names import check_node_name
 from litefs.plan import Plan
+from litefs.tmpfs_size import node_tmpfs_size
 
 #: The console message when no plan can be had (documented in the README's boot section).
 FETCH_FAILED = (
@@ -35,7 +38,8 @@ def layout(plan: Plan) -> dict[str, str]:
     sources = "".join(
         f"{s.server or '-'}\t{s.path}\t{s.mntopts or '-'}\n" for s in plan.sources
     )
-    return {"plan.json": plan.to_json() + "\n", "sources": sources}
+    size, _ = node_tmpfs_size(plan.tmpfs_size)
+    return {"plan.json": plan.to_json() + "\n", "sources": sources, "tmpfs.size": size + "\n"}
 
 
 def write_layout(plan: Plan, out: Path) -> None:
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
+        check_node_name(args.node)  # NODE= comes from the kernel command line
         if args.plan_file:
             plan = Plan.from_json(Path(args.plan_file).read_text())
         elif args.xcat:
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             raise LitefsError(f"mountd answered with the plan of {plan.node}, not {args.node}; "
                               "check the hosts table entry for this node's address")
         write_layout(plan, args.out)
+        _, size_warning = node_tmpfs_size(plan.tmpfs_size)
+        if size_warning:
+            say(f"litefs: warning: {size_warning}")
     except (LitefsError, OSError) as exc:
         say(f"litefs: {exc}")
         return 1

@@ -5,7 +5,8 @@
 # Reads the xCAT kernel arguments (reference §5.1): root=nfs:IP:DIR[:ro,opts] or NFSROOT=IP:DIR,
 # STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=. Then, in DESIGN's order:
 #   1. mount the image read-only                 -> $LAYERS/image
-#   2. mount a tmpfs                             -> $LAYERS/statelite (tmpfs layer in tmpfs/)
+#   2. mount a tmpfs (size=25% of RAM; after step 4 site.litefs_tmpfs_size, checked)
+#                                                -> $LAYERS/statelite (tmpfs layer in tmpfs/)
 #   3. mount the persistent store: <statemnt>, mkdir <node>, umount, mount <statemnt>/<node>
 #                                                -> $LAYERS/statelite/persistent
 #   4. fetch the plan from mountd at XCAT= (retries with backoff; clear console message)
@@ -53,6 +54,7 @@ STATEMNT=
 MNTOPTS=
 XCAT=
 NODE=
+TMPFS_SIZE_DEFAULT=25%  # of RAM, until the plan brings site.litefs_tmpfs_size
 
 log() { echo "$*" >>"$LOG"; }
 
@@ -231,15 +233,40 @@ mount_image() {
         die "cannot mount the image $IMG_SERVER:$IMG_PATH; check the NFS export on $IMG_SERVER, then rpower $NODE boot"
 }
 
+# tmpfs_size_ok SIZE: N% (1-100) or N, Nk, Nm, Ng (N >= 1), as litefs/tmpfs_size.py; "0" would
+# be an unlimited tmpfs, which one user could fill until the node's RAM is gone.
+tmpfs_size_ok() {
+    num=${1%[kmgKMG%]}
+    case "$num" in ''|*[!0-9]*) return 1 ;; esac
+    case "$num" in *[!0]*) ;; *) return 1 ;; esac
+    [ "${#num}" -le 15 ] || return 1
+    case "$1" in *%) [ "$num" -le 100 ] || return 1 ;; esac
+    return 0
+}
+
 mount_statelite_tmpfs() {
     run mkdir -p "$SL"
-    run mount -t tmpfs -o mode=755 rw "$SL" || die "cannot mount the tmpfs for /.statelite"
+    # Bounded from the start (the default); apply_tmpfs_size sets the site's size once the
+    # plan is here.
+    run mount -t tmpfs -o "mode=755,size=$TMPFS_SIZE_DEFAULT" rw "$SL" || die "cannot mount the tmpfs for /.statelite"
     run mkdir -p "$SL/tmpfs/.statelite" "$SL/persistent" "$SL/mnt"
     # From now on the log lives where admins look for it: the view shows the tmpfs layer's
     # .statelite/{statelite.log,litefile,litetree} as /.statelite/...
     cat "$LOG" >>"$SL/tmpfs/.statelite/statelite.log" 2>/dev/null
     rm -f "$LOG"
     LOG=$SL/tmpfs/.statelite/statelite.log
+}
+
+apply_tmpfs_size() {
+    size=$TMPFS_SIZE_DEFAULT
+    [ -r "$SL/tmpfs.size" ] && read -r size <"$SL/tmpfs.size"
+    if ! tmpfs_size_ok "$size"; then
+        say "warning: tmpfs size '$size' is not N%, N, Nk, Nm or Ng (N >= 1); keeping $TMPFS_SIZE_DEFAULT"
+        return 0
+    fi
+    [ "$size" = "$TMPFS_SIZE_DEFAULT" ] && return 0
+    run mount -o "remount,size=$size" "$SL" ||
+        say "warning: cannot resize the tmpfs layer to $size (more in use already?); it stays at $TMPFS_SIZE_DEFAULT"
 }
 
 mount_persistent() {
@@ -399,6 +426,7 @@ litefs_boot() {
     stamp fetch_plan
     prestart_litefs
     fetch_plan
+    apply_tmpfs_size
     stamp mount_sources
     mount_sources
     pause 2 "plan fetched, litetree sources mounted under $SL/mnt"

@@ -146,6 +146,10 @@ def _expression(expr: str, m: re.Match[str], where: str) -> str:
     return "".join(out)
 
 
+#: the arithmetic part of a ``|re|expr|`` cell, also used by the write-time check (tabledata)
+expression = _expression
+
+
 def _clip(text: str, limit: int = 160) -> str:
     """Head and tail of a long message part: the cell is cut, the node name at the end kept."""
     return text if len(text) <= limit else text[: limit - 60] + "..." + text[-57:]

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from litefs import saferegex
-from litefs.errors import NoderangeError
+from litefs.errors import LitefsError, NoderangeError
+from litefs.names import check_node_name
 
 #: attr(node, table, column) -> value or None (inheritance and regex cells already applied).
 AttrLookup = Callable[[str, str, str], "str | None"]
@@ -182,6 +183,13 @@ def expand(text: str, universe: Universe) -> list[str]:
             "invalid nodes and/or groups in noderange: " + listed
             + " (no such node or group in the nodelist/nodegroup tables)"
         )
+    for name in found:
+        # Only a nodelist row written before names were checked can get here; never hand such
+        # a name to a caller that joins it into a path.
+        try:
+            check_node_name(name)
+        except LitefsError as exc:
+            raise NoderangeError(f"noderange yields a bad nodelist entry: {exc}; fix that row") from None
     order = universe.order
     return sorted(found, key=order.__getitem__)
 

@@ -83,6 +83,8 @@ class Plan:
     statemnt: str | None = None
     mntopts: str | None = None
     warnings: tuple[str, ...] = ()
+    #: site.litefs_tmpfs_size (None: the node's default); see litefs.tmpfs_size
+    tmpfs_size: str | None = None
     plan_version: int = PLAN_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -97,6 +99,12 @@ class Plan:
     # --- JSON ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        out = self._base_dict()
+        if self.tmpfs_size is not None:  # only when set: plans without it stay byte-identical
+            out["tmpfs_size"] = self.tmpfs_size
+        return out
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "plan_version": self.plan_version,
             "node": self.node,
@@ -161,6 +169,7 @@ class Plan:
                 statemnt=data.get("statemnt"),
                 mntopts=data.get("mntopts"),
                 warnings=tuple(data.get("warnings", [])),
+                tmpfs_size=None if data.get("tmpfs_size") is None else str(data["tmpfs_size"]),
                 plan_version=version,
             )
         except PlanError:

@@ -28,6 +28,9 @@ from litefs.plan import Plan, Rule, Source
 from litefs.resolve import normalise_path
 from litefs.schema import TABLES, active
 from litefs.subst import has_variables, substitute
+from litefs.tmpfs_size import DEFAULT as DEFAULT_TMPFS_SIZE
+from litefs.tmpfs_size import SITE_KEY as SITE_TMPFS_SIZE
+from litefs.tmpfs_size import tmpfs_size_problem
 from litefs.validate import validate_rules
 
 Row = dict[str, Any]
@@ -353,6 +356,12 @@ def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Pla
                 "(server:/path); nodeset will refuse it"
             )
         mntopts = (snap.attrs.get(node, "statelite", "mntopts") or "").strip() or None
+    tmpfs_size = (snap.site.get(SITE_TMPFS_SIZE) or "").strip() or None
+    if tmpfs_size is not None and tmpfs_size_problem(tmpfs_size):
+        # Written before write-time checks existed: the node would fall back anyway; say so.
+        why = tmpfs_size_problem(tmpfs_size)
+        warnings.append(f"site.{SITE_TMPFS_SIZE}: {why}; nodes use {DEFAULT_TMPFS_SIZE}")
+        tmpfs_size = None
     return Plan(
         image=image,
         rules=rules.rules,
@@ -361,6 +370,7 @@ def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Pla
         statemnt=statemnt,
         mntopts=mntopts,
         warnings=tuple(warnings),
+        tmpfs_size=tmpfs_size,
     )
 
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, select, text
+from sqlalchemy import Connection, Engine, Table, and_, select, text, true
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from litefs import csvtab, db, saferegex
+from litefs import csvtab, db, nodeattrs, saferegex
 from litefs.errors import LitefsError, TableError
 from litefs.names import check_node_name
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
+from litefs.tmpfs_size import SITE_KEY as TMPFS_SIZE_KEY
+from litefs.tmpfs_size import normalise as normalise_tmpfs_size
+from litefs.tmpfs_size import tmpfs_size_problem
 
 Row = tuple[str | None, ...]
 
@@ -191,11 +194,64 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
             check_node_name(row["node"] or "")
         except LitefsError as exc:
             raise TableError(f"{where}: {exc}") from None
+    if t.name == "site" and (row.get("key") or "").strip() == TMPFS_SIZE_KEY and row.get("value"):
+        why = tmpfs_size_problem(normalise_tmpfs_size(row["value"] or ""))
+        if why:
+            raise TableError(f"{where}: site.{TMPFS_SIZE_KEY} {why}")
+    if "node" in key_columns(t):  # node-attribute tables: cells may be /re/repl/ or |re|expr|
+        for col, cell in row.items():
+            if cell and col not in key_columns(t):
+                why = regex_cell_problem(cell)
+                if why:
+                    raise TableError(f"{where}: {t.name}.{col} {why}")
+    if "imagename" in key_columns(t):
+        name = row.get("imagename") or ""
+        if "/" in name or name in (".", "..") or not name.isprintable():
+            # nodeset makes it a folder name under the tftpdir: <tftpdir>/xcat/osimage/<name>/
+            raise TableError(f"{where}: osimage name {name!r} must be a plain name (no '/', no control characters)")
     if t.name == "litefile":
         path = row.get("file") or ""
         why = bad_litefile_path(path)
         if why:
             raise TableError(f"{where}: litefile path {path!r} {why}")
+
+
+_DOLLAR = re.compile(r"\$(\d+)|\$\{(\d+)\}")
+
+
+def regex_cell_problem(value: str) -> str | None:
+    """Why a ``/re/repl/`` or ``|re|expr|`` cell could never be applied, or None.
+
+    Checked when written, so a bad cell is refused with one line instead of failing the plans
+    of every node it covers: the regex must compile (RE2, as at plan time), ``$N`` must name a
+    group it has, and the arithmetic must parse and stay finite with every group ``1``
+    (what depends on a node's digits - ``100/($1-1)`` - is still contained per node at plan
+    time).
+    """
+    if not (len(value) >= 3 and value[0] == value[-1] and value[0] in "/|"):
+        return None
+    delim, body = value[0], value[1:-1]
+    if delim not in body:
+        return None
+    pattern, _, repl = body.partition(delim)
+    shown = repr(value) if len(value) <= 80 else repr(value[:50] + "..." + value[-20:])
+    try:
+        groups = saferegex.compile(pattern).groups
+    except saferegex.RegexError as exc:
+        return f"value {shown}: {exc}"
+    for m in _DOLLAR.finditer(repl):
+        n = int(m.group(1) or m.group(2))
+        if n > groups:
+            return f"value {shown}: ${n} refers to a group the regex does not have ({groups})"
+    if delim == "|" and "(" in repl:
+        sample = re.fullmatch("(1)" * groups, "1" * groups)
+        assert sample is not None
+        try:
+            nodeattrs.expression(repl, sample, f"value {shown}")
+        except TableError as exc:
+            if "division by zero" not in str(exc):  # depends on the node: left to plan time
+                return str(exc)
+    return None
 
 
 def _canon_key(col: str, cell: str | None) -> str | None:
@@ -243,6 +299,24 @@ def check_litefile_paths(conn: Connection) -> None:
             raise TableError(
                 f"litefile rows {other!r} and {file!r} of image {key[0] or 'blank'!r} name the "
                 "same path (a trailing '/' only marks a directory); keep one of them"
+            )
+
+
+def check_host_ips(conn: Connection) -> None:
+    """Refuse two hosts rows with one literal address: mountd identifies a node by the
+    address it connects from, so the second node would silently get the first one's plan.
+    (Regular-expression cells, ``|...|...|``, are per-group patterns and not compared.)"""
+    t = TABLES["hosts"]
+    seen: dict[str, str] = {}
+    for node, ip in conn.execute(select(t.c.node, t.c.ip).where(active(t)).order_by(t.c.node)):
+        addr = (ip or "").strip()
+        if not addr or addr.startswith("|"):
+            continue
+        other = seen.setdefault(addr, node)
+        if other != node:
+            raise TableError(
+                f"hosts: nodes {other} and {node} both have ip {addr}; mountd tells nodes "
+                "apart by address, so give each node its own"
             )
 
 
@@ -303,14 +377,21 @@ def restore(
                 conn.execute(t.delete())
             if new_rows:
                 conn.execute(t.insert(), new_rows)
-            if name == "litefile":
+            if name in _TABLE_CHECKS:
                 try:
-                    check_litefile_paths(conn)
+                    _TABLE_CHECKS[name](conn)
                 except TableError as exc:
                     raise TableError(f"{source_name}: {exc}") from None
     except DBAPIError as exc:
         raise _db_error(exc, f"{source_name}: restoring table {name}") from None
     return len(new_rows)
+
+
+#: whole-table checks run inside the writing transaction (a failure rolls the write back)
+_TABLE_CHECKS: dict[str, Callable[[Connection], None]] = {
+    "litefile": check_litefile_paths,
+    "hosts": check_host_ips,
+}
 
 
 def _key_match(t: Table, row: Mapping[str, Any]) -> Any:
@@ -390,8 +471,9 @@ def chtab(
         with db.write(engine) as conn:
             for name, changes in by_table.items():
                 written += _chtab_one(conn, TABLES[name], keys, changes)
-            if "litefile" in by_table:
-                check_litefile_paths(conn)
+            for name in by_table:
+                if name in _TABLE_CHECKS:
+                    _TABLE_CHECKS[name](conn)
     except DBAPIError as exc:
         raise _db_error(exc, "table " + ",".join(by_table)) from None
     return written
@@ -400,9 +482,16 @@ def chtab(
 def _chtab_one(
     conn: Connection, t: Table, keys: Mapping[str, str], changes: Sequence[Assignment]
 ) -> int:
-    where = _where(t, keys)
+    # Priorities are numbers (1, 1.0 and 01 are one row, as tabrestore compares them): select
+    # on the other keys, then compare the priority by value.
+    plain = {k: v for k, v in keys.items() if k != "priority"}
+    where = _where(t, plain) if plain else true()
     cols = column_names(t)
     current = [dict(r._mapping) for r in conn.execute(select(t).where(where).with_for_update())]
+    if "priority" in keys:
+        _column(t, "priority")
+        want = _canon_key("priority", keys["priority"])
+        current = [r for r in current if _canon_key("priority", r["priority"]) == want]
     if not current:
         missing = [k for k in key_columns(t) if k not in keys]
         if missing:

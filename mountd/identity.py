@@ -15,6 +15,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from litefs.errors import LitefsError
+from litefs.names import check_node_name
+
 _SUFFIX_RE = re.compile(r"-(?:eth|ib|myri)\d+$")
 
 
@@ -89,12 +92,22 @@ class Identity:
     hostname: str | None = None  # reverse-DNS name, when it was looked up
 
 
+def _is_node_name(name: str) -> bool:
+    try:
+        check_node_name(name)
+    except LitefsError:
+        return False
+    return True
+
+
 def identify_known(
     peer: Peer, hosts: dict[str, str], nodes: frozenset[str] | set[str]
 ) -> Identity | None:
     """The answer without DNS, or None when reverse DNS must be asked."""
     if peer.cert_role == "node" and peer.cert_cn:
-        if peer.cert_cn in nodes:
+        # A CN outside the node-name grammar (a certificate from another tool, a row written
+        # before names were checked) identifies nobody.
+        if peer.cert_cn in nodes and _is_node_name(peer.cert_cn):
             return Identity(peer.cert_cn, "cert")
         return Identity(None, "cert")
     node = hosts.get(peer.address)  # the server hands us canonical text already

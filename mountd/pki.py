@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from litefs.errors import LitefsError, UsageError
+from litefs.names import check_node_name
 
 ROLES = ("server", "admin", "node")
 _DAYS_CA = 3650
@@ -135,6 +136,19 @@ def issue(
         raise UsageError(f"unknown certificate role {role!r} (one of {', '.join(ROLES)})")
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"bad certificate name {name!r}")
+    if role == "node":
+        # The CN of a node certificate *is* the node's identity in mountd: same grammar.
+        try:
+            check_node_name(name)
+        except LitefsError as exc:
+            raise UsageError(f"cannot issue a node certificate: {exc}") from None
+    return _sign(directory, role, name, out=out, san=san)
+
+
+def _sign(
+    directory: Path, role: str, name: str, *, out: Path | None, san: list[str] | None
+) -> CertFiles:
+    """Issue without the name checks (the tests forge what another tool might have issued)."""
     ca_cert, ca_key = _load_ca(directory)
     base = out if out is not None else directory / name
     files = CertFiles(base.with_name(base.name + ".pem"), base.with_name(base.name + ".key"))

@@ -192,6 +192,9 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
     if not image or image in ("install", "netboot", "statelite"):
         raise BootError(f"{node}: no osimage given and nodetype.provmethod names none; "
                         "use osimage=<osimage_name>")
+    if "/" in image or image in (".", "..") or not image.isprintable():
+        # It becomes <tftpdir>/xcat/osimage/<image>/: never a path of its own.
+        raise BootError(f"{node}: osimage name {image!r} is not a plain name (no '/', no control characters)")
     osimg = t.osimage.get(image)
     if osimg is None:
         raise BootError(f"{node}: Cannot find the OS image definition for {image}")
@@ -393,11 +396,17 @@ def _body(argv: list[str]) -> int:
     if errors:
         # Nothing was written: fix the data and run again.
         raise BootError("; ".join(errors) + " (no boot files were written)")
+    for work, tdir in works:  # every target checked before anything is written
+        if work.image:
+            _inside(Path(tdir), f"xcat/osimage/{work.image}/{KERNEL_NAME}")
+        for bf in work.files:
+            for rel in (bf.path, *bf.symlinks, *bf.hardlinks):
+                _inside(Path(tdir), rel)
     copied: set[tuple[str, str]] = set()
     for work, tdir in works:
         if work.image and (tdir, work.image) not in copied:
             copied.add((tdir, work.image))
-            dest = Path(tdir) / "xcat" / "osimage" / work.image
+            dest = _inside(Path(tdir), f"xcat/osimage/{work.image}")
             initrd = Path(work.rootimgdir) / INITRD_NAME
             if not initrd.exists():
                 initrd = Path(work.rootimgdir) / "initrd.gz"

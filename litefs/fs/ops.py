@@ -26,6 +26,7 @@ import pyfuse3
 import trio
 
 from litefs.fs.copyup import copy_up, ensure_dir
+from litefs.fs.fillwatch import FillWatch, NoWatch
 from litefs.fs.inodes import ROOT_INODE, InodeTable, Node
 from litefs.fs.layers import (
     OPAQUE,
@@ -157,6 +158,8 @@ class LitefsOps(pyfuse3.Operations):
         self._squash_warned: set[str] = set()
         #: copy-ups in progress, by view path
         self._copy_locks: dict[str, trio.Lock] = {}
+        tmp = None if self.read_only else view.layers.upper("tmpfs")
+        self.fill = FillWatch.for_fd("tmpfs", tmp.fd) if tmp is not None else NoWatch()
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -837,6 +840,7 @@ class LitefsOps(pyfuse3.Operations):
                 self.inodes.forget(node.ino, 1)
                 raise
         pnode, pe, path, up, rel, had_wh, res = self._prepare_create_res(parent_inode, sname)
+        self.fill.tick()
         parent, leaf = split(rel)
         pfd = up.dirfd(parent)
         try:
@@ -889,6 +893,7 @@ class LitefsOps(pyfuse3.Operations):
         of = self.files[fh]
         if of.data is not None:
             raise _err(errno.EBADF)
+        self.fill.tick()
         return os.pwrite(of.fd, buf, off)
 
     async def release(self, fh: int) -> None:

@@ -245,7 +245,7 @@ class View:
             if names is not None:
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
                             hidden.add(n[len(WH_PREFIX) :])
                     else:
                         seen[n] = None
@@ -291,7 +291,7 @@ class View:
                 shown = []
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
                             hidden.add(n[len(WH_PREFIX) :])
                     else:
                         shown.append(n)

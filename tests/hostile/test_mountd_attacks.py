@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 from litefs.mountd import client, codec
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from litefs import db
 from litefs.errors import MountdError
+from litefs.schema import table
 from tests.dbutil import dump_all, load_tables
 from tests.mountdutil import client_ssl, cluster_tables, free_port, mountd_process
 
@@ -69,10 +70,14 @@ def site(tmp_path: Path) -> Site:
     db_file = tmp_path / "litefs.db"
     url = f"sqlite:///{db_file}"
     tables = cluster_tables(NODES)
-    # n03 alone has a nodetype row whose provmethod cell overflows when evaluated.
-    tables["nodetype"] += f'"n03","rhels8","x86_64","compute","{OVERFLOW_CELL}",,,,\n'
     eng: Engine = db.open_engine(url)
     load_tables(eng, tables)
+    # n03 alone has a nodetype row whose provmethod cell overflows when evaluated. chtab and
+    # tabrestore refuse it now; a database written before that check (plain SQL here) may
+    # still hold one, and mountd must contain it to n03.
+    with eng.begin() as conn:
+        conn.execute(insert(table("nodetype")).values(
+            node="n03", os="rhels8", arch="x86_64", profile="compute", provmethod=OVERFLOW_CELL))
     eng.dispose()
     ca = tmp_path / "ca"
     subprocess.run([BIN / "litefs", "ca", "init", "--dir", ca, "--san", "127.0.0.1"],
@@ -91,12 +96,15 @@ def mountd(site: Site) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     sock_dir = Path(tempfile.mkdtemp(prefix="litefs-hostile-"))
     log = site.tmp / "mountd.log"
-    with mountd_process(site.url, port, "--ca-dir", str(site.ca), "--socket",
-                        str(sock_dir / "mountd.sock"), log_path=log) as proc:
-        yield proc, port
-        assert proc.poll() is None, "mountd died during the attack: " + log.read_text()[-2000:]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+    try:
+        with mountd_process(site.url, port, "--ca-dir", str(site.ca), "--socket",
+                            str(sock_dir / "mountd.sock"), log_path=log) as proc:
+            yield proc, port
+            assert proc.poll() is None, "mountd died during the attack: " + log.read_text()[-2000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0, log.read_text()[-2000:]
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def wait_for_socket(path: Path) -> Path:

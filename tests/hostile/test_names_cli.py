@@ -99,11 +99,6 @@ def test_inspect_refuses_traversal(db: tuple[str, Path], tmp_path: Path) -> None
     assert r.returncode == 1 and "node name" in r.stderr, r
 
 
-def test_boot_hook_refuses_bad_node() -> None:
-    hook = Path(__file__).parents[2] / "initramfs" / "litefs-boot.sh"
-    assert 'case "$NODE" in' in hook.read_text()
-
-
 @given(st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,20}(\.[A-Za-z0-9_-]{1,10}){0,3}", fullmatch=True))
 def test_good_names_accepted(name: str) -> None:
     assert check_node_name(name) == name
@@ -117,3 +112,65 @@ def test_no_accepted_name_escapes_a_directory(name: str) -> None:
         return
     assert "/" not in name and ".." not in name and name.strip() == name and name
     assert os.path.normpath(os.path.join("/state", name)).startswith("/state/")
+
+
+def test_two_nodes_with_one_ip_are_refused(db: tuple[str, Path], tmp_path: Path) -> None:
+    url, path = db
+    assert run("chtab", "node=n01", "hosts.ip=10.0.0.1", url=url).returncode == 0
+    before = digest(path)
+    r = run("chtab", "node=n02", "hosts.ip=10.0.0.1", url=url)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    assert "n01" in r.stderr and "n02" in r.stderr and "10.0.0.1" in r.stderr
+    assert digest(path) == before
+    csv = tmp_path / "hosts.csv"
+    csv.write_text('#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                   '"n01","10.0.0.1",,,,\n"n02","10.0.0.2",,,,\n"n03","10.0.0.2",,,,\n')
+    r = run("tabrestore", str(csv), url=url)
+    assert r.returncode == 1 and "n02 and n03 both have ip 10.0.0.2" in r.stderr, r
+    assert digest(path) == before
+    # Group rows with a regular-expression ip are patterns, not addresses: the control.
+    csv.write_text('#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                   '"n01","10.0.0.1",,,,\n"compute","|n(\\\\d+)|10.0.1.($1+0)|",,,,\n'
+                   '"gpu","|n(\\\\d+)|10.0.1.($1+0)|",,,,\n')
+    assert run("tabrestore", str(csv), url=url).returncode == 0
+
+
+def test_chtab_compares_priorities_as_numbers(db: tuple[str, Path]) -> None:
+    url, _ = db
+    for prio, col in (("1", "directory=/a"), ("1.0", "directory=/b"), ("01", "comments=x")):
+        assert run("chtab", f"priority={prio}", f"litetree.{col}", url=url).returncode == 0
+    out = run("tabdump", "litetree", url=url).stdout.splitlines()
+    assert out[1:] == ['"1",,"/b",,"x",'], out
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "im\x01g"])
+def test_osimage_names_are_plain_names(db: tuple[str, Path], name: str) -> None:
+    url, path = db
+    assert "osimage name" in refused(url, path, "chtab", f"imagename={name}", "osimage.profile=compute")
+
+
+BAD_CELLS = [
+    "|n(\\d+)|10.0.0.($1*" + "9" * 400 + ")|",  # overflows for every node
+    "|n((\\d+)|x|",  # the regex does not compile
+    "|n(\\d+)|x$2|",  # no group 2
+    "|n(\\d+)|($1+)|",  # not arithmetic
+    "/(a)\\1/x/",  # a backreference: RE2 (linear time) refuses it, as the planner would
+]
+
+
+@pytest.mark.parametrize("cell", BAD_CELLS)
+def test_regex_cells_are_checked_when_written(db: tuple[str, Path], tmp_path: Path, cell: str) -> None:
+    url, path = db
+    err = refused(url, path, "chtab", "node=compute", f"noderes.nfsserver={cell}")
+    assert "noderes.nfsserver" in err and len(err) < 400, err
+    csv = tmp_path / "hosts.csv"
+    csv.write_text('#node,ip,hostnames,otherinterfaces,comments,disable\n'
+                   f'"compute","{cell}",,,,\n')
+    assert "hosts.ip" in refused(url, path, "tabrestore", str(csv))
+
+
+def test_good_regex_cells_are_accepted(db: tuple[str, Path]) -> None:
+    url, _ = db
+    for cell in ("|n(\\d+)|10.0.0.($1+0)|", "/n(\\d+)/host$1/", "|\\D+(\\d+)|(100/($1-1))|", "/install/"):
+        r = run("chtab", "node=compute", f"noderes.nfsserver={cell}", url=url)
+        assert r.returncode == 0, (cell, r.stderr)
