@@ -80,7 +80,8 @@ def coalesce(paths: Iterable[str], limit: int = MAX_PATHS) -> list[str]:
     A refresh of a path covers everything below it, so ``/etc`` makes ``/etc/motd``
     redundant; too many paths cost more to send and apply than refreshing everything."""
     out: list[str] = []
-    for p in sorted(set(paths)):
+    # By components, so that a folder's descendants follow it ("/c", "/c/a", "/c.").
+    for p in sorted(set(paths), key=lambda p: p.split("/")):
         if p == "/":
             return ["/"]
         if out and (p == out[-1] or p.startswith(out[-1].rstrip("/") + "/")):
