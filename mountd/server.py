@@ -176,7 +176,7 @@ class Server:
                 on_tables=(lambda: siblings.send({"t": "tables"})) if siblings else None,
                 # One origin for all workers of this mountd (the parent's pid), so a worker
                 # does not hear its sibling's announcement back from the database.
-                origin=f"{socket.gethostname()}:{os.getppid() if siblings else os.getpid()}",
+                origin=f"{socket.gethostname()}:{os.getppid()}" if siblings else None,
             )
 
     # --- lifecycle --------------------------------------------------------------------------
