@@ -119,6 +119,10 @@ def test_sqlite_node_follows_table_and_image_edits_by_itself(work: Path) -> None
         mountds = Mountds(c)
         try:
             stage_demo(c)
+            # Plain image content (the demo's /etc/issue is an "ro" row: it follows its
+            # source within a second anyway), cached by the node for the cache timeout.
+            (c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/site.conf"
+             ).write_text("v1\n")
             url = f"sqlite:///{work}/litefs.db"
             load_demo_tables(url, demo_tables(c))
             mountds.start(url, 3001)
@@ -137,12 +141,12 @@ def test_sqlite_node_follows_table_and_image_edits_by_itself(work: Path) -> None
                    debug)
             assert node.check("cat /etc/hostname") == "live\n"
 
-            issue = c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/issue"
-            assert node.check("cat /etc/issue") == "demo image v1\n"
-            assert "issue" in node.check("ls -l /etc")  # attributes now cached by the kernel
-            issue.write_text("demo image v2, edited on the MN\n")  # in place: same inode
-            _until(node, lambda: node.check("cat /etc/issue")
-                   == "demo image v2, edited on the MN\n", "new /etc/issue", debug)
+            conf = c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/site.conf"
+            assert node.check("cat /etc/site.conf") == "v1\n"
+            assert "site.conf" in node.check("ls -l /etc")  # attributes now cached by the kernel
+            conf.write_text("demo image v2, edited on the MN\n")  # in place: same inode
+            _until(node, lambda: node.check("cat /etc/site.conf")
+                   == "demo image v2, edited on the MN\n", "new /etc/site.conf", debug)
             assert "plan changed" in node.initramfs_file("/.litefs/statelite/watch.log")
         finally:
             c.close()
@@ -175,6 +179,10 @@ def test_postgres_two_mountds_nodes_of_both_follow(work: Path, pg_url: str) -> N
         mountds = Mountds(c)
         try:
             stage_demo(c)
+            # Plain image content (the demo's /etc/issue is an "ro" row: it follows its
+            # source within a second anyway), cached by the node for the cache timeout.
+            (c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/site.conf"
+             ).write_text("v1\n")
             load_demo_tables(pg_url, demo_tables(c))
             # Tree watching off: here the image edit must travel by `litefs notify`.
             sock_a = mountds.start(pg_url, 3001, "--no-watch-trees")
@@ -192,17 +200,17 @@ def test_postgres_two_mountds_nodes_of_both_follow(work: Path, pg_url: str) -> N
                     _until(node, lambda n=node: _writable(n, "/etc/hostname"),
                            "writable /etc/hostname", debug)
 
-                issue = c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/issue"
+                conf = c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/site.conf"
                 for node in nodes.values():
-                    assert node.check("cat /etc/issue; ls -l /etc >/dev/null") == \
-                        "demo image v1\n"
-                issue.write_text("demo image v2 via notify\n")
+                    assert node.check("cat /etc/site.conf; ls -l /etc >/dev/null") == \
+                        "v1\n"
+                conf.write_text("demo image v2 via notify\n")
                 c.admin_socket = sock_a  # type: ignore[attr-defined]
-                out = c.notify("compute", "/etc/issue")  # at mountd A only
+                out = c.notify("compute", "/etc/site.conf")  # at mountd A only
                 assert "n01" in out and "n03" not in out  # A's own node; B's via the DB
                 for node in nodes.values():
-                    _until(node, lambda n=node: n.check("cat /etc/issue")
-                           == "demo image v2 via notify\n", "notified /etc/issue", debug)
+                    _until(node, lambda n=node: n.check("cat /etc/site.conf")
+                           == "demo image v2 via notify\n", "notified /etc/site.conf", debug)
 
                 _restart_postgres(engine)
                 for port in (3001, 3002):
