@@ -34,6 +34,7 @@ with backoff, and logs ``db_listen_restored`` once it is back.
 from __future__ import annotations
 
 import json
+import posixpath
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -104,7 +105,9 @@ def decode_announcement(payload: str) -> tuple[str, str, list[str]] | None:
     origin, target, paths = obj.get("o"), obj.get("t"), obj.get("p")
     if not (isinstance(origin, str) and isinstance(target, str) and isinstance(paths, list)):
         return None
-    return origin, target, [p for p in paths if isinstance(p, str) and p.startswith("/")]
+    # Only absolute, normalised paths reach a node ("/../x" becomes "/x", as in the view).
+    clean = [posixpath.normpath(p) for p in paths if isinstance(p, str) and p.startswith("/")]
+    return origin, target, [("/" + p.lstrip("/")) for p in clean][:MAX_PAYLOAD]
 
 
 Log = Callable[..., None]

@@ -55,9 +55,12 @@ MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | I
 _EVENT = struct.Struct("iIII")
 #: Distinct paths one announcement may name; more collapses to the root ("/").
 MAX_PATHS = 256
-#: Directories a scan (fallback) or initial watch walk visits per root before giving up on
-#: precision; bounds the work a hostile or runaway tree can cause.
-MAX_DIRS = 2_000_000
+#: Folders one root's watch walk visits before falling back to scanning; bounds the work a
+#: runaway tree (a litetree row naming "mn:/") can cause.
+MAX_DIRS = 200_000
+#: Entries a fallback scan reads; a bigger tree is not scanned at all (one log line: its
+#: changes then need ``litefs notify``) rather than costing seconds of I/O every interval.
+MAX_SCAN = 1_000_000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.inotify_init1.argtypes = [ctypes.c_int]
@@ -205,8 +208,8 @@ class TreeWatch:
                 self._ino.remove(wd)
                 self._by_wd.pop(wd, None)
         for path in sorted(want - set(self._roots)):
-            if not os.path.isdir(path):
-                continue
+            if path == "/" or not os.path.isdir(path):
+                continue  # "/" is never an image or a litetree folder worth a watch each
             root = _Root(path, os.path.realpath(path))
             self._roots[path] = root
             self._watch_tree(root, "")
@@ -249,6 +252,12 @@ class TreeWatch:
         root.wds.clear()
         root.scanning = True
         root.snapshot = scan(root.real)
+        if len(root.snapshot) >= MAX_SCAN:
+            root.snapshot = None
+            self.log("watch_gave_up", level="warning", root=root.path, reason=why,
+                     message=f"more than {MAX_SCAN} entries: too big to scan; "
+                     "announce its changes with 'litefs notify'")
+            return
         self.log("watch_fallback", level="warning", root=root.path, reason=why,
                  scan_seconds=self.scan_interval)
 
@@ -302,7 +311,7 @@ class TreeWatch:
         while True:
             await trio.sleep(self.scan_interval)
             for root in list(self._roots.values()):
-                if not root.scanning:
+                if not root.scanning or root.snapshot is None:
                     continue
                 new = await trio.to_thread.run_sync(scan, root.real)
                 old = root.snapshot or {}
@@ -317,7 +326,7 @@ def scan(top: str) -> dict[str, tuple[int, int, int, int]]:
     """relative path → (inode, size, mtime_ns, ctime_ns) of everything under ``top``."""
     out: dict[str, tuple[int, int, int, int]] = {}
     stack = [""]
-    while stack and len(out) < MAX_DIRS * 4:
+    while stack and len(out) < MAX_SCAN:
         sub = stack.pop()
         full = os.path.join(top, sub) if sub else top
         try:

@@ -115,3 +115,19 @@ def test_symlinks_are_not_followed_out_of_the_tree(tmp_path: Path) -> None:
         assert tw.watch_count == 1  # the root only; the link's target is not ours
     finally:
         tw.close()
+
+
+def test_announcement_payload_is_bounded_and_hostile_payloads_are_ignored() -> None:
+    from litefs.mountd.db_watch import MAX_PAYLOAD, decode_announcement, encode_announcement
+
+    many = [f"/etc/{'x' * 200}{i}" for i in range(100)]
+    payload = encode_announcement("me", "compute", many)
+    assert len(payload.encode()) <= MAX_PAYLOAD
+    assert decode_announcement(payload) == ("me", "compute", ["/"])  # too many: everything
+    assert decode_announcement(encode_announcement("me", "n01", ["/etc/motd"])) == (
+        "me", "n01", ["/etc/motd"])
+    for bad in ("", "[]", "{", '{"o":1,"t":"x","p":[]}', '{"o":"a","t":"x","p":"/"}'):
+        assert decode_announcement(bad) is None
+    # Relative or non-string paths from the wire are dropped, never passed to a node.
+    assert decode_announcement('{"o":"a","t":"x","p":["../x",3,"/ok","//a/../../b"]}') == (
+        "a", "x", ["/ok", "/b"])
