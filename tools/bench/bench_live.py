@@ -9,7 +9,10 @@ the change on the MN to the node seeing it (polled from the node's shell every 2
 * image edit: an in-place write to ``rootimg/etc/site.conf`` (plain image content) → the node reads the new text
   (inotify → announcement → refresh; no ``litefs notify``);
 * notify (the manual path, baseline of the same run): mountd restarted with
-  ``--no-watch-trees``, the same edit followed by ``litefs notify``.
+  ``--no-watch-trees``, the same edit followed by ``litefs notify``;
+* with ``--pg URL`` (or ``$LITEFS_TEST_PG``): two mountds on one PostgreSQL, a node on
+  each: ``chtab`` → both nodes follow, and ``litefs notify`` at one mountd → both nodes
+  (the time until the last of the two sees it).
 
 Part 2 builds a ``--files``-file tree (100,000 by default, 20 per folder) and measures what
 watching it costs: watches (one per folder), setup seconds, this process's RSS growth, and
@@ -128,6 +131,77 @@ def bench_boot(runs: int) -> dict[str, list[float]]:
     return results
 
 
+def bench_pg(runs: int, admin: str) -> dict[str, list[float]]:
+    """Two mountds on one PostgreSQL (as on two service nodes), a node on each."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    from litefs import db, tabledata
+    from litefs.cluster_sim import (
+        DEMO_IMAGE_DIR,
+        Cluster,
+        demo_tables,
+        load_demo_tables,
+        stage_demo,
+    )
+    from tests.test_live_netns import Mountds
+
+    admin_url = make_url(admin).set(drivername="postgresql+psycopg")
+    name = "litefs_bench_" + uuid.uuid4().hex[:10]
+    adm = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    with adm.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    work = Path(tempfile.mkdtemp(prefix="bench-live-pg-"))
+    results: dict[str, list[float]] = {"table edit": [], "notify": []}
+    try:
+        with Cluster(work) as c:
+            mountds = Mountds(c)
+            try:
+                stage_demo(c)
+                conf = c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/site.conf"
+                conf.write_text("v1\n")
+                load_demo_tables(url, demo_tables(c))
+                sock = mountds.start(url, 3001, "--no-watch-trees")
+                mountds.start(url, 3002, "--no-watch-trees")
+                nodes = [c.boot("n01", c.cmdline("n01", DEMO_IMAGE_DIR, port=3001)),
+                         c.boot("n03", c.cmdline("n03", DEMO_IMAGE_DIR, port=3002))]
+                for node in nodes:
+                    node.wait_shell(60)
+                c.admin_socket = sock  # type: ignore[attr-defined]
+                engine = db.open_engine(url)
+                for i in range(runs):
+                    opt = "tmpfs" if i % 2 == 0 else "ro"
+                    cond = ("echo x 2>/dev/null > /etc/hostname" if opt == "tmpfs"
+                            else "! (echo x 2>/dev/null > /etc/hostname)")
+                    start = time.monotonic()
+                    tabledata.chtab(engine, {"image": "ALL", "file": "/etc/hostname"},
+                                    [f"litefile.options={opt}"])
+                    for node in nodes:
+                        _time_until(node, cond, lambda: None)
+                    results["table edit"].append(time.monotonic() - start)
+                    for node in nodes:
+                        node.check("cat /etc/site.conf >/dev/null; ls -l /etc >/dev/null")
+                    text_ = f"pg notify {i}"
+                    start = time.monotonic()
+                    conf.write_text(text_ + "\n")
+                    c.notify("compute", "/etc/site.conf")  # at the first mountd only
+                    for node in nodes:
+                        _time_until(node, f"grep -qx '{text_}' /etc/site.conf", lambda: None)
+                    results["notify"].append(time.monotonic() - start)
+                engine.dispose()
+            finally:
+                c.close()
+                mountds.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with adm.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        adm.dispose()
+    return results
+
+
 # --- part 2: the watcher's cost -----------------------------------------------------------
 
 
@@ -176,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--files", type=int, default=100_000)
     p.add_argument("--skip-boot", action="store_true", help="only part 2 (no root needed)")
+    p.add_argument("--pg", default=os.environ.get("LITEFS_TEST_PG"),
+                   help="PostgreSQL server URL (default $LITEFS_TEST_PG): also time two "
+                   "mountds on one database, a node on each (the service-node case)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.test_live_netns
     if not args.skip_boot:
@@ -189,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         if res["notify"] and res["image edit"]:
             ratio = statistics.median(res["image edit"]) / statistics.median(res["notify"])
             print(f"  image edit without notify / with notify (baseline): {ratio:.2f}x")
+        if args.pg:
+            res = bench_pg(args.runs, args.pg)
+            print("change → visible on the nodes of both mountds (PostgreSQL, LISTEN/NOTIFY):")
+            for name, xs in res.items():
+                print(f"  {name:12s} {_stats(xs)}")
     bench_watch(args.files)
     print(f"bench peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
