@@ -123,3 +123,33 @@ def test_image_edit_shows_in_the_running_view_without_notify(
             return False
 
     trio.run(_follow, engine, view, plan, change, done)
+
+
+def test_litetree_folder_edit_is_announced_to_the_nodes_using_it(
+    engine: Engine, tmp_path: Path  # noqa: F811
+) -> None:
+    # n01's litetree folder is on this host (127.0.0.1): mountd watches it for n01 only.
+    src = tmp_path / "statelite" / "n01"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "motd").write_text("v1\n")
+    tabledata.restore(engine, "litetree", "#priority,image,directory,mntopts,comments,disable\n"
+                      f'"1.0","img1","127.0.0.1:{tmp_path}/statelite/$node",,,\n', "lt.csv")
+    got: list[list[str]] = []
+
+    async def main() -> None:
+        async with serving(engine, check_interval=0.1, follow_interval=0.1) as srv, \
+                trio.open_nursery() as n:
+            await n.start(lambda task_status: client.subscribe(
+                f"127.0.0.1:{srv.ports[0]}", got.append, source_address="127.0.0.11",
+                task_status=task_status))
+            with trio.fail_after(10):
+                while str(src) not in srv.follower.targets.sources:
+                    await trio.sleep(0.02)
+            assert srv.follower.targets.sources[str(src)] == {"n01"}
+            (src / "etc" / "motd").write_text("v2\n")
+            with trio.fail_after(10):
+                while ["/etc/motd"] not in got:
+                    await trio.sleep(0.02)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
