@@ -126,7 +126,7 @@ def test_image_edit_shows_in_the_running_view_without_notify(
 
 
 def test_litetree_folder_edit_is_announced_to_the_nodes_using_it(
-    engine: Engine, tmp_path: Path  # noqa: F811
+    engine: Engine, tmp_path: Path
 ) -> None:
     # n01's litetree folder is on this host (127.0.0.1): mountd watches it for n01 only.
     src = tmp_path / "statelite" / "n01"
