@@ -279,7 +279,11 @@ class TreeWatch:
                 self._by_wd.pop(wd, None)
                 continue
             rel = os.path.join(sub, name) if name else sub
-            self._pending.setdefault(root.path, set()).add(view_path(rel))
+            pending = self._pending.setdefault(root.path, set())
+            if pending != {"/"}:
+                pending.add(view_path(rel))
+                if len(pending) > 4 * self.max_paths:  # bounded: past this it is "all"
+                    self._pending[root.path] = {"/"}
             if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
                 self._watch_tree(root, rel)  # a new folder: watch it and what it holds
 
