@@ -131,3 +131,27 @@ def test_announcement_payload_is_bounded_and_hostile_payloads_are_ignored() -> N
     # Relative or non-string paths from the wire are dropped, never passed to a node.
     assert decode_announcement('{"o":"a","t":"x","p":["../x",3,"/ok","//a/../../b"]}') == (
         "a", "x", ["/ok", "/b"])
+
+
+def test_kernel_queue_overflow_means_everything_changed(tmp_path: Path) -> None:
+    root = tmp_path / "rootimg"
+    root.mkdir()
+    tw = TreeWatch(settle=0.01, max_paths=10**7)  # so only IN_Q_OVERFLOW can say "/"
+    try:
+        tw.set_roots([str(root)])
+        try:
+            with open("/proc/sys/fs/inotify/max_queued_events") as f:
+                queue = int(f.read())
+        except OSError:
+            queue = 16384
+        # More events than the kernel queues while nobody reads: it drops them and says so.
+        for i in range(queue // 2 + 100):
+            (root / f"f{i}").touch()  # create + attrib + close_write: >2 events each
+        while True:
+            events = tw._ino.read()
+            if not events:
+                break
+            tw._handle(events)
+        assert tw._take() == [(str(root), ["/"])]
+    finally:
+        tw.close()
