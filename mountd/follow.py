@@ -32,6 +32,9 @@ from .db_watch import DbWatch
 from .hub import Hub
 from .watch_tree import TreeWatch
 
+#: Seconds between looks for watch folders that did not exist (yet).
+ROOTS_RETRY = 10.0
+
 
 @dataclass
 class WatchTargets:
@@ -137,6 +140,8 @@ class Follower:
         self.listen_db = listen_db
         self.targets = WatchTargets()
         self._is_local = LocalHost()
+        self._roots_retry = 0.0
+        self.roots_retry = ROOTS_RETRY
 
     def _tables_changed(self) -> None:
         self.catalog.invalidate()
@@ -185,8 +190,15 @@ class Follower:
                     self.log("tables_followed", generation=view.generation, subscribers=woken)
                 generation = view.generation
                 hub_version = None  # plans changed: folders may have too
-            if self.trees is not None and self.hub.version != hub_version:
+            if self.trees is None:
+                continue
+            # A folder that does not exist yet (an image still being synced to this service
+            # node) is looked for again every ``roots_retry`` seconds.
+            missing = self.targets.roots() - self.trees.roots()
+            if self.hub.version != hub_version or (
+                    missing and trio.current_time() >= self._roots_retry):
                 hub_version = self.hub.version
+                self._roots_retry = trio.current_time() + self.roots_retry
                 await self._update_roots(view)
 
     async def _update_roots(self, view: TableView) -> None:
@@ -196,11 +208,14 @@ class Follower:
                                   is_local=self._is_local))
         assert self.trees is not None
         if targets.roots() != self.trees.roots():
+            before = self.trees.roots()
             start = trio.current_time()
+            # set_roots skips folders that do not exist; they are retried later.
             await trio.to_thread.run_sync(self.trees.set_roots, targets.roots())
-            self.log("watching", roots=sorted(self.trees.roots()),
-                     watches=self.trees.watch_count,
-                     seconds=round(trio.current_time() - start, 3))
+            if self.trees.roots() != before:
+                self.log("watching", roots=sorted(self.trees.roots()),
+                         watches=self.trees.watch_count,
+                         seconds=round(trio.current_time() - start, 3))
         self.targets = targets
 
     def _tree_changed(self, root: str, paths: list[str]) -> None:

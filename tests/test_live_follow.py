@@ -153,3 +153,33 @@ def test_litetree_folder_edit_is_announced_to_the_nodes_using_it(
             n.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_an_image_folder_that_appears_later_is_watched_then(
+    engine: Engine, layers: Layers, tmp_path: Path  # noqa: F811
+) -> None:
+    # The image is not on this (service) node yet when its node subscribes: prsync comes later.
+    link = tmp_path / "imgdir" / "rootimg"
+    link.unlink()
+    got: list[list[str]] = []
+
+    async def main() -> None:
+        async with serving(engine, check_interval=0.1, follow_interval=0.1) as srv, \
+                trio.open_nursery() as n:
+            srv.follower.roots_retry = 0.2
+            await n.start(lambda task_status: client.subscribe(
+                f"127.0.0.1:{srv.ports[0]}", got.append, source_address="127.0.0.11",
+                task_status=task_status))
+            await trio.sleep(0.5)
+            assert srv.follower.trees.roots() == set()
+            link.symlink_to(layers.image)  # the image arrives
+            with trio.fail_after(10):
+                while str(link) not in srv.follower.trees.roots():
+                    await trio.sleep(0.02)
+            put(layers.image, "etc/arrived", "x")
+            with trio.fail_after(10):
+                while not any("/etc" in p or "/etc/arrived" in p for p in got):
+                    await trio.sleep(0.02)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
