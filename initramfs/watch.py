@@ -6,6 +6,11 @@ Python start-up per boot; ``python -m litefs.initramfs.watch`` runs it on its ow
 hook then moves the view onto ``/`` and the initramfs path disappears, but our working
 directory keeps pointing at the view, so refreshes go to ``.`` for the life of the node.
 Reconnection after a mountd restart is :func:`litefs.mountd.client.subscribe`'s job.
+
+mountd also sends the node's plan after each subscription and whenever a table edit
+changes it; :class:`PlanFollower` swaps it into the running view (as ``litefs refresh
+--plan`` does) when it differs from the plan in force, which it first reads from
+``plan.json`` beside the ready file (the statelite folder the boot wrote it to).
 """
 
 from __future__ import annotations
@@ -20,13 +25,49 @@ from pathlib import Path
 import trio
 
 from litefs.errors import LitefsError
+from litefs.plan import Plan
 
 
 def _log(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
-async def watch(xcat: str, ctx: ssl.SSLContext | None) -> None:
+class PlanFollower:
+    """Swaps mountd's plan into the view at ``mountpoint`` when it differs from the one in force."""
+
+    def __init__(self, mountpoint: str, current: Plan | None) -> None:
+        self.mountpoint = mountpoint
+        self.current = current
+
+    async def __call__(self, plan_dict: dict) -> None:
+        from litefs.fs import control
+
+        try:
+            plan = Plan.from_dict(plan_dict)
+        except LitefsError as exc:
+            _log(f"refused plan from mountd: {exc}")
+            return
+        if plan == self.current:
+            return
+        _log(f"plan changed: {len(plan.rules)} rules, {len(plan.sources)} litetree sources")
+        try:
+            await trio.to_thread.run_sync(control.change_plan, self.mountpoint, plan)
+        except LitefsError as exc:
+            _log(f"plan change failed: {exc}")
+            return
+        self.current = plan
+
+
+def read_plan(path: str | None) -> Plan | None:
+    if not path:
+        return None
+    try:
+        return Plan.from_json(Path(path).read_text())
+    except (OSError, LitefsError, ValueError):
+        return None
+
+
+async def watch(xcat: str, ctx: ssl.SSLContext | None, plan: Plan | None = None) -> None:
     from litefs.mountd.client import subscribe
 
     from litefs.fs import control
@@ -38,7 +79,8 @@ async def watch(xcat: str, ctx: ssl.SSLContext | None) -> None:
         except LitefsError as exc:
             _log(f"refresh failed: {exc}")
 
-    await subscribe(xcat, on_change, ssl_context=ctx, on_state=lambda s: _log(s))
+    await subscribe(xcat, on_change, ssl_context=ctx, on_state=lambda s: _log(s),
+                    on_plan=PlanFollower(".", plan))
 
 
 def run(view: str, xcat: str, ctx: ssl.SSLContext | None, ready: str | None) -> int:
@@ -46,6 +88,7 @@ def run(view: str, xcat: str, ctx: ssl.SSLContext | None, ready: str | None) -> 
     # Everything that touches initramfs paths happens before we say ready: the hook then
     # switches root and those paths are gone. We run alongside the daemon (no Python start-up
     # on the boot path of our own), so first wait for the view to be mounted.
+    plan = read_plan(os.path.join(os.path.dirname(ready), "plan.json") if ready else None)
     try:
         deadline = time.monotonic() + 60
         parent = os.path.dirname(os.path.abspath(view))
@@ -59,7 +102,7 @@ def run(view: str, xcat: str, ctx: ssl.SSLContext | None, ready: str | None) -> 
         if ready:
             Path(ready).touch()
     try:
-        trio.run(watch, xcat, ctx)
+        trio.run(watch, xcat, ctx, plan)
     except LitefsError as exc:
         _log(f"litefs-watch: {exc}")
         return 1

@@ -81,6 +81,9 @@ class TableView:
     policy: tuple[PolicyRule, ...]
     site: dict[str, str]
     loaded_at: float
+    #: osimage name → its ``rootimg`` folder on this host (as liteimg finds it:
+    #: ``linuximage.rootimgdir``, else ``<installdir>/netboot/<osvers>/<osarch>/<profile>``).
+    image_dirs: dict[str, str] = field(default_factory=dict)
     _plans: dict[str, PlanEntry] = field(default_factory=dict)
     _universe: Any = None
     _by_image: dict[str, set[str]] | None = None
@@ -209,6 +212,11 @@ def load_view(engine: Engine, generation: int) -> TableView:
             )
             for r in conn.execute(select(p).where(active(p)))
         )
+        li = TABLES["linuximage"]
+        rootimgdirs = {
+            (r.imagename or "").strip(): (r.rootimgdir or "").strip()
+            for r in conn.execute(select(li.c.imagename, li.c.rootimgdir).where(active(li)))
+        }
     # hosts.ip through the planner's attribute lookup: group rows and regex cells
     # (|node(\d+)|10.0.0.($1+0)|) give each node its own address, as in xCAT.
     rows = []
@@ -223,7 +231,23 @@ def load_view(engine: Engine, generation: int) -> TableView:
         generation=generation, snapshot=snapshot, nodes=frozenset(snapshot.nodes),
         hosts=hosts_index(rows), policy=rules,
         site={k: v or "" for k, v in snapshot.site.items()}, loaded_at=time.time(),
+        image_dirs=image_dirs(snapshot, rootimgdirs),
     )
+
+
+def image_dirs(snapshot: Any, rootimgdirs: dict[str, str]) -> dict[str, str]:
+    """osimage name → rootimg folder, as ``liteimg`` locates it."""
+    installdir = (snapshot.site.get("installdir") or "").strip() or "/install"
+    out = {}
+    for name, row in snapshot.osimage.items():
+        base = rootimgdirs.get(name) or ""
+        if not base:
+            parts = [(row.get(k) or "").strip() for k in ("osvers", "osarch", "profile")]
+            if not all(parts):
+                continue
+            base = f"{installdir}/netboot/{parts[0]}/{parts[1]}/{parts[2]}"
+        out[name] = base.rstrip("/") + "/rootimg"
+    return out
 
 
 def db_fingerprint(engine: Engine) -> Hashable:
@@ -289,6 +313,11 @@ class Catalog:
         """Reload at the next request (after ``chtab``, or on an admin ``reload``)."""
         self._forced = True
 
+    @property
+    def current(self) -> TableView | None:
+        """The view in hand, without touching the database (None before the first load)."""
+        return self._view
+
     def _settled(self) -> bool:
         """True when no database work is due: the view is fresh, or it failed a moment ago."""
         now = trio.current_time()
@@ -336,6 +365,8 @@ class Catalog:
                         seconds=round(trio.current_time() - start, 3),
                     )
                 self._forced = False
+                if self.db_error is not None:
+                    self._log("db_available", generation=self._generation)
                 self.db_error = None
                 self._next_check = trio.current_time() + self.check_interval
             except (SQLAlchemyError, OSError, LitefsError, trio.TooSlowError) as exc:

@@ -3,7 +3,9 @@
 Reads ``site.xcatdport`` for the port (3001 if unset) unless ``--port`` is given. TLS files
 come from ``--ca-dir`` (what ``litefs ca init`` wrote: ``ca.pem``, ``server.pem``,
 ``server.key``) or from ``--ca``/``--cert``/``--key``; ``--insecure`` serves plain TCP and
-says so loudly. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish for a few
+says so loudly. Running nodes follow changes without a manual step (``--follow-interval``,
+see :mod:`.follow`): table edits reach them as plan changes, image and litetree edits as
+announcements. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish for a few
 seconds, and exits 0. SIGHUP re-reads the tables at once (they are also re-read within
 ``--check-interval`` seconds of any change).
 """
@@ -60,8 +62,24 @@ def _parser() -> Parser:
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes sharing the port (TLS handshakes are CPU-bound; "
                    "one per core for boot storms; default 1)")
-    p.add_argument("--check-interval", type=float, default=1.0,
-                   help="seconds between checks for table changes (default 1)")
+    p.add_argument("--check-interval", type=float, default=None,
+                   help="seconds between checks for table changes (default 0.2 on SQLite; "
+                   "1 on PostgreSQL, where change triggers and LISTEN wake mountd at once)")
+    p.add_argument("--follow-interval", type=float, default=0.2, metavar="SECONDS",
+                   help="running nodes follow changes by themselves: every SECONDS mountd "
+                   "looks for table changes and sends each subscribed node whose plan changed "
+                   "its new plan, and it watches image and litetree folders with inotify and "
+                   "announces what changed (as 'litefs notify' does); 0 turns all of that off "
+                   "(default 0.2)")
+    p.add_argument("--no-watch-trees", dest="watch_trees", action="store_false",
+                   help="do not watch image and litetree folders (changes then need "
+                   "'litefs notify')")
+    p.add_argument("--watch-root", default="/", metavar="DIR",
+                   help="where this host's image and litetree paths are found (default /; "
+                   "a test layout that keeps the exports under one folder names it here)")
+    p.add_argument("--scan-interval", type=float, default=30.0, metavar="SECONDS",
+                   help="a folder tree that runs out of inotify watches "
+                   "(fs.inotify.max_user_watches) is scanned this often instead (default 30)")
     p.add_argument("--max-per-peer", type=int, default=64,
                    help="connections one address may hold at once (default 64)")
     p.add_argument("--db-timeout", type=float, default=10.0,
@@ -154,10 +172,14 @@ def _server(args: argparse.Namespace, engine: Engine, port: int, log: Logger, *,
         unix_socket=(args.socket or None) if index == 0 else None,
         admin_group=args.admin_group,
         request_timeout=args.request_timeout, listen_sockets=listen,
-        max_per_peer=args.max_per_peer,
+        max_per_peer=args.max_per_peer, follow_interval=max(0.0, args.follow_interval),
+        watch_trees=args.watch_trees, watch_root=args.watch_root,
+        scan_interval=max(1.0, args.scan_interval),
     )
-    catalog = Catalog(engine, check_interval=args.check_interval, db_timeout=args.db_timeout,
-                      log=log)
+    check = args.check_interval
+    if check is None:
+        check = 0.2 if engine.url.get_backend_name() == "sqlite" else 1.0
+    catalog = Catalog(engine, check_interval=check, db_timeout=args.db_timeout, log=log)
     return Server(catalog, config, log, siblings=siblings)
 
 

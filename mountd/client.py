@@ -269,11 +269,14 @@ async def subscribe(
     source_address: str | None = None,
     server_hostname: str | None = None,
     on_state: Callable[[str], None] | None = None,
+    on_plan: Callable[[dict[str, Any]], Any] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Stay subscribed forever (until cancelled), calling ``on_change(paths)`` per event.
 
-    ``on_change`` may be a plain or an async function. ``task_status.started()`` fires on the
+    ``on_change`` may be a plain or an async function. ``on_plan(plan_dict)`` (plain or
+    async) gets the node's plan whenever mountd says it changed, and once after every
+    (re)subscription; the node compares it with the plan it runs and swaps when they differ. ``task_status.started()`` fires on the
     first successful subscription. mountd pings every 30 s; ``silence_timeout`` without a
     byte means the connection is dead (a half-open TCP after a crash) and we reconnect.
     """
@@ -309,6 +312,12 @@ async def subscribe(
                 if event.get("event") == "invalidate":
                     paths = [p for p in event.get("paths", []) if isinstance(p, str)]
                     await _deliver(on_change, paths or ["/"])
+                elif event.get("event") == "plan" and on_plan is not None:
+                    plan = event.get("plan")
+                    if isinstance(plan, dict):
+                        result = on_plan(plan)
+                        if inspect.isawaitable(result):
+                            await result
         except (LitefsError, OSError, ssl.SSLError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             if _fatal(exc) and not had_connection:
                 raise

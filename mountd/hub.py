@@ -23,6 +23,11 @@ class Subscriber:
     send: trio.MemorySendChannel[dict]
     receive: trio.MemoryReceiveChannel[dict]
     overflowed: bool = False
+    #: The plan JSON this node was last sent and the view generation it was checked
+    #: against (see Server._send_plan): a plan change is state, not an event, so a queue
+    #: overflow cannot lose it.
+    plan_json: bytes | None = None
+    plan_generation: int = -1
 
 
 @dataclass
@@ -32,11 +37,14 @@ class Hub:
     remote: dict[str, int] = field(default_factory=dict)
     #: Called with (node, +1/-1) on every local subscribe/unsubscribe (sibling bookkeeping).
     on_change: Callable[[str, int], None] | None = None
+    #: Moves on every change of who is subscribed (the tree watcher follows it).
+    version: int = 0
 
     def subscribe(self, node: str) -> Subscriber:
         send, receive = trio.open_memory_channel[dict](QUEUE_SIZE)
         sub = Subscriber(node, send, receive)
         self._subs.setdefault(node, set()).add(sub)
+        self.version += 1
         if self.on_change is not None:
             self.on_change(node, 1)
         return sub
@@ -47,10 +55,12 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.node]
+            self.version += 1
             if self.on_change is not None:
                 self.on_change(sub.node, -1)
 
     def remote_delta(self, node: str, delta: int) -> None:
+        self.version += 1
         count = self.remote.get(node, 0) + delta
         if count > 0:
             self.remote[node] = count
@@ -63,6 +73,22 @@ class Hub:
 
     def subscribed_nodes(self) -> set[str]:
         return set(self._subs) | set(self.remote)
+
+    def local_subscribers(self) -> list[Subscriber]:
+        return [sub for subs in self._subs.values() for sub in subs]
+
+    def wake_plans(self) -> int:
+        """Tell every local subscription to check its node's plan (after a table change)."""
+        woken = 0
+        for sub in self.local_subscribers():
+            if sub.overflowed:
+                continue  # the overflow path checks the plan too
+            try:
+                sub.send.send_nowait({"event": "_plan"})
+                woken += 1
+            except trio.WouldBlock:
+                sub.overflowed = True
+        return woken
 
     def announce(self, nodes: Iterable[str], paths: Iterable[str]) -> list[str]:
         """Deliver locally; return every node reached here or at a sibling worker."""

@@ -27,7 +27,8 @@ from litefs.errors import LitefsError, MountdError, ProtocolError
 
 from . import codec
 from .catalog import Catalog, TableView
-from .hub import Hub
+from .follow import Follower
+from .hub import Hub, Subscriber
 from .identity import Identity, Peer, identify_by_name, identify_known, normalise_ip
 from .log import Logger
 from .pki import peer_subject
@@ -70,6 +71,16 @@ class ServerConfig:
     backlog: int = 4096
     #: Already listening sockets (workers share the parent's); None = open host:port here.
     listen_sockets: list[socket.socket] | None = None
+    #: Follow changes by itself (mountd.follow): poll the tables every ``follow_interval``
+    #: seconds (0 = off, as in unit tests that drive the catalog themselves), push plan
+    #: changes to subscribed nodes, LISTEN on PostgreSQL.
+    follow_interval: float = 0.0
+    #: Also watch image and litetree folders with inotify (only with follow_interval > 0).
+    watch_trees: bool = True
+    #: Prefix of this host's paths for the tree watcher ("/" in production).
+    watch_root: str = "/"
+    #: Seconds between scans of a tree that ran out of inotify watches.
+    scan_interval: float = 30.0
 
 
 class _Conn:
@@ -153,6 +164,20 @@ class Server:
         self._expand_limiter = trio.CapacityLimiter(_EXPAND_THREADS)
         if siblings is not None:
             self.hub.on_change = lambda node, d: siblings.send({"t": "sub", "node": node, "d": d})
+        self.follower: Follower | None = None
+        if config.follow_interval > 0:
+            # With workers, the first one watches the database and the trees for all and
+            # passes on what it hears; the others still poll their own catalog.
+            lead = siblings is None or siblings.index == 0
+            self.follower = Follower(
+                catalog, self.hub, announce=self._announce_local, log=self.log,
+                interval=config.follow_interval, watch_trees=config.watch_trees and lead,
+                listen_db=lead, watch_root=config.watch_root, scan_interval=config.scan_interval,
+                on_tables=(lambda: siblings.send({"t": "tables"})) if siblings else None,
+                # One origin for all workers of this mountd (the parent's pid), so a worker
+                # does not hear its sibling's announcement back from the database.
+                origin=f"{socket.gethostname()}:{os.getppid()}" if siblings else None,
+            )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -184,6 +209,8 @@ class Server:
                     listeners.start_soon(self.siblings.run, self._sibling_message)
                 if cfg.stats_interval > 0:
                     listeners.start_soon(self._stats_loop, cfg.stats_interval)
+                if self.follower is not None:
+                    listeners.start_soon(self.follower.run)
                 self.log(
                     "listening", port=self.ports, tls=cfg.ssl_context is not None,
                     unix=cfg.unix_socket,
@@ -392,7 +419,7 @@ class Server:
                 return False
             if isinstance(req, codec.AnnounceRequest):
                 self._require_admin(peer, "announce")
-                await self._send(conn, self._announce(view, req))
+                await self._send(conn, await self._announce(view, req))
                 return True
             if isinstance(req, codec.ReloadRequest):
                 self._require_admin(peer, "reload")
@@ -495,17 +522,38 @@ class Server:
             % (view.generation, json.dumps(node).encode(), entry.plan_json)
         )
 
-    def _announce(self, view: TableView, req: codec.AnnounceRequest) -> bytes:
+    async def _announce(self, view: TableView, req: codec.AnnounceRequest) -> bytes:
         try:
             nodes = view.nodes_for_target(req.target)
         except LitefsError as exc:
             raise _Refused(str(exc), "bad-target") from None
-        reached = self.hub.announce(nodes, req.paths)
-        if self.siblings is not None:
-            self.siblings.send({"t": "announce", "target": req.target, "paths": list(req.paths)})
+        reached = self._deliver_announcement(nodes, req.target, list(req.paths))
+        # Every other mountd on this database (service nodes) delivers to its own nodes.
+        fanned = (self.follower is not None
+                  and await self.follower.db_watch.publish(req.target, list(req.paths)))
         self.log("announced", target=req.target, paths=list(req.paths), nodes=len(nodes),
-                 reached=len(reached))
-        return codec.ok_reply(targeted=len(nodes), notified=reached)
+                 reached=len(reached), fanout=fanned)
+        return codec.ok_reply(targeted=len(nodes), notified=reached, fanout=fanned)
+
+    def _deliver_announcement(self, nodes: set[str], target: str, paths: list[str]) -> list[str]:
+        reached = self.hub.announce(nodes, paths)
+        if self.siblings is not None:
+            self.siblings.send({"t": "announce", "target": target, "paths": paths})
+        return reached
+
+    def _announce_local(self, target: str, paths: list[str]) -> None:
+        """An announcement from the tree watcher or another mountd: to our own nodes."""
+        view = self.catalog.current
+        if view is None:
+            return
+        try:
+            nodes = view.nodes_for_target(target)
+        except LitefsError as exc:
+            self.log("announce_failed", level="warning", target=target[:200], error=str(exc))
+            return
+        reached = self._deliver_announcement(nodes, target, paths)
+        self.log("announced", target=target[:200], paths=paths[:20], nodes=len(nodes),
+                 reached=len(reached), source="follow")
 
     async def _sibling_message(self, message: dict) -> None:
         """Another worker's news: a subscription count changed, or an announcement to deliver."""
@@ -520,6 +568,10 @@ class Server:
                 self.log("announce_failed", level="warning", error=str(exc))
                 return
             self.hub.deliver(nodes, [str(p) for p in message.get("paths", [])])
+        elif kind == "tables":
+            self.catalog.invalidate()
+            if self.follower is not None:
+                self.follower.wake()
 
     async def _subscription(self, conn: _Conn, peer: Peer, node: str) -> None:
         _keepalive(conn.stream)
@@ -527,6 +579,10 @@ class Server:
         self.log("subscribed", peer=peer.address, node=node, subscribers=self.hub.count)
         try:
             await self._send(conn, codec.ok_reply(node=node, subscribed=True))
+            if self.follower is not None:
+                # The node's plan in force may predate a change: it compares and keeps its
+                # own when equal (cheap), so no boot-time plan is ever left behind.
+                await self._send_plan(conn, sub)
             async with trio.open_nursery() as nursery:
 
                 async def watch_peer() -> None:
@@ -554,11 +610,35 @@ class Server:
                             except trio.WouldBlock:
                                 break
                         sub.overflowed = False
+                        await self._send_plan(conn, sub)
                         event = {"event": "invalidate", "paths": ["/"], "seq": self.hub.seq}
+                    elif event is not None and event.get("event") == "_plan":
+                        await self._send_plan(conn, sub)
+                        continue
                     await self._send(conn, codec.encode_message(event or {"event": "ping"}))
         finally:
             self.hub.unsubscribe(sub)
             self.log("unsubscribed", peer=peer.address, node=node)
+
+    async def _send_plan(self, conn: _Conn, sub: Subscriber) -> None:
+        """Send the node its plan if the tables changed it since we last sent (or checked)."""
+        view = self.catalog.current
+        if view is None or view.generation == sub.plan_generation:
+            return
+        sub.plan_generation = view.generation
+        entry = view.plan(sub.node)
+        if entry.plan_json is None:
+            # A broken row: the node keeps the plan it runs (better than none); say so.
+            self.log("plan_error", level="warning", node=sub.node, error=entry.error)
+            return
+        if entry.plan_json == sub.plan_json:
+            return
+        first = sub.plan_json is None
+        sub.plan_json = entry.plan_json
+        if not first:
+            self.log("plan_pushed", node=sub.node, generation=view.generation)
+        await self._send(conn, b'{"event":"plan","generation":%d,"plan":%s}\n'
+                         % (view.generation, entry.plan_json))
 
     # --- classic --------------------------------------------------------------------------
 

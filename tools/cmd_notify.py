@@ -1,8 +1,12 @@
 """``litefs notify <noderange|osimage> [PATH...]``: running nodes drop cached paths.
 
-After changing an image or a litetree source on the MN, this asks mountd to tell every
-subscribed node in the noderange (or booting the osimage) to invalidate ``PATH...``
-(everything when none is given), so the change shows without a reboot. It talks to mountd
+mountd notices most changes by itself (it watches image and litetree folders with inotify
+and follows table edits, see ``litefs.mountd.follow``); this is for what it cannot see: a
+litetree folder on another server, a tree too big to watch, or a change you want applied
+now. It asks mountd to tell every subscribed node in the noderange (or booting the osimage)
+to invalidate ``PATH...`` (everything when none is given). On PostgreSQL mountd passes the
+announcement on through the database (NOTIFY), so the nodes of every service node's mountd
+get it too; the count printed is of this mountd's own nodes. It talks to mountd
 on the local admin socket when run as root on the MN, else over TLS with the admin
 certificate from ``--ca-dir``.
 """
@@ -70,5 +74,6 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"{args.target}: {reply.get('targeted', 0)} node(s) targeted, "
         f"{len(notified)} running node(s) notified" + (f": {','.join(notified)}" if notified else "")
+        + ("; passed on to the other mountds on the database" if reply.get("fanout") else "")
     )
     return EXIT_OK
