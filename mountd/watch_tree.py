@@ -25,6 +25,7 @@ import errno
 import os
 import stat
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -186,6 +187,7 @@ class TreeWatch:
         self.max_paths = max_paths
         self._ino = Inotify()
         self._roots: dict[str, _Root] = {}
+        self._lock = threading.RLock()
         self._by_wd: dict[int, _Root] = {}
         self._pending: dict[str, set[str]] = {}
         self._wake = trio.Event()
@@ -201,10 +203,16 @@ class TreeWatch:
         self._ino.close()
 
     def set_roots(self, paths: Iterable[str]) -> None:
+        # Runs in a worker thread (a big tree takes a while to walk) while the loop's _handle
+        # may add or drop watches of the same roots: one lock keeps both sides consistent.
+        with self._lock:
+            self._set_roots(paths)
+
+    def _set_roots(self, paths: Iterable[str]) -> None:
         want = {os.path.normpath(p) for p in paths}
         for gone in set(self._roots) - want:
             root = self._roots.pop(gone)
-            for wd in root.wds:
+            for wd in list(root.wds):
                 self._ino.remove(wd)
                 self._by_wd.pop(wd, None)
         for path in sorted(want - set(self._roots)):
@@ -246,7 +254,7 @@ class TreeWatch:
                 continue
 
     def _fall_back(self, root: _Root, why: str) -> None:
-        for wd in root.wds:
+        for wd in list(root.wds):
             self._ino.remove(wd)
             self._by_wd.pop(wd, None)
         root.wds.clear()
@@ -262,6 +270,10 @@ class TreeWatch:
                  scan_seconds=self.scan_interval)
 
     def _handle(self, events: list[tuple[int, int, str]]) -> None:
+        with self._lock:
+            self._handle_locked(events)
+
+    def _handle_locked(self, events: list[tuple[int, int, str]]) -> None:
         for wd, mask, name in events:
             if mask & IN_Q_OVERFLOW:
                 # The kernel dropped events: every root may have changed anywhere.
