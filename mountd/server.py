@@ -70,6 +70,9 @@ class ServerConfig:
     backlog: int = 4096
     #: Already listening sockets (workers share the parent's); None = open host:port here.
     listen_sockets: list[socket.socket] | None = None
+    #: The service node this mountd runs on (``--service-node``): it serves only the nodes
+    #: whose noderes.servicenode pool names it (litefs.hierarchy.serves). None = the MN.
+    service_node: str | None = None
 
 
 class _Conn:
@@ -477,7 +480,29 @@ class Server:
             )
         if not peer.is_admin:
             self._policy(view, peer, ident, command, [ident.node])
+            if self.config.service_node is not None:
+                self._require_pool(view, peer, ident.node)
         return ident.node
+
+    def _require_pool(self, view: TableView, peer: Peer, node: str) -> None:
+        from litefs import hierarchy
+
+        try:
+            cell = view.snapshot.attrs.get(node, "noderes", "servicenode")
+        except Exception:  # a broken cell must fail closed, not take the session down
+            cell = None
+        pool = hierarchy.parse_pool(cell)
+        if hierarchy.serves(self.config.service_node, pool):
+            return
+        self.log("refused", level="warning", peer=peer.address, node=node,
+                 service_node=self.config.service_node, pool=",".join(pool),
+                 reason="not in the node's service-node pool")
+        raise _Refused(
+            f"{node} is served by {','.join(pool) or 'the management node'} "
+            f"(noderes.servicenode), not by service node {self.config.service_node}; run "
+            f"nodeset for {node} so its boot files name its own servers",
+            "forbidden",
+        )
 
     def _plan_reply(self, view: TableView, peer: Peer, ident: Identity, asked: str | None) -> bytes:
         node = self._require_node(peer, ident, asked, command="litefile", view=view)
