@@ -65,6 +65,7 @@ def tls_context(ca: str | None) -> ssl.SSLContext | None:
 POOL_TIMEOUT = 5.0
 #: Console line when a server of the pool does not answer and the next one is tried.
 POOL_NEXT = "litefs: mountd at {server} does not answer ({reason}); trying {next} (next in the pool)"
+POOL_REFUSED = "litefs: no plan from {server} ({reason}); trying {next} (next in the pool)"
 
 
 def servers(xcat: str, pool: str | None) -> list[str]:
@@ -99,7 +100,10 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
             except LitefsError as exc:
                 reason = str(exc)
                 nxt = order[i + 1] if i + 1 < len(order) else order[0] + " again"
-                say(POOL_NEXT.format(server=server, reason=exc, next=nxt))
+                # A reply with an error code came from a running mountd (a refusal, a plan
+                # error); anything else means it is down or unreachable.
+                line = POOL_REFUSED if hasattr(exc, "code") else POOL_NEXT
+                say(line.format(server=server, reason=exc, next=nxt))
                 continue
             if server != order[0]:
                 say(f"litefs: plan for {node} from {server}, not from {order[0]} (failover)")

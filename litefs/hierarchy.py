@@ -231,3 +231,18 @@ def statemnt_on_server(raw: str, xcatmaster_cell: str, chosen: str) -> str:
     if xcatmaster_cell.strip() or not raw.startswith(prefix):
         return raw
     return chosen + ":" + raw[len(prefix):]
+
+
+def statemnt_for_plan(node: str, raw: str, get: Callable[[str, str, str], str | None]) -> str:
+    """The planner's twin of :func:`statemnt_on_server`: the pool's first SN (its hosts.ip).
+
+    ``get(name, table, column)`` is the planner's attribute lookup. The planner does not read
+    the servicenode table, so it takes the pool's first name as it is; nodeset, which does,
+    warns about a name that is not there.
+    """
+    cell = get(node, "noderes", "xcatmaster") or ""
+    pool = parse_pool(get(node, "noderes", "servicenode"))
+    if cell.strip() or not pool:
+        return raw
+    ip = get(pool[0], "hosts", "ip")
+    return statemnt_on_server(raw, cell, ip) if ip else raw

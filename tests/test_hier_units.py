@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from litefs.initramfs.fetchplan import servers
-from litefs.tools.prsync_cmd import Result, Target, rsync_argv, rsync_options, split_dest, summary
+from litefs.tools.prsync_cmd import (
+    Result,
+    Target,
+    join_option_values,
+    rsync_argv,
+    rsync_options,
+    split_dest,
+    summary,
+)
 
 from litefs import hierarchy
 from litefs.errors import BootError, UsageError
@@ -125,6 +133,9 @@ def test_prsync_arguments() -> None:
     assert rsync_options("--delete --stats") == ["-az", "--delete", "--stats"]
     with pytest.raises(UsageError, match="short option letters"):
         rsync_options("v;rm")
+    assert join_option_values(["-o", "--delete", "-f", "2", "a", "sn1:/"]) == [
+        "--options=--delete", "-f", "2", "a", "sn1:/"]
+    assert join_option_values(["--", "-o", "x"]) == ["--", "-o", "x"]
     argv = rsync_argv(Target("sn1", "fd00::1"), ["install"], "/", ["-az"], "ssh")
     assert argv == ["rsync", "-az", "-e", "ssh", "--", "install", "[fd00::1]:/"]
 
@@ -134,3 +145,16 @@ def test_prsync_summary_names_every_failed_target() -> None:
     assert summary([ok]) == "prsync: 1 target(s), all done"
     line = summary([ok, Result("sn2", 255, 1.0), Result("sn3", 12, 1.0)])
     assert line == "prsync: 3 target(s), 2 failed: sn2,sn3"
+
+
+def test_planner_statemnt_names_the_pools_first_sn() -> None:
+    cells = {("n01", "noderes", "servicenode"): "sn2,sn1", ("sn2", "hosts", "ip"): "10.2.0.1"}
+
+    def get(name: str, table: str, column: str) -> str | None:
+        return cells.get((name, table, column))
+
+    raw = "$noderes.xcatmaster:/nodedata"
+    assert hierarchy.statemnt_for_plan("n01", raw, get) == "10.2.0.1:/nodedata"
+    assert hierarchy.statemnt_for_plan("n02", raw, get) == raw  # no pool: the variable rules
+    cells[("n01", "noderes", "xcatmaster")] = "sn1"
+    assert hierarchy.statemnt_for_plan("n01", raw, get) == raw

@@ -110,17 +110,23 @@ def run_all(targets: Sequence[Target], argv_for: Callable[[Target], list[str]], 
             say(f"{target.node}: failed (cannot run rsync: {exc.strerror or exc})")
             return Result(target.node, 127, 0.0, str(exc))
         assert proc.stdout is not None
+        cause = ""
         for line in proc.stdout:
             line = line.rstrip("\n")
             if line:
                 last = line
+                # ssh's own complaint says why better than rsync's "connection unexpectedly
+                # closed" that follows it.
+                if not cause and line.startswith("ssh:"):
+                    cause = line
                 say(f"{target.node}: {line}")
         code = proc.wait()
         took = time.monotonic() - start
         if code == 0:
             say(f"{target.node}: done ({took:.1f}s)")
         else:
-            say(f"{target.node}: failed (rsync exit {code} after {took:.1f}s)")
+            why = f": {cause or last}" if cause or last else ""
+            say(f"{target.node}: failed (rsync exit {code} after {took:.1f}s{why})")
         return Result(target.node, code, took, last)
 
     with ThreadPoolExecutor(max_workers=max(1, min(fanout, len(targets) or 1))) as pool:
@@ -164,8 +170,26 @@ def _fanout(value: int | None) -> int:
     return value
 
 
+def join_option_values(argv: list[str]) -> list[str]:
+    """``-o --delete`` as ``--options=--delete``: argparse would take ``--delete`` for an
+    option of ours, but rsync options are what ``-o`` is for."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("-o", "--options") and i + 1 < len(argv):
+            out.append(f"--options={argv[i + 1]}")
+            i += 2
+            continue
+        if argv[i] == "--":
+            out += argv[i:]
+            break
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _body(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(join_option_values(argv))
     if len(args.paths) < 2:
         raise UsageError("give at least one FILE|DIR and then NODERANGE:DESTDIR "
                          "(e.g. cd /; prsync install sn1:/)")
