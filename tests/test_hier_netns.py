@@ -99,7 +99,7 @@ class Hier:
                  self.url, "--host", self.ip(sn), "--port", "3001", "--socket", str(sock),
                  "--ca-dir", str(self.work / "ca"), "--service-node", sn, "--log-format",
                  "text", "--check-interval", "0.2"],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "LITEFS_CLUSTER": self.c.tag})
         deadline = time.monotonic() + 20
         while not sock.exists():
@@ -109,14 +109,22 @@ class Hier:
             time.sleep(0.05)
 
     def stop(self, key: str, sig: int = signal.SIGTERM) -> None:
+        # Every SN process leads its own process group (start_new_session): the group
+        # holds sshd and its per-connection children, or mountd.
         proc = self.procs.pop(key, None)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
+        if proc is None:
+            return
+        for signum in (sig, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                break
             try:
                 proc.wait(timeout=10)
+                break
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                continue
+        proc.wait()
 
     def cmdline(self, node: str) -> str:
         cfg = (self.tftp / "pxelinux.cfg" / node).read_text()
@@ -214,10 +222,10 @@ def hier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hier]:
                     with open(work / f"{sn}-sshd.log", "ab") as log:
                         h.procs[f"{sn}-sshd"] = subprocess.Popen(
                             ["ip", "netns", "exec", c._netns_for(sn), "unshare", "--mount",
-                             "--fork", "--kill-child", "sh", "-c", SN_SCRIPT, "sn",
+                             "--fork", "sh", "-c", SN_SCRIPT, "sn",
                              str(h.disk(sn)), str(h.snroot),
                              str(work / "ssh" / f"{sn}_sshd_config")],
-                            stdout=log, stderr=subprocess.STDOUT,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "LITEFS_CLUSTER": c.tag})
                     h.start_mountd(sn)
                 yield h
