@@ -136,6 +136,7 @@ def run_all(targets: Sequence[Target], argv_for: Callable[[Target], list[str]], 
 def _parser() -> Parser:
     p = Parser(
         prog="prsync",
+        usage="prsync [-h] [--db URL] [-o RSYNCOPTS] [-f FANOUT] FILE|DIR... NODERANGE:DESTDIR",
         description="Copy files and directories to many nodes at once with rsync over ssh "
         "(xCAT's prsync). 'cd /; prsync install sn1,sn2:/' pushes the images to the service "
         "nodes; a re-run sends only what changed.",
@@ -151,8 +152,9 @@ def _parser() -> Parser:
                    "starting with '-' (-o '--delete --stats')")
     p.add_argument("-f", "--fanout", type=int, default=None,
                    help=f"rsyncs at a time (default $XCATPSHFANOUT, else {DEFAULT_FANOUT})")
-    p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="what to copy, then "
-                   "NODERANGE:DESTDIR")
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR... NODERANGE:DESTDIR",
+                   help="what to copy (relative paths keep their name under DESTDIR, as "
+                   "rsync does), then the nodes and the folder on them")
     return p
 
 
