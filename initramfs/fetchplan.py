@@ -18,6 +18,7 @@ import argparse
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,8 +110,6 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
                 say(f"litefs: plan for {node} from {server}, not from {order[0]} (failover)")
             return plan, server
         if attempt + 1 < retries:
-            import time
-
             time.sleep(wait.delay(attempt))
     raise LitefsError(FETCH_FAILED.format(node=node, server=",".join(order), attempts=retries,
                                           reason=reason))
