@@ -5,11 +5,13 @@ fetches the plan (retries with exponential backoff, a console line per retry) an
 the node's statelite tmpfs: ``plan.json`` (what ``litefs mount`` reads; it also writes
 ``/.statelite/litefile`` and ``litetree`` from it) and ``sources``
 (``server<TAB>path<TAB>mntopts`` lines the shell hook mounts read-only; server ``-`` marks a
-node-local directory). ``--pool a:3001,b:3001`` (the ``litefs.pool=`` kernel argument
-nodeset writes for a service-node pool) lists the servers tried, in order, when ``--xcat``
-does not answer; the watcher then follows the server that answered. ``--plan-file`` reads the
+node-local directory). ``--plan-file`` reads the
 plan from a file instead (qemu boots deliver it on a 9p share). On failure it prints the one
 console message :data:`FETCH_FAILED` and exits 1; the hook then drops to a shell.
+
+Service-node pools: ``--pool a:3001,b:3001`` (the ``litefs.pool=`` kernel argument nodeset
+writes for a pool) lists the servers tried, in order, when ``--xcat`` does not answer; the
+watcher then follows the server that answered.
 """
 
 from __future__ import annotations

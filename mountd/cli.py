@@ -169,9 +169,9 @@ def _server(args: argparse.Namespace, engine: Engine, port: int, log: Logger, *,
     config = ServerConfig(
         host=args.host, port=port, ssl_context=None if args.insecure else _tls_context(args),
         unix_socket=(args.socket or None) if index == 0 else None,
-        admin_group=args.admin_group,
+        admin_group=args.admin_group, service_node=args.service_node,
         request_timeout=args.request_timeout, listen_sockets=listen,
-        max_per_peer=args.max_per_peer, service_node=args.service_node,
+        max_per_peer=args.max_per_peer,
     )
     catalog = Catalog(engine, check_interval=args.check_interval, db_timeout=args.db_timeout,
                       log=log)

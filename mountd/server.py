@@ -64,15 +64,15 @@ class ServerConfig:
     #: Connections one address may hold at once (a node needs two: a request and its
     #: subscription); more is a broken or hostile client, refused so it cannot crowd out others.
     max_per_peer: int = 64
+    #: The service node this mountd runs on (``--service-node``): it serves only the nodes
+    #: whose noderes.servicenode pool names it (litefs.hierarchy.serves). None = the MN.
+    service_node: str | None = None
     #: Seconds between "stats" log records (served, connections, subscribers); 0 = never.
     stats_interval: float = 60.0
     max_message: int = codec.MAX_MESSAGE
     backlog: int = 4096
     #: Already listening sockets (workers share the parent's); None = open host:port here.
     listen_sockets: list[socket.socket] | None = None
-    #: The service node this mountd runs on (``--service-node``): it serves only the nodes
-    #: whose noderes.servicenode pool names it (litefs.hierarchy.serves). None = the MN.
-    service_node: str | None = None
 
 
 class _Conn:
