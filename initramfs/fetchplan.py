@@ -9,6 +9,10 @@ node-local directory) and ``tmpfs.size`` (the checked ``size=`` the hook remount
 layer with; an unusable site value gives the default and a console warning). ``--plan-file`` reads the
 plan from a file instead (qemu boots deliver it on a 9p share). On failure it prints the one
 console message :data:`FETCH_FAILED` and exits 1; the hook then drops to a shell.
+
+Service-node pools: ``--pool a:3001,b:3001`` (the ``litefs.pool=`` kernel argument nodeset
+writes for a pool) lists the servers tried, in order, when ``--xcat`` does not answer; the
+watcher then follows the server that answered.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +68,59 @@ def tls_context(ca: str | None) -> ssl.SSLContext | None:
     return client_context(Path(ca), Path(cert) if cert else None, Path(key) if key else None)
 
 
+#: Seconds one server of a pool gets (connect, TLS, answer) before the next one is tried.
+POOL_TIMEOUT = 5.0
+#: Console line when a server of the pool does not answer and the next one is tried.
+POOL_NEXT = "litefs: mountd at {server} does not answer ({reason}); trying {next} (next in the pool)"
+POOL_REFUSED = "litefs: no plan from {server} ({reason}); trying {next} (next in the pool)"
+
+
+def servers(xcat: str, pool: str | None) -> list[str]:
+    """``XCAT=`` then each ``litefs.pool=`` address, in order, each once (bounded)."""
+    from litefs.hierarchy import MAX_POOL
+
+    names = [xcat.strip(), *[p.strip() for p in (pool or "").split(",")]]
+    return list(dict.fromkeys(n for n in names if n))[: MAX_POOL + 1]
+
+
+def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: str | None,
+               say: Callable[[str], None]) -> tuple[Plan, str]:
+    """The plan from the first server of ``order`` that answers, and that server.
+
+    Each round asks every server once, ``POOL_TIMEOUT`` seconds each, in pool order; rounds
+    repeat with backoff up to ``retries`` times, so a node whose first service node is down
+    boots from the next one in seconds, and one whose pool is all down still gets the usual
+    retries before the FATAL line. A single server keeps the old behaviour (its own retries).
+    """
+    if len(order) == 1:
+        return fetch(order[0], node, retries, backoff, ca, say), order[0]
+    from litefs.mountd.client import Backoff, fetch_plan_sync
+
+    ctx = tls_context(ca)
+    wait = Backoff(base=max(backoff, 0.0), cap=16.0, attempts=retries)
+    reason = ""
+    for attempt in range(max(retries, 1)):
+        for i, server in enumerate(order):
+            try:
+                plan = fetch_plan_sync(server, ssl_context=ctx, backoff=Backoff(attempts=1),
+                                       timeout=POOL_TIMEOUT)
+            except LitefsError as exc:
+                reason = str(exc)
+                nxt = order[i + 1] if i + 1 < len(order) else order[0] + " again"
+                # A reply with an error code came from a running mountd (a refusal, a plan
+                # error); anything else means it is down or unreachable.
+                line = POOL_REFUSED if hasattr(exc, "code") else POOL_NEXT
+                say(line.format(server=server, reason=exc, next=nxt))
+                continue
+            if server != order[0]:
+                say(f"litefs: plan for {node} from {server}, not from {order[0]} (failover)")
+            return plan, server
+        if attempt + 1 < retries:
+            time.sleep(wait.delay(attempt))
+    raise LitefsError(FETCH_FAILED.format(node=node, server=",".join(order), attempts=retries,
+                                          reason=reason))
+
+
 def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
           say: Callable[[str], None]) -> Plan:
     """The node's plan from mountd at ``xcat`` (``IP:PORT``), TLS-verified when ``ca`` is given."""
@@ -91,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", required=True)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--xcat", help="mountd address IP:PORT (the XCAT= kernel argument)")
+    p.add_argument("--pool", default=None,
+                   help="more mountd addresses, comma list in order (the litefs.pool= kernel "
+                   "argument): tried when XCAT= does not answer")
     p.add_argument("--plan-file", help="read the plan from this file instead of mountd")
     p.add_argument("--ca", default=os.environ.get("LITEFS_CA"),
                    help="site CA certificate; TLS to mountd (default $LITEFS_CA; none: plain)")
@@ -110,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.plan_file:
             plan = Plan.from_json(Path(args.plan_file).read_text())
         elif args.xcat:
-            plan = fetch(args.xcat, args.node, args.retries, args.backoff, args.ca, say)
+            plan, args.xcat = fetch_pool(servers(args.xcat, args.pool), args.node, args.retries,
+                                         args.backoff, args.ca, say)
         else:
             raise LitefsError("no XCAT=<ip>:<port> and no plan file: nowhere to get the plan")
         if plan.node not in (None, args.node):

@@ -53,6 +53,7 @@ NFSROOT=
 STATEMNT=
 MNTOPTS=
 XCAT=
+POOL=
 NODE=
 TMPFS_SIZE_DEFAULT=25%  # of RAM, until the plan brings site.litefs_tmpfs_size
 
@@ -168,6 +169,7 @@ parse_cmdline() {
             init=*) INIT=${arg#init=} ;;
             litefs.nfsmap=*) NFSMAP=${arg#litefs.nfsmap=} ;;
             litefs.plan=*) PLANFILE=${arg#litefs.plan=} ;;
+            litefs.pool=*) POOL=${arg#litefs.pool=} ;;
             litefs.python=*) PY=${arg#litefs.python=} ;;
         esac
     done
@@ -305,6 +307,8 @@ fetch_plan() {
         [ -n "$XCAT" ] || die "no XCAT=<mountd ip>:<port> on the kernel command line; run nodeset for $NODE"
         # Once the plan is written it forks into @litefs-watch: mountd's change announcements
         # ('litefs notify') then reach the running view. It waits for the view itself.
+        # litefs.pool= (a service-node pool): the next servers to try when XCAT= is silent.
+        [ -n "$POOL" ] && set -- "$@" --pool "$POOL"
         set -- "$@" --xcat "$XCAT" --watch "$NEWROOT" --ready "$SL/watch.ready" \
             --watch-log "$SL/watch.log"
         WATCH=1

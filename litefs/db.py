@@ -230,10 +230,16 @@ def _v1_to_v2(conn: Connection) -> None:
     TABLES["nodehm"].create(conn, checkfirst=True)
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    # Version 3 adds xCAT's servicenode table (the service nodes of a hierarchy, which
+    # noderes.servicenode pools must name).
+    TABLES["servicenode"].create(conn, checkfirst=True)
+
+
 Migration = Callable[[Connection], None]
 
 #: ``MIGRATIONS[n]`` turns a version-n database into version n+1, inside one transaction.
-MIGRATIONS: Mapping[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2}
+MIGRATIONS: Mapping[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(

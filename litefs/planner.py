@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from litefs import hierarchy
 from litefs.errors import NoderangeError, PlanError
 from litefs.nodeattrs import NodeAttrs
 from litefs.noderange import Universe
@@ -344,7 +345,8 @@ def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Pla
     found = snap.attrs.find(node, "statelite", "statemnt")
     if found is not None:
         value, key = found
-        statemnt = value.strip()
+        # A service-node pool holds the node's persistent store (litefs.hierarchy).
+        statemnt = hierarchy.statemnt_for_plan(node, value.strip(), snap.attrs.get)
         if has_variables(statemnt):
             statemnt = substitute(
                 statemnt, node, snap.attrs, snap.site, row=f"statelite node={key}",

@@ -14,7 +14,7 @@ from sqlalchemy import Column, ColumnElement, MetaData, Table, Text, or_
 metadata = MetaData()
 
 #: Version of the schema this code writes; :mod:`litefs.db` upgrades older databases to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # (table name, key columns, other columns) in xCAT's schema order.
 _SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -36,6 +36,15 @@ _SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "nfsdir", "installnic", "primarynic", "discoverynics", "cmdinterface",
             "xcatmaster", "current_osimage", "next_osimage", "nimserver", "routenames",
             "nameservers", "proxydhcp", "syslog",
+        ),
+    ),
+    (
+        "servicenode",
+        ("node",),
+        (
+            "nameserver", "dhcpserver", "tftpserver", "nfsserver", "conserver", "monserver",
+            "ldapserver", "ntpserver", "ftpserver", "nimserver", "ipforward",
+            "dhcpinterfaces", "proxydhcp",
         ),
     ),
     ("nodetype", ("node",), ("os", "arch", "profile", "provmethod", "supportedarchs", "nodetype")),

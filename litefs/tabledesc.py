@@ -13,6 +13,8 @@ TABLES: dict[str, str] = {
     "nodelist": "The list of nodes and the groups each belongs to (group order = inheritance).",
     "nodegroup": "Group definitions; dynamic groups select nodes with wherevals.",
     "noderes": "Per-node service locations: xcatmaster, nfsserver, tftpserver, nfsdir, ...",
+    "servicenode": "The service nodes of a hierarchy (as the MN knows them) and the services "
+    "each runs; every name in noderes.servicenode must be a row here.",
     "nodetype": "Per-node OS, architecture, profile and provisioning method (or osimage name).",
     "nodepos": "Physical position of nodes: rack, unit, chassis, slot, room.",
     "hosts": "IP addresses and host names of nodes.",
@@ -40,13 +42,23 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
     "noderes": {
         "node": "Node or group name.",
-        "xcatmaster": "The management/service node as the node sees it.",
-        "nfsserver": "Server holding the node's root image (default: xcatmaster).",
-        "tftpserver": "Server holding boot files.",
+        "xcatmaster": "The management/service node as the node sees it (XCAT=); default: "
+        "the first service node of the pool, else this server's address facing the node.",
+        "nfsserver": "Server holding the node's root image (root=nfs:); default: tftpserver, "
+        "else xcatmaster; '<xcatmaster>' = xcatmaster.",
+        "tftpserver": "Server holding boot files (image server when nfsserver is blank).",
         "nfsdir": "Directory on nfsserver with the images; '//' prefix = absolute path.",
+        "servicenode": "Comma list of service nodes (names in the servicenode table, as the MN "
+        "knows them) that serve this node, tried in order: a pool. Blank: the MN serves it.",
         "netboot": "Boot loader type: pxe, xnba, grub2, yaboot, petitboot.",
         "installnic": "Interface used for installation (ifname=/BOOTIF=).",
         "primarynic": "Primary interface.",
+    },
+    "servicenode": {
+        "node": "The service node's host name as the MN knows it (hosts.ip gives its address).",
+        "tftpserver": "1: this service node serves TFTP (xCAT sets it up; litefs stores it).",
+        "nfsserver": "1: this service node serves the images over NFS (xCAT sets it up; litefs "
+        "stores it).",
     },
     "nodetype": {
         "node": "Node or group name.",

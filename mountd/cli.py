@@ -87,6 +87,10 @@ def _parser() -> Parser:
                    "served (default 10)")
     p.add_argument("--request-timeout", type=float, default=10.0,
                    help="seconds a client has to send a whole request (default 10)")
+    p.add_argument("--service-node", metavar="SN", default=None,
+                   help="run as service node SN (a row of the servicenode table): serve only "
+                   "the nodes whose noderes.servicenode pool names SN; default: the MN, which "
+                   "serves every node")
     p.add_argument("--log-level", choices=sorted(LEVELS, key=LEVELS.__getitem__), default="info")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     return p
@@ -116,6 +120,8 @@ def _body(argv: list[str]) -> int:
     engine = db.open_engine(args.db)
     db.require_schema(engine)
     port = args.port if args.port is not None else _site_port(engine)
+    if args.service_node is not None:
+        _check_service_node(engine, args.service_node)
     if args.insecure:
         log("insecure", level="warning", message="serving plain TCP without TLS (--insecure)")
     else:
@@ -151,6 +157,17 @@ def _body(argv: list[str]) -> int:
     return workers.run_workers(args.workers, worker)
 
 
+def _check_service_node(engine: Engine, name: str) -> None:
+    from litefs.schema import TABLES, active
+
+    sn = TABLES["servicenode"]
+    with engine.connect() as conn:
+        found = conn.execute(select(sn.c.node).where(sn.c.node == name, active(sn))).first()
+    if found is None:
+        raise UsageError(f"--service-node {name!r} is not in the servicenode table; add it "
+                         f"(chtab node={name} servicenode.tftpserver=1) or fix the name")
+
+
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext:
     ca_dir = Path(args.ca_dir)
     ca = Path(args.ca) if args.ca else ca_dir / "ca.pem"
@@ -170,7 +187,7 @@ def _server(args: argparse.Namespace, engine: Engine, port: int, log: Logger, *,
     config = ServerConfig(
         host=args.host, port=port, ssl_context=None if args.insecure else _tls_context(args),
         unix_socket=(args.socket or None) if index == 0 else None,
-        admin_group=args.admin_group,
+        admin_group=args.admin_group, service_node=args.service_node,
         request_timeout=args.request_timeout, listen_sockets=listen,
         max_per_peer=args.max_per_peer, follow_interval=max(0.0, args.follow_interval),
         watch_trees=args.watch_trees, watch_root=args.watch_root,

@@ -65,6 +65,9 @@ class ServerConfig:
     #: Connections one address may hold at once (a node needs two: a request and its
     #: subscription); more is a broken or hostile client, refused so it cannot crowd out others.
     max_per_peer: int = 64
+    #: The service node this mountd runs on (``--service-node``): it serves only the nodes
+    #: whose noderes.servicenode pool names it (litefs.hierarchy.serves). None = the MN.
+    service_node: str | None = None
     #: Seconds between "stats" log records (served, connections, subscribers); 0 = never.
     stats_interval: float = 60.0
     max_message: int = codec.MAX_MESSAGE
@@ -504,7 +507,29 @@ class Server:
             )
         if not peer.is_admin:
             self._policy(view, peer, ident, command, [ident.node])
+            if self.config.service_node is not None:
+                self._require_pool(view, peer, ident.node)
         return ident.node
+
+    def _require_pool(self, view: TableView, peer: Peer, node: str) -> None:
+        from litefs import hierarchy
+
+        try:
+            cell = view.snapshot.attrs.get(node, "noderes", "servicenode")
+        except Exception:  # a broken cell must fail closed, not take the session down
+            cell = None
+        pool = hierarchy.parse_pool(cell)
+        if hierarchy.serves(self.config.service_node, pool):
+            return
+        self.log("refused", level="warning", peer=peer.address, node=node,
+                 service_node=self.config.service_node, pool=",".join(pool),
+                 reason="not in the node's service-node pool")
+        raise _Refused(
+            f"{node} is served by {','.join(pool) or 'the management node'} "
+            f"(noderes.servicenode), not by service node {self.config.service_node}; run "
+            f"nodeset for {node} so its boot files name its own servers",
+            "forbidden",
+        )
 
     def _plan_reply(self, view: TableView, peer: Peer, ident: Identity, asked: str | None) -> bytes:
         node = self._require_node(peer, ident, asked, command="litefile", view=view)

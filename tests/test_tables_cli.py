@@ -82,7 +82,7 @@ def everything(url: str) -> dict[str, str]:
 def url(tmp_path: Path) -> str:
     """A real SQLite file with the schema, made by the installed 'litefs db init'."""
     sqlite_url = f"sqlite:///{tmp_path}/litefs.db"
-    assert "ready (schema version 2)" in ok("litefs", "db", "init", url=sqlite_url)
+    assert "ready (schema version 3)" in ok("litefs", "db", "init", url=sqlite_url)
     return sqlite_url
 
 
@@ -91,7 +91,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A SQLite file made by the installed 'litefs db init' holding one litefile row; the
     tests using it must leave it unchanged (they prove bad input changes nothing)."""
     sqlite_url = f"sqlite:///{tmp_path_factory.mktemp('filled')}/litefs.db"
-    assert "ready (schema version 2)" in ok("litefs", "db", "init", url=sqlite_url)
+    assert "ready (schema version 3)" in ok("litefs", "db", "init", url=sqlite_url)
     ok("chtab", "image=ALL,file=/etc/ssh/", "litefile.options=persistent", url=sqlite_url)
     return sqlite_url
 
@@ -279,20 +279,20 @@ def test_db_status_and_upgrade(
     capsys.readouterr()
     assert litefs_cli.main(["db", "status", "--db", url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"database: {url}\nschema:   version 2\n")
+    assert out.startswith(f"database: {url}\nschema:   version 3\n")
     assert "  policy       3 rows\n" in out and "  litefile     0 rows\n" in out
     assert litefs_cli.main(["db", "upgrade", "--db", url]) == 0
-    assert "is up to date (schema version 2)" in capsys.readouterr().out
+    assert "is up to date (schema version 3)" in capsys.readouterr().out
     # Back to what litefs 1 wrote (no nodehm, version 1): reads refuse, upgrade adds the table.
     engine = db.open_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE nodehm"))
         conn.execute(text("UPDATE litefs_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
-    assert "has schema version 1, this litefs needs 2; run 'litefs db upgrade'" in fails(
+    assert "has schema version 1, this litefs needs 3; run 'litefs db upgrade'" in fails(
         "tabdump", "litefile", url=url)
     assert litefs_cli.main(["db", "upgrade", "--db", url]) == 0
-    assert f"database {url} upgraded from schema version 1 to 2" in capsys.readouterr().out
+    assert f"database {url} upgraded from schema version 1 to 3" in capsys.readouterr().out
     tables = everything(url)
     assert tables["policy"].count("\n") == 4  # header and the three default rows, kept
     assert tables["nodehm"].startswith("#node,power,mgt,cons,")

@@ -111,7 +111,7 @@ def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:  # 
 
 def test_upgrade_from_real_v1_adds_nodehm_and_keeps_rows(blank_engine: Engine) -> None:  # noqa: F811
     # A version-1 database as litefs 1 wrote it: every table but nodehm, version row "1".
-    v1 = [t for name, t in TABLES.items() if name != "nodehm"]
+    v1 = [t for name, t in TABLES.items() if name not in ("nodehm", "servicenode")]
     with blank_engine.begin() as conn:
         for t in [*v1, litefs_meta]:
             t.create(conn)
@@ -120,13 +120,13 @@ def test_upgrade_from_real_v1_adds_nodehm_and_keeps_rows(blank_engine: Engine) -
         conn.execute(TABLES["litefile"].insert().values(image="ALL", file="/etc/fstab",
                                                         options="persistent"))
     before = _dump_present(blank_engine)
-    with pytest.raises(TableError, match=r"schema version 1, this litefs needs 2; run 'litefs db "
+    with pytest.raises(TableError, match=r"schema version 1, this litefs needs 3; run 'litefs db "
                        r"upgrade'"):
         db.require_schema(blank_engine)
     with pytest.raises(TableError, match="schema version 1; run 'litefs db upgrade' first"):
         db.init_db(blank_engine)
-    assert db.upgrade(blank_engine) == (1, 2)
-    assert db.require_schema(blank_engine) == 2
+    assert db.upgrade(blank_engine) == (1, 3)
+    assert db.require_schema(blank_engine) == 3
     from sqlalchemy import inspect
 
     cols = [c["name"] for c in inspect(blank_engine).get_columns("nodehm")]
@@ -134,14 +134,15 @@ def test_upgrade_from_real_v1_adds_nodehm_and_keeps_rows(blank_engine: Engine) -
     after = dump_all(blank_engine)
     assert {k: after[k] for k in before} == before  # every v1 row kept, byte for byte
     assert after["nodehm"].count("\n") == 1  # the new table is empty: header only
-    assert db.upgrade(blank_engine) == (2, 2)
+    assert db.upgrade(blank_engine) == (3, 3)
 
 
 def _dump_present(e: Engine) -> dict[str, str]:
     from litefs import tabledata
 
     with e.connect() as conn:
-        return {name: tabledata.dump(conn, name) for name in TABLES if name != "nodehm"}
+        return {name: tabledata.dump(conn, name) for name in TABLES
+                if name not in ("nodehm", "servicenode")}
 
 
 def test_sqlite_engine_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
@@ -227,6 +228,11 @@ XCAT_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
         ("node",),
         "node power mgt cons termserver termport conserver serialport serialspeed serialflow "
         "getmac cmdmapping consoleondemand",
+    ),
+    "servicenode": (
+        ("node",),
+        "node nameserver dhcpserver tftpserver nfsserver conserver monserver ldapserver "
+        "ntpserver ftpserver nimserver ipforward dhcpinterfaces proxydhcp",
     ),
     "hosts": (("node",), "node ip hostnames otherinterfaces"),
     "osimage": (

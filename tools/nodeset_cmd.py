@@ -25,7 +25,7 @@ from litefs.tools.common import Parser, add_db_option, run_main
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from litefs import db
+from litefs import db, hierarchy
 from litefs.errors import BootError, LitefsError, UsageError
 from litefs.names import check_node_name
 from litefs.nodeattrs import NodeAttrs
@@ -62,6 +62,9 @@ class Tables:
     site: dict[str, str]
     osimage: dict[str, Mapping[str, str | None]]
     linuximage: dict[str, Mapping[str, str | None]]
+    servicenodes: frozenset[str] = frozenset()
+    #: The service node nodeset runs on (--service-node), None on the MN.
+    here: str | None = None
 
 
 def _rows(conn: Connection, name: str) -> list[Mapping[str, str | None]]:
@@ -97,6 +100,7 @@ def load_tables(conn: Connection) -> Tables:
         site=site,
         osimage={str(r["imagename"]): r for r in _rows(conn, "osimage")},
         linuximage={str(r["imagename"]): r for r in _rows(conn, "linuximage")},
+        servicenodes=frozenset(str(r["node"]) for r in _rows(conn, "servicenode")),
     )
 
 
@@ -121,6 +125,13 @@ def _to_ip(name: str, t: Tables) -> str:
         raise BootError(f"cannot resolve {name!r} to an IP address; add it to the hosts table") from None
 
 
+def _resolve(name: str, t: Tables) -> str | None:
+    try:
+        return _to_ip(name, t)
+    except BootError:
+        return None
+
+
 def _facing_ip(node_ip: str) -> str:
     """The local address the kernel would use to reach ``node_ip`` (xCAT's my_ip_facing)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -138,12 +149,14 @@ def _node_ip(node: str, t: Tables) -> str | None:
         return None
 
 
-def _statemnt(node: str, t: Tables) -> str:
+def _statemnt(node: str, t: Tables, xcatmaster: str = MYIPFN) -> str:
     """``statelite.statemnt`` with variables expanded when it has any (reference §4)."""
     found = t.attrs.find(node, "statelite", "statemnt")
     if found is None:
         return ""
     raw, key = found
+    raw = hierarchy.statemnt_on_server(
+        raw, t.attrs.get(node, "noderes", "xcatmaster") or "", xcatmaster)
     if not has_variables(raw):
         return raw
     return substitute(raw, node, t.attrs, t.site, row=f"statelite node={key}",
@@ -171,11 +184,14 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
         raise BootError(f"{node}: No MAC address available for this node")
     node_ip = _node_ip(node, t)
     xcatmaster = a.get(node, "noderes", "xcatmaster") or ""
-    master = xcatmaster or t.site.get("master", "")
+    # On a service node, "this server" is the SN, not site.master.
+    master = xcatmaster or ("" if t.here else t.site.get("master", ""))
     if master:
         myip = _to_ip(master, t)
     elif node_ip:
         myip = _facing_ip(node_ip)
+    elif t.here and _resolve(t.here, t):
+        myip = _resolve(t.here, t) or ""
     else:
         raise BootError(
             f"{node}: cannot tell which address of this server the node reaches; "
@@ -218,14 +234,16 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
         raise BootError(f"{node}: osimage {image} has rootfstype {rootfstype!r}; litefs "
                         "boots NFS-root images only")
 
-    xm = _to_ip(xcatmaster, t) if xcatmaster else MYIPFN
-    imgsrv = xm
-    for col in ("nfsserver", "tftpserver"):
-        val = a.get(node, "noderes", col) or ""
-        if val and val != "<xcatmaster>":
-            imgsrv = _to_ip(val, t)
-            break
-    statemnt = _statemnt(node, t)
+    # Which servers answer for the node (service-node pool, xcatmaster, nfsserver): the
+    # pure rules live in litefs.hierarchy; the failover addresses become litefs.pool=.
+    servers = hierarchy.choose(
+        node, {c: a.get(node, "noderes", c) for c in hierarchy.NODERES_COLUMNS},
+        servicenodes=t.servicenodes, resolve=lambda name: _resolve(name, t), here=t.here,
+    )
+    for line in servers.warnings:
+        print(f"nodeset: {line}", file=sys.stderr)
+    xm, imgsrv = servers.xcatmaster, servers.image_server
+    statemnt = _statemnt(node, t, servers.xcatmaster)
     check_statemnt(node, statemnt)
     spec = BootSpec(
         node=node, image=image, osvers=osvers, osarch=osarch, profile=profile,
@@ -241,7 +259,9 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
         nodestatus=t.site.get("nodestatus") or "",
         nicname=_boot_nic(node, t, linux),
         mac=mac,
-        addkcmdline=linux.get("addkcmdline") or "",
+        addkcmdline=" ".join(filter(None, (
+            servers.pool_arg(t.site.get("xcatdport") or "3001"), linux.get("addkcmdline") or "",
+        ))),
         serialport=a.get(node, "nodehm", "serialport") or "",
         serialspeed=a.get(node, "nodehm", "serialspeed") or "",
         serialflow=a.get(node, "nodehm", "serialflow") or "",
@@ -360,6 +380,9 @@ def _parser() -> Parser:
     add_db_option(p)
     p.add_argument("--tftpdir", metavar="DIR", default=None,
                    help="write under DIR instead of noderes.tftpdir/site.tftpdir (/tftpboot)")
+    p.add_argument("--service-node", metavar="SN", default=None,
+                   help="run as service node SN (a servicenode table row): write only the "
+                   "nodes whose noderes.servicenode pool names SN, with SN's own address")
     p.add_argument("noderange", help="nodes to set (xCAT noderange)")
     p.add_argument("state", help="osimage[=<image>] or boot")
     return p
@@ -385,7 +408,26 @@ def _body(argv: list[str]) -> int:
     db.require_schema(engine)
     with engine.connect() as conn:
         t = load_tables(conn)
-    nodes = expand(args.noderange, t.universe)
+    if args.service_node is not None:
+        if args.service_node not in t.servicenodes:
+            raise UsageError(
+                f"--service-node {args.service_node!r} is not in the servicenode table; add it "
+                f"(chtab node={args.service_node} servicenode.tftpserver=1) or fix the name")
+        t.here = args.service_node
+    nodes = []
+    sharedtftp = hierarchy.truthy(t.site.get("sharedtftp"), True)
+    pooled = False
+    for node in expand(args.noderange, t.universe):
+        pool = hierarchy.parse_pool(t.attrs.get(node, "noderes", "servicenode"))
+        pooled = pooled or bool(pool)
+        skip = hierarchy.handled_here(node, pool, here=t.here, sharedtftp=sharedtftp)
+        if skip:
+            print(f"nodeset: {skip}", file=sys.stderr)
+        else:
+            nodes.append(node)
+    warn = hierarchy.installloc_warning(t.site) if pooled else None
+    if warn:
+        print(f"nodeset: {warn}", file=sys.stderr)
     works: list[tuple[NodeWork, str]] = []
     errors: list[str] = []
     for node in nodes:

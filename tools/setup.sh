@@ -11,6 +11,7 @@ APT_PACKAGES=(
   fuse-overlayfs attr                              # benchmark baseline; getfattr/setfattr
   postgresql                                       # the PostgreSQL side of the test suite
   openssl                                          # classic rc.statelite client (s_client)
+  openssh-server openssh-client rsync              # service nodes: prsync over ssh (tests: sshd)
   busybox-static cpio iproute2 util-linux kmod     # initramfs builder, namespace boots
   qemu-system-x86 linux-image-amd64                # the real-kernel boot test
   debootstrap                                      # bench_boot --debootstrap image
