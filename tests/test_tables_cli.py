@@ -124,6 +124,10 @@ def test_tabdump_lists_filters_and_describes(url: str) -> None:
     desc = ok("tabdump", "-d", "litefile", url=url)
     assert "file: Absolute path" in desc
     assert "litefile:" in ok("tabdump", "-d", url=url)
+    # nodeset reads nodehm's console columns: -d must say so, not "not used by litefs".
+    hm = ok("tabdump", "-d", "nodehm", url=url)
+    assert "serialport: Serial port number" in hm and "console=tty0 console=ttyS" in hm
+    assert "serialflow: Flow control" in hm
 
 
 def test_chtab_append_and_delete(url: str) -> None:
