@@ -76,7 +76,8 @@ def locate(conn: Connection, args: object) -> tuple[str, str, str | None]:
     rootfstype = getattr(args, "rootfstype", None)
     if image:
         if osver or arch or profile:
-            raise UsageError("-o, -p and -a options are not allowed when a image name is specified.")
+            # xCAT reports this as an error (errorcode 1), not a usage error.
+            raise LiteimgError("-o, -p and -a options are not allowed when a image name is specified.")
         row = _row(conn, "osimage", "imagename", image)
         if row is None:
             raise LiteimgError(f"Cannot find image '{image}' from the osimage table.")
