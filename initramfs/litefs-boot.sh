@@ -13,6 +13,7 @@
 #   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root); its
 #      Python starts alongside step 4 and waits for the go (initramfs/premount.py)
 #   7. switch_root into the view (PID 1) or chroot (anything else).
+# "debug" (or xcatdebugmode=1/2) traces the hook with set -x on the console.
 # "shell" on the command line drops to a shell three times (after the mounts, after the plan,
 # before switch_root), as the cookbook §7 describes. Every step is logged, shell-style, to
 # /.statelite/statelite.log (tmpfs, so it lasts one boot).
@@ -167,8 +168,16 @@ parse_cmdline() {
             litefs.nfsmap=*) NFSMAP=${arg#litefs.nfsmap=} ;;
             litefs.plan=*) PLANFILE=${arg#litefs.plan=} ;;
             litefs.python=*) PY=${arg#litefs.python=} ;;
+            debug|xcatdebugmode=1|xcatdebugmode=2) TRACE=$arg ;;
         esac
     done
+    # Cookbook §7.1: xCAT's statelite script has a "set -x" to uncomment. Here the kernel
+    # argument "debug" (or xcatdebugmode=1/2, which nodeset writes for site.xcatdebugmode)
+    # echoes every later command of the hook to the console.
+    if [ -n "${TRACE:-}" ]; then
+        echo "litefs: $TRACE on the kernel command line: tracing the boot hook (set -x)" >&2
+        set -x
+    fi
     # The dracut cmdline hook exports these too (kernel NAME=value args land in init's env).
     if [ -z "$NODE" ]; then
         NODE=$(hostname -s 2>/dev/null || hostname)
