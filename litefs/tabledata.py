@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from litefs import csvtab, db, saferegex
 from litefs.errors import LitefsError, TableError
 from litefs.names import check_node_name
+from litefs.options import option_problem
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
 
 Row = tuple[str | None, ...]
@@ -203,6 +204,16 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
         why = bad_litefile_path(path)
         if why:
             raise TableError(f"{where}: litefile path {path!r} {why}")
+    check_litefile_option(t, row, where)
+
+
+def check_litefile_option(t: Table, row: Mapping[str, str | None], where: str) -> None:
+    """Refuse a litefile option that no plan or boot could use (``bogus``): one bad row would
+    otherwise make every node of the image unbootable."""
+    if t.name == "litefile":
+        why = option_problem(row.get("options"))
+        if why:
+            raise TableError(f"{where}: litefile {row.get('file')!r}: {why}")
 
 
 def _canon_key(col: str, cell: str | None) -> str | None:
