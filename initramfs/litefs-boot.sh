@@ -169,6 +169,7 @@ parse_cmdline() {
             litefs.plan=*) PLANFILE=${arg#litefs.plan=} ;;
             litefs.python=*) PY=${arg#litefs.python=} ;;
             debug|xcatdebugmode=1|xcatdebugmode=2) TRACE=$arg ;;
+            litefs.localdisk=*) LOCALDISK=${arg#litefs.localdisk=} ;;
         esac
     done
     # Cookbook §7.1: xCAT's statelite script has a "set -x" to uncomment. Here the kernel
@@ -319,6 +320,36 @@ mount_args() {
     [ "$HAVE_PERSISTENT" = 1 ] || MOUNT_ARGS_PERS=$SL/ram-persistent
 }
 
+# localdisk rows (xCAT's rc.localdisk mounts the partition linuximage.partitionfile names):
+# litefs.localdisk=DEV on the kernel command line (linuximage.addkcmdline) names the node's
+# local file system for them. Without it, or when DEV cannot be mounted, those paths live in
+# the statelite tmpfs for this boot, and the console says so once the plan shows any.
+mount_localdisk() {
+    HAVE_LOCALDISK=0
+    run mkdir -p "$SL/localdisk"
+    [ -n "${LOCALDISK:-}" ] || return 0
+    _name=${LOCALDISK#/dev/}
+    if [ ! -b "$LOCALDISK" ] && [ -r "/sys/class/block/$_name/dev" ]; then
+        # No udev in a small initramfs: make the device node from sysfs, as mdev would.
+        IFS=: read -r _maj _min <"/sys/class/block/$_name/dev"
+        run mknod "$LOCALDISK" b "$_maj" "$_min" || true
+    fi
+    if run mount "$LOCALDISK" "$SL/localdisk"; then
+        HAVE_LOCALDISK=1
+    fi
+}
+
+warn_localdisk() {
+    [ "$HAVE_LOCALDISK" = 1 ] && return 0
+    grep -q '"localdisk"' "$SL/plan.json" 2>/dev/null || return 0
+    if [ -n "${LOCALDISK:-}" ]; then
+        why="the local disk $LOCALDISK could not be mounted"
+    else
+        why="no litefs.localdisk=DEV on the kernel command line (set it in linuximage.addkcmdline)"
+    fi
+    say "warning: the plan has localdisk paths but $why; they are in tmpfs for this boot and lost at reboot"
+}
+
 prestart_litefs() {
     # Start the daemon's Python now, alongside the plan fetch: it imports what `litefs mount`
     # needs, then waits on $SL/mount.go for start_litefs (the plan and sources come first).
@@ -329,6 +360,7 @@ prestart_litefs() {
     mkfifo "$SL/mount.go" || return 0  # no fifo: start_litefs starts Python itself
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
+    set -- "$@" --localdisk "$SL/localdisk"
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
     PYX=$(command -v "$PY")
@@ -341,6 +373,7 @@ start_litefs() {
     mount_args
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --log "$SL/litefs.log" "$NEWROOT"
+    set -- "$@" --localdisk "$SL/localdisk"
     log "@litefs $*"
     # Without --foreground the command returns once the view is ready (bypass binds laid),
     # leaving the daemon behind, or prints why it could not mount.
@@ -404,10 +437,12 @@ litefs_boot() {
     mount_statelite_tmpfs
     stamp mount_persistent
     mount_persistent
+    mount_localdisk
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
     stamp fetch_plan
     prestart_litefs
     fetch_plan
+    warn_localdisk
     stamp mount_sources
     mount_sources
     pause 2 "plan fetched, litetree sources mounted under $SL/mnt"
