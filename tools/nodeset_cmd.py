@@ -13,6 +13,7 @@ as xCAT does, one bad node does not hold back the others.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import shutil
@@ -207,6 +208,7 @@ def node_addresses(node: str, node_ip: str | None, t: Tables) -> Addresses:
     return Addresses(myip=myip, xcatmaster=xm, image_server=imgsrv, tftp_server=tftp_ip)
 
 
+@functools.lru_cache(maxsize=64)  # once per image, not once per node
 def _has_efistub(kernel: Path) -> bool:
     """xnba.pm ``has_efistub``: a PE header for x86-64 (``PE\\0\\0`` + 0x8664) in 512 bytes."""
     try:
