@@ -420,7 +420,11 @@ def _parser() -> Parser:
     p = Parser(
         prog="nodeset",
         description="Write the boot files that make nodes boot statelite "
-        "(osimage=<image>) or from their local disk (boot).",
+        "(osimage=<image>) or from their local disk (boot), byte-identical to xCAT's for "
+        "noderes.netboot pxe, xnba (+ .uefi/.elilo), grub2 (grub2-tftp, grub2-http) and yaboot.",
+        epilog="Every node that checks out is written and printed ('n01: statelite ...'); each "
+        "node that does not (no MAC, no kernel, STATEMNT without a server, ...) is named on "
+        "stderr, one line each, and the exit status is 1.",
     )
     add_db_option(p)
     p.add_argument("--tftpdir", metavar="DIR", default=None,
