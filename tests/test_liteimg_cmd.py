@@ -141,7 +141,14 @@ def test_legacy_form_uses_the_default_rootimgdir_and_adds_the_image(
 
 def test_no_arguments_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
-    assert "liteimg imagename" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # statelite.pm's two usage texts, byte for byte (no arguments vs -h).
+    assert out.startswith("liteimg -h # this help message\nliteimg -v # version\n"
+                          "liteimg -V # verbose\nliteimg -p <profile> -a <architecture> -o <OS>\n"
+                          "liteimg imagename\n")
+    assert main(["-h"]) == 0
+    assert "\nliteimg [-p profile] [-a architecture] [-o OS]\nliteimg imagename\n" in (
+        capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("table", ["litefile-redhat.csv", "litefile-sles.csv"])
