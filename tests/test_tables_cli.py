@@ -209,7 +209,7 @@ def test_bad_commands(
     assert everything(filled) == before
 
 
-def test_tabrestore_refuses_a_bogus_option(filled: str, tmp_path: Path,
+def test_tabrestore_refuses_a_bogus_option(filled: str, url: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     before = everything(filled)
     csv = tmp_path / "litefile.csv"
@@ -220,7 +220,7 @@ def test_tabrestore_refuses_a_bogus_option(filled: str, tmp_path: Path,
     assert everything(filled) == before
     csv.write_text(HEADER + '"ALL","/etc/motd","ro",,\n"ALL","/etc/y"," link, ro ",,\n'
                    '"ALL","/var/x/","tempfs",,\n"ALL","/var/y/",,,\n')
-    ok("tabrestore", str(csv), url=filled)  # blanks inside, old tempfs, blank: all usable
+    ok("tabrestore", str(csv), url=url)  # blanks inside, old tempfs, blank: all usable
 
 
 def test_uninitialised_and_unreachable_databases(tmp_path: Path) -> None:
