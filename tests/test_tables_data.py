@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from litefs import db, tabledata
 from litefs.errors import TableError
+from litefs.options import VALID_OPTIONS
 from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
 from tests.planutil import COOKBOOK_REDHAT_FILES
 
@@ -354,7 +355,9 @@ _path = st.lists(st.text(alphabet="abc.-_x", min_size=1, max_size=4), min_size=1
 @given(
     rows=st.dictionaries(
         st.tuples(st.sampled_from(["", "ALL", "img", '"q"']), _path),
-        st.tuples(st.one_of(st.none(), _text), st.one_of(st.none(), _text),
+        # options are checked when written (only usable ones are stored); comments are free text
+        st.tuples(st.one_of(st.none(), st.sampled_from([*VALID_OPTIONS, "", " link, ro "])),
+                  st.one_of(st.none(), _text),
                   st.sampled_from([None, "", "yes", "0"])),
         max_size=6,
     )
