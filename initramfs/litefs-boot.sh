@@ -14,6 +14,7 @@
 #   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root); its
 #      Python starts alongside step 4 and waits for the go (initramfs/premount.py)
 #   7. switch_root into the view (PID 1) or chroot (anything else).
+# "debug" (or xcatdebugmode=1/2) traces the hook with set -x on the console.
 # "shell" on the command line drops to a shell three times (after the mounts, after the plan,
 # before switch_root), as the cookbook §7 describes. Every step is logged, shell-style, to
 # /.statelite/statelite.log (tmpfs, so it lasts one boot).
@@ -171,8 +172,17 @@ parse_cmdline() {
             litefs.plan=*) PLANFILE=${arg#litefs.plan=} ;;
             litefs.pool=*) POOL=${arg#litefs.pool=} ;;
             litefs.python=*) PY=${arg#litefs.python=} ;;
+            debug|xcatdebugmode=1|xcatdebugmode=2) TRACE=$arg ;;
+            litefs.localdisk=*) LOCALDISK=${arg#litefs.localdisk=} ;;
         esac
     done
+    # Cookbook §7.1: xCAT's statelite script has a "set -x" to uncomment. Here the kernel
+    # argument "debug" (or xcatdebugmode=1/2, which nodeset writes for site.xcatdebugmode)
+    # echoes every later command of the hook to the console.
+    if [ -n "${TRACE:-}" ]; then
+        echo "litefs: $TRACE on the kernel command line: tracing the boot hook (set -x)" >&2
+        set -x
+    fi
     # The dracut cmdline hook exports these too (kernel NAME=value args land in init's env).
     if [ -z "$NODE" ]; then
         NODE=$(hostname -s 2>/dev/null || hostname)
@@ -341,6 +351,36 @@ mount_args() {
     [ "$HAVE_PERSISTENT" = 1 ] || MOUNT_ARGS_PERS=$SL/ram-persistent
 }
 
+# localdisk rows (xCAT's rc.localdisk mounts the partition linuximage.partitionfile names):
+# litefs.localdisk=DEV on the kernel command line (linuximage.addkcmdline) names the node's
+# local file system for them. Without it, or when DEV cannot be mounted, those paths live in
+# the statelite tmpfs for this boot, and the console says so once the plan shows any.
+mount_localdisk() {
+    HAVE_LOCALDISK=0
+    run mkdir -p "$SL/localdisk"
+    [ -n "${LOCALDISK:-}" ] || return 0
+    _name=${LOCALDISK#/dev/}
+    if [ ! -b "$LOCALDISK" ] && [ -r "/sys/class/block/$_name/dev" ]; then
+        # No udev in a small initramfs: make the device node from sysfs, as mdev would.
+        IFS=: read -r _maj _min <"/sys/class/block/$_name/dev"
+        run mknod "$LOCALDISK" b "$_maj" "$_min" || true
+    fi
+    if run mount "$LOCALDISK" "$SL/localdisk"; then
+        HAVE_LOCALDISK=1
+    fi
+}
+
+warn_localdisk() {
+    [ "$HAVE_LOCALDISK" = 1 ] && return 0
+    grep -q '"localdisk"' "$SL/plan.json" 2>/dev/null || return 0
+    if [ -n "${LOCALDISK:-}" ]; then
+        why="the local disk $LOCALDISK could not be mounted"
+    else
+        why="no litefs.localdisk=DEV on the kernel command line (set it in linuximage.addkcmdline)"
+    fi
+    say "warning: the plan has localdisk paths but $why; they are in tmpfs for this boot and lost at reboot"
+}
+
 prestart_litefs() {
     # Start the daemon's Python now, alongside the plan fetch: it imports what `litefs mount`
     # needs, then waits on $SL/mount.go for start_litefs (the plan and sources come first).
@@ -351,6 +391,7 @@ prestart_litefs() {
     mkfifo "$SL/mount.go" || return 0  # no fifo: start_litefs starts Python itself
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
+    set -- "$@" --localdisk "$SL/localdisk"
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
     PYX=$(command -v "$PY")
@@ -363,6 +404,7 @@ start_litefs() {
     mount_args
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
+    set -- "$@" --localdisk "$SL/localdisk"
     log "@litefs $*"
     # Without --foreground the command returns once the view is ready (bypass binds laid),
     # leaving the daemon behind, or prints why it could not mount.
@@ -426,11 +468,13 @@ litefs_boot() {
     mount_statelite_tmpfs
     stamp mount_persistent
     mount_persistent
+    mount_localdisk
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
     stamp fetch_plan
     prestart_litefs
     fetch_plan
     apply_tmpfs_size
+    warn_localdisk
     stamp mount_sources
     mount_sources
     pause 2 "plan fetched, litetree sources mounted under $SL/mnt"

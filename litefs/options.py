@@ -87,3 +87,17 @@ def family_of(option: str) -> Family:
 def is_link(option: str) -> bool:
     """True for the link family (``link``, ``tmpfs,rw``, ``link,*``)."""
     return option == BLANK_OPTION or option == "link" or option.startswith("link,")
+
+
+def option_problem(option: str | None) -> str | None:
+    """Why ``option`` may not be stored in litefile (None: it may), checked when written.
+
+    xCAT's chtab/tabrestore store anything and the first plan or boot of the image fails; we
+    refuse at the write instead. Blanks inside are ignored as the server ignores them; the old
+    boot-only spelling ``tempfs`` is still accepted (the planner warns about it).
+    """
+    norm = normalise_option(option)
+    if norm in VALID_OPTIONS or norm in BOOT_ONLY_OPTIONS:
+        return None
+    return (f"option {option!r} is not a litefile option; use one of: "
+            f"{' '.join(VALID_OPTIONS)} (blank = tmpfs,rw)")

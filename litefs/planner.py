@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from litefs import hierarchy
-from litefs.errors import NoderangeError, PlanError
+from litefs.errors import LitefsError, NoderangeError, PlanError
 from litefs.nodeattrs import NodeAttrs
 from litefs.noderange import Universe
 from litefs.options import normalise_option
@@ -316,6 +316,33 @@ def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Pla
 
     ``image`` plans the node as if it booted that image (before ``nodeset osimage=...``).
     """
+    return _node_plan(snap, node, image, None)
+
+
+def plan_parts_for_node(snap: Snapshot, node: str) -> tuple[Plan, list[str]]:
+    """As much of the node's plan as can be computed, and one message per part that cannot.
+
+    For ``lslite``: xCAT prints the node's block with ``UNDEFINED`` where a variable fails;
+    we leave that litetree row (or the statemnt) out and name it with the node instead.
+    """
+    errors: list[str] = []
+    return _node_plan(snap, node, None, errors), errors
+
+
+def litefile_plan_for_node(snap: Snapshot, node: str) -> Plan:
+    """The node's litefile rules only (``litefile NODE``): litetree and statelite are not read.
+
+    xCAT's litefile never reads them, so a typo there (the cookbook's ``$noderes.nfssserver``)
+    must not hide the node's litefile list.
+    """
+    image = image_for_node(snap, node)
+    rules = _image_rules(snap, image, boot=True)
+    return Plan(image=image, rules=rules.rules, node=node, warnings=tuple(rules.warnings))
+
+
+def _node_plan(snap: Snapshot, node: str, image: str | None, errors: list[str] | None) -> Plan:
+    """``plan_for_node``; with an ``errors`` list, a failing litetree row or statemnt is
+    recorded there and left out instead of failing the whole plan."""
     if image is None:
         image = image_for_node(snap, node)
     else:
@@ -329,10 +356,16 @@ def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Pla
         prio = (row.get("priority") or "").strip()
         directory = raw
         if has_variables(raw):
-            directory = substitute(
-                raw, node, snap.attrs, snap.site, row=f"litetree priority={prio}",
-                allow_cmd=allow, cmd_cache=snap._cmd_cache,
-            )
+            try:
+                directory = substitute(
+                    raw, node, snap.attrs, snap.site, row=f"litetree priority={prio}",
+                    allow_cmd=allow, cmd_cache=snap._cmd_cache,
+                )
+            except LitefsError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                continue
         src = _source(row, directory)
         if src.server is None:
             warnings.append(
@@ -348,11 +381,17 @@ def plan_for_node(snap: Snapshot, node: str, *, image: str | None = None) -> Pla
         # A service-node pool holds the node's persistent store (litefs.hierarchy).
         statemnt = hierarchy.statemnt_for_plan(node, value.strip(), snap.attrs.get)
         if has_variables(statemnt):
-            statemnt = substitute(
-                statemnt, node, snap.attrs, snap.site, row=f"statelite node={key}",
-                allow_cmd=allow, cmd_cache=snap._cmd_cache,
-            )
-        if ":" not in statemnt:
+            try:
+                statemnt = substitute(
+                    statemnt, node, snap.attrs, snap.site, row=f"statelite node={key}",
+                    allow_cmd=allow, cmd_cache=snap._cmd_cache,
+                )
+            except LitefsError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                statemnt = None
+        if statemnt is not None and ":" not in statemnt:
             warnings.append(
                 f"statelite node={key}: statemnt {statemnt!r} has no server "
                 "(server:/path); nodeset will refuse it"

@@ -8,7 +8,7 @@ allocates beyond the walk itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from litefs.options import UPPER_LAYER, Family
@@ -16,6 +16,9 @@ from litefs.plan import Plan, Rule
 
 IMAGE = "image"
 SOURCE = "source"
+#: ``Layer(IMAGE, ORIGINALS)``: the image's ``/.default`` folder, where liteimg moved the
+#: original content of link-family paths (the layer set opens it as its own backing).
+ORIGINALS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,42 @@ def _resolution_index(plan: Plan) -> dict[str, Resolution]:
         }
         plan.__dict__["_resolution_index"] = cached
     return cached
+
+
+def for_liteimg_layout(plan: Plan, moved: frozenset[str], made_up: frozenset[str]) -> Plan:
+    """The plan as it reads an image that ``liteimg`` prepared (reference §6.3).
+
+    liteimg moved each top-level link-family path ``P`` to ``/.default/P`` and left a symlink
+    chain through ``/.statelite/tmpfs`` (dangling on a litefs node, which has its own
+    ``/.statelite``). ``moved`` are those paths: for them and below, the image layer is read
+    at ``/.default`` instead, so the node sees what it sees on the image before liteimg, and
+    one image serves stock and litefs nodes. ``made_up`` are the placeholders liteimg created
+    for listed paths the image did not have: the image layer is left out for them. Nothing in
+    the image is changed; the copy is a new plan object with its own resolution index.
+    """
+    if not moved and not made_up:
+        return plan
+    copy = replace(plan)
+    sources = tuple(Layer(SOURCE, i) for i in range(len(plan.sources)))
+    index = {}
+    for r in plan.rules:
+        if r.path in made_up:
+            lowers = sources
+        elif any(a in moved for a in _self_and_ancestors(r.path)):
+            lowers = (*sources, Layer(IMAGE, ORIGINALS))
+        else:
+            lowers = (*sources, Layer(IMAGE))
+        index[r.path] = Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
+    copy.__dict__["_resolution_index"] = index
+    return copy
+
+
+def _self_and_ancestors(path: str) -> list[str]:
+    out = [path]
+    while path not in ("/", ""):
+        path = path.rsplit("/", 1)[0] or "/"
+        out.append(path)
+    return out
 
 
 def resolve(plan: Plan, path: str) -> Resolution:

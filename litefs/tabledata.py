@@ -3,8 +3,8 @@
 These are the data operations behind ``tabdump``, ``tabrestore``, ``tabedit`` and ``chtab``.
 Every change runs in one write transaction and checks the rows it would leave behind (required
 columns, litefile paths) before committing, so bad input changes nothing. Filters (``-w``) are
-evaluated in Python, identically on SQLite and PostgreSQL; rows come out sorted by key, numbers
-numerically (litetree and policy priorities), so a dump is the same on every backend.
+evaluated in Python, identically on SQLite and PostgreSQL; rows come out in stored order, as
+xCAT's tabdump prints them (a restored CSV dumps back in its own order).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from litefs import csvtab, db, nodeattrs, saferegex
 from litefs.errors import LitefsError, TableError
 from litefs.names import check_node_name
+from litefs.options import option_problem
 from litefs.schema import REQUIRED, TABLES, active, column_names, key_columns, table
 from litefs.tmpfs_size import SITE_KEY as TMPFS_SIZE_KEY
 from litefs.tmpfs_size import normalise as normalise_tmpfs_size
@@ -104,14 +105,21 @@ def sort_key(row: Mapping[str, Any], keys: Sequence[str]) -> tuple[tuple[int, An
     return tuple(_ordered(row[k] or "") for k in keys)
 
 
+def _stored_order(conn: Connection) -> Any:
+    """The physical row order xCAT's unordered ``SELECT *`` returns (rowid / ctid).
+
+    Sorting by key would swap the cookbook's ``mod_ssl`` and ``mod_proxy`` rows, and row
+    order is what an admin reads a table dump in.
+    """
+    return text("ctid") if conn.dialect.name == "postgresql" else text("rowid")
+
+
 def rows(conn: Connection, name: str, filters: Iterable[str] = ()) -> list[Row]:
-    """All rows of table ``name`` (disabled ones too) passing every filter, sorted by key."""
+    """All rows of table ``name`` (disabled ones too) passing every filter, in stored order."""
     t = table(name)
     checks = [parse_filter(f, t) for f in filters]
-    keys = key_columns(t)
-    found = [r._mapping for r in conn.execute(select(t))]
+    found = [r._mapping for r in conn.execute(select(t).order_by(_stored_order(conn)))]
     found = [r for r in found if all(f.matches(r[f.column]) for f in checks)]
-    found.sort(key=lambda r: sort_key(r, keys))
     cols = column_names(t)
     return [tuple(r[c] for c in cols) for r in found]
 
@@ -214,6 +222,16 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
         why = bad_litefile_path(path)
         if why:
             raise TableError(f"{where}: litefile path {path!r} {why}")
+    check_litefile_option(t, row, where)
+
+
+def check_litefile_option(t: Table, row: Mapping[str, str | None], where: str) -> None:
+    """Refuse a litefile option that no plan or boot could use (``bogus``): one bad row would
+    otherwise make every node of the image unbootable."""
+    if t.name == "litefile":
+        why = option_problem(row.get("options"))
+        if why:
+            raise TableError(f"{where}: litefile {row.get('file')!r}: {why}")
 
 
 _DOLLAR = re.compile(r"\$(\d+)|\$\{(\d+)\}")

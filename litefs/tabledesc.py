@@ -27,6 +27,7 @@ TABLES: dict[str, str] = {
     "litetree": "Ordered list of directories the initial content of litefile paths comes from.",
     "statelite": "Where each node's persistent files are stored (server:/path).",
     "policy": "Who may run which command through the service (mountd); lower priority first.",
+    "nodehm": "Hardware management per node; nodeset reads the serial console settings.",
 }
 
 _COMMON = {
@@ -35,6 +36,15 @@ _COMMON = {
 }
 
 COLUMNS: dict[str, dict[str, str]] = {
+    "nodehm": {
+        "node": "Node name or group.",
+        "serialport": "Serial port number of the node's console (0 = ttyS0, hvc0 on ppc64); "
+        "nodeset adds 'console=tty0 console=ttyS<port>,<speed>' to the kernel command line. "
+        "Blank: no serial console argument.",
+        "serialspeed": "Console speed (e.g. 115200); required when serialport is set.",
+        "serialflow": "Flow control: 'hard' (or 'ctsrts') makes nodeset append n8r to the "
+        "console argument; 'soft' or blank add nothing.",
+    },
     "site": {"key": "Name of the setting.", "value": "Its value."},
     "nodelist": {
         "node": "Node name.",

@@ -18,17 +18,18 @@ from litefs.plan import Rule
 
 Entry = tuple[str, str]
 
+# Leading/trailing blanks are xCAT's own (statelite.pm lines 288-346): kept byte for byte.
 INVALID_OPTION = (
-    "{file} has invalid option. The valid options: "
+    " {file} has invalid option. The valid options: "
     "tmpfs persistent localdisk rw ro con link tmpfs,rw link,ro link,persistent link,con"
 )
-NOT_ABSOLUTE = "{file} is not one absolute path."
-CON_ON_DIRECTORY = '{file} is directory, don\'t use "con" as its option'
+NOT_ABSOLUTE = " {file} is not one absolute path. "
+CON_ON_DIRECTORY = ' {file} is directory, don\'t use "con" as its option '
 PARENT_RO_CON = 'the directory "{parent}" should not be with "ro" or "con" as its option'
 CHILD_LINK_RO = 'Based on the option of {parent}, {child} should not use "link,ro" as its option'
 CHILD_NOT_LINK = 'Based on the option of {parent}, {child} can only use "link"-based options'
 CHILD_LINK = 'Based on the option of {parent}, {child} should not use "link"-based options'
-CHILD_NOT_PERSISTENT = "{child} should have persistent option like {parent}"
+CHILD_NOT_PERSISTENT = "{child} should have persistent option like {parent} "
 NO_FILES = (
     "There are no files to sync for {image}.  You have to have some files read/write "
     "filled out in the synclist table."

@@ -270,8 +270,13 @@ class Env:
         self.layers = fsutil.Layers(root=tmp / "lf", image=self.orig, tmpfs=tmp / "lf/tmpfs",
                                     persistent=tmp / "lf/pers", localdisk=tmp / "lf/local",
                                     sources=list(self.src_dirs))
-        for d in (self.layers.root, self.layers.tmpfs, self.layers.persistent, self.layers.localdisk):
-            d.mkdir(exist_ok=True)
+        # The third node: litefs on the very image liteimg prepared for the stock node.
+        self.lite_layers = fsutil.Layers(root=tmp / "li", image=self.classic_img, tmpfs=tmp / "li/tmpfs",
+                                         persistent=tmp / "li/pers", localdisk=tmp / "li/local",
+                                         sources=list(self.src_dirs))
+        for lay in (self.layers, self.lite_layers):
+            for d in (lay.root, lay.tmpfs, lay.persistent, lay.localdisk):
+                d.mkdir(exist_ok=True)
 
     def local_sources(self) -> list[Path]:
         """Source directories without a server (litefs reads them; a stock node never does)."""
@@ -291,8 +296,9 @@ class Env:
         )
         return C.classic_boot(cfg)
 
-    def litefs(self, ops: list[dict[str, Any]], name: str) -> C.ClassicResult:
-        m = fsutil.LitefsMount(self.layers, self.plan, self.tmp / name, [], False)
+    def litefs(self, ops: list[dict[str, Any]], name: str, liteimgd: bool = False) -> C.ClassicResult:
+        layers = self.lite_layers if liteimgd else self.layers
+        m = fsutil.LitefsMount(layers, self.plan, self.tmp / name, [], False)
         m.start()
         try:
             follow = [r.path for r in self.plan.rules if r.is_link]
@@ -304,9 +310,15 @@ class Env:
     def reboot(self) -> None:
         self.rebooted = True
         self.layers.fresh_tmpfs()
+        self.lite_layers.fresh_tmpfs()
         for key, content in self.case.between.items():
             _put(self.orig, key, content)
             _put(self.classic_img / ".default", key, content)  # where a stock node's image has it
+            # and in place where liteimg left the original in place (bind family), as an
+            # admin's edit of the image would be: the litefs node on this image reads it there
+            inplace = self.classic_img / key.lstrip("/")
+            if not any(p.is_symlink() for p in (inplace, *inplace.parents)):
+                _put(self.classic_img, key, content)
             self.changed_between.add(key)
 
 
@@ -496,17 +508,36 @@ USED: set[str] = set()
 def test_classic_and_litefs_nodes_agree(case: Case, template: Path, tmp_path: Path) -> None:
     env = Env(case, template, tmp_path)
     classic, view = env.classic(case.ops), env.litefs(case.ops, "boot1")
+    # The same plan on the liteimg'd image: a site moves nodes over one at a time on one image.
+    lite = env.litefs(case.ops, "boot1-li", liteimgd=True)
     # not vacuous: both walked the whole node and every listed path that exists is compared
     assert len(classic.manifest) > 60 and len(view.manifest) > 60
     assert "/bin/busybox" in view.manifest and "/etc/passwd" in classic.manifest
     problems = compare(env, classic, view, USED)
+    problems += [f"liteimg'd image: {p}" for p in same_view(view, lite)]
     env.reboot()
     classic2, view2 = env.classic([]), env.litefs([], "boot2")
+    lite2 = env.litefs([], "boot2-li", liteimgd=True)
     problems += [f"after reboot: {p}" for p in compare(env, classic2, view2, USED)]
+    problems += [f"liteimg'd image, after reboot: {p}" for p in same_view(view2, lite2)]
     problems += [f"classic: {p}" for p in reboot_kept(env, classic, classic2)]
     problems += [f"litefs: {p}" for p in reboot_kept(env, view, view2)]
     assert problems == []
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def same_view(plain: C.ClassicResult, liteimgd: C.ClassicResult) -> list[str]:
+    """A litefs node on the liteimg'd image sees exactly what one on the plain image sees:
+    no listed difference applies (the image is the same content, only laid out by liteimg)."""
+    problems = []
+    for path in sorted(set(plain.manifest) | set(liteimgd.manifest)):
+        a, b = normalise(plain.manifest.get(path)), normalise(liteimgd.manifest.get(path))
+        if a != b:
+            problems.append(f"{path}: plain image {a} != liteimg'd image {b}")
+    for i, (a, b) in enumerate(zip(plain.ops, liteimgd.ops, strict=True)):
+        if a != b:
+            problems.append(f"op {i}: plain image {a} != liteimg'd image {b}")
+    return problems
 
 
 REBOOT_CHECKED: dict[str, int] = {}  # family -> writes checked across a reboot, all cases
@@ -577,7 +608,9 @@ def test_random_plans_agree(
     tmp.mkdir()
     try:
         env = Env(case, template, tmp)
-        problems = compare(env, env.classic(oplist), env.litefs(oplist, "boot1"), USED)
+        view = env.litefs(oplist, "boot1")
+        problems = compare(env, env.classic(oplist), view, USED)
+        problems += same_view(view, env.litefs(oplist, "boot1-li", liteimgd=True))
         env.reboot()
         problems += [f"after reboot: {p}" for p in compare(env, env.classic([]), env.litefs([], "boot2"), USED)]
         assert problems == [], (rules, files, oplist)

@@ -69,7 +69,7 @@ def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,  # 
         f" KERNEL xcat/osimage/{IMAGE}/kernel\n"
         f" APPEND initrd=xcat/osimage/{IMAGE}/initrd-statelite.gz "
         f"root=nfs:10.0.0.1:{imgdir}/rootimg:ro STATEMNT=10.0.0.1:/nodedata "
-        "XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80 selinux=0 MNTOPTS=\n  IPAPPEND 2\n"
+        "XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80  selinux=0  MNTOPTS=\n  IPAPPEND 2\n"
     )
     link = tftp / "pxelinux.cfg" / "0A000065"
     assert link.is_symlink() and os.readlink(link) == "n01"
@@ -88,14 +88,29 @@ def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,  # 
     assert '"n01","boot"' in dump_all(engine)["chain"]
 
 
-def test_no_mac_changes_nothing(engine: Engine, tmp_path: Path,  # noqa: F811
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_nodes_without_mac_are_named_the_others_are_set(engine: Engine, tmp_path: Path,  # noqa: F811
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # xCAT sets the nodes it can and reports each one it cannot; it is not all-or-nothing.
+    _setup(engine, tmp_path)
+    tftp = tmp_path / "tftpboot"
+    assert _run(engine, tftp, "n01,n03", f"osimage={IMAGE}") == 1
+    out, err = capsys.readouterr()
+    assert out == "n01: statelite rhels7.9-x86_64-compute\n"
+    assert err == "nodeset: n03: No MAC address available for this node\n"
+    assert (tftp / "pxelinux.cfg" / "n01").exists()
+    assert not (tftp / "pxelinux.cfg" / "n03").exists()
+    tables = dump_all(engine)
+    assert '"n01","statelite rhels7.9-x86_64-compute"' in tables["chain"]
+    assert '"n03"' not in tables["chain"]
+
+
+def test_only_bad_nodes_changes_nothing(engine: Engine, tmp_path: Path,  # noqa: F811
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path)
     before = dump_all(engine)
     tftp = tmp_path / "tftpboot"
-    assert _run(engine, tftp, "n01,n03", f"osimage={IMAGE}") == 1
-    err = capsys.readouterr().err
-    assert "n03: No MAC address available for this node" in err
+    assert _run(engine, tftp, "n03", f"osimage={IMAGE}") == 1
+    assert "n03: No MAC address available for this node" in capsys.readouterr().err
     assert not tftp.exists()
     assert dump_all(engine) == before
 
@@ -143,12 +158,16 @@ def test_other_boot_loaders(engine: Engine, tmp_path: Path, netboot: str, path: 
                             links: list[str]) -> None:
     _setup(engine, tmp_path, netboot=netboot)
     tftp = tmp_path / "t"
+    if netboot == "grub2":
+        assert _run(engine, tftp, "n01", f"osimage={IMAGE}") == 1  # no grub2.x86_64 yet
+        (tftp / "boot" / "grub2").mkdir(parents=True)
+        (tftp / "boot" / "grub2" / "grub2.x86_64").write_bytes(b"GRUB")
     assert _run(engine, tftp, "n01", f"osimage={IMAGE}") == 0
     main_file = tftp / path
     assert main_file.read_text().startswith(("#statelite", "#!gpxe\n#statelite"))
     for link in links:
         assert (tftp / link).read_text() == main_file.read_text()
-        if netboot == "yaboot":  # p5 firmware: hard links, never symlinks
+        if netboot != "pxe":  # p5 firmware, chrooted tftpd: hard links, never symlinks
             assert not (tftp / link).is_symlink()
             assert (tftp / link).stat().st_ino == main_file.stat().st_ino
 
@@ -198,9 +217,10 @@ def test_mac_cell_ips_get_links_and_boot_nic_follows_xcat(engine: Engine,  # noq
     # One hex link per address: the hosts IP and the literal !ip of the mac cell.
     for name in ("0A000065", "0A000165"):
         assert os.readlink(tftp / "pxelinux.cfg" / name) == "n01"
-    # installnic=mac means "none": anaconda.pm falls through to primarynic.
+    # installnic=mac means "boot by MAC" (gen_net_boot_params): primarynic is not consulted,
+    # and x86 gets no BOOTIF= on the command line.
     cfg = (tftp / "pxelinux.cfg" / "n01").read_text()
-    assert " ifname=eth1:aa:bb:cc:dd:ee:01 netdev=eth1 selinux=0 MNTOPTS=\n" in cfg
+    assert " XCATHTTPPORT=80  selinux=0  MNTOPTS=\n" in cfg
 
 
 def test_nodehm_console_args_inherit_from_group(engine: Engine, tmp_path: Path,  # noqa: F811
@@ -214,10 +234,10 @@ def test_nodehm_console_args_inherit_from_group(engine: Engine, tmp_path: Path, 
     assert _run(engine, tftp, "compute", f"osimage={IMAGE}") == 0
     head = f"root=nfs:10.0.0.1:{imgdir}/rootimg:ro STATEMNT=10.0.0.1:/nodedata XCAT=10.0.0.1:3001"
     assert (f" APPEND initrd=xcat/osimage/{IMAGE}/initrd-statelite.gz {head} NODE=n01 "
-            "XCATHTTPPORT=80 console=tty0 console=ttyS0,115200n8r selinux=0 MNTOPTS=\n"
+            "XCATHTTPPORT=80  console=tty0 console=ttyS0,115200n8r selinux=0  MNTOPTS=\n"
             ) in (tftp / "pxelinux.cfg" / "n01").read_text()
     # n02's own row wins per column; its blank serialflow still comes from the group (xCAT).
-    assert (f"{head} NODE=n02 XCATHTTPPORT=80 console=tty0 console=ttyS1,9600n8r selinux=0 "
+    assert (f"{head} NODE=n02 XCATHTTPPORT=80  console=tty0 console=ttyS1,9600n8r selinux=0  "
             "MNTOPTS=\n") in (tftp / "pxelinux.cfg" / "n02").read_text()
 
     # A port without a speed is xCAT's error; nothing is written or changed.

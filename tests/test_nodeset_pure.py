@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from litefs.errors import BootError
 from litefs.nodeset import (
     BootSpec,
+    LoaderInput,
+    add_kcmdline,
     boot_files,
+    boot_mac,
     check_statemnt,
     console_args,
     ip_hex,
@@ -38,16 +41,16 @@ SPEC = BootSpec(
 
 
 def test_cmdline_order_matches_xcat() -> None:
+    # anaconda.pm pastes "XCATHTTPPORT=80 " then " selinux=0 " then " MNTOPTS=": two blanks.
     assert kernel_cmdline(SPEC) == (
         "root=nfs:10.0.0.1:/install/netboot/rhels7.9/x86_64/compute/rootimg:ro "
-        "STATEMNT=10.0.0.1:/nodedata XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80 "
-        "selinux=0 MNTOPTS="
+        "STATEMNT=10.0.0.1:/nodedata XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80  "
+        "selinux=0  MNTOPTS="
     )
 
 
 def test_cmdline_issue_6495_shape() -> None:
-    # The real example from issue #6495 (xnba), console args from nodehm included; xCAT's
-    # doubled space before console= is a quirk of its string pasting, not kept.
+    # The real example from issue #6495 (xnba), byte for byte, doubled blank included.
     spec = BootSpec(
         node="jfe01", image="x", osvers="centos7", osarch="x86_64", profile="login",
         image_server="10.187.1.150",
@@ -58,33 +61,32 @@ def test_cmdline_issue_6495_shape() -> None:
     assert kernel_cmdline(spec) == (
         "root=nfs:10.187.1.150:/install/netboot/centos7-statelite/x86_64/login-20191015/rootimg:ro "
         "STATEMNT=10.187.1.150:/install/litetree/login XCAT=10.187.1.150:3001 NODE=jfe01 "
-        "XCATHTTPPORT=80 console=tty0 console=ttyS0,115200n8r MNTOPTS="
+        "XCATHTTPPORT=80  console=tty0 console=ttyS0,115200n8r MNTOPTS="
     )
 
 
 @pytest.mark.parametrize(
     ("osarch", "port", "speed", "flow", "want"),
     [
-        ("x86_64", "", "115200", "hard", []),  # no serialport: no console args
-        ("x86_64", "1", "9600", "", ["console=tty0", "console=ttyS1,9600"]),
-        ("x86_64", "0", "115200", "soft", ["console=tty0", "console=ttyS0,115200"]),
-        ("x86_64", "0", "115200", "cts", ["console=tty0", "console=ttyS0,115200n8r"]),
-        ("x86_64", "0", "115200", "ctsrts", ["console=tty0", "console=ttyS0,115200n8r"]),
-        ("ppc64le", "0", "19200", "", ["console=tty0", "console=hvc0,19200"]),
+        ("x86_64", "", "115200", "hard", ""),  # no serialport: no console args
+        ("x86_64", "1", "9600", "", " console=tty0 console=ttyS1,9600"),
+        ("x86_64", "0", "115200", "soft", " console=tty0 console=ttyS0,115200"),
+        # anaconda.pm tests /(hard|tcs|ctsrts)/: plain "cts" gets no n8r there either.
+        ("x86_64", "0", "115200", "cts", " console=tty0 console=ttyS0,115200"),
+        ("x86_64", "0", "115200", "ctsrts", " console=tty0 console=ttyS0,115200n8r"),
+        ("ppc64le", "0", "19200", "", " console=tty0 console=hvc0,19200"),
     ],
 )
 def test_console_args_follow_nodehm(osarch: str, port: str, speed: str, flow: str,
-                                    want: list[str]) -> None:
+                                    want: str) -> None:
     assert console_args("n01", osarch, port, speed, flow) == want
 
 
 def test_console_args_sit_after_nic_args_before_selinux() -> None:
-    spec = dataclasses.replace(SPEC, nicname="eth0", mac="aa:bb:cc:dd:ee:ff",
+    spec = dataclasses.replace(SPEC, installnic="eth0", mac="aa:bb:cc:dd:ee:ff",
                                serialport="0", serialspeed="115200")
-    assert kernel_cmdline(spec).split()[5:] == [
-        "ifname=eth0:aa:bb:cc:dd:ee:ff", "netdev=eth0", "console=tty0",
-        "console=ttyS0,115200", "selinux=0", "MNTOPTS=",
-    ]
+    assert kernel_cmdline(spec).endswith(
+        "XCATHTTPPORT=80 netdev=eth0  console=tty0 console=ttyS0,115200 selinux=0  MNTOPTS=")
 
 
 @pytest.mark.parametrize(
@@ -109,7 +111,7 @@ def test_legacy_init_uses_nfsroot_and_empty_statemnt() -> None:
     )
     assert kernel_cmdline(spec) == (
         "NFSROOT=172.10.0.1:/install/netboot/rhel5.3/x86_64/compute STATEMNT= "
-        "XCAT=172.10.0.1:3001 NODE=n1 XCATHTTPPORT=80 MNTOPTS=nolock,vers=3"
+        "XCAT=172.10.0.1:3001 NODE=n1 XCATHTTPPORT=80  MNTOPTS=nolock,vers=3"
     )
 
 
@@ -117,37 +119,62 @@ def test_cmdline_optional_parts_in_place() -> None:
     spec = BootSpec(
         node="n1", image="i", osvers="sles15", osarch="x86_64", profile="p",
         image_server="!myipfn!", root_dir="/r", nfsrootopts="vers=4.2,actimeo=60",
-        nodestatus="n", nicname="eth0", mac="AA-BB-CC-DD-EE-0F", addkcmdline=" quiet ",
+        nodestatus="n", installnic="eth0", mac="AA-BB-CC-DD-EE-0F", debugmode="2",
+        partition=True,
     )
     assert kernel_cmdline(spec) == (
         "root=nfs:!myipfn!:/r/rootimg:ro,vers=4.2,actimeo=60 STATEMNT= XCAT=!myipfn!:3001 "
-        "NODE=n1 nonodestatus XCATHTTPPORT=80 ifname=eth0:aa:bb:cc:dd:ee:0f netdev=eth0 "
-        "MNTOPTS= quiet"
+        "NODE=n1  nonodestatus XCATHTTPPORT=80  LOGSERVER=!myipfn!  syslog.server=!myipfn! "
+        "syslog.type=rsyslogd syslog.filter=*.*  xcatdebugmode=2 netdev=eth0  PARTITION_RH "
+        "MNTOPTS="
     )
+
+
+@pytest.mark.parametrize(("kind", "add", "tail"), [
+    # pxe.pm/xnba.pm paste "<bootparams> <linuximage>": the empty first part leaves a blank.
+    ("pxe", "quiet", "MNTOPTS=  quiet "),
+    ("xnba", "a  R::b c", "MNTOPTS=  a  c "),
+    ("pxe", "R::only", "MNTOPTS=  "),
+    # grub2.pm/yaboot.pm paste "<linuximage> " and skip an all-R:: value.
+    ("grub2", "quiet", "MNTOPTS= quiet "),
+    ("yaboot", "R::only", "MNTOPTS="),
+    ("pxe", "", "MNTOPTS="),
+])
+def test_addkcmdline_pasting(kind: str, add: str, tail: str) -> None:
+    assert add_kcmdline(kind, "MNTOPTS=", add) == tail
 
 
 def test_ppc_without_nic_gets_bootif() -> None:
     spec = BootSpec(node="p1", image="i", osvers="rhels6.4", osarch="ppc64", profile="c",
                     image_server="1.2.3.4", root_dir="/r", mac="00:11:22:33:44:55")
-    assert "BOOTIF=00:11:22:33:44:55 MNTOPTS=" in kernel_cmdline(spec)
+    assert "XCATHTTPPORT=80 BOOTIF=00:11:22:33:44:55  MNTOPTS=" in kernel_cmdline(spec)
 
 
-def test_mac_as_boot_nic_gets_bootif() -> None:
+def test_mac_as_boot_nic_gets_bootif_in_table_case() -> None:
     spec = BootSpec(node="x1", image="i", osvers="rhels8.6", osarch="x86_64", profile="c",
                     image_server="1.2.3.4", root_dir="/r", mac="00:11:22:33:44:55",
-                    nicname="00:11:22:33:44:55")
-    assert " BOOTIF=00:11:22:33:44:55 selinux=0 MNTOPTS=" in kernel_cmdline(spec)
-    plain = BootSpec(**{**spec.__dict__, "nicname": ""})
+                    installnic="00:11:22:AA:44:55")
+    assert " BOOTIF=00:11:22:AA:44:55  selinux=0  MNTOPTS=" in kernel_cmdline(spec)
+    plain = BootSpec(**{**spec.__dict__, "installnic": ""})
     assert "BOOTIF" not in kernel_cmdline(plain)  # x86 without a boot NIC: none
+
+
+@pytest.mark.parametrize(("cell", "want"), [
+    ("AA:BB:CC:DD:EE:01", "AA:BB:CC:DD:EE:01"),          # case kept
+    ("aabbccddee01", "aa:bb:cc:dd:ee:01"),                # colons added
+    ("aa:bb:cc:dd:ee:01|aa:bb:cc:dd:ee:02", "aa:bb:cc:dd:ee:02"),  # last plain entry wins
+    ("aa:bb:cc:dd:ee:01!n01|aa:bb:cc:dd:ee:02", "aa:bb:cc:dd:ee:01"),  # <mac>!<node> wins
+])
+def test_boot_mac_follows_parse_mac_tab_entry(cell: str, want: str) -> None:
+    assert boot_mac(cell, "n01") == want
 
 
 def test_mac_cell_ips() -> None:
     assert mac_ips("aa:bb:cc:dd:ee:01!10.0.1.5|aa:bb:cc:dd:ee:02!n01-ib0|aa:bb:cc:dd:ee:03") \
         == ["10.0.1.5"]
-    files = boot_files("yaboot", node="n01", ip="10.0.0.101",
-                       mac="aa:bb:cc:dd:ee:01!10.0.1.5", state="boot", image="i", cmdline="",
-                       myip="10.0.0.1")
-    assert files[0].hardlinks == ("etc/0a000065", "etc/0a000105", "yaboot.conf-aa-bb-cc-dd-ee-01")
+    files = boot_files("yaboot", LoaderInput(node="n01", state="boot", ip="10.0.0.101",
+                                             mac="AA:BB:CC:DD:EE:01!10.0.1.5|AA:BB:CC:DD:EE:02"))
+    assert files[0].hardlinks == ("etc/0a000065", "etc/0a000105", "yaboot.conf-aa-bb-cc-dd-ee-02")
     assert files[0].content == "#boot\ntimeout=5\nbye\n"
 
 
@@ -212,62 +239,32 @@ def test_bad_mac() -> None:
         normalise_mac("n01-eth0")
 
 
-CMD = kernel_cmdline(BootSpec(**{**SPEC.__dict__, "xcatmaster": "!myipfn!"}))
-
-
 def _one(files, path):  # type: ignore[no-untyped-def]
     return next(f for f in files if f.path == path)
 
 
-def test_pxelinux_file_and_hex_link() -> None:
-    files = boot_files("pxe", node="n01", ip="10.0.0.101", mac="aa:bb:cc:dd:ee:ff",
-                       state=SPEC.currstate, image=SPEC.image, cmdline=CMD, myip="10.0.0.1")
-    f = _one(files, "pxelinux.cfg/n01")
-    img = "xcat/osimage/rhels7.9-x86_64-statelite-compute"
-    assert f.content == (
-        "#statelite rhels7.9-x86_64-compute\nDEFAULT xCAT\nLABEL xCAT\n"
-        f" KERNEL {img}/kernel\n APPEND initrd={img}/initrd-statelite.gz "
-        + CMD.replace("!myipfn!", "10.0.0.1") + "\n  IPAPPEND 2\n"
-    )
-    assert f.symlinks == ("pxelinux.cfg/0A000065",)
-    boot = _one(boot_files("", node="n01", ip=None, mac="", state="boot", image="x",
-                           cmdline="", myip="1.1.1.1"), "pxelinux.cfg/n01")
-    assert boot.content == "#boot\nDEFAULT xCAT\nLABEL xCAT\nLOCALBOOT 0\n"
-    assert boot.symlinks == ()
-
-
-def test_yaboot_hardlinks() -> None:
-    files = boot_files("yaboot", node="n01", ip="10.0.0.101", mac="AA:BB:CC:DD:EE:FF",
-                       state=SPEC.currstate, image="img", cmdline="A=!myipfn!", myip="10.0.0.1")
-    f = _one(files, "etc/n01")
-    assert f.content == (
-        "#statelite rhels7.9-x86_64-compute\ntimeout=5\nimage=xcat/osimage/img/kernel\n"
-        "\tlabel=xcat\n\tinitrd=xcat/osimage/img/initrd-statelite.gz\n\tappend=\"A=10.0.0.1\"\n"
-    )
-    assert f.hardlinks == ("etc/0a000065", "yaboot.conf-aa-bb-cc-dd-ee-ff")
-
-
-def test_xnba_uses_next_server() -> None:
-    files = boot_files("xnba", node="n01", ip="10.0.0.101", mac="aa:bb:cc:dd:ee:ff",
-                       state="statelite o-a-p", image="img", cmdline="XCAT=!myipfn!:3001",
-                       myip="10.0.0.1")
-    script = _one(files, "xcat/xnba/nodes/n01").content
-    assert script.startswith("#!gpxe\n#statelite o-a-p\n")
-    assert "imgargs kernel XCAT=${next-server}:3001 BOOTIF=01-${netX/mac:hexhyp}\n" in script
-    assert "imgfetch -n initrd http://${next-server}:80/tftpboot/xcat/osimage/img/initrd-statelite.gz" in script
-    assert {f.path for f in files} == {"xcat/xnba/nodes/n01", "xcat/xnba/nodes/n01.uefi",
-                                       "xcat/xnba/nodes/n01.elilo"}
-
-
-def test_grub2_links() -> None:
-    files = boot_files("grub2", node="n01", ip="10.0.0.101", mac="aa:bb:cc:dd:ee:ff",
-                       state="statelite o-a-p", image="img", cmdline="X", myip="10.0.0.1")
-    f = _one(files, "boot/grub2/n01")
-    assert "linux /tftpboot/xcat/osimage/img/kernel X BOOTIF=$net_default_mac\n" in f.content
-    assert f.symlinks == ("boot/grub2/grub.cfg-01-aa-bb-cc-dd-ee-ff", "boot/grub2/grub.cfg-0A000065")
-
-
 def test_unknown_netboot() -> None:
     with pytest.raises(BootError, match="not supported"):
-        boot_files("petitboot", node="n", ip=None, mac="", state="boot", image="i",
-                   cmdline="", myip="1.1.1.1")
+        boot_files("petitboot", LoaderInput(node="n", state="boot"))
+
+
+def test_xnba_efistub_kernel_boots_without_elilo() -> None:
+    inp = LoaderInput(node="n01", state="statelite o-a-p", image="img", cmdline="X=!myipfn!",
+                      efistub=True)
+    files = boot_files("xnba", inp)
+    assert {f.path for f in files} == {"xcat/xnba/nodes/n01", "xcat/xnba/nodes/n01.uefi"}
+    uefi = _one(files, "xcat/xnba/nodes/n01.uefi").content
+    assert "imgargs kernel X=${next-server} BOOTIF=01-${netX/mac:hexhyp} initrd=initrd\n" in uefi
+    # xnba.pm keeps SLES 11 on elilo even with a stub.
+    sles = boot_files("xnba", dataclasses.replace(inp, image="sles11.4-x86_64-lite"))
+    assert "xcat/xnba/nodes/n01.elilo" in {f.path for f in sles}
+
+
+def test_grub2_http_prefixes_tftpdir_and_port() -> None:
+    inp = LoaderInput(node="n01", state="statelite o-a-p", image="img", cmdline="X",
+                      tftp_server="10.0.0.2", httpport="8080", osarch="ppc64le",
+                      mac="aa:bb:cc:dd:ee:01")
+    f = boot_files("grub2-http", inp)[0]
+    assert "    set root=http,10.0.0.2:8080\n" in f.content
+    assert "    linux /tftpboot/xcat/osimage/img/kernel X BOOTIF=$net_default_mac\n" in f.content
+    assert f.other_links == (("boot/grub2/grub2-n01", "grub2.ppc"),)

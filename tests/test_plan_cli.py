@@ -166,6 +166,42 @@ def test_warnings_go_to_the_command_they_concern(
     assert status == 0 and err.count("warning:") == 2
 
 
+def test_bad_litetree_or_statemnt_variable_hides_only_its_own_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The cookbook's own typo ($noderes.nfssserver) in litetree and statelite: xCAT's litefile
+    # never reads those tables, and litetree/lslite print UNDEFINED and go on.
+    u = f"sqlite:///{tmp_path}/t.db"
+    engine = db.open_engine(u)
+    try:
+        load(engine, {
+            **TABLES,
+            "litefile": [{"image": "ALL", "file": "/etc/x", "options": "tmpfs"}],
+            "litetree": [{"priority": "1", "directory": "$noderes.nfssserver:/statelite"},
+                         {"priority": "2", "directory": "cnfs:/gpfs/dallas/"}],
+            "statelite": [{"node": "compute", "statemnt": "$noderes.nfssserver:/state"}],
+        })
+    finally:
+        engine.dispose()
+    bad_tree = ("litetree priority=1: variable $noderes.nfssserver for node n01: table "
+                "'noderes' has no column 'nfssserver'")
+    bad_state = ("statelite node=compute: variable $noderes.nfssserver for node n01: table "
+                 "'noderes' has no column 'nfssserver'")
+    for target in ("n01", "compute"):
+        status, out, err = call(capsys, "litefile", target, "--db", u)
+        assert (status, err) == (0, "")
+        assert out.startswith("n01: link          /etc/mtab\nn01: tmpfs         /etc/x\n")
+    status, out, err = call(capsys, "litetree", "n01", "--db", u)
+    assert (status, out) == (1, "n01: cnfs:/gpfs/dallas/\n")
+    assert err == f"litetree: n01: {bad_tree}\n"
+    status, out, err = call(capsys, "lslite", "n01", "--db", u)
+    assert status == 1
+    assert err == f"lslite: n01: {bad_tree}\nlslite: n01: {bad_state}\n"
+    assert "Litefiles (litefile table):\n        link          /etc/mtab\n" in out
+    assert "Litetree path (litetree table):\n        2, cnfs:/gpfs/dallas/\n" in out
+    assert "Persistent directory (statelite table):\n\nLitefiles" in out
+
+
 def test_digit_atoms_take_xcat_node_prefix(
     url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,7 @@ from litefs.planner import (
     plan_for_image,
     plan_for_node,
 )
+from litefs.schema import TABLES as SCHEMA_TABLES
 from tests.dbutil import blank_engine, db_url, dump_all, engine  # noqa: F401
 from tests.planutil import COOKBOOK_REDHAT_FILES, cookbook_redhat_litefile, load
 
@@ -231,7 +232,10 @@ def test_invalid_rows_raise_plan_error_listing_all_messages(engine: Engine) -> N
 
 def test_many_invalid_rows_stay_one_readable_line(engine: Engine) -> None:  # noqa: F811
     rows = [{"image": "ALL", "file": f"/etc/f{i}", "options": "bogus"} for i in range(12)]
-    load(engine, {**TABLES, "litefile": rows})
+    load(engine, {**TABLES, "litefile": []})
+    # chtab/tabrestore refuse such rows now; a database written by xCAT may still hold them.
+    with engine.begin() as conn:
+        conn.execute(SCHEMA_TABLES["litefile"].insert(), rows)
     with pytest.raises(PlanError) as err:
         plan_for_image(load_snapshot(engine), IMG)
     msg = str(err.value)

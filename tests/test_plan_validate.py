@@ -20,11 +20,11 @@ VALID_LIST = (
 @pytest.mark.parametrize(
     ("entries", "messages"),
     [
-        ([("/etc/x", "bogus")], [f"/etc/x has invalid option. The valid options: {VALID_LIST}"]),
-        ([("/etc/x", "tempfs")], [f"/etc/x has invalid option. The valid options: {VALID_LIST}"]),
-        ([("etc/x", "tmpfs")], ["etc/x is not one absolute path."]),
-        ([("/etc/x/", "con")], ['/etc/x/ is directory, don\'t use "con" as its option']),
-        ([("/etc/x/", "link,con")], ['/etc/x/ is directory, don\'t use "con" as its option']),
+        ([("/etc/x", "bogus")], [f" /etc/x has invalid option. The valid options: {VALID_LIST}"]),
+        ([("/etc/x", "tempfs")], [f" /etc/x has invalid option. The valid options: {VALID_LIST}"]),
+        ([("etc/x", "tmpfs")], [" etc/x is not one absolute path. "]),
+        ([("/etc/x/", "con")], [' /etc/x/ is directory, don\'t use "con" as its option ']),
+        ([("/etc/x/", "link,con")], [' /etc/x/ is directory, don\'t use "con" as its option ']),
         (
             [("/etc/", "ro"), ("/etc/a", "ro")],
             ['the directory "/etc/" should not be with "ro" or "con" as its option'],
@@ -48,11 +48,11 @@ VALID_LIST = (
         ),
         (
             [("/var/", "persistent"), ("/var/tmp/", "tmpfs")],
-            ["/var/tmp/ should have persistent option like /var/"],
+            ["/var/tmp/ should have persistent option like /var/ "],
         ),
         (
             [("/var/", "link,persistent"), ("/var/tmp/", "link")],
-            ["/var/tmp/ should have persistent option like /var/"],
+            ["/var/tmp/ should have persistent option like /var/ "],
         ),
     ],
 )
@@ -83,7 +83,7 @@ def test_mtab_under_non_link_parent_is_allowed() -> None:
 
 def test_accepts_rules() -> None:
     rules = [Rule("/var", "persistent", True), Rule("/var/tmp", "tmpfs", True)]
-    assert validate_rules(rules) == ["/var/tmp/ should have persistent option like /var/"]
+    assert validate_rules(rules) == ["/var/tmp/ should have persistent option like /var/ "]
 
 
 def test_grandchild_is_checked_against_nearest_listed_ancestor() -> None:
@@ -92,7 +92,7 @@ def test_grandchild_is_checked_against_nearest_listed_ancestor() -> None:
         [("/a/", "tmpfs"), ("/a/b/", "persistent"), ("/a/b/c", "persistent")]
     ) == []
     assert validate_rules([("/a/", "tmpfs"), ("/a/b/", "persistent"), ("/a/b/c", "tmpfs")]) == [
-        "/a/b/c should have persistent option like /a/b/"
+        "/a/b/c should have persistent option like /a/b/ "
     ]
 
 

@@ -124,6 +124,10 @@ def test_tabdump_lists_filters_and_describes(url: str) -> None:
     desc = ok("tabdump", "-d", "litefile", url=url)
     assert "file: Absolute path" in desc
     assert "litefile:" in ok("tabdump", "-d", url=url)
+    # nodeset reads nodehm's console columns: -d must say so, not "not used by litefs".
+    hm = ok("tabdump", "-d", "nodehm", url=url)
+    assert "serialport: Serial port number" in hm and "console=tty0 console=ttyS" in hm
+    assert "serialflow: Flow control" in hm
 
 
 def test_chtab_append_and_delete(url: str) -> None:
@@ -185,6 +189,10 @@ def test_bad_tabrestore_through_the_installed_command(filled: str, tmp_path: Pat
         (("chtab", "node=n1", "nodez.groups=x"), "unknown table 'nodez'", 1),
         (("chtab", "image=ALL,file=etc", "litefile.options=x"), "'etc' is relative", 1),
         (("chtab", "image=ALL,file=/a/../b", "litefile.options=x"), "'..' component", 1),
+        # An option no plan can use would make every boot of the image fail: refused now.
+        (("chtab", "image=ALL,file=/etc/x", "litefile.options=bogus"),
+         "litefile '/etc/x': option 'bogus' is not a litefile option; use one of: tmpfs "
+         "persistent localdisk rw ro con link tmpfs,rw link,ro link,persistent link,con", 1),
         (("chtab", "-d", "node=n1", "nodez"), "unknown table 'nodez'", 1),
         (("chtab", "node=n1"), "the following arguments are required", 2),
         (("tabdump", "-w", "colour==x", "litefile"), "no column 'colour'", 1),
@@ -199,6 +207,20 @@ def test_bad_commands(
     before = everything(filled)
     assert message in call_fails(capsys, *argv, url=filled, status=status)
     assert everything(filled) == before
+
+
+def test_tabrestore_refuses_a_bogus_option(filled: str, url: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    before = everything(filled)
+    csv = tmp_path / "litefile.csv"
+    csv.write_text(HEADER + '"ALL","/etc/motd","ro",,\n"ALL","/etc/x","bogus",,\n'
+                   '"ALL","/etc/y"," link, ro ",,\n')
+    msg = call_fails(capsys, "tabrestore", str(csv), url=filled)
+    assert f"{csv} line 3: litefile '/etc/x': option 'bogus' is not a litefile option" in msg
+    assert everything(filled) == before
+    csv.write_text(HEADER + '"ALL","/etc/motd","ro",,\n"ALL","/etc/y"," link, ro ",,\n'
+                   '"ALL","/var/x/","tempfs",,\n"ALL","/var/y/",,,\n')
+    ok("tabrestore", str(csv), url=url)  # blanks inside, old tempfs, blank: all usable
 
 
 def test_uninitialised_and_unreachable_databases(tmp_path: Path) -> None:

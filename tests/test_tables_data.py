@@ -12,7 +12,9 @@ from sqlalchemy import Engine
 
 from litefs import db, tabledata
 from litefs.errors import TableError
+from litefs.options import VALID_OPTIONS
 from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
+from tests.planutil import COOKBOOK_REDHAT_FILES
 
 HEADER = "#image,file,options,comments,disable\n"
 
@@ -40,6 +42,17 @@ def test_cookbook_list_restores_and_dumps_in_canonical_form(engine: Engine) -> N
     assert _dump(engine, "litefile") == out
 
 
+def test_dump_keeps_stored_order_as_xcat(engine: Engine) -> None:  # noqa: F811
+    # xCAT's tabdump does not sort: the cookbook list dumps back in its own order
+    # (mod_ssl before mod_proxy), and a row chtab adds comes last.
+    tabledata.restore(engine, "litefile", _cookbook("litefile-redhat.csv"), "redhat.csv")
+    paths = [line.split(",")[1].strip('"') for line in _dump(engine, "litefile").splitlines()[1:]]
+    assert paths == [p.strip() for p in COOKBOOK_REDHAT_FILES]
+    tabledata.chtab(engine, {"image": "ALL", "file": "/aaa/first-by-name"},
+                    ["litefile.options=tmpfs"])
+    assert _dump(engine, "litefile").splitlines()[-1] == '"ALL","/aaa/first-by-name","tmpfs",,'
+
+
 def test_round_trip_awkward_values(engine: Engine) -> None:  # noqa: F811
     text = (
         "#key,value,comments,disable\n"
@@ -51,8 +64,8 @@ def test_round_trip_awkward_values(engine: Engine) -> None:  # noqa: F811
     tabledata.restore(engine, "site", text, "site.csv")
     out = _dump(engine, "site")
     lines = text.splitlines(True)
-    # Sorted by key, blank first, and a blank key printed empty (NULL), as xCAT prints it.
-    assert out == "".join([lines[0], ',"blank key",,\n', *lines[1:-1]])
+    # Stored order (xCAT's tabdump does not sort), a blank key printed empty (NULL).
+    assert out == "".join([*lines[:-1], ',"blank key",,\n'])
     tabledata.restore(engine, "site", out, "site.csv")
     assert _dump(engine, "site") == out
     assert '"b","two\nlines","",\n' in out
@@ -64,9 +77,9 @@ def test_blank_key_dumps_as_xcat_null_and_restores_blank(engine: Engine) -> None
     text = HEADER + ',"/etc/motd","ro",,\n"","/etc/issue",,,\n"ALL","/tmp/",,,\n'
     tabledata.restore(engine, "litefile", text, "litefile.csv")
     out = _dump(engine, "litefile")
-    assert out == HEADER + ',"/etc/issue",,,\n,"/etc/motd","ro",,\n"ALL","/tmp/",,,\n'
+    assert out == HEADER + ',"/etc/motd","ro",,\n,"/etc/issue",,,\n"ALL","/tmp/",,,\n'
     assert _dump(engine, "litefile", "image==") == (
-        HEADER + ',"/etc/issue",,,\n,"/etc/motd","ro",,\n'
+        HEADER + ',"/etc/motd","ro",,\n,"/etc/issue",,,\n'
     )
     tabledata.restore(engine, "litefile", out, "litefile.csv")
     assert _dump(engine, "litefile") == out
@@ -75,30 +88,30 @@ def test_blank_key_dumps_as_xcat_null_and_restores_blank(engine: Engine) -> None
     assert images == ["", "", "ALL"]  # stored blank, so lookups by image '' find them
 
 
-def test_rows_sorted_by_key_numbers_numerically(engine: Engine) -> None:  # noqa: F811
+def test_rows_keep_stored_order(engine: Engine) -> None:  # noqa: F811
     load_tables(
         engine,
         {"litetree": "#priority,image,directory\n10,,b:/x\n2,,a:/y\n1.5,,c:/z\n"},
     )
     prios = [line.split(",")[0] for line in _dump(engine, "litetree").splitlines()[1:]]
-    assert prios == ['"1.5"', '"2"', '"10"']
+    assert prios == ['"10"', '"2"', '"1.5"']  # as loaded; xCAT's tabdump does not sort
 
 
 @pytest.mark.parametrize(
     ("filters", "files"),
     [
-        ((), ["/etc/fstab", "/etc/ssh/", "/tmp/", "/var/log/"]),
+        ((), ["/var/log/", "/etc/ssh/", "/tmp/", "/etc/fstab"]),  # stored order
         (("options==persistent",), ["/etc/ssh/"]),
-        (("options!=persistent",), ["/etc/fstab", "/tmp/", "/var/log/"]),
-        (("file=~^/etc",), ["/etc/fstab", "/etc/ssh/"]),
+        (("options!=persistent",), ["/var/log/", "/tmp/", "/etc/fstab"]),
+        (("file=~^/etc",), ["/etc/ssh/", "/etc/fstab"]),
         (("file!~/$",), ["/etc/fstab"]),
-        (("image==ALL", "file=~^/(tmp|var)"), ["/tmp/", "/var/log/"]),
-        (("options==",), ["/etc/fstab", "/tmp/"]),
-        (("file=~/etc%",), ["/etc/fstab", "/etc/ssh/"]),  # xCAT's LIKE form
+        (("image==ALL", "file=~^/(tmp|var)"), ["/var/log/", "/tmp/"]),
+        (("options==",), ["/tmp/", "/etc/fstab"]),
+        (("file=~/etc%",), ["/etc/ssh/", "/etc/fstab"]),  # xCAT's LIKE form
         (("file!~%/",), ["/etc/fstab"]),
         (("file=~/e_c/fstab%",), ["/etc/fstab"]),
-        (("file>/s",), ["/tmp/", "/var/log/"]),
-        (("file<=/etc/ssh/",), ["/etc/fstab", "/etc/ssh/"]),
+        (("file>/s",), ["/var/log/", "/tmp/"]),
+        (("file<=/etc/ssh/",), ["/etc/ssh/", "/etc/fstab"]),
     ],
 )
 def test_dump_filters(engine: Engine, filters: tuple[str, ...], files: list[str]) -> None:  # noqa: F811
@@ -342,7 +355,9 @@ _path = st.lists(st.text(alphabet="abc.-_x", min_size=1, max_size=4), min_size=1
 @given(
     rows=st.dictionaries(
         st.tuples(st.sampled_from(["", "ALL", "img", '"q"']), _path),
-        st.tuples(st.one_of(st.none(), _text), st.one_of(st.none(), _text),
+        # options are checked when written (only usable ones are stored); comments are free text
+        st.tuples(st.one_of(st.none(), st.sampled_from([*VALID_OPTIONS, "", " link, ro "])),
+                  st.one_of(st.none(), _text),
                   st.sampled_from([None, "", "yes", "0"])),
         max_size=6,
     )

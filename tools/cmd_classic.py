@@ -19,7 +19,7 @@ from pathlib import Path
 from litefs.tools.common import add_db_option
 
 from litefs.classic import ClassicConfig, classic_boot
-from litefs.errors import UsageError
+from litefs.errors import LitefsError, UsageError
 from litefs.plan import Plan
 
 
@@ -92,8 +92,24 @@ def tree_lines(manifest: dict[str, dict[str, object]]) -> list[str]:
     return lines
 
 
+def _check_dirs(args: argparse.Namespace, rootimg: str) -> None:
+    """Every directory the boot binds must exist: one line naming the first that does not.
+
+    Without this a missing --persistent surfaced as a mount error from deep inside the
+    namespace, after the plan had been read.
+    """
+    dirs = [("--rootimg", rootimg), ("--persistent", args.persistent),
+            ("--localdisk", args.localdisk)]
+    dirs += [(f"--source {key}=", path) for key, path in _sources(args.source).items()]
+    for flag, path in dirs:
+        if path and not Path(path).is_dir():
+            raise LitefsError(f"{flag} {path}: no such directory; create it (mkdir -p {path}) "
+                              "or give the right path")
+
+
 def run(args: argparse.Namespace) -> int:
     plan, rootimg = _plan(args)
+    _check_dirs(args, rootimg)
     follow = [r.path for r in plan.rules if r.is_link]
     cfg = ClassicConfig.for_plan(
         plan, rootimg, _sources(args.source), persistent=args.persistent,

@@ -1,9 +1,11 @@
 """``litefile``, ``litetree`` and ``lslite``: xCAT's statelite listing commands (reference §7.1).
 
 Each reads the tables once, expands the noderange and prints every node's plan in xCAT's
-exact format. A node that cannot be planned (no os/arch/profile, an empty variable, invalid
-rows) gets one error line on stderr; the others are still printed and the exit status is 1.
-``litefile`` also takes an image name (what xCAT calls ``ilitefile``).
+exact format. ``litefile`` reads only the litefile rows (as xCAT's does): a bad litetree or
+statemnt variable does not hide a node's litefile list. ``litetree``/``lslite`` print every
+part of a node they can and name each row that fails (xCAT prints ``UNDEFINED`` there). Each
+failure is one stderr line naming the node; the others are still printed and the exit status
+is 1. ``litefile`` also takes an image name (what xCAT calls ``ilitefile``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from litefs.planner import (
     image_for_node,
     image_lslite_lines,
     litefile_lines,
+    litefile_plan_for_node,
     litetree_lines,
     load_snapshot,
     lslite_lines,
     plan_for_image,
-    plan_for_node,
+    plan_parts_for_node,
 )
 
 
@@ -93,17 +96,30 @@ def relevant(prog: str, warnings: tuple[str, ...]) -> list[str]:
     return list(warnings)
 
 
+def _parts(prog: str, snap: Snapshot, node: str) -> tuple[Plan, list[str]]:
+    """What ``prog`` can show of ``node`` and the messages of the parts it cannot."""
+    if prog == "litefile":
+        return litefile_plan_for_node(snap, node), []
+    plan, errors = plan_parts_for_node(snap, node)
+    if prog == "litetree":  # xCAT's litetree does not read the statelite table either
+        errors = [e for e in errors if not e.startswith("statelite ")]
+    return plan, errors
+
+
 def _each_node(
     prog: str, snap: Snapshot, nodes: list[str], show: Callable[[Plan], list[str]]
 ) -> int:
     status = EXIT_OK
     for node in nodes:
         try:
-            plan = plan_for_node(snap, node)
+            plan, errors = _parts(prog, snap, node)
         except LitefsError as exc:
             print(f"{prog}: {node}: {exc}", file=sys.stderr, flush=True)
             status = EXIT_FAILED
             continue
+        for error in errors:
+            print(f"{prog}: {node}: {error}", file=sys.stderr, flush=True)
+            status = EXIT_FAILED
         for warning in relevant(prog, plan.warnings):
             print(f"{prog}: {node}: warning: {warning}", file=sys.stderr)
         out = show(plan)
@@ -197,12 +213,17 @@ def _lslite_json(snap: Snapshot, nodes: list[str]) -> int:
     status, out, errors = EXIT_OK, [], {}
     for node in nodes:
         try:
-            plan = plan_for_node(snap, node)
+            plan, bad = plan_parts_for_node(snap, node)
         except LitefsError as exc:
             print(f"lslite: {node}: {exc}", file=sys.stderr, flush=True)
             errors[node] = str(exc)
             status = EXIT_FAILED
             continue
+        if bad:
+            for error in bad:
+                print(f"lslite: {node}: {error}", file=sys.stderr, flush=True)
+            errors[node] = "; ".join(bad)
+            status = EXIT_FAILED
         out.append({
             "node": plan.node, "image": plan.image, "statemnt": plan.statemnt or None,
             "litefile": _litefile_json(plan),

@@ -35,6 +35,9 @@ HELP = (
     "liteimg --undo imagename # restore the image as it was before liteimg\n"
     "liteimg --dryrun [-V] [--json] imagename # list the actions, change nothing"
 )
+#: statelite.pm prints a slightly different usage when called with no argument at all.
+NOARGS_HELP = HELP.replace("liteimg [-p profile] [-a architecture] [-o OS]",
+                           "liteimg -p <profile> -a <architecture> -o <OS>")
 
 
 def _parser() -> Parser:
@@ -76,7 +79,8 @@ def locate(conn: Connection, args: object) -> tuple[str, str, str | None]:
     rootfstype = getattr(args, "rootfstype", None)
     if image:
         if osver or arch or profile:
-            raise UsageError("-o, -p and -a options are not allowed when a image name is specified.")
+            # xCAT reports this as an error (errorcode 1), not a usage error.
+            raise LiteimgError("-o, -p and -a options are not allowed when a image name is specified.")
         row = _row(conn, "osimage", "imagename", image)
         if row is None:
             raise LiteimgError(f"Cannot find image '{image}' from the osimage table.")
@@ -111,7 +115,7 @@ def locate(conn: Connection, args: object) -> tuple[str, str, str | None]:
 def _body(argv: list[str]) -> int:
     parser = _parser()
     if not argv:
-        print(HELP)
+        print(NOARGS_HELP)
         return 0
     args = parser.parse_args(argv)
     if args.help:

@@ -2,15 +2,18 @@
 
 Reads the node's tables (noderes, nodetype, hosts, mac, statelite, nodehm, site, osimage,
 linuximage), builds each node's kernel command line and boot files with the pure
-:mod:`litefs.nodeset`, and only when every node checks out (MAC known, kernel and initrd
-present, STATEMNT has a server) writes anything: kernel and initrd under
-``<tftpdir>/xcat/osimage/<image>/``, the boot files (atomic replace), and in one transaction
-``nodetype.provmethod/os/arch/profile`` and ``chain.currstate``. Prints ``n01: statelite
-<os>-<arch>-<profile>`` per node (``n01: boot`` for the local-boot form).
+:mod:`litefs.nodeset` (byte-identical to xCAT's plugins), and writes them for every node that
+checks out (MAC known, kernel and initrd present, STATEMNT has a server): kernel and initrd
+under ``<tftpdir>/xcat/osimage/<image>/``, the boot files (atomic replace), and in one
+transaction ``nodetype.provmethod/os/arch/profile`` and ``chain.currstate``. Prints ``n01:
+statelite <os>-<arch>-<profile>`` per node written (``n01: boot`` for the local-boot form)
+and one ``nodeset: <node>: <why>`` line on stderr per node it could not set, then exits 1 —
+as xCAT does, one bad node does not hold back the others.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import shutil
@@ -36,8 +39,10 @@ from litefs.nodeset import (
     MYIPFN,
     BootFile,
     BootSpec,
+    LoaderInput,
     boot_files,
     check_statemnt,
+    grub2_arch,
     kernel_cmdline,
     root_dir,
 )
@@ -175,14 +180,25 @@ class NodeWork:
     profile: str = ""
 
 
-def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
-               boot: bool) -> tuple[NodeWork, str]:
-    check_node_name(node)  # it becomes part of boot-file paths under the tftpdir
+@dataclass(frozen=True)
+class Addresses:
+    """The server addresses one node's boot files carry (kept together: one spot to change).
+
+    ``myip`` replaces ``!myipfn!``; ``xcatmaster`` goes into ``XCAT=`` (an IP or
+    ``!myipfn!``); ``image_server`` serves the NFS root; ``tftp_server`` is grub2's
+    ``set root=``.
+    """
+
+    myip: str
+    xcatmaster: str
+    image_server: str
+    tftp_server: str
+    pool_arg: str = ""  # litefs.pool=ip:port,... : the rest of a service-node pool (failover)
+
+
+def node_addresses(node: str, node_ip: str | None, t: Tables) -> Addresses:
+    """Which addresses of ours the node is told to use (anaconda.pm, grub2.pm)."""
     a = t.attrs
-    mac = a.get(node, "mac", "mac") or ""
-    if not mac:
-        raise BootError(f"{node}: No MAC address available for this node")
-    node_ip = _node_ip(node, t)
     xcatmaster = a.get(node, "noderes", "xcatmaster") or ""
     # On a service node, "this server" is the SN, not site.master.
     master = xcatmaster or ("" if t.here else t.site.get("master", ""))
@@ -197,12 +213,63 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
             f"{node}: cannot tell which address of this server the node reaches; "
             "set noderes.xcatmaster or site.master, or give the node an IP in hosts"
         )
+    # Which servers answer for the node (service-node pool, xcatmaster, nfsserver): the
+    # pure rules live in litefs.hierarchy; the failover addresses become litefs.pool=.
+    servers = hierarchy.choose(
+        node, {c: a.get(node, "noderes", c) for c in hierarchy.NODERES_COLUMNS},
+        servicenodes=t.servicenodes, resolve=lambda name: _resolve(name, t), here=t.here,
+    )
+    for line in servers.warnings:
+        print(f"nodeset: {line}", file=sys.stderr)
+    tftpserver = a.get(node, "noderes", "tftpserver") or xcatmaster
+    tftp_ip = _to_ip(tftpserver, t) if tftpserver and tftpserver != "<xcatmaster>" else myip
+    return Addresses(myip=myip, xcatmaster=servers.xcatmaster,
+                     image_server=servers.image_server, tftp_server=tftp_ip,
+                     pool_arg=servers.pool_arg(t.site.get("xcatdport") or "3001"))
+
+
+@functools.lru_cache(maxsize=64)  # once per image, not once per node
+def _has_efistub(kernel: Path) -> bool:
+    """xnba.pm ``has_efistub``: a PE header for x86-64 (``PE\\0\\0`` + 0x8664) in 512 bytes."""
+    try:
+        with open(kernel, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return bytes.fromhex("504500006486") in head
+
+
+def _partition_enabled(partitionfile: str) -> bool:
+    """anaconda.pm ``cfgpart``: an ``s:<script>`` that is readable, or a file with enable=yes."""
+    if not partitionfile:
+        return False
+    if partitionfile.startswith("s:"):
+        return os.access(partitionfile[2:], os.R_OK)
+    try:
+        with open(partitionfile, encoding="utf-8", errors="replace") as f:
+            return any("enable=yes" in line for line in f)
+    except OSError:
+        return False
+
+
+def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
+               boot: bool) -> tuple[NodeWork, str]:
+    check_node_name(node)  # it becomes part of boot-file paths under the tftpdir
+    a = t.attrs
+    mac = a.get(node, "mac", "mac") or ""
+    if not mac:
+        raise BootError(f"{node}: No MAC address available for this node")
+    node_ip = _node_ip(node, t)
+    addr = node_addresses(node, node_ip, t)
     netboot = a.get(node, "noderes", "netboot") or "pxe"
     tdir = tftpdir or a.get(node, "noderes", "tftpdir") or t.site.get("tftpdir") or "/tftpboot"
+    installnic = a.get(node, "noderes", "installnic") or ""
+    debugmode = t.site.get("xcatdebugmode", "")
     if boot:
-        files = boot_files(netboot, node=node, ip=node_ip, mac=mac, state="boot", image="",
-                           cmdline="", myip=myip)
-        return NodeWork(node, "", "boot", files), tdir
+        inp = LoaderInput(node=node, state="boot", myip=addr.myip, ip=node_ip, mac=mac,
+                          installnic=installnic, osarch=a.get(node, "nodetype", "arch") or "",
+                          tftpdir=tdir, debugmode=debugmode)
+        return NodeWork(node, "", "boot", boot_files(netboot, inp)), tdir
 
     image = image_arg or a.get(node, "nodetype", "provmethod") or ""
     if not image or image in ("install", "netboot", "statelite"):
@@ -233,55 +300,47 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
     if rootfstype != "nfs":
         raise BootError(f"{node}: osimage {image} has rootfstype {rootfstype!r}; litefs "
                         "boots NFS-root images only")
-
-    # Which servers answer for the node (service-node pool, xcatmaster, nfsserver): the
-    # pure rules live in litefs.hierarchy; the failover addresses become litefs.pool=.
-    servers = hierarchy.choose(
-        node, {c: a.get(node, "noderes", c) for c in hierarchy.NODERES_COLUMNS},
-        servicenodes=t.servicenodes, resolve=lambda name: _resolve(name, t), here=t.here,
-    )
-    for line in servers.warnings:
-        print(f"nodeset: {line}", file=sys.stderr)
-    xm, imgsrv = servers.xcatmaster, servers.image_server
-    statemnt = _statemnt(node, t, servers.xcatmaster)
+    statemnt = _statemnt(node, t, addr.xcatmaster)
     check_statemnt(node, statemnt)
     spec = BootSpec(
         node=node, image=image, osvers=osvers, osarch=osarch, profile=profile,
-        image_server=imgsrv,
+        image_server=addr.image_server,
         root_dir=root_dir(a.get(node, "noderes", "nfsdir") or "", rootimgdir, osvers, osarch,
                           profile),
-        xcatmaster=xm,
+        xcatmaster=addr.xcatmaster,
         xcatdport=t.site.get("xcatdport") or "3001",
         httpport=t.site.get("httpport") or "80",
         statemnt=statemnt,
-        mntopts=a.get(node, "statelite", "mntopts") or "",
+        mntopts=a.get(node, "statelite", "mntopts"),
         nfsrootopts=osimg.get("nfsrootopts") or "",
         nodestatus=t.site.get("nodestatus") or "",
-        nicname=_boot_nic(node, t, linux),
+        installnic=installnic,
+        primarynic=a.get(node, "noderes", "primarynic") or "",
+        nodebootif=linux.get("nodebootif") or "",
         mac=mac,
-        addkcmdline=" ".join(filter(None, (
-            servers.pool_arg(t.site.get("xcatdport") or "3001"), linux.get("addkcmdline") or "",
-        ))),
         serialport=a.get(node, "nodehm", "serialport") or "",
         serialspeed=a.get(node, "nodehm", "serialspeed") or "",
         serialflow=a.get(node, "nodehm", "serialflow") or "",
+        debugmode=debugmode,
+        partition=_partition_enabled(linux.get("partitionfile") or ""),
     )
     cmdline = kernel_cmdline(spec)
-    files = boot_files(netboot, node=node, ip=node_ip, mac=mac, state=spec.currstate,
-                       image=image, cmdline=cmdline, myip=myip, httpport=spec.httpport,
-                       osvers=osvers)
     _check_boot_images(rootimgdir)
-    work = NodeWork(node, image, spec.currstate, files, rootimgdir, osvers, osarch, profile)
+    if netboot.startswith("grub2"):
+        binary = Path(tdir) / "boot" / "grub2" / f"grub2.{grub2_arch(osarch)}"
+        if not binary.exists():
+            raise BootError(f'{node}: Stop grub2 configuration for this node, "{binary}" does '
+                            "not exist; install the grub2 network boot binary there")
+    inp = LoaderInput(
+        node=node, state=spec.currstate, image=image, cmdline=cmdline,
+        addkcmdline=" ".join(filter(None, (addr.pool_arg, linux.get("addkcmdline") or ""))), myip=addr.myip, ip=node_ip, mac=mac,
+        installnic=installnic, osvers=osvers, osarch=osarch, httpport=spec.httpport,
+        tftp_server=addr.tftp_server, tftpdir=tdir,
+        efistub=_has_efistub(Path(rootimgdir) / KERNEL_NAME), debugmode=debugmode,
+    )
+    work = NodeWork(node, image, spec.currstate, boot_files(netboot, inp), rootimgdir, osvers,
+                    osarch, profile)
     return work, tdir
-
-
-def _boot_nic(node: str, t: Tables, linux: Mapping[str, str | None]) -> str:
-    """The boot NIC as anaconda.pm picks it: installnic, nodebootif, primarynic ("mac" = none)."""
-    for value in (t.attrs.get(node, "noderes", "installnic"), linux.get("nodebootif"),
-                  t.attrs.get(node, "noderes", "primarynic")):
-        if value and value != "mac":
-            return value
-    return ""
 
 
 def _check_boot_images(rootimgdir: str) -> None:
@@ -333,10 +392,25 @@ def _inside(root: Path, rel: str) -> Path:
     return path
 
 
+def _replace_symlink(lpath: Path, target: str) -> None:
+    lpath.parent.mkdir(parents=True, exist_ok=True)
+    tmp_link = lpath.parent / f".{lpath.name}.new"
+    with _quiet():
+        tmp_link.unlink()
+    tmp_link.symlink_to(target)
+    os.replace(tmp_link, lpath)
+
+
 def _write_file(root: Path, bf: BootFile) -> None:
     path = _inside(root, bf.path)
-    for rel in (*bf.symlinks, *bf.hardlinks):
+    for rel in (*bf.symlinks, *bf.hardlinks, *bf.remove, *(lk for lk, _ in bf.other_links)):
         _inside(root, rel)
+    for rel in bf.remove:
+        with _quiet():
+            (root / rel).unlink()
+    for rel, target in bf.other_links:
+        if not (root / rel).is_symlink():  # grub2.pm: made once, never replaced
+            _replace_symlink(root / rel, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as out:
@@ -345,13 +419,7 @@ def _write_file(root: Path, bf: BootFile) -> None:
     os.replace(tmp, path)
     for link in bf.symlinks:
         lpath = root / link
-        lpath.parent.mkdir(parents=True, exist_ok=True)
-        target = os.path.relpath(path, lpath.parent)
-        tmp_link = lpath.parent / f".{lpath.name}.new"
-        with _quiet():
-            tmp_link.unlink()
-        tmp_link.symlink_to(target)
-        os.replace(tmp_link, lpath)
+        _replace_symlink(lpath, os.path.relpath(path, lpath.parent))
     for link in bf.hardlinks:
         lpath = root / link
         lpath.parent.mkdir(parents=True, exist_ok=True)
@@ -375,7 +443,11 @@ def _parser() -> Parser:
     p = Parser(
         prog="nodeset",
         description="Write the boot files that make nodes boot statelite "
-        "(osimage=<image>) or from their local disk (boot).",
+        "(osimage=<image>) or from their local disk (boot), byte-identical to xCAT's for "
+        "noderes.netboot pxe, xnba (+ .uefi/.elilo), grub2 (grub2-tftp, grub2-http) and yaboot.",
+        epilog="Every node that checks out is written and printed ('n01: statelite ...'); each "
+        "node that does not (no MAC, no kernel, STATEMNT without a server, ...) is named on "
+        "stderr, one line each, and the exit status is 1.",
     )
     add_db_option(p)
     p.add_argument("--tftpdir", metavar="DIR", default=None,
@@ -434,16 +506,24 @@ def _body(argv: list[str]) -> int:
         try:
             works.append(_plan_node(node, image_arg, t, args.tftpdir, boot))
         except BootError as exc:
-            errors.append(str(exc))
-    if errors:
-        # Nothing was written: fix the data and run again.
-        raise BootError("; ".join(errors) + " (no boot files were written)")
-    for work, tdir in works:  # every target checked before anything is written
-        if work.image:
-            _inside(Path(tdir), f"xcat/osimage/{work.image}/{KERNEL_NAME}")
-        for bf in work.files:
-            for rel in (bf.path, *bf.symlinks, *bf.hardlinks):
-                _inside(Path(tdir), rel)
+            text = str(exc)
+            errors.append(text if text.startswith(f"{node}:") else f"{node}: {text}")
+    # Every target of a node checked before anything of it is written: a name that would
+    # land outside the tftpdir drops that node (named below), never half its files.
+    safe: list[tuple[NodeWork, str]] = []
+    for work, tdir in works:
+        try:
+            if work.image:
+                _inside(Path(tdir), f"xcat/osimage/{work.image}/{KERNEL_NAME}")
+            for bf in work.files:
+                for rel in (bf.path, *bf.symlinks, *bf.hardlinks,
+                            *(link for link, _ in bf.other_links), *bf.remove):
+                    _inside(Path(tdir), rel)
+        except LitefsError as exc:
+            errors.append(f"{work.node}: {exc}")
+            continue
+        safe.append((work, tdir))
+    works = safe
     copied: set[tuple[str, str]] = set()
     for work, tdir in works:
         if work.image and (tdir, work.image) not in copied:
@@ -466,7 +546,10 @@ def _body(argv: list[str]) -> int:
             _upsert(conn, "chain", work.node, {"currstate": work.state})
     for work, _ in works:
         print(f"{work.node}: {work.state}")
-    return 0
+    # xCAT reports each node it could not set and goes on with the rest (exit 1).
+    for line in errors:
+        print(f"nodeset: {line}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:

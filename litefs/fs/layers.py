@@ -263,6 +263,11 @@ class LayerSet:
         read_only: bool = False,
     ) -> None:
         self.image = _open("image", image, writable=False)
+        # An image liteimg prepared: its originals of link-family paths are in /.default.
+        from litefs.fs.imagelayout import open_originals, read_layout
+
+        self.layout = read_layout(self.image)
+        self.originals = open_originals(self.image) if self.layout.liteimgd else None
         self.sources = [_open(f"source[{i}]", d, writable=False) for i, d in enumerate(sources)]
         self.uppers: dict[str, Backing] = {}
         for kind, where in (("tmpfs", tmpfs), ("persistent", persistent), ("localdisk", localdisk)):
@@ -277,13 +282,14 @@ class LayerSet:
 
     def lower(self, kind: str, index: int = 0) -> Backing | None:
         if kind == "image":
-            return self.image
+            return self.image if index == 0 else self.originals
         if index < len(self.sources):
             return self.sources[index]
         return None
 
     def all(self) -> list[Backing]:
-        return [self.image, *self.sources, *self.uppers.values()]
+        extra = [self.originals] if self.originals is not None else []
+        return [self.image, *extra, *self.sources, *self.uppers.values()]
 
     def forget_dirs(self) -> None:
         for b in self.all():

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from litefs.fs.imagelayout import moved_paths
 from litefs.fs.layers import (
     OPAQUE,
     TMP_PREFIX,
@@ -28,7 +29,7 @@ from litefs.fs.layers import (
 )
 from litefs.options import Family
 from litefs.plan import Plan, Rule
-from litefs.resolve import IMAGE, Resolution, resolve
+from litefs.resolve import IMAGE, Resolution, for_liteimg_layout, resolve
 
 STATELITE = "/.statelite"
 MTAB = "/etc/mtab"
@@ -97,6 +98,11 @@ class View:
         self.set_plan(plan)
 
     def set_plan(self, plan: Plan) -> None:
+        # On a liteimg'd image, link-family paths read their originals from /.default.
+        layout = self.layers.layout
+        if layout.liteimgd and self.layers.originals is not None:
+            moved = moved_paths(plan, self.layers.image, layout)
+            plan = for_liteimg_layout(plan, moved, layout.made_up)
         self.plan = plan
         kids: dict[str, set[str]] = {}
         implied: set[str] = set()
