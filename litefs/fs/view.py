@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from litefs.fs.layers import (
-    OPAQUE,
-    TMP_PREFIX,
     UPPER_KINDS,
     WH_PREFIX,
     Backing,
@@ -26,6 +24,7 @@ from litefs.fs.layers import (
     join,
     rel_of,
 )
+from litefs.fs.markers import Hidden
 from litefs.options import Family
 from litefs.plan import Plan, Rule
 from litefs.resolve import IMAGE, Resolution, resolve
@@ -237,7 +236,7 @@ class View:
         res = entry.res
         rel = rel_of(path)
         seen: dict[str, None] = {}
-        hidden: set[str] = set()
+        hidden = Hidden()
         up = self.layers.upper(res.upper) if res else None
         cut = entry.cut
         if up is not None:
@@ -245,8 +244,7 @@ class View:
             if names is not None:
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
-                            hidden.add(n[len(WH_PREFIX) :])
+                        hidden.add_marker(n)
                     else:
                         seen[n] = None
         if not cut and res is not None:
@@ -283,7 +281,7 @@ class View:
         if path == "/":
             special.add(STATELITE[1:])
         listings: list[tuple[Backing, list[str]]] = []
-        hidden: set[str] = set()
+        hidden = Hidden()
         up = self.layers.upper(res.upper)
         if up is not None:
             names = up.listdir(rel)
@@ -291,8 +289,7 @@ class View:
                 shown = []
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
-                            hidden.add(n[len(WH_PREFIX) :])
+                        hidden.add_marker(n)
                     else:
                         shown.append(n)
                 listings.append((up, shown))
