@@ -23,14 +23,15 @@ node id to see each other's chmod, chown, link count and ctime at once. A node t
 stands for a backing file and may have several view paths (its names); ``path`` is the one
 most recently looked up, which is also the one its cached ``entry`` was located from.
 
-**Copy-up keeps the number for the mount.** A copy-up moves a path from a lower file to a
-new upper file. While the kernel holds the path's node, the upper file's identity is made an
-*alias* of the node's number, and the alias stays for the rest of the mount (it survives
-eviction; one small dict entry per copy-up). After a remount the copied-up file has its
-upper-layer number (overlayfs keeps it across remounts by storing the origin in an xattr of
-the upper file; litefs's stores may be NFSv3 without xattrs). A lower file with several
-names (a hard link in the image) is not aliased: copying up one name breaks the link, as in
-overlayfs without ``index=on``, and that name gets its own number.
+**Copy-up keeps the number.** An upper entry that shadows a lower entry of the same type at
+its path (a copied-up file, a merged directory) has the *lower* entry's number, as kernel
+overlayfs reports the origin's: decided from the layers at lookup time, so it holds across
+eviction and remount without any xattr (litefs's stores may be NFSv3). Exceptions: a file with
+more than one link on either side keeps its own number (hard links must share one, and an
+image hard link copied up through one name becomes a separate file, as in overlayfs without
+``index=on``). Within a mount, a node the kernel holds keeps its number whatever happens below
+it (a copy-up, a link made later): the new backing identity becomes an *alias* of the number
+for the rest of the mount (one small dict entry each).
 
 **Reuse.** A backing store reuses an inode number only once the old file is gone for good
 (no name, no open descriptor: litefs holds one while the kernel has the file open), so a
@@ -96,7 +97,7 @@ def salted_ino(ino: int, salt: int) -> int:
 class Node:
     """One inode: its names (view paths, most recent first), lookup count and cached entry."""
 
-    __slots__ = ("entry", "ino", "lookups", "multi", "paths")
+    __slots__ = ("entry", "ident", "ino", "lookups", "multi", "paths")
 
     def __init__(self, ino: int, path: str | None, entry: Any) -> None:
         self.ino = ino
@@ -105,6 +106,8 @@ class Node:
         self.entry = entry
         #: a non-directory with more than one link when first seen (never aliased on copy-up)
         self.multi = False
+        #: the backing identity (slot, st_dev, st_ino) it was numbered from, if backed
+        self.ident: tuple[int, int, int] | None = None
 
     @property
     def path(self) -> str | None:
@@ -164,11 +167,15 @@ class InodeTable:
             self.aliases[ident] = held.ino
             return held.ino
         other = self.by_ino.get(natural)
-        if is_dir and other is not None and other is not held:
+        if other is not None and other is not held:
             live = other.path
-            if live is not None and live != path and self.by_path.get(live) is other:
-                # One directory at two view paths (a bind mount inside a layer): the kernel
-                # allows a directory one name only, so this path gets a number of its own.
+            if (live is None and other.ident != ident) or (
+                is_dir and live is not None and live != path and self.by_path.get(live) is other
+            ):
+                # The number is held for an unlinked file still open (a new file at its
+                # path has its origin's number), or one directory shows at two view paths
+                # (a bind mount inside a layer; the kernel allows a directory one name): a
+                # number of its own, so the kernel never takes one inode for the other.
                 self._salt += 1
                 n = salted_ino(natural, self._salt)
                 if ident is not None:
@@ -176,12 +183,15 @@ class InodeTable:
                 return n
         return natural
 
-    def ref(self, path: str, entry: Any, ino: int, multi: bool = False) -> Node:
+    def ref(
+        self, path: str, entry: Any, ino: int, multi: bool = False, ident: tuple[int, int, int] | None = None
+    ) -> Node:
         """The node ``ino`` (created if new) as ``path``, with one more lookup counted."""
         node = self.by_ino.get(ino)
         if node is None:
             node = Node(ino, path, entry)
             node.multi = multi
+            node.ident = ident
             self.by_ino[ino] = node
         else:
             node._front(path)

@@ -315,15 +315,42 @@ class LitefsOps(pyfuse3.Operations):
             if st is None:
                 raise _err(errno.ENOENT)
         slot = e.layer.slot | (RAW_BIT if e.raw else 0)
-        multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not stat.S_ISDIR(st.st_mode)
-        return (slot, st.st_dev, st.st_ino), backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino), multi
+        is_dir = stat.S_ISDIR(st.st_mode)
+        multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not is_dir
+        natural = backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino)
+        if e.in_upper and not e.raw and e.res is not None and (is_dir or st.st_nlink == 1):
+            origin = self._origin_ino(e, st)
+            if origin is not None:
+                natural = origin
+        return (slot, st.st_dev, st.st_ino), natural, multi
+
+    def _origin_ino(self, e: Entry, st: os.stat_result) -> int | None:
+        """An upper entry that shadows a lower one of its type (a copy-up, or a merged
+        directory) has the lower one's number, as in kernel overlayfs: so a copy-up keeps the
+        number across remounts. Not for a file with several links on either side (hard links
+        must share one number) — those keep their own."""
+        assert e.res is not None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        for layer in e.res.lowers:
+            b = self.layers.lower(layer.kind, layer.index)
+            if b is None:
+                continue
+            lst = b.lstat(e.rel)
+            if lst is None:
+                continue
+            if stat.S_IFMT(lst.st_mode) != stat.S_IFMT(st.st_mode) or (not is_dir and lst.st_nlink != 1):
+                return None
+            return backing_ino(b.slot, b.dev, lst.st_dev, lst.st_ino)
+        if is_dir and e.path in self.view.implied:
+            return path_ino(e.path)
+        return None
 
     def _bind(self, path: str, e: Entry) -> Node:
         """The node for ``path`` answered by ``e``, one lookup more: the number follows the
         backing file, so every name of a hard link gets the same node."""
         ident, natural, multi = self._ident(e)
         ino = self.inodes.number(path, ident, natural, e.is_dir)
-        return self.inodes.ref(path, e, ino, multi)
+        return self.inodes.ref(path, e, ino, multi, ident)
 
     def _keep_number(self, node: Node, e: Entry) -> None:
         """``node`` is now answered by ``e`` (a copy-up): its number stays for this mount."""
