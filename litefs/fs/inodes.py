@@ -23,15 +23,17 @@ node id to see each other's chmod, chown, link count and ctime at once. A node t
 stands for a backing file and may have several view paths (its names); ``path`` is the one
 most recently looked up, which is also the one its cached ``entry`` was located from.
 
-**Copy-up keeps the number.** An upper entry that shadows a lower entry of the same type at
-its path (a copied-up file, a merged directory) has the *lower* entry's number, as kernel
-overlayfs reports the origin's: decided from the layers at lookup time, so it holds across
-eviction and remount without any xattr (litefs's stores may be NFSv3). Exceptions: a file with
-more than one link on either side keeps its own number (hard links must share one, and an
-image hard link copied up through one name becomes a separate file, as in overlayfs without
-``index=on``). Within a mount, a node the kernel holds keeps its number whatever happens below
-it (a copy-up, a link made later): the new backing identity becomes an *alias* of the number
-for the rest of the mount (one small dict entry each).
+**Copy-up.** A merged directory (an upper directory, not opaque, over a lower one) has the
+lower directory's number, decided from the layers at lookup time: copying a directory up
+never changes its number, across eviction and remount. A copied-up *file* keeps its number
+for the life of the mount: the node the kernel holds stays, and the upper file's identity
+becomes an *alias* of that number (one small dict entry per copy-up; it survives eviction).
+After a remount a copied-up file has its upper-layer number: from the layers alone a copy-up
+cannot be told from a new file made after the lower one was deleted (kernel overlayfs keeps
+the number across remounts by recording the origin in an xattr of the upper file; litefs's
+stores may be NFSv3 without xattrs, and a per-lookup xattr read would cost every lookup). An
+image hard link copied up through one name becomes a file of its own with its own number, as
+in overlayfs without ``index=on``.
 
 **Reuse.** A backing store reuses an inode number only once the old file is gone for good
 (no name, no open descriptor: litefs holds one while the kernel has the file open), so a

@@ -318,19 +318,19 @@ class LitefsOps(pyfuse3.Operations):
         is_dir = stat.S_ISDIR(st.st_mode)
         multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not is_dir
         natural = backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino)
-        if e.in_upper and not e.raw and e.res is not None and (is_dir or st.st_nlink == 1):
-            origin = self._origin_ino(e, st)
+        if is_dir and e.in_upper and not e.raw and not e.cut and e.res is not None:
+            origin = self._merged_dir_ino(e)
             if origin is not None:
                 natural = origin
         return (slot, st.st_dev, st.st_ino), natural, multi
 
-    def _origin_ino(self, e: Entry, st: os.stat_result) -> int | None:
-        """An upper entry that shadows a lower one of its type (a copy-up, or a merged
-        directory) has the lower one's number, as in kernel overlayfs: so a copy-up keeps the
-        number across remounts. Not for a file with several links on either side (hard links
-        must share one number) — those keep their own."""
+    def _merged_dir_ino(self, e: Entry) -> int | None:
+        """A merged directory (an upper directory, not opaque, over a lower one) has the
+        lower one's number, so copying a directory up never changes its number, across
+        remounts too. Files cannot use that rule: from the layers alone a copied-up file
+        looks just like a new file made after the lower one was deleted (overlayfs records
+        the origin in an xattr; litefs's stores may have none)."""
         assert e.res is not None
-        is_dir = stat.S_ISDIR(st.st_mode)
         for layer in e.res.lowers:
             b = self.layers.lower(layer.kind, layer.index)
             if b is None:
@@ -338,10 +338,10 @@ class LitefsOps(pyfuse3.Operations):
             lst = b.lstat(e.rel)
             if lst is None:
                 continue
-            if stat.S_IFMT(lst.st_mode) != stat.S_IFMT(st.st_mode) or (not is_dir and lst.st_nlink != 1):
+            if not stat.S_ISDIR(lst.st_mode):
                 return None
             return backing_ino(b.slot, b.dev, lst.st_dev, lst.st_ino)
-        if is_dir and e.path in self.view.implied:
+        if e.path in self.view.implied:
             return path_ino(e.path)
         return None
 
