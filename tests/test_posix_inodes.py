@@ -113,3 +113,28 @@ def test_numbers_never_collide_across_layers(layers: Layers, litefs_mount: Mount
         ino = os.stat(m.path / rel).st_ino
         assert ino not in seen, f"{rel} and {seen.get(ino)} share {ino}"
         seen[ino] = rel
+
+
+@pytest.mark.parametrize("d", RULE_DIRS)
+def test_copy_up_of_one_name_of_an_image_hard_link(layers: Layers, litefs_mount: Mounter, d: str) -> None:
+    """Under a writable rule each name of an image hard link is a file of its own (so that
+    writing through one name copies up that name, as overlayfs without index=on does); where
+    nothing can be written (no rule) the names share one number."""
+    a = put(layers.image, f"{d}/ha", "shared")
+    os.link(a, layers.image / d / "hb")
+    e = put(layers.image, "etc/ea", "ro")
+    os.link(e, layers.image / "etc/eb")
+    m = mount_view(layers, litefs_mount)
+    w = m.path / d
+    assert os.stat(m.path / "etc/ea").st_ino == os.stat(m.path / "etc/eb").st_ino
+    ino_a, ino_b = os.stat(w / "ha").st_ino, os.stat(w / "hb").st_ino
+    assert ino_a != ino_b
+    with open(w / "ha", "a") as f:
+        f.write(" changed")
+    assert (w / "ha").read_text() == "shared changed" and (w / "hb").read_text() == "shared"
+    drop_caches()
+    assert (os.stat(w / "ha").st_ino, os.stat(w / "hb").st_ino) == (ino_a, ino_b)
+    assert (w / "hb").read_text() == "shared"
+    m.stop()
+    m.start()
+    assert os.stat(w / "hb").st_ino == ino_b

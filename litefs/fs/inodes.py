@@ -31,9 +31,14 @@ becomes an *alias* of that number (one small dict entry per copy-up; it survives
 After a remount a copied-up file has its upper-layer number: from the layers alone a copy-up
 cannot be told from a new file made after the lower one was deleted (kernel overlayfs keeps
 the number across remounts by recording the origin in an xattr of the upper file; litefs's
-stores may be NFSv3 without xattrs, and a per-lookup xattr read would cost every lookup). An
-image hard link copied up through one name becomes a file of its own with its own number, as
-in overlayfs without ``index=on``.
+stores may be NFSv3 without xattrs, and a per-lookup xattr read would cost every lookup).
+
+**Image hard links** share one number where nothing can be written (no rule, ``ro``). Under a
+writable rule each name has a number of its own (a hash of the file's number and the path,
+stable across remounts): FUSE's open and setattr name only the node, not the name the caller
+used, so a node shared by several names could not tell which one to copy up, and a copy-up
+makes the names separate files anyway (as in overlayfs without ``index=on``). Hard links made
+through the view live in one upper layer and always share one node.
 
 **Reuse.** A backing store reuses an inode number only once the old file is gone for good
 (no name, no open descriptor: litefs holds one while the kernel has the file open), so a
@@ -91,7 +96,7 @@ def path_ino(path: str) -> int:
     return n if n > ROOT_INODE else n + 2
 
 
-def salted_ino(ino: int, salt: int) -> int:
+def salted_ino(ino: int, salt: object) -> int:
     """Another number for a file whose natural one is taken by a node still held."""
     return _hash63("salt", ino, salt)
 

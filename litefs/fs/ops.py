@@ -26,7 +26,15 @@ import pyfuse3
 import trio
 
 from litefs.fs.copyup import copy_up, ensure_dir
-from litefs.fs.inodes import RAW_BIT, ROOT_INODE, InodeTable, Node, backing_ino, path_ino
+from litefs.fs.inodes import (
+    RAW_BIT,
+    ROOT_INODE,
+    InodeTable,
+    Node,
+    backing_ino,
+    path_ino,
+    salted_ino,
+)
 from litefs.fs.layers import (
     OPAQUE,
     RENAME_EXCHANGE,
@@ -318,6 +326,12 @@ class LitefsOps(pyfuse3.Operations):
         is_dir = stat.S_ISDIR(st.st_mode)
         multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not is_dir
         natural = backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino)
+        if multi and e.res is not None and e.res.upper is not None:
+            # An image hard link where writes may copy it up: FUSE's open names only the node,
+            # not the name the caller used, so one node for all names could not tell which
+            # name to copy up. Each name is a node of its own (a number from the file and the
+            # path, stable across remounts), as the names become after a copy-up anyway.
+            natural, multi = salted_ino(natural, e.path), False
         if is_dir and e.in_upper and not e.raw and not e.cut and e.res is not None:
             origin = self._merged_dir_ino(e)
             if origin is not None:
