@@ -63,3 +63,30 @@ def test_exactly_one_process_has_the_daemons_command_line(layers: Layers, tmp_pa
                 time.sleep(0.05)
         assert not _with_cmdline(argv), "the daemon did not exit after unmount"
         (layers.tmpfs / ".statelite/litefile").unlink()
+
+
+def test_the_litefile_writer_has_a_command_line_of_its_own(tmp_path: Path) -> None:
+    """Deterministic half of the check above: the helper that renders /.statelite/litefile
+    runs for a while (it imports the planner), and once ``write_meta`` returns it must already
+    carry its own command line, never its parent's (the daemon's, in ``litefs mount``)."""
+    from litefs.tools.cmd_fs import write_meta
+
+    from litefs.fs.layers import LayerSet
+
+    (tmp_path / "image").mkdir()
+    (tmp_path / "tmpfs").mkdir()
+    lay = LayerSet(str(tmp_path / "image"), [], tmpfs=str(tmp_path / "tmpfs"))
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            mine = f.read().split(b"\0")[:-1]
+        before = set(_with_cmdline([a.decode() for a in mine]))
+        write_meta(make_plan({"/w/": "tmpfs"}), lay)
+        after = set(_with_cmdline([a.decode() for a in mine]))
+        assert after - before == set()
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "tmpfs/.statelite/litetree").exists():
+            assert time.monotonic() < deadline, "the writer never wrote litetree"
+            time.sleep(0.05)
+        assert (tmp_path / "tmpfs/.statelite/litefile").read_text().strip() != ""
+    finally:
+        lay.close()

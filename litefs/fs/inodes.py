@@ -124,6 +124,10 @@ class Node:
         return None
 
     def _front(self, path: str) -> None:
+        for first in self.paths:
+            if first == path:
+                return  # the common case (one name, looked up again): nothing to rebuild
+            break
         self.paths.pop(path, None)
         self.paths = {path: None, **self.paths}
 
