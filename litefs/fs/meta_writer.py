@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m litefs.fs.meta_writer PLANFD LAYERFD (started by 'litefs mount')", file=sys.stderr)
         return 2
     plan_fd, layer_fd = int(argv[0]), int(argv[1])
+    # Bookkeeping that runs while the node starts using the view: give the CPU to real work.
+    os.nice(10)
     with os.fdopen(plan_fd, "rb") as f:
         plan = Plan.from_json(f.read())
     try:
