@@ -128,8 +128,10 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
             if os.fork() == 0:  # the writer; its parent exits at once, so nobody reaps it late
                 os.set_inheritable(tmp.fd, True)
                 os.set_inheritable(plan_fd, True)
-                argv = [sys.executable, "-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp.fd)]
-                os.execv(sys.executable, argv)
+                # argv[0] "@..." as the daemon's own: systemd leaves it alone at switch_root;
+                # PYTHONEXECUTABLE lets python find its venv although argv[0] does not name it.
+                argv = ["@litefs-meta", "-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp.fd)]
+                os.execve(sys.executable, argv, {**os.environ, "PYTHONEXECUTABLE": sys.executable})
             code = 0
         except BaseException as exc:
             print(f"litefs: cannot write /.statelite/litefile in {tmp.path}: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Writes ``/.statelite/litefile``, ``litetree`` and ``statelite.log`` into the tmpfs layer.
 
-Run as its own program (``python -m litefs.fs.meta_writer PLANFD LAYERFD``) by ``litefs
+Run as its own program (``@litefs-meta -m litefs.fs.meta_writer PLANFD LAYERFD``) by ``litefs
 mount``, detached from the daemon: the planner it needs (xCAT's formats) pulls in the database
 layer, which the daemon never carries, and the mount does not wait for it. Being exec'd, not
 just forked, it has a command line of its own, so a tool that finds the daemon by its command
