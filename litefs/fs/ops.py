@@ -25,16 +25,9 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from litefs.fs import inodes as inonum
 from litefs.fs.copyup import copy_up, ensure_dir
-from litefs.fs.inodes import (
-    RAW_BIT,
-    ROOT_INODE,
-    InodeTable,
-    Node,
-    backing_ino,
-    path_ino,
-    salted_ino,
-)
+from litefs.fs.inodes import ROOT_INODE, InodeTable, Node
 from litefs.fs.layers import (
     OPAQUE,
     RENAME_EXCHANGE,
@@ -164,14 +157,14 @@ class LitefsOps(pyfuse3.Operations):
         self.fuse_dev: str | None = None
         #: file entries kept (LRU); directories keep theirs while the kernel holds them
         self._file_entries: OrderedDict[int, None] = OrderedDict()
-        self._squash_warned: set[str] = set()
-        #: copy-ups in progress, by view path
-        self._copy_locks: dict[str, trio.Lock] = {}
         #: upper directories whose entries changed since the last fsyncdir that covered them
         #: (None: too many to track; fsyncdir then syncs the layer's whole filesystem)
         self._dirty: dict[Backing, set[str] | None] = {}
         #: backing directory fsyncs fsyncdir issued (root xattr user.litefs.dirsyncs)
         self.dir_syncs = 0
+        self._squash_warned: set[str] = set()
+        #: copy-ups in progress, by view path
+        self._copy_locks: dict[str, trio.Lock] = {}
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -316,22 +309,22 @@ class LitefsOps(pyfuse3.Operations):
     def _ident(self, e: Entry) -> tuple[tuple[int, int, int] | None, int, bool]:
         """(backing identity, natural number, several links in a lower layer?) of ``e``."""
         if e.kind != BACKED or e.layer is None:
-            return None, path_ino(e.path), False
+            return None, inonum.path_ino(e.path), False
         st = e.st
         if st is None:
             st = e.st = e.layer.lstat(e.rel)
             if st is None:
                 raise _err(errno.ENOENT)
-        slot = e.layer.slot | (RAW_BIT if e.raw else 0)
+        slot = e.layer.slot | (inonum.RAW_BIT if e.raw else 0)
         is_dir = stat.S_ISDIR(st.st_mode)
         multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not is_dir
-        natural = backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino)
+        natural = inonum.backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino)
         if multi and e.res is not None and e.res.upper is not None:
             # An image hard link where writes may copy it up: FUSE's open names only the node,
             # not the name the caller used, so one node for all names could not tell which
             # name to copy up. Each name is a node of its own (a number from the file and the
             # path, stable across remounts), as the names become after a copy-up anyway.
-            natural, multi = salted_ino(natural, e.path), False
+            natural, multi = inonum.salted_ino(natural, e.path), False
         if is_dir and e.in_upper and not e.raw and not e.cut and e.res is not None:
             origin = self._merged_dir_ino(e)
             if origin is not None:
@@ -354,9 +347,9 @@ class LitefsOps(pyfuse3.Operations):
                 continue
             if not stat.S_ISDIR(lst.st_mode):
                 return None
-            return backing_ino(b.slot, b.dev, lst.st_dev, lst.st_ino)
+            return inonum.backing_ino(b.slot, b.dev, lst.st_dev, lst.st_ino)
         if e.path in self.view.implied:
-            return path_ino(e.path)
+            return inonum.path_ino(e.path)
         return None
 
     def _bind(self, path: str, e: Entry) -> Node:

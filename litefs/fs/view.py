@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from litefs.fs.layers import (
+    OPAQUE,
+    TMP_PREFIX,
     UPPER_KINDS,
     WH_PREFIX,
     Backing,
@@ -244,7 +246,8 @@ class View:
             if names is not None:
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        hidden.add_marker(n)
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
+                            hidden.add_marker(n)
                     else:
                         seen[n] = None
         if not cut and res is not None:
@@ -289,7 +292,8 @@ class View:
                 shown = []
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        hidden.add_marker(n)
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
+                            hidden.add_marker(n)
                     else:
                         shown.append(n)
                 listings.append((up, shown))
