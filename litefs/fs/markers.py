@@ -23,6 +23,7 @@ TMP_PREFIX = ".wh..wh..tmp."
 #: Prefix of the marker of a name too long for ``.wh.<name>``
 LONG_PREFIX = ".wh..wh..long."
 _SHORT_MAX = NAME_MAX - len(WH_PREFIX)
+_LONG_REST = LONG_PREFIX[len(WH_PREFIX) :]
 
 
 def _long_key(name: str) -> str:
@@ -50,14 +51,13 @@ class Hidden:
         self.short: set[str] = set()
         self.long: set[str] = set()
 
-    def add_marker(self, marker: str) -> None:
-        """Take note of a ``.wh.``-prefixed name found in the listing."""
-        if marker == OPAQUE or marker.startswith(TMP_PREFIX):
-            return
-        if marker.startswith(LONG_PREFIX):
-            self.long.add(marker[len(LONG_PREFIX) :])
+    def add(self, rest: str) -> None:
+        """Take note of a whiteout marker found in the listing, given without its ``.wh.``
+        prefix (``N`` for ``.wh.N``; ``.wh..long.<hash>`` for a hashed marker)."""
+        if rest.startswith(_LONG_REST):
+            self.long.add(rest[len(_LONG_REST) :])
         else:
-            self.short.add(marker[len(WH_PREFIX) :])
+            self.short.add(rest)
 
     def __contains__(self, name: object) -> bool:
         if name in self.short:

@@ -246,8 +246,8 @@ class View:
             if names is not None:
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
-                            hidden.add_marker(n)
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
+                            hidden.add(n[len(WH_PREFIX) :])
                     else:
                         seen[n] = None
         if not cut and res is not None:
@@ -292,8 +292,8 @@ class View:
                 shown = []
                 for n in names:
                     if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
-                            hidden.add_marker(n)
+                        if n != OPAQUE and not n.startswith(TMP_PREFIX):
+                            hidden.add(n[len(WH_PREFIX) :])
                     else:
                         shown.append(n)
                 listings.append((up, shown))
