@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from litefs.errors import MountError
 from litefs.fs.copyup import copy_up, ensure_dir
-from litefs.fs.inodes import ROOT_INODE, InodeTable
+from litefs.fs.inodes import (
+    HASHED_BIT,
+    INO_BITS,
+    RAW_BIT,
+    ROOT_INODE,
+    InodeTable,
+    backing_ino,
+    layer_slot,
+    path_ino,
+)
 from litefs.fs.layers import TMP_PREFIX, LayerSet, openat2_beneath
 from litefs.fs.mount import bypass_dirs
 from litefs.fs.view import CON, IMPLIED, SYNTH_LINK, View
@@ -23,20 +32,28 @@ from tests.fsutil import make_plan, put
 # --- inode table -----------------------------------------------------------------------------
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["ref", "forget", "move", "detach"]), st.sampled_from(["/a", "/b", "/a/x", "/b/y", "/c"])),
+    st.tuples(
+        st.sampled_from(["ref", "forget", "move", "detach"]),
+        st.sampled_from(["/a", "/b", "/a/x", "/b/y", "/c"]),
+        st.integers(min_value=2, max_value=5),
+    ),
     max_size=60,
 )
 
 
 @given(ops)
 @settings(max_examples=200, deadline=None)
-def test_inode_table_counts_and_paths_stay_consistent(script: list[tuple[str, str]]) -> None:
+def test_inode_table_counts_and_paths_stay_consistent(script: list[tuple[str, str, int]]) -> None:
+    """Nodes are numbered by the caller (the backing identity); several paths may share one
+    (hard links). Invariants: live nodes are exactly those with a positive count (plus the
+    root); a path maps to a node that lists it among its names."""
     table = InodeTable(root_entry=None)
     counts: dict[int, int] = {}
-    for op, path in script:
+    for op, path, ino in script:
         if op == "ref":
-            n = table.ref(path, None)
+            n = table.ref(path, None, ino)
             counts[n.ino] = counts.get(n.ino, 0) + 1
+            assert n.path == path
         elif op == "forget" and (node := table.at(path)) is not None:
             table.forget(node.ino, 1)
             counts[node.ino] -= 1
@@ -44,20 +61,51 @@ def test_inode_table_counts_and_paths_stay_consistent(script: list[tuple[str, st
             table.move(path, path + "m")
         elif op == "detach":
             table.detach(path)
-        # invariants: live inodes are exactly those with a positive count (plus the root);
-        # a path maps to a node whose path is that path; numbers are never reused
         live = {i for i, c in counts.items() if c > 0} | {ROOT_INODE}
         assert set(table.by_ino) == live
         for p, node in table.by_path.items():
-            assert node.path == p and table.by_ino.get(node.ino) is node
+            assert p in node.paths and table.by_ino.get(node.ino) is node
 
 
-def test_inode_numbers_are_never_reused() -> None:
+def test_hard_link_names_share_one_node_and_survive_one_unlink() -> None:
     table = InodeTable(root_entry=None)
-    a = table.ref("/a", None)
-    table.forget(a.ino, 1)
-    b = table.ref("/a", None)
-    assert b.ino != a.ino and len(table) == 2
+    a = table.ref("/a", None, 7)
+    b = table.ref("/b", None, 7)
+    assert a is b and a.path == "/b" and set(a.paths) == {"/a", "/b"}
+    table.detach("/b")
+    assert a.path == "/a" and table.at("/a") is a
+
+
+def test_numbers_follow_the_backing_file_and_layers_never_collide() -> None:
+    slots = [layer_slot(n) for n in ("image", "tmpfs", "persistent", "localdisk", "source[0]", "source[9]")]
+    raw = [s | RAW_BIT for s in slots]
+    assert len(set(slots + raw)) == len(slots) * 2
+    nums = {backing_ino(s, 5, 5, 1234) for s in slots + raw}
+    assert len(nums) == len(slots) * 2 and ROOT_INODE not in nums
+    # the layer's device is not part of the direct form: a store remounted under another
+    # anonymous device number keeps its numbers
+    assert backing_ino(2, 5, 5, 99) == backing_ino(2, 6, 6, 99) == (2 << INO_BITS) | 99
+    # another device below the layer, or a number too wide: hashed, bit 63 set
+    assert backing_ino(2, 5, 6, 99) & HASHED_BIT and backing_ino(2, 5, 5, 1 << 60) & HASHED_BIT
+    assert backing_ino(2, 5, 6, 99) != backing_ino(3, 5, 6, 99)
+    assert path_ino("/.statelite") == path_ino("/.statelite") > ROOT_INODE
+
+
+@given(st.integers(min_value=0, max_value=(1 << INO_BITS) - 1), st.integers(min_value=0, max_value=(1 << INO_BITS) - 1))
+def test_direct_numbers_are_injective(a: int, b: int) -> None:
+    assert (backing_ino(1, 0, 0, a) == backing_ino(1, 0, 0, b)) == (a == b)
+    assert backing_ino(1, 0, 0, a) != backing_ino(2, 0, 0, b)
+
+
+def test_copy_up_keeps_the_number_the_kernel_holds() -> None:
+    table = InodeTable(root_entry=None)
+    lower = (1, 5, 10)
+    n = table.ref("/w/f", None, table.number("/w/f", lower, backing_ino(*lower[:1], 5, 5, 10), False))
+    upper = (2, 7, 44)
+    kept = table.number("/w/f", upper, backing_ino(2, 7, 7, 44), False)
+    assert kept == n.ino
+    table.forget(n.ino, 1)  # evicted: the alias still answers
+    assert table.number("/w/f", upper, backing_ino(2, 7, 7, 44), False) == n.ino
 
 
 # --- layers --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from litefs.errors import MountError, PlanError, UsageError
 from litefs.fs import control
 from litefs.fs.layers import LayerSet
 from litefs.fs.mount import MountConfig, serve, umount
-from litefs.fs.view import META_DIR, Entry, View, rule_text
+from litefs.fs.view import Entry, View, rule_text
 from litefs.names import check_node_name
 from litefs.plan import Plan, Source
 from litefs.resolve import normalise_path, resolve
@@ -108,41 +108,40 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
 
     Rendered by the planner (xCAT's formats) in a detached grandchild process, so the daemon
     never carries the database layer the planner imports and the mount does not wait for it
-    (the files appear a moment after the view is ready)."""
+    (the files appear a moment after the view is ready). The grandchild execs
+    ``litefs.fs.meta_writer`` and this returns only once it has, so no process but the
+    daemon ever has the daemon's command line after the mount is ready."""
     tmp = layers.uppers.get("tmpfs")
     if tmp is None or layers.read_only:
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    plan_fd = os.memfd_create("litefs-plan", 0)  # not CLOEXEC: the writer reads it
+    os.write(plan_fd, plan.to_json().encode())
+    os.lseek(plan_fd, 0, os.SEEK_SET)
+    rfd, wfd = os.pipe()  # close-on-exec: EOF once the writer has exec'd (or died)
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            os.close(rfd)
             if os.fork() == 0:  # the writer; its parent exits at once, so nobody reaps it late
-                _write_meta_files(plan, tmp.fd)
+                os.set_inheritable(tmp.fd, True)
+                os.set_inheritable(plan_fd, True)
+                # argv[0] "@..." as the daemon's own: systemd leaves it alone at switch_root;
+                # PYTHONEXECUTABLE lets python find its venv although argv[0] does not name it.
+                argv = ["@litefs-meta", "-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp.fd)]
+                os.execve(sys.executable, argv, {**os.environ, "PYTHONEXECUTABLE": sys.executable})
             code = 0
         except BaseException as exc:
             print(f"litefs: cannot write /.statelite/litefile in {tmp.path}: {exc}", file=sys.stderr)
         finally:
             os._exit(code)
+    os.close(wfd)
+    os.close(plan_fd)
     os.waitpid(pid, 0)
-
-
-def _write_meta_files(plan: Plan, tmp_fd: int) -> None:
-    from litefs.planner import litefile_lines, litetree_lines
-
-    try:
-        os.mkdir(META_DIR, 0o755, dir_fd=tmp_fd)
-    except FileExistsError:
-        pass
-    fd = os.open(META_DIR, os.O_RDONLY | os.O_DIRECTORY, dir_fd=tmp_fd)
-    try:
-        for name, lines in (("litefile", litefile_lines(plan)), ("litetree", litetree_lines(plan))):
-            with open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd), "w") as f:
-                f.write("".join(line + "\n" for line in lines))
-        os.close(os.open("statelite.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644, dir_fd=fd))
-    finally:
-        os.close(fd)
+    with os.fdopen(rfd, "rb") as r:
+        r.read()  # the grandchild holds wfd until its exec
 
 
 # --- mount -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import secrets
 import stat
 from collections.abc import Callable
 
-from litefs.fs.layers import TMP_PREFIX, Backing, join, openat2_beneath, split
+from litefs.fs.layers import TMP_PREFIX, Backing, join, open_beneath_deep, split
 
 _COPY_CHUNK = 1 << 24
 
@@ -223,7 +223,7 @@ def _open_dir(b: Backing, rel: str) -> int:
     fd cache, which only the filesystem's own thread touches."""
     if rel == ".":
         return b.fd
-    return openat2_beneath(b.fd, rel, os.O_PATH | os.O_DIRECTORY)
+    return open_beneath_deep(b.fd, rel, os.O_PATH | os.O_DIRECTORY)
 
 
 def _close_dir(b: Backing, fd: int) -> None:
@@ -232,7 +232,7 @@ def _close_dir(b: Backing, fd: int) -> None:
 
 
 def _fsync_dir(up: Backing, rel_dir: str) -> None:
-    fd = up.fd if rel_dir == "." else openat2_beneath(up.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
+    fd = up.fd if rel_dir == "." else open_beneath_deep(up.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     except OSError as exc:

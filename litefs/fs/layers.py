@@ -4,8 +4,8 @@ Every backing access goes through a layer's root fd: a parent directory is reach
 ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)``, so neither a symlink nor ``..`` inside a
 layer can lead outside it, and the daemon keeps working after ``switch_root`` moves the mount
 points it was started from. The last component is always acted on with ``*at()`` calls that do
-not follow it. Whiteouts are marker files (``.wh.<name>``, and ``.wh..wh..opq`` for an opaque
-directory) so they work on NFSv3-like stores without xattrs or mknod; every name starting with
+not follow it. Whiteouts are marker files (``.wh.<name>``, a hashed form for long names, and
+``.wh..wh..opq`` for an opaque directory; see :mod:`litefs.fs.markers`) so they work on NFSv3-like stores without xattrs or mknod; every name starting with
 ``.wh.`` in a writable layer is bookkeeping and never shown in the view.
 """
 
@@ -21,11 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from litefs.errors import MountError
+from litefs.fs.inodes import layer_slot
+from litefs.fs.markers import OPAQUE, TMP_PREFIX, WH_PREFIX, whiteout_name  # noqa: F401 (re-exported)
 
-WH_PREFIX = ".wh."
-OPAQUE = ".wh..wh..opq"
-#: Prefix of copy-up temp files; hidden because it starts with the whiteout prefix.
-TMP_PREFIX = ".wh..wh..tmp."
 UPPER_KINDS = ("tmpfs", "persistent", "localdisk")
 
 _SYS_OPENAT2 = 437
@@ -51,6 +49,35 @@ def openat2_beneath(dirfd: int, rel: str, flags: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), rel)
     return fd
+
+
+#: bytes of path per openat2 call when walking a deep path (PATH_MAX is 4096 with the NUL)
+PATH_STEP = 3072
+
+
+def open_beneath_deep(dirfd: int, rel: str, flags: int) -> int:
+    """openat2_beneath() for a path of any length: a path longer than the kernel takes in one
+    call is walked in steps below PATH_MAX, each step beneath the last (so it still cannot
+    leave the tree or follow a symlink). View paths are limited by the kernel per call, not
+    in total, so a tree may be deeper than PATH_MAX from the view's root."""
+    raw = os.fsencode(rel)
+    if len(raw) < PATH_STEP:
+        return openat2_beneath(dirfd, rel, flags)
+    fd, own = dirfd, False
+    try:
+        while len(raw) >= PATH_STEP:
+            cut = raw.rfind(b"/", 0, PATH_STEP)
+            if cut <= 0:
+                raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), rel)
+            nfd = openat2_beneath(fd, os.fsdecode(raw[:cut]), os.O_PATH | os.O_DIRECTORY)
+            if own:
+                os.close(fd)
+            fd, own = nfd, True
+            raw = raw[cut + 1 :]
+        return openat2_beneath(fd, os.fsdecode(raw), flags)
+    finally:
+        if own:
+            os.close(fd)
 
 
 def renameat2(olddir: int, old: str, newdir: int, new: str, flags: int) -> None:
@@ -113,6 +140,9 @@ class Backing:
     path: str
     fd: int
     writable: bool
+    #: the layer's fixed inode-number slot and its root's device (litefs.fs.inodes)
+    slot: int = 0
+    dev: int = 0
     _dirs: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
     #: directories known to be absent (most upper layers lack most directories), with when
     #: that was seen; trusted for ABSENT_TTL seconds (like the kernel's negative entries),
@@ -142,7 +172,7 @@ class Backing:
                 return None
             del self._absent[rel_dir]
         try:
-            fd = openat2_beneath(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
+            fd = open_beneath_deep(self.fd, rel_dir, os.O_PATH | os.O_DIRECTORY)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
                 if len(self._absent) > 65536:
@@ -203,7 +233,7 @@ class Backing:
     def whiteout(self, rel: str) -> bool:
         """True if ``rel`` is recorded as deleted in this layer."""
         parent, name = split(rel)
-        return self.marker(_join(parent, WH_PREFIX + name))
+        return self.marker(_join(parent, whiteout_name(name)))
 
     def opaque(self, rel_dir: str) -> bool:
         return self.marker(_join(rel_dir, OPAQUE))
@@ -225,7 +255,7 @@ class Backing:
     def listdir(self, rel_dir: str) -> list[str] | None:
         """Names in ``rel_dir``; None when it is not a directory in this layer."""
         try:
-            fd = openat2_beneath(self.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
+            fd = open_beneath_deep(self.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
                 return None
@@ -325,7 +355,9 @@ def _open(name: str, where: str, writable: bool) -> Backing:
         except OSError as exc:
             os.close(fd)
             raise MountError(f"{name} layer directory {where} is not writable ({exc.strerror}); fix --{_opt(name)}") from None
-    return Backing(name=name, path=os.path.abspath(where), fd=fd, writable=writable)
+    return Backing(
+        name=name, path=os.path.abspath(where), fd=fd, writable=writable, slot=layer_slot(name), dev=os.fstat(fd).st_dev
+    )
 
 
 def _opt(name: str) -> str:

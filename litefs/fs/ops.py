@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from litefs.fs import inodes as inonum
 from litefs.fs.copyup import copy_up, ensure_dir
 from litefs.fs.fillwatch import FillWatch, NoWatch
 from litefs.fs.inodes import ROOT_INODE, InodeTable, Node
@@ -39,6 +40,7 @@ from litefs.fs.layers import (
     renameat2,
     split,
 )
+from litefs.fs.markers import LONG_PREFIX, whiteout_name
 from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
 from litefs.options import VALID_OPTIONS, Family, family_of
 from litefs.plan import Plan
@@ -52,6 +54,7 @@ XATTR_RULE = "user.litefs.rule"
 XATTR_REFRESH = "user.litefs.refresh"
 XATTR_PLAN = "user.litefs.plan"
 XATTR_INODES = "user.litefs.inodes"
+XATTR_DIRSYNCS = "user.litefs.dirsyncs"
 #: cache timeout (s) for paths that follow their sources live (the ro family)
 LIVE_TIMEOUT = 1.0
 #: files at least this big are copied up in a worker thread
@@ -62,6 +65,8 @@ FILE_ENTRIES = 4096
 NOTIFY_BATCH = 512
 #: root xattr: "1" once the last refresh's invalidations reached the kernel, else "0"
 XATTR_SETTLED = "user.litefs.settled"
+#: upper directories tracked for fsyncdir per layer before it falls back to syncfs
+DIRTY_DIRS = 4096
 #: errnos that mean a backing store is failing, not that the caller asked something wrong
 FAULTS = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.ENXIO}
 
@@ -151,10 +156,13 @@ class LitefsOps(pyfuse3.Operations):
         self.pinned: set[str] = set()
         #: "major:minor" of this FUSE connection (set once mounted), to find mounts over it
         self.fuse_dev: str | None = None
-        #: inodes of hard links made through the view, by (layer, backing inode)
-        self.hardlinks: dict[tuple[int, int], set[int]] = {}
         #: file entries kept (LRU); directories keep theirs while the kernel holds them
         self._file_entries: OrderedDict[int, None] = OrderedDict()
+        #: upper directories whose entries changed since the last fsyncdir that covered them
+        #: (None: too many to track; fsyncdir then syncs the layer's whole filesystem)
+        self._dirty: dict[Backing, set[str] | None] = {}
+        #: backing directory fsyncs fsyncdir issued (root xattr user.litefs.dirsyncs)
+        self.dir_syncs = 0
         self._squash_warned: set[str] = set()
         #: copy-ups in progress, by view path
         self._copy_locks: dict[str, trio.Lock] = {}
@@ -299,6 +307,90 @@ class LitefsOps(pyfuse3.Operations):
             raise _err(errno.EROFS)
         return res, up
 
+    # --- inode numbers (the scheme is in litefs.fs.inodes) --------------------------------
+
+    def _ident(self, e: Entry) -> tuple[tuple[int, int, int] | None, int, bool]:
+        """(backing identity, natural number, several links in a lower layer?) of ``e``."""
+        if e.kind != BACKED or e.layer is None:
+            return None, inonum.path_ino(e.path), False
+        st = e.st
+        if st is None:
+            st = e.st = e.layer.lstat(e.rel)
+            if st is None:
+                raise _err(errno.ENOENT)
+        slot = e.layer.slot | (inonum.RAW_BIT if e.raw else 0)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not is_dir
+        natural = inonum.backing_ino(slot, e.layer.dev, st.st_dev, st.st_ino)
+        if multi and e.res is not None and e.res.upper is not None:
+            # An image hard link where writes may copy it up: FUSE's open names only the node,
+            # not the name the caller used, so one node for all names could not tell which
+            # name to copy up. Each name is a node of its own (a number from the file and the
+            # path, stable across remounts), as the names become after a copy-up anyway.
+            natural, multi = inonum.salted_ino(natural, e.path), False
+        if is_dir and e.in_upper and not e.raw and not e.cut and e.res is not None:
+            origin = self._merged_dir_ino(e)
+            if origin is not None:
+                natural = origin
+        return (slot, st.st_dev, st.st_ino), natural, multi
+
+    def _merged_dir_ino(self, e: Entry) -> int | None:
+        """A merged directory (an upper directory, not opaque, over a lower one) has the
+        lower one's number, so copying a directory up never changes its number, across
+        remounts too. Files cannot use that rule: from the layers alone a copied-up file
+        looks just like a new file made after the lower one was deleted (overlayfs records
+        the origin in an xattr; litefs's stores may have none)."""
+        assert e.res is not None
+        for layer in e.res.lowers:
+            b = self.layers.lower(layer.kind, layer.index)
+            if b is None:
+                continue
+            lst = b.lstat(e.rel)
+            if lst is None:
+                continue
+            if not stat.S_ISDIR(lst.st_mode):
+                return None
+            return inonum.backing_ino(b.slot, b.dev, lst.st_dev, lst.st_ino)
+        if e.path in self.view.implied:
+            return inonum.path_ino(e.path)
+        return None
+
+    def _bind(self, path: str, e: Entry) -> Node:
+        """The node for ``path`` answered by ``e``, one lookup more: the number follows the
+        backing file, so every name of a hard link gets the same node."""
+        ident, natural, multi = self._ident(e)
+        ino = self.inodes.number(path, ident, natural, e.is_dir)
+        return self.inodes.ref(path, e, ino, multi, ident)
+
+    def _keep_number(self, node: Node, e: Entry) -> None:
+        """``node`` is now answered by ``e`` (a copy-up): its number stays for this mount."""
+        if node.multi or node.ino == ROOT_INODE:
+            return
+        ident, _natural, _multi = self._ident(e)
+        if ident is not None:
+            self.inodes.aliases[ident] = node.ino
+
+    def _ensure_dir(self, up: Backing, rel_dir: str) -> None:
+        """ensure_dir(), and the directories it copies up keep the numbers they had."""
+        made: list[tuple[str, int]] = []
+
+        def meta_of(rel: str) -> os.stat_result | None:
+            path = "/" + rel
+            node = self.inodes.at(path)
+            e = self._locate_path(path)
+            if node is not None:
+                made.append((rel, node.ino))
+            elif e is not None:
+                made.append((rel, self.inodes.number(path, *self._ident(e)[:2], True)))
+            return self._meta_of(rel)
+
+        ensure_dir(up, rel_dir, meta_of)
+        for rel, ino in made:
+            self._touched(up, split(rel)[0])
+            st = up.lstat(rel)
+            if st is not None and ino != ROOT_INODE:
+                self.inodes.aliases[(up.slot, st.st_dev, st.st_ino)] = ino
+
     def _meta_of(self, rel: str) -> os.stat_result | None:
         e = self._locate_path("/" + rel)
         if e is None or e.kind != BACKED or e.layer is None:
@@ -330,7 +422,9 @@ class LitefsOps(pyfuse3.Operations):
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._copy_locks.pop(path, None)
         node.entry = None
-        return self._entry(node)
+        e = self._entry(node)
+        self._keep_number(node, e)
+        return e
 
     async def _copy_up_locked(self, node: Node, path: str, e: Entry, truncate_to: int | None) -> None:
         parent_path = path.rsplit("/", 1)[0] or "/"
@@ -339,15 +433,16 @@ class LitefsOps(pyfuse3.Operations):
         if e.kind == SYNTH_LINK:
             raise _err(errno.EPERM)
         if e.is_dir:
-            ensure_dir(up, rel, self._meta_of)
+            self._ensure_dir(up, rel)
             return
-        ensure_dir(up, split(rel)[0], self._meta_of)
+        self._ensure_dir(up, split(rel)[0])
         assert e.layer is not None
         st = e.layer.lstat(e.rel)  # fresh: metadata may have changed since the lookup
         if st is None:
             raise _err(errno.ENOENT)
         sources = [(b, r) for b, r, _st in e.parts] if e.kind == CON else [(e.layer, e.rel)]
         args = (up, rel, st, sources, truncate_to, (e.layer, e.rel))
+        self._touched(up, split(rel)[0])
         if stat.S_ISREG(st.st_mode) and truncate_to != 0 and st.st_size >= THREAD_COPY_BYTES:
             log.info("copy-up of %s (%d bytes) to the %s layer", path, st.st_size, up.name)
             await trio.to_thread.run_sync(copy_up, *args)
@@ -377,16 +472,21 @@ class LitefsOps(pyfuse3.Operations):
 
     def _whiteout(self, up: Backing, rel: str) -> None:
         parent, name = split(rel)
-        wh = WH_PREFIX + name
-        if len(os.fsencode(wh)) > NAME_MAX:
-            log.error("cannot record deletion of %s: name too long for a whiteout marker", rel)
-            raise _err(errno.ENAMETOOLONG)
-        ensure_dir(up, parent, self._meta_of)
+        wh = whiteout_name(name)  # fits for every valid name (litefs.fs.markers)
+        self._ensure_dir(up, parent)
         pfd = up.dirfd(parent)
         try:
             make_marker(pfd, wh)
+            if wh.startswith(LONG_PREFIX):
+                # The hashed marker holds the full name, for whoever reads the layer.
+                fd = os.open(wh, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+                try:
+                    os.write(fd, os.fsencode(name))
+                finally:
+                    os.close(fd)
         finally:
             up.release(pfd)
+        self._touched(up, parent)
 
     def _drop_whiteout(self, up: Backing, rel: str) -> bool:
         parent, name = split(rel)
@@ -395,7 +495,7 @@ class LitefsOps(pyfuse3.Operations):
         except OSError:
             return False
         try:
-            os.unlink(WH_PREFIX + name, dir_fd=pfd)
+            os.unlink(whiteout_name(name), dir_fd=pfd)
             return True
         except FileNotFoundError:
             return False
@@ -427,7 +527,7 @@ class LitefsOps(pyfuse3.Operations):
         e = self.view.locate(path, self._entry(parent))
         if e is None:
             raise _err(errno.EIO)
-        node = self.inodes.ref(path, e)
+        node = self._bind(path, e)
         a = self._attr(node, e)
         self._replied(node, e)
         return node, a
@@ -451,7 +551,7 @@ class LitefsOps(pyfuse3.Operations):
         rel = join(pe.rel, name) if pe.raw else path[1:]
         had_whiteout = False
         if not pe.raw:
-            ensure_dir(up, split(rel)[0], self._meta_of)
+            self._ensure_dir(up, split(rel)[0])
             had_whiteout = up.whiteout(rel)
         return pnode, pe, path, up, rel, had_whiteout, res
 
@@ -497,7 +597,7 @@ class LitefsOps(pyfuse3.Operations):
             e = self._locate_path(path) if path else None
             if e is None:
                 raise _err(errno.ENOENT)
-            node = self.inodes.ref(path, e)
+            node = self._bind(path, e)
             a = self._attr(node, e)
             self._replied(node, e)
             return a
@@ -513,7 +613,7 @@ class LitefsOps(pyfuse3.Operations):
             a.st_ino = 0
             a.entry_timeout = self.negative_timeout
             return a
-        node = self.inodes.ref(path, e)
+        node = self._bind(path, e)
         a = self._attr(node, e)
         self._replied(node, e)
         return a
@@ -691,7 +791,7 @@ class LitefsOps(pyfuse3.Operations):
         for i in range(start_id, len(listing)):
             name, ce = listing[i]
             path = child_path(base, name)
-            child = self.inodes.ref(path, ce)
+            child = self._bind(path, ce)
             attr = self._attr(child, ce)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, i + 1):
                 self.inodes.forget(child.ino, 1)
@@ -705,8 +805,56 @@ class LitefsOps(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
 
+    @guarded
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
+        """Make the directory's entries durable where the store can: fsync its backing
+        directory in the layer its writes go to, and every directory above it whose entries
+        litefs changed since (directories a copy-up or create made on the way)."""
+        node, _listing = self.dirs[fh]
+        e = self._entry(node)
+        if e.raw:
+            up = e.layer if e.layer is not None and e.layer.writable else None
+            rel = e.rel
+        else:
+            up = self.layers.upper(resolve(self.view.plan, node.path or "/").upper) if e.res else None
+            rel = (node.path or "/")[1:] or "."
+        if up is None or self.read_only:
+            return
+        dirty = self._dirty.get(up, set())
+        if dirty is None:
+            await trio.to_thread.run_sync(_syncfs, up.fd)
+            self._dirty[up] = set()
+            self.dir_syncs += 1
+            return
+        chain = [rel]
+        p = rel
+        while p != ".":
+            p = split(p)[0]
+            if p in dirty:
+                chain.append(p)
+        for d in chain:  # the directory itself first, then upwards
+            dirty.discard(d)
+            fd = up.find_dir(d)
+            if fd is None:
+                continue  # nothing of it in this layer (yet): nothing to make durable
+            dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                os.fsync(dfd)
+                self.dir_syncs += 1
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EROFS):
+                    raise
+            finally:
+                os.close(dfd)
+
+    def _touched(self, up: Backing, rel_dir: str) -> None:
+        """Entries of upper directory ``rel_dir`` changed (for fsyncdir)."""
+        dirty = self._dirty.get(up, set())
+        if dirty is None:
+            return
+        dirty.add(rel_dir)
+        # Bounded: past this many, fsyncdir falls back to syncfs of the layer.
+        self._dirty[up] = None if len(dirty) > DIRTY_DIRS else dirty
 
     @guarded
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -737,6 +885,7 @@ class LitefsOps(pyfuse3.Operations):
         self._own(up, rel, ctx)
         if had_wh:
             self._drop_whiteout(up, rel)
+        self._touched(up, split(rel)[0])
         return self._new_entry(pnode, sname)[1]
 
     @guarded
@@ -776,6 +925,7 @@ class LitefsOps(pyfuse3.Operations):
             finally:
                 up.release(pfd)
             up.forget_dirs(rel)
+            self._touched(up, parent)
         self.inodes.detach(path)
 
     # --- files ----------------------------------------------------------------------------
@@ -833,7 +983,7 @@ class LitefsOps(pyfuse3.Operations):
             # The kernel checked nothing on this name (it thought it absent): check the
             # caller's access to what is there now, as open(2) would have.
             self._check_open_access(existing, flags, ctx)
-            node = self.inodes.ref(path, existing)
+            node = self._bind(path, existing)
             try:
                 return await self._open_node(node, existing, flags), self._attr(node, existing)
             except BaseException:
@@ -852,8 +1002,9 @@ class LitefsOps(pyfuse3.Operations):
             self._own(up, rel, ctx)
             if had_wh:
                 self._drop_whiteout(up, rel)
+            self._touched(up, parent)
             e = Entry(path, BACKED, res, up, rel, os.fstat(fd), raw=pe.raw)
-            node = self.inodes.ref(path, e)
+            node = self._bind(path, e)
             attr = self._attr(node, e)
         except BaseException:
             os.close(fd)
@@ -965,12 +1116,9 @@ class LitefsOps(pyfuse3.Operations):
             up.release(dfd)
         if had_wh:
             self._drop_whiteout(up, rel)
+        self._touched(up, dp)
         self._queue("inode", node.ino, True)
-        new_node, attr = self._new_entry(pnode, sname)
-        st = up.lstat(rel)
-        if st is not None:
-            self.hardlinks.setdefault((id(up), st.st_ino), set()).update((node.ino, new_node.ino))
-        return attr
+        return self._new_entry(pnode, sname)[1]
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -991,14 +1139,11 @@ class LitefsOps(pyfuse3.Operations):
             parent, leaf = split(e.rel)
             pfd = up.dirfd(parent)
             try:
-                st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
                 os.unlink(leaf, dir_fd=pfd)
             finally:
                 up.release(pfd)
-            if st.st_nlink > 1:
-                # Other names of this file now show one link less.
-                for ino in self.hardlinks.get((id(up), st.st_ino), ()):
-                    self._queue("inode", ino, True)
+            self._touched(up, parent)
+            # Other names of a hard link share this node: the kernel drops its nlink itself.
         self.inodes.detach(path)
 
     @guarded
@@ -1055,7 +1200,7 @@ class LitefsOps(pyfuse3.Operations):
         dst_lower = self._lower_has(new, dst, pen)
         drel = join(pen.rel, new_name) if pen.raw else new[1:]
         if not pen.raw:
-            ensure_dir(up, split(drel)[0], self._meta_of)
+            self._ensure_dir(up, split(drel)[0])
         sp, sn = split(src.rel)
         dp, dn = split(drel)
         if dst is not None and dst.in_upper and dst.is_dir and not exchange:
@@ -1087,6 +1232,8 @@ class LitefsOps(pyfuse3.Operations):
         finally:
             up.release(sfd)
             up.release(dfd)
+        self._touched(up, sp)
+        self._touched(up, dp)
         if not exchange:
             if not pen.raw:
                 self._drop_whiteout(up, drel)
@@ -1097,7 +1244,7 @@ class LitefsOps(pyfuse3.Operations):
             self.inodes.exchange(old, new)
 
     async def _copy_up_path(self, path: str, e: Entry) -> Entry:
-        node = self.inodes.ref(path, e)
+        node = self._bind(path, e)
         try:
             return await self._copy_up(node, e)
         finally:
@@ -1145,6 +1292,9 @@ class LitefsOps(pyfuse3.Operations):
         if sname == XATTR_INODES and inode == ROOT_INODE:
             # How many inodes the kernel holds references to (the table is bounded by them).
             return str(len(self.inodes)).encode()
+        if sname == XATTR_DIRSYNCS and inode == ROOT_INODE:
+            # How many backing-directory fsyncs fsyncdir has issued (tests, admins).
+            return str(self.dir_syncs).encode()
         if sname == XATTR_SETTLED and inode == ROOT_INODE:
             return b"1" if self.settled else b"0"
         if e.kind != BACKED:
@@ -1394,6 +1544,12 @@ def may_access(st: os.stat_result, ctx: pyfuse3.RequestContext, want: int) -> bo
     else:
         bits = mode & 7
     return bits & want == want
+
+
+def _syncfs(fd: int) -> None:
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _unescape(s: str) -> str:

@@ -27,6 +27,7 @@ from litefs.fs.layers import (
     join,
     rel_of,
 )
+from litefs.fs.markers import Hidden
 from litefs.options import Family
 from litefs.plan import Plan, Rule
 from litefs.resolve import IMAGE, Resolution, for_liteimg_layout, resolve
@@ -243,7 +244,7 @@ class View:
         res = entry.res
         rel = rel_of(path)
         seen: dict[str, None] = {}
-        hidden: set[str] = set()
+        hidden = Hidden()
         up = self.layers.upper(res.upper) if res else None
         cut = entry.cut
         if up is not None:
@@ -289,7 +290,7 @@ class View:
         if path == "/":
             special.add(STATELITE[1:])
         listings: list[tuple[Backing, list[str]]] = []
-        hidden: set[str] = set()
+        hidden = Hidden()
         up = self.layers.upper(res.upper)
         if up is not None:
             names = up.listdir(rel)
