@@ -340,6 +340,23 @@ def litefile_plan_for_node(snap: Snapshot, node: str) -> Plan:
     return Plan(image=image, rules=rules.rules, node=node, warnings=tuple(rules.warnings))
 
 
+def _expand_cell(snap: Snapshot, node: str, raw: str, row: str,
+                 errors: list[str] | None) -> str | None:
+    """A litetree/statemnt cell with its variables filled in for ``node``. With an ``errors``
+    list a failing variable is recorded there (the row named) and None returned, so one bad
+    row leaves the rest of the node's listing intact; without one it raises."""
+    if not has_variables(raw):
+        return raw
+    try:
+        return substitute(raw, node, snap.attrs, snap.site, row=row,
+                          allow_cmd=snap.allow_cmd, cmd_cache=snap._cmd_cache)
+    except LitefsError as exc:
+        if errors is None:
+            raise
+        errors.append(str(exc))
+        return None
+
+
 def _node_plan(snap: Snapshot, node: str, image: str | None, errors: list[str] | None) -> Plan:
     """``plan_for_node``; with an ``errors`` list, a failing litetree row or statemnt is
     recorded there and left out instead of failing the whole plan."""
@@ -349,23 +366,13 @@ def _node_plan(snap: Snapshot, node: str, image: str | None, errors: list[str] |
         _require_node(snap, node)
     rules = _image_rules(snap, image, boot=True)
     warnings = list(rules.warnings)
-    allow = snap.allow_cmd
     sources: list[Source] = []
     for row in rules.litetree:
         raw = (row.get("directory") or "").strip()
         prio = (row.get("priority") or "").strip()
-        directory = raw
-        if has_variables(raw):
-            try:
-                directory = substitute(
-                    raw, node, snap.attrs, snap.site, row=f"litetree priority={prio}",
-                    allow_cmd=allow, cmd_cache=snap._cmd_cache,
-                )
-            except LitefsError as exc:
-                if errors is None:
-                    raise
-                errors.append(str(exc))
-                continue
+        directory = _expand_cell(snap, node, raw, f"litetree priority={prio}", errors)
+        if directory is None:
+            continue
         src = _source(row, directory)
         if src.server is None:
             warnings.append(
@@ -380,17 +387,7 @@ def _node_plan(snap: Snapshot, node: str, image: str | None, errors: list[str] |
         value, key = found
         # A service-node pool holds the node's persistent store (litefs.hierarchy).
         statemnt = hierarchy.statemnt_for_plan(node, value.strip(), snap.attrs.get)
-        if has_variables(statemnt):
-            try:
-                statemnt = substitute(
-                    statemnt, node, snap.attrs, snap.site, row=f"statelite node={key}",
-                    allow_cmd=allow, cmd_cache=snap._cmd_cache,
-                )
-            except LitefsError as exc:
-                if errors is None:
-                    raise
-                errors.append(str(exc))
-                statemnt = None
+        statemnt = _expand_cell(snap, node, statemnt, f"statelite node={key}", errors)
         if statemnt is not None and ":" not in statemnt:
             warnings.append(
                 f"statelite node={key}: statemnt {statemnt!r} has no server "
