@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ from .watch_tree import TreeWatch
 
 #: Seconds between looks for watch folders that did not exist (yet).
 ROOTS_RETRY = 10.0
+#: Announcements from other mountds waiting to be expanded; more are dropped (and logged).
+REMOTE_QUEUE = 64
 
 
 @dataclass
@@ -121,10 +123,17 @@ class Follower:
         scan_interval: float = 30.0,
         on_tables: Callable[[], None] | None = None,
         origin: str | None = None,
+        announce_remote: Callable[[str, list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.catalog = catalog
         self.hub = hub
         self.announce = announce
+        # Another mountd's announcement carries a noderange that came over the database, where
+        # any role that can connect may NOTIFY: it is queued (bounded, excess dropped and
+        # logged) and expanded off the event loop by ``announce_remote``, never inline.
+        self.announce_remote = announce_remote
+        self._remote_send, self._remote_recv = trio.open_memory_channel[tuple[str, list[str]]](
+            REMOTE_QUEUE)
         self.log = log
         self.interval = interval
         self.watch_trees = watch_trees
@@ -150,7 +159,19 @@ class Follower:
         self._wake.set()
 
     def _remote_announce(self, target: str, paths: list[str]) -> None:
-        self.announce(target, paths)
+        if self.announce_remote is None:
+            self.announce(target, paths)
+            return
+        try:
+            self._remote_send.send_nowait((target, paths))
+        except trio.WouldBlock:
+            self.log("announce_dropped", level="warning", target=target[:200],
+                     reason=f"more than {REMOTE_QUEUE} announcements from the database queued")
+
+    async def _remote_loop(self) -> None:
+        assert self.announce_remote is not None
+        async for target, paths in self._remote_recv:
+            await self.announce_remote(target, paths)
 
     def wake(self) -> None:
         self._wake.set()
@@ -159,6 +180,8 @@ class Follower:
         async with trio.open_nursery() as nursery:
             if self.listen_db:
                 nursery.start_soon(self.db_watch.run)
+                if self.announce_remote is not None:
+                    nursery.start_soon(self._remote_loop)
             if self.watch_trees:
                 try:
                     self.trees = TreeWatch(log=self.log, scan_interval=self.scan_interval)

@@ -174,6 +174,7 @@ class Server:
             lead = siblings is None or siblings.index == 0
             self.follower = Follower(
                 catalog, self.hub, announce=self._announce_local, log=self.log,
+                announce_remote=self._announce_remote,
                 interval=config.follow_interval, watch_trees=config.watch_trees and lead,
                 listen_db=lead, watch_root=config.watch_root, scan_interval=config.scan_interval,
                 on_tables=(lambda: siblings.send({"t": "tables"})) if siblings else None,
@@ -579,6 +580,25 @@ class Server:
         reached = self._deliver_announcement(nodes, target, paths)
         self.log("announced", target=target[:200], paths=paths[:20], nodes=len(nodes),
                  reached=len(reached), source="follow")
+
+    async def _announce_remote(self, target: str, paths: list[str]) -> None:
+        """Another mountd's announcement (over the database): its noderange is expanded as a
+        request's is, in a worker thread within the expansion time limit."""
+        view = self.catalog.current
+        if view is None:
+            return
+        try:
+            if target in view.snapshot.osimage and target not in view.nodes:
+                nodes = view.nodes_for_target(target)  # an image name: a dict lookup
+            else:
+                nodes = await self._expand(view, target)
+        except (LitefsError, _Refused) as exc:
+            self.log("announce_failed", level="warning", target=target[:200],
+                     error=str(exc)[:300], source="database")
+            return
+        reached = self._deliver_announcement(nodes, target, paths)
+        self.log("announced", target=target[:200], paths=paths[:20], nodes=len(nodes),
+                 reached=len(reached), source="database")
 
     async def _sibling_message(self, message: dict) -> None:
         """Another worker's news: a subscription count changed, or an announcement to deliver."""
