@@ -208,8 +208,11 @@ class Follower:
             except Exception:  # the catalog logs database trouble; keep following
                 continue
             if view.generation != generation:
-                if generation is not None:
-                    woken = self.hub.wake_plans()
+                # Also on the first look: a change that lands before this loop first runs
+                # (a chtab just after start) must not become the baseline unannounced. A
+                # subscriber whose plan did not change is sent nothing.
+                woken = self.hub.wake_plans()
+                if generation is not None or woken:
                     self.log("tables_followed", generation=view.generation, subscribers=woken)
                 generation = view.generation
                 hub_version = None  # plans changed: folders may have too

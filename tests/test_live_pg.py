@@ -99,9 +99,6 @@ def _restart_postgres(engine: Engine) -> None:
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
-@pytest.mark.xfail(reason="after the session merges the in-process PostgreSQL LISTEN push "
-                   "is not seen within 10 s on a long-lived server; under investigation "
-                   "(the netns PostgreSQL test covers the same path)", strict=False)
 def test_two_mountds_follow_one_database_through_a_restart(pg_engine: Engine, tmp_path: Any
                                                           ) -> None:
     sock = str(tmp_path / "a.sock")  # the admin's `litefs notify` goes to mountd A
