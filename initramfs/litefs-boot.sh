@@ -359,6 +359,13 @@ mount_localdisk() {
     HAVE_LOCALDISK=0
     run mkdir -p "$SL/localdisk"
     [ -n "${LOCALDISK:-}" ] || return 0
+    # Only a device under /dev, named with device-name characters: the value picks the sysfs
+    # file read and the node made below, so it must not climb out of either folder.
+    case "$LOCALDISK" in
+        /dev/*..*|*[!A-Za-z0-9/_.:-]*|/dev/) LOCALDISK_BAD=$LOCALDISK; LOCALDISK=; return 0 ;;
+        /dev/*) ;;
+        *) LOCALDISK_BAD=$LOCALDISK; LOCALDISK=; return 0 ;;
+    esac
     _name=${LOCALDISK#/dev/}
     if [ ! -b "$LOCALDISK" ] && [ -r "/sys/class/block/$_name/dev" ]; then
         # No udev in a small initramfs: make the device node from sysfs, as mdev would.
@@ -373,7 +380,9 @@ mount_localdisk() {
 warn_localdisk() {
     [ "$HAVE_LOCALDISK" = 1 ] && return 0
     grep -q '"localdisk"' "$SL/plan.json" 2>/dev/null || return 0
-    if [ -n "${LOCALDISK:-}" ]; then
+    if [ -n "${LOCALDISK_BAD:-}" ]; then
+        why="litefs.localdisk=$LOCALDISK_BAD is not a device under /dev (e.g. /dev/sda3)"
+    elif [ -n "${LOCALDISK:-}" ]; then
         why="the local disk $LOCALDISK could not be mounted"
     else
         why="no litefs.localdisk=DEV on the kernel command line (set it in linuximage.addkcmdline)"

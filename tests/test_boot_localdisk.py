@@ -108,3 +108,16 @@ def test_node_without_disk_boots_with_warning_and_tmpfs(cluster: Cluster) -> Non
     node = _boot(cluster)
     assert node.sh("cat /var/lib/scratch/data")[0] != 0  # tmpfs: gone after the reboot
     node.kill()
+
+
+@pytest.mark.parametrize("value", ["/dev/../etc/passwd", "/etc/shadow", "/dev/sd$(reboot)"])
+def test_hostile_localdisk_value_is_refused_and_nothing_is_made(cluster: Cluster,
+                                                               value: str) -> None:
+    # The value picks the sysfs file read and the device node made: one outside /dev or
+    # with odd characters is named on the console and the paths stay in tmpfs.
+    node = _boot(cluster, f"litefs.localdisk={value}")
+    assert f"litefs.localdisk={value} is not a device under /dev" in node.console
+    log = node.check("cat /.statelite/statelite.log")
+    assert "mknod" not in log and f"mount {value}" not in log
+    node.check("echo volatile > /var/lib/scratch/data")  # served from tmpfs
+    node.kill()
