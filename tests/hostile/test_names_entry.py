@@ -36,10 +36,12 @@ HOSTILE_NODES = ["../n02", "x/../n02", ".n01", "-n01", "n01;reboot", "n$(id)", "
 def boot_hook_in_private_tmp(node: str) -> tuple[int, str, list[str]]:
     """Run the whole hook (as a non-PID-1 ``sh``) with ``NODE=node`` on its command line;
     return its exit code, stderr and every path that exists under its /tmp afterwards."""
+    # The hook is opened before the private /tmp hides it (a checkout may live under /tmp)
+    # and run through its fd.
     script = (
-        "mount -t tmpfs hostile /tmp && cd /tmp && "
+        f'exec 3<"{HOOK}" && mount -t tmpfs hostile /tmp && cd /tmp && '
         "printf '%s\\n' \"root=nfs:10.0.0.1:/install/rootimg NODE=$HOSTILE XCAT=127.0.0.1:3001\" >/tmp/cmdline && "
-        f'LITEFS_CMDLINE=/tmp/cmdline LITEFS_LAYERS=/tmp/layers NEWROOT=/tmp/newroot sh "{HOOK}" </dev/null; '
+        f'LITEFS_CMDLINE=/tmp/cmdline LITEFS_LAYERS=/tmp/layers NEWROOT=/tmp/newroot sh /proc/self/fd/3 </dev/null; '
         "echo rc=$? >&2; find /tmp -mindepth 1 | sort"
     )
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
