@@ -106,6 +106,12 @@ def test_ready_after_listening_and_sighup(tmp_path: Path) -> None:
 
 
 NSPAWN = shutil.which("systemd-nspawn")
+
+
+def outside_root_fs() -> list[str]:
+    """The checkout and the venv, each unless it sits inside the other."""
+    paths = sorted({ROOT.resolve(), BIN.resolve()})
+    return [str(p) for p in paths if not any(q in p.parents for q in paths)]
 # Folders the unit's own hardening hides (PrivateTmp=, ProtectHome=): a test venv or source
 # tree there is bound in read-only by a test-only drop-in, so the unit under test stays as
 # shipped.
@@ -195,7 +201,9 @@ def test_unit_under_a_real_systemd(tmp_path: Path) -> None:
             boot = subprocess.Popen(
                 [NSPAWN, "-q", "-D", root, "--boot", "--private-network", "--register=no",
                  "--keep-unit", f"--bind={lay['check']}:/check", "-M", "litefs-unit-test",
-                 *(f"--bind-ro={h}" for h in hidden),  # nspawn puts a tmpfs on /tmp
+                 # The checkout may sit on a mount of its own (an overlay of / shows only the
+                 # root filesystem) or under /tmp, where nspawn puts a tmpfs: bind it in.
+                 *(f"--bind-ro={h}" for h in outside_root_fs()),
                  "systemd.unit=litefs-test.target"],
                 stdout=con, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             try:
