@@ -93,4 +93,4 @@ def test_phases() -> None:
     assert G.plan_phases(fresh=True, noupdate=False, otherpkgs=True, postinstall=True,
                          exlist=False)[:4] == ["debootstrap", "packages", "otherpkgs", "postinstall"]
     assert G.plan_phases(fresh=False, noupdate=True, otherpkgs=True, postinstall=False,
-                         exlist=False)[:2] == ["copy", "statelite"]
+                         exlist=False)[:3] == ["copy", "runtime", "statelite"]

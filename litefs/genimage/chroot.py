@@ -24,10 +24,13 @@ _POLICY_MARK = b"written by litefs genimage/image-exec"
 # $1 is the root, the rest the command. The shell only mounts and execs; no argument is
 # interpolated into shell text, so any file name or package name is passed through unchanged.
 _WRAPPER = r"""
-r=$1; shift
+r=$1; binds=$2; shift 2
 mount -t proc proc "$r/proc"
 mount -t sysfs sysfs "$r/sys" 2>/dev/null || true
 mount --rbind /dev "$r/dev"
+IFS='|'
+for b in $binds; do mkdir -p "$r${b#*=}"; mount --bind "${b%%=*}" "$r${b#*=}"; done
+unset IFS
 exec chroot "$r" "$@"
 """
 
@@ -64,13 +67,22 @@ def check_root(rootimg: Path) -> None:
 
 def run(rootimg: Path, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
         capture: bool = False, stdin: int | None = subprocess.DEVNULL,
-        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` chrooted in ``rootimg``; return the completed process (never raises on rc)."""
+        timeout: float | None = None, binds: Sequence[tuple[Path, str]] = (),
+        pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` chrooted in ``rootimg``; return the completed process (never raises on rc).
+
+    ``binds``: (host directory, path in the image) pairs bind-mounted for the command only,
+    e.g. the MN's package cache on ``/var/cache/apt/archives`` so downloads are kept.
+    """
     check_root(rootimg)
+    for host, inside in binds:
+        if "|" in str(host) or "=" in str(host) or "|" in inside or not inside.startswith("/"):
+            raise GenimageError(f"cannot bind {host} on {inside}: '|' and '=' are not allowed")
+    spec = "|".join(f"{host}={inside}" for host, inside in binds)
     cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", _WRAPPER,
-           "sh", str(rootimg), *argv]
+           "sh", str(rootimg), spec, *argv]
     return subprocess.run(
-        cmd, env=image_env(env), text=True, stdin=stdin, timeout=timeout,
+        cmd, env=image_env(env), text=True, stdin=stdin, timeout=timeout, pass_fds=pass_fds,
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.PIPE if capture else None, check=False,
     )
