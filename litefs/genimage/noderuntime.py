@@ -14,6 +14,7 @@ pyfuse3 is compiled against libfuse3 on the MN (``libfuse3-dev``) and needs ``li
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -39,6 +40,24 @@ def project_source() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "litefs").is_dir() else None
 
 
+#: In the image's venv: the source hash of the litefs it holds (a re-run with the same skips).
+STAMP = "litefs-source.sha256"
+_SOURCE_DIRS = ("litefs", "tools", "mountd", "initramfs")
+
+
+def source_hash(src: Path) -> str:
+    """SHA-256 over pyproject.toml and every file of the packages (names and contents)."""
+    h = hashlib.sha256()
+    files = [src / "pyproject.toml"]
+    for d in _SOURCE_DIRS:
+        files += sorted(p for p in (src / d).rglob("*")
+                        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    for f in files:
+        h.update(f.relative_to(src).as_posix().encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _pip_wheel(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", *args],
                           text=True, capture_output=True, check=False)
@@ -52,6 +71,10 @@ def build_wheels(cache: Path = DEFAULT_WHEEL_CACHE) -> Path:
     """
     src = project_source()
     cache.mkdir(parents=True, exist_ok=True)
+    if src is not None and (cache / STAMP).is_file() \
+            and (cache / STAMP).read_text().strip() == source_hash(src) \
+            and any(cache.glob("litefs_statelite-*.whl")):
+        return cache  # built from this very source already
     if src is None:
         # An installed (non-editable) litefs has no source to build from: the admin provides
         # the wheels, e.g. copied from where litefs was installed from.
@@ -78,6 +101,7 @@ def build_wheels(cache: Path = DEFAULT_WHEEL_CACHE) -> Path:
             if res.returncode != 0:
                 raise GenimageError(f"cannot build the dependency wheels for the node runtime: "
                                     f"{_last_line(res.stderr)}")
+    (cache / STAMP).write_text(source_hash(src) + "\n")
     return cache
 
 
@@ -112,6 +136,9 @@ def install_node_runtime(rootimg: Path, *, wheel_cache: Path = DEFAULT_WHEEL_CAC
     image_python(rootimg)
     cache = build_wheels(wheel_cache)
     venv = rootimg / RUNTIME_DIR
+    stamp = (cache / STAMP).read_text().strip() if (cache / STAMP).is_file() else None
+    if stamp and (venv / STAMP).is_file() and (venv / STAMP).read_text().strip() == stamp:
+        return  # the image already runs exactly this litefs
     if not (venv / "bin/python").exists():
         if venv.exists():
             shutil.rmtree(venv)  # a half-made venv from an interrupted run
@@ -139,5 +166,7 @@ def install_node_runtime(rootimg: Path, *, wheel_cache: Path = DEFAULT_WHEEL_CAC
         if res.returncode != 0:
             raise GenimageError(f"the node runtime in the image does not import: "
                                 f"{_last_line(res.stderr)} (are libfuse3-3 and fuse3 installed?)")
+        if stamp:
+            (venv / STAMP).write_text(stamp + "\n")
     finally:
         shutil.rmtree(inbox, ignore_errors=True)
