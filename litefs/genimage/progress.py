@@ -45,7 +45,11 @@ class Progress:
         try:
             yield self
         except BaseException:
-            self._line(f"{self._label} failed after {time.monotonic() - t0:.1f}s")
+            # The error itself is the one line the admin reads (printed by the caller); only
+            # the half-drawn bar is cleared.
+            if self.tty:
+                self.out.write("\r\x1b[K")
+                self.out.flush()
             raise
         self._line(f"{self._label} {detail + ' ' if detail else ''}"
                    f"done in {time.monotonic() - t0:.1f}s")
