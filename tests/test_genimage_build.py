@@ -229,12 +229,37 @@ def test_killed_build_leaves_image(env: Env) -> None:
     assert (env.rootimgdir / build.NEW).is_dir()  # the half-made tree, never in place
 
 
+def _deb(work: Path, name: str, files: dict[str, str]) -> Path:
+    """A tiny .deb made here (offline): ``files`` maps path -> content (usr/bin/* executable)."""
+    pkg = work / f"pkg-{name}"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: litefs <t@t>\n"
+        "Description: litefs genimage test\n")
+    for path, text in files.items():
+        (pkg / path).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / path).write_text(text)
+        if path.startswith("usr/bin/"):
+            (pkg / path).chmod(0o755)
+    out = work / f"{name}_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "-b", str(pkg), str(out)], check=True, capture_output=True)
+    return out
+
+
 def test_rerun_adds_then_purges(env: Env) -> None:
     ino = env.rootimg.stat().st_ino
     env.pkglist("tree")
+    # An otherpkg: a local .deb in the default otherpkgdir, named in the otherpkgs list.
+    other = env.installdir / "post/otherpkgs/debian12/x86_64"
+    other.mkdir(parents=True)
+    shutil.copy(_deb(env.work, "other-lfs", {"usr/bin/other-lfs": "#!/bin/sh\necho other\n"}),
+                other)
+    (env.custom / "minimal.otherpkgs.pkglist").write_text("# local packages\nother-lfs\n")
     r = env.genimage(IMG)
     assert r.returncode == 0, r.stderr
     assert "copy" in r.stderr and "debootstrap" not in r.stderr and "1 installed" in r.stderr
+    assert "] otherpkgs" in r.stderr and (env.rootimg / "usr/bin/other-lfs").is_file()
+    (env.custom / "minimal.otherpkgs.pkglist").unlink()
     assert env.rootimg.stat().st_ino != ino  # a new tree swapped in
     assert not (env.rootimgdir / build.NEW).exists()  # the killed run's leftover is gone
     assert (env.rootimg / "usr/bin/tree").is_file()
@@ -293,18 +318,9 @@ def test_liteimg_boot_and_live_install(env: Env) -> None:
     node.check("echo node-copy > /etc/hello-lfs.conf")
     assert node.sh("hello-lfs")[0] != 0 and node.sh("dpkg -s hello-lfs")[0] != 0
 
-    pkg = env.work / "hello-lfs"
-    (pkg / "DEBIAN").mkdir(parents=True)
-    (pkg / "usr/bin").mkdir(parents=True)
-    (pkg / "etc").mkdir()
-    (pkg / "DEBIAN/control").write_text(
-        "Package: hello-lfs\nVersion: 1.0\nArchitecture: all\nMaintainer: litefs <t@t>\n"
-        "Description: litefs live-install test\n")
-    (pkg / "usr/bin/hello-lfs").write_text("#!/bin/sh\necho hello-lfs 1.0\n")
-    (pkg / "usr/bin/hello-lfs").chmod(0o755)
-    (pkg / "etc/hello-lfs.conf").write_text("package-copy\n")
-    subprocess.run(["dpkg-deb", "-b", str(pkg), str(env.rootimg / "tmp/hello-lfs.deb")],
-                   check=True, capture_output=True)
+    deb = _deb(env.work, "hello-lfs", {"usr/bin/hello-lfs": "#!/bin/sh\necho hello-lfs 1.0\n",
+                                       "etc/hello-lfs.conf": "package-copy\n"})
+    shutil.copy(deb, env.rootimg / "tmp/hello-lfs.deb")
     r = subprocess.run([str(BIN / "litefs"), "image-exec", "--db", env.url, "--server",
                         f"unix:{c.admin_socket}", IMG, "--", "dpkg", "-i", "/tmp/hello-lfs.deb"],
                        capture_output=True, text=True, timeout=120)

@@ -93,10 +93,9 @@ def _run(args: argparse.Namespace) -> int:
         before: treediff.Snapshot | None = treediff.snapshot(root)
     except treediff.TooLarge:
         before = None  # announce everything instead of a list
-    with chroot.no_daemons(root):
-        res = chroot.run(root, cmd, stdin=None,
-                         binds=[(build.DEB_CACHE, build.APT_ARCHIVES)]
-                         if build.DEB_CACHE.is_dir() else ())
+    # The MN's package cache on the image's apt archive (downloads kept, as genimage does).
+    with chroot.no_daemons(root), build.cache_lock(build.DEB_CACHE):
+        res = chroot.run(root, cmd, stdin=None, binds=[(build.DEB_CACHE, build.APT_ARCHIVES)])
     build.drop_apt_cache(root)
     try:
         paths = treediff.changed(before, treediff.snapshot(root)) if before is not None else []

@@ -16,7 +16,9 @@ debootstrap shares, so a second build downloads nothing it already has.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import gzip
 import json
 import os
@@ -24,6 +26,7 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +104,22 @@ def _disk_hint(text: str) -> str:
 # --- steps ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One user of the MN's package cache at a time: apt takes its archive lock without
+    waiting, so a second genimage (or image-exec) would fail instead of queueing."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".litefs-genimage.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def debootstrap(spec: Spec, target: Path) -> None:
-    spec.deb_cache.mkdir(parents=True, exist_ok=True)
+    with cache_lock(spec.deb_cache):
+        _debootstrap(spec, target)
+
+
+def _debootstrap(spec: Spec, target: Path) -> None:
     cmd = ["debootstrap", "--variant=minbase", f"--arch={SUPPORTED_ARCH[spec.arch]}",
            f"--cache-dir={spec.deb_cache}", SUPPORTED_OS[spec.osver], str(target), spec.mirror]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False,
@@ -152,11 +169,12 @@ def _apt(spec: Spec, root: Path, args: list[str], progress: Progress | None = No
     reader = threading.Thread(target=read_status, daemon=True)
     reader.start()
     try:
-        res = chroot.run(root, ["apt-get", "-q", "-y", "-o", f"APT::Status-Fd={wfd}",
-                                "-o", "Dpkg::Use-Pty=0", "-o", "APT::Keep-Downloaded-Packages=1",
-                                *args],
-                         env=env, capture=True, binds=[(spec.deb_cache, APT_ARCHIVES)],
-                         pass_fds=(wfd,))
+        with cache_lock(spec.deb_cache):
+            res = chroot.run(root, ["apt-get", "-q", "-y", "-o", f"APT::Status-Fd={wfd}",
+                                    "-o", "Dpkg::Use-Pty=0",
+                                    "-o", "APT::Keep-Downloaded-Packages=1", *args],
+                             env=env, capture=True, binds=[(spec.deb_cache, APT_ARCHIVES)],
+                             pass_fds=(wfd,))
     finally:
         os.close(wfd)
         reader.join(timeout=5)
