@@ -198,6 +198,8 @@ def test_missing_package_and_failing_postinstall(env: Env) -> None:
     assert r.returncode == 1 and "package no-such-package-litefs does not exist" in err, r.stderr
     assert "minimal.debian12.x86_64.pkglist" in err
     env.pkglist()
+    r = env.genimage("-k", "9.9.9-nosuch", IMG)  # -k installs linux-image-KERNELVER
+    assert r.returncode == 1 and "package linux-image-9.9.9-nosuch does not exist" in r.stderr
     (env.flags / "fail").touch()
     try:
         r = env.genimage(IMG)

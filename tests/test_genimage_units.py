@@ -143,6 +143,7 @@ def test_kernel_choice(tmp_path: Path) -> None:
         build.kernel_version(_spec(tmp_path), root)
     for v in ("6.1.0-9-amd64", "6.1.0-10-amd64"):
         (root / f"boot/vmlinuz-{v}").touch()
+    assert build.kernel_version(_spec(tmp_path), root) == "6.1.0-10-amd64"  # newest, not last
     assert build.kernel_version(_spec(tmp_path, kernelver="6.1.0-9-amd64"), root) == "6.1.0-9-amd64"
     with pytest.raises(GenimageError, match=r"kernel 6\.9 is not in the image"):
         build.kernel_version(_spec(tmp_path, kernelver="6.9"), root)

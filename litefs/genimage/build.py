@@ -49,6 +49,10 @@ STATE_FILE = "var/lib/litefs-genimage/state.json"
 APT_ARCHIVES = "/var/cache/apt/archives"
 NEW, OLD = ".rootimg.new", ".rootimg.old"
 
+#: INITRD=No: the kernel's postinst makes no /boot/initrd.img (15-60 MB and tens of seconds);
+#: a statelite node boots initrd-statelite.gz, built beside rootimg by genimage.
+APT_ENV = {"INITRD": "No"}
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -172,8 +176,11 @@ def _apt(spec: Spec, root: Path, args: list[str], progress: Progress | None = No
         with cache_lock(spec.deb_cache):
             res = chroot.run(root, ["apt-get", "-q", "-y", "-o", f"APT::Status-Fd={wfd}",
                                     "-o", "Dpkg::Use-Pty=0",
-                                    "-o", "APT::Keep-Downloaded-Packages=1", *args],
-                             env=env, capture=True, binds=[(spec.deb_cache, APT_ARCHIVES)],
+                                    "-o", "APT::Keep-Downloaded-Packages=1",
+                                    # A re-run never stops at a conffile question.
+                                    "-o", "Dpkg::Options::=--force-confdef",
+                                    "-o", "Dpkg::Options::=--force-confold", *args],
+                             env={**APT_ENV, **(env or {})}, capture=True, binds=[(spec.deb_cache, APT_ARCHIVES)],
                              pass_fds=(wfd,))
     finally:
         os.close(wfd)
@@ -383,9 +390,15 @@ def statelite_dirs(root: Path, permission: str) -> None:
     os.chmod(root / ".statelite", mode)
 
 
+def _version_key(v: str) -> list[tuple[int, str]]:
+    """``6.1.0-10-amd64`` after ``6.1.0-9-amd64``: numbers compare as numbers."""
+    return [(int(t), "") if t.isdigit() else (-1, t) for t in re.split(r"(\d+)", v) if t]
+
+
 def kernel_version(spec: Spec, root: Path) -> str:
     """``-k`` if given (must be installed now), else the newest kernel in the image."""
-    found = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
+    found = sorted((p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*")),
+                   key=_version_key)
     if spec.kernelver:
         if spec.kernelver not in found:
             raise GenimageError(f"kernel {spec.kernelver} is not in the image (have: "

@@ -31,12 +31,14 @@ BIN = Path(sys.executable).parent
 SHIPPED = Path(__file__).resolve().parents[2] / "litefs/data/genimage"
 
 
-def _timed(cmd: list[str]) -> float:
+def _timed(cmd: list[str], show: bool = False) -> float:
     t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True)
     dt = time.monotonic() - t0
     if r.returncode != 0:
         sys.exit(f"bench_genimage: {' '.join(cmd)} failed:\n{r.stderr}")
+    if show:  # genimage's phase lines: where the time went
+        print("".join(f"    {line}\n" for line in r.stderr.splitlines()), end="")
     return dt
 
 
@@ -63,45 +65,48 @@ def main() -> None:
     img = f"debian12-x86_64-statelite-{prof}"
     with tempfile.TemporaryDirectory(prefix="bench-genimage-") as tmp:
         work = Path(tmp)
-        with Cluster(work, net="10.81.0") as c:
-            installdir = c.export("/install")
-            for share in ("/nodedata", "/syncdirs/tokyo/etc", "/syncdirs/london/etc",
-                          "/syncdirs/common/etc"):
-                c.export(share)
-            url = f"sqlite:///{work}/litefs.db"
-            load_demo_tables(url, demo_tables(c), [
-                ({"key": "installdir"}, [f"site.value={installdir}"]),
-                ({"node": "n01"}, ["nodetype.os=debian12", "nodetype.arch=x86_64",
-                                   f"nodetype.profile={prof}", f"nodetype.provmethod={img}"]),
-            ])
-            gen = [str(BIN / "genimage"), "--db", url, "-o", "debian12", "-a", "x86_64",
-                   "-p", prof]
-            first = _timed(gen)
-            same = _timed(gen)
-            custom = installdir / "custom/netboot/debian"
-            custom.mkdir(parents=True)
-            (custom / f"{prof}.debian12.x86_64.pkglist").write_text(
-                f"#INCLUDE:{SHIPPED / f'{prof}.debian12.x86_64.pkglist'}#\ntree\n")
-            plus1 = _timed(gen)
-            rootimg = installdir / f"netboot/debian12/x86_64/{prof}/rootimg"
-            size = subprocess.run(["du", "-sxm", str(rootimg)], capture_output=True,
-                                  text=True).stdout.split()[0]
-            files = int(subprocess.run(
-                ["find", str(rootimg), "-xdev"], capture_output=True, text=True
-            ).stdout.count("\n"))
-            print(f"profile {prof}")
-            print(f"first build            {first:7.1f} s")
-            print(f"re-run, no change      {same:7.1f} s  ({same / first:5.1%} of first)")
-            print(f"re-run, +1 package     {plus1:7.1f} s  ({plus1 / first:5.1%} of first; "
-                  f"target < 20%)")
-            print(f"image size             {size:>7} MB, {files} files")
-            deb = _deb(work, "bench-lfs", "1.0")
-            (rootimg / "tmp" / deb.name).write_bytes(deb.read_bytes())
-            ex = [str(BIN / "litefs"), "image-exec", "--db", url]
-            t_exec = _timed([*ex, "--no-notify", img, "--", "dpkg", "-i", f"/tmp/{deb.name}"])
-            print(f"image-exec dpkg -i     {t_exec:7.2f} s  (no node)")
-            if args.no_node:
-                return
+        # The cluster (network namespaces) exists only for the node part; the builds come
+        # first, in the folder that will be its exports.
+        c = Cluster(work, net="10.81.0")
+        installdir = c.export("/install")
+        for share in ("/nodedata", "/syncdirs/tokyo/etc", "/syncdirs/london/etc",
+                      "/syncdirs/common/etc"):
+            c.export(share)
+        url = f"sqlite:///{work}/litefs.db"
+        load_demo_tables(url, demo_tables(c), [
+            ({"key": "installdir"}, [f"site.value={installdir}"]),
+            ({"node": "n01"}, ["nodetype.os=debian12", "nodetype.arch=x86_64",
+                               f"nodetype.profile={prof}", f"nodetype.provmethod={img}"]),
+        ])
+        gen = [str(BIN / "genimage"), "--db", url, "-o", "debian12", "-a", "x86_64",
+               "-p", prof]
+        first = _timed(gen, show=True)
+        same = _timed(gen)
+        custom = installdir / "custom/netboot/debian"
+        custom.mkdir(parents=True)
+        (custom / f"{prof}.debian12.x86_64.pkglist").write_text(
+            f"#INCLUDE:{SHIPPED / f'{prof}.debian12.x86_64.pkglist'}#\ntree\n")
+        plus1 = _timed(gen, show=True)
+        rootimg = installdir / f"netboot/debian12/x86_64/{prof}/rootimg"
+        size = subprocess.run(["du", "-sxm", str(rootimg)], capture_output=True,
+                              text=True).stdout.split()[0]
+        files = int(subprocess.run(
+            ["find", str(rootimg), "-xdev"], capture_output=True, text=True
+        ).stdout.count("\n"))
+        print(f"profile {prof}")
+        print(f"first build            {first:7.1f} s")
+        print(f"re-run, no change      {same:7.1f} s  ({same / first:5.1%} of first)")
+        print(f"re-run, +1 package     {plus1:7.1f} s  ({plus1 / first:5.1%} of first; "
+              f"target < 20%)")
+        print(f"image size             {size:>7} MB, {files} files")
+        deb = _deb(work, "bench-lfs", "1.0")
+        (rootimg / "tmp" / deb.name).write_bytes(deb.read_bytes())
+        ex = [str(BIN / "litefs"), "image-exec", "--db", url]
+        t_exec = _timed([*ex, "--no-notify", img, "--", "dpkg", "-i", f"/tmp/{deb.name}"])
+        print(f"image-exec dpkg -i     {t_exec:7.2f} s  (no node)")
+        if args.no_node:
+            return
+        with c:
             c.start_mountd(url)
             image_dir = str(rootimg.parent).removeprefix(str(c.exports / c.mn_ip))
             init = rootimg / "sbin/bench-init"
