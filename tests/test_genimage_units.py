@@ -203,7 +203,8 @@ def test_resolve_search_order_and_write_back(tmp_path: Path, engine) -> None:
     spec, back = genimage_cmd.resolve(_args(), engine)
     assert spec.image == "debian12-x86_64-statelite-compute"
     assert spec.rootimgdir == tmp_path / "install/netboot/debian12/x86_64/compute"
-    assert back["linuximage.pkglist"].endswith("litefs/data/genimage/compute.debian12.x86_64.pkglist")
+    assert str(spec.env["IMG_PKGLIST"]).endswith("litefs/data/genimage/compute.debian12.x86_64.pkglist")
+    assert "linuximage.pkglist" not in back  # found by the search order, not pinned
     assert "openssh-server" in spec.pkglist.install and "python3-venv" in spec.install_list
     custom = tmp_path / "install/custom/netboot/debian"
     custom.mkdir(parents=True)
@@ -219,9 +220,9 @@ def test_resolve_search_order_and_write_back(tmp_path: Path, engine) -> None:
     assert con.execute("select osvers, osarch, profile, provmethod, rootfstype from osimage "
                        "where imagename=?", (spec.image,)).fetchone() == (
         "debian12", "x86_64", "compute", "statelite", "nfs")
-    assert con.execute("select pkglist, netdrivers, permission, postinstall from linuximage "
+    assert con.execute("select pkglist, netdrivers, permission, rootimgdir from linuximage "
                        "where imagename=?", (spec.image,)).fetchone() == (
-        str(custom / "compute.pkglist"), "e1000e,ixgbe", "700", str(post))
+        None, "e1000e,ixgbe", "700", str(spec.rootimgdir))
     con.close()
     # By name alone, from the rows just written.
     spec2, _ = genimage_cmd.resolve(_args(imagename=spec.image, osver=None, arch=None,

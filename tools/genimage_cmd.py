@@ -164,16 +164,17 @@ def resolve(args: object, engine: Engine) -> tuple[build.Spec, dict[str, str]]:
         "IMG_PKGDIR": mirror, "IMG_OTHERPKGLIST": str(other or ""),
         "IMG_OTHERPKGDIR": otherpkgdir_s, "IMG_ROOTIMGDIR": str(rootimgdir / "rootimg"),
     }
+    # Written back: the command-line values (reference §7.4) and where the image is. Profile
+    # files found by the search order are not pinned in linuximage, so a custom file added
+    # (or removed) later takes effect on the next run, as the search order promises.
     back = {
         "osimage.profile": profile, "osimage.imagetype": "linux",
         "osimage.provmethod": "statelite", "osimage.osvers": osver, "osimage.osarch": arch,
-        "linuximage.pkglist": str(pkglist), "linuximage.rootimgdir": str(rootimgdir),
-        "linuximage.permission": permission,
+        "linuximage.rootimgdir": str(rootimgdir), "linuximage.permission": permission,
     }
     if not _val(orow, "rootfstype"):
         back["osimage.rootfstype"] = "nfs"
-    for col, value in (("otherpkglist", other), ("exlist", exlist), ("postinstall", post_value),
-                       ("netdrivers", netdrivers_s), ("kernelver", kernelver),
+    for col, value in (("netdrivers", netdrivers_s), ("kernelver", kernelver),
                        ("nodebootif", nodebootif)):
         if value:
             back[f"linuximage.{col}"] = str(value)
