@@ -342,3 +342,27 @@ def test_liteimg_boot_and_live_install(env: Env) -> None:
     assert (env.rootimg / "etc/hello-lfs.conf").read_text() == "package-copy\n"
     assert json.loads((env.rootimg / build.STATE_FILE).read_text())["image"] == IMG
     c.nodes.pop("n01").kill()
+
+
+def test_kernel_switch_rebuilds_initrd(env: Env) -> None:
+    """Cookbook 2.10: ``-k`` installs another kernel (here the generic flavour of the cloud
+    kernel's version), boots it (``kernel``) and rebuilds the initrd from its modules."""
+    cloud = json.loads((env.rootimg / build.STATE_FILE).read_text())["kernelver"]
+    assert cloud.endswith("-cloud-amd64")
+    generic = cloud.removesuffix("-cloud-amd64") + "-amd64"
+    old_kernel = (env.rootimgdir / "kernel").read_bytes()
+    old_cpio = gzip.decompress((env.rootimgdir / "initrd-statelite.gz").read_bytes())
+    assert b"e1000.ko" not in old_cpio  # -n e1000 asked, but the cloud kernel has no e1000
+    r = env.genimage("-k", generic, IMG)
+    assert r.returncode == 0, r.stderr
+    assert f"kernel {generic}" in r.stdout
+    assert (env.rootimg / f"boot/vmlinuz-{generic}").is_file()
+    assert (env.rootimgdir / "kernel").read_bytes() == \
+        (env.rootimg / f"boot/vmlinuz-{generic}").read_bytes() != old_kernel
+    cpio = gzip.decompress((env.rootimgdir / "initrd-statelite.gz").read_bytes())
+    assert b"e1000.ko" in cpio  # the linuximage.netdrivers of the first run, new kernel's module
+    assert not list((env.rootimg / "boot").glob("initrd.img-*"))  # INITRD=No: none made
+    con = sqlite3.connect(env.url.removeprefix("sqlite:///"))
+    assert con.execute("select kernelver from linuximage where imagename=?",
+                       (IMG,)).fetchone() == (generic,)
+    con.close()
