@@ -112,6 +112,20 @@ class TableView:
             self._plans[node] = entry
         return entry
 
+    def classic_litefile(self, node: str) -> tuple[str, ...]:
+        """The classic ``litefile`` answer for a stock xCAT node.
+
+        xCAT's litefile reads only litefile rows, so a node whose full plan fails on a
+        litetree or statemnt variable (the cookbook's ``$noderes.nfssserver`` typo) still gets
+        its litefile list, as from xcatd; raises LitefsError when the litefile rows themselves
+        cannot be planned."""
+        entry = self.plan(node)
+        if entry.plan is not None:
+            return entry.litefile
+        from litefs import planner
+
+        return tuple(planner.litefile_lines(planner.litefile_plan_for_node(self.snapshot, node)))
+
     def expand(self, text_: str) -> set[str]:
         """A noderange → node names (raises NoderangeError for unknown names).
 

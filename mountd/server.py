@@ -725,10 +725,16 @@ class Server:
         lines: list[str] = []
         for want in asked:
             node = self._require_node(peer, ident, want, command=req.command, view=view)
-            entry = view.plan(node)
-            if entry.plan_json is None:
-                raise _Refused(entry.error or "no plan", "plan")
-            lines += entry.litefile if req.command == "litefile" else entry.litetree
+            if req.command == "litefile":
+                try:
+                    lines += view.classic_litefile(node)
+                except LitefsError as exc:
+                    raise _Refused(str(exc), "plan") from None
+            else:
+                entry = view.plan(node)
+                if entry.plan_json is None:
+                    raise _Refused(entry.error or "no plan", "plan")
+                lines += entry.litetree
             if self.log.enabled("debug"):
                 self.log("classic_served", level="debug", peer=peer.address, node=node,
                          via=ident.via, command=req.command)

@@ -91,6 +91,7 @@ def test_exlist_and_postinstall(tmp_path: Path) -> None:
 
 def test_phases() -> None:
     assert G.plan_phases(fresh=True, noupdate=False, otherpkgs=True, postinstall=True,
-                         exlist=False)[:4] == ["debootstrap", "packages", "otherpkgs", "postinstall"]
+                         exlist=False)[:5] == ["debootstrap", "packages", "otherpkgs", "runtime",
+                                             "postinstall"]
     assert G.plan_phases(fresh=False, noupdate=True, otherpkgs=True, postinstall=False,
-                         exlist=False)[:2] == ["copy", "statelite"]
+                         exlist=False)[:3] == ["copy", "runtime", "statelite"]

@@ -154,3 +154,38 @@ def test_classic_errors_come_in_classic_framing(classic_cluster: Engine, tmp_pat
     assert infos == [] and done and errors == ["message too large (limit 4096 bytes)"]
     infos, errors, done = codec.parse_classic_response(malformed)
     assert infos == [] and done and errors[0].startswith("malformed <xcatrequest>")
+
+
+def test_bad_litetree_variable_leaves_a_stock_nodes_litefile_alone(tmp_path: Path) -> None:
+    """xcatd's litefile reads only litefile rows: the cookbook's ``$noderes.nfssserver`` typo
+    in litetree fails the node's litetree answer (one line, the row named), never its litefile
+    list, which rc.statelite needs to boot at all."""
+    tables = cluster_tables({"n01": "127.0.0.1", "n02": "127.0.0.12"})
+    tables["litetree"] = ("#priority,image,directory,mntopts,comments,disable\n"
+                          '"1.0","img1","$noderes.nfssserver:/statelite/$node",,,\n')
+    eng = db.open_engine(f"sqlite:///{tmp_path}/litefs.db")
+    load_tables(eng, tables)
+    ca = make_pki(tmp_path / "ca")
+    out = tmp_path / "statelite"
+    out.mkdir()
+
+    async def main() -> None:
+        async with serving(eng, ssl_context=server_ssl(ca)) as srv:
+            env = {"XCATSERVER": f"127.0.0.1:{srv.ports[0]}", "OUT": str(out), "PATH": "/usr/bin:/bin"}
+            with trio.fail_after(30):
+                await trio.run_process(["bash", "-c", RC_STATELITE], env=env, check=False)
+
+    try:
+        run(main)
+        snap = planner.load_snapshot(eng)
+        with pytest.raises(Exception, match="nfssserver"):
+            planner.plan_for_node(snap, "n01")  # the whole plan fails ...
+        want = [line.split(":", 1)[1].lstrip()
+                for line in planner.litefile_lines(planner.litefile_plan_for_node(snap, "n01"))]
+    finally:
+        eng.dispose()
+    # ... but the litefile list arrives whole, and litetree names what is wrong.
+    assert want and (out / "litefile").read_text().splitlines() == want
+    assert f"{'persistent':<13} /var/log/" in want
+    # rc.statelite's awk keeps the second word of the <error> line: the row it names.
+    assert (out / "litetree").read_text().split() == ["priority=1.0:"]

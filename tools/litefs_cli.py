@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("cmd_fs", "mount a node's effective tree read-only on the MN to look around"),
     "ca": ("cmd_ca", "site certificate authority for mountd (ca init | ca issue)"),
     "notify": ("cmd_notify", "tell running nodes to invalidate paths after an image change"),
+    "image-exec": ("cmd_image", "run a command inside an image (apt-get install ...) and tell "
+                   "running nodes what changed"),
     "classic-boot": ("cmd_classic", "emulate a stock xCAT node's rc.statelite over a liteimg'd image"),
 }
 

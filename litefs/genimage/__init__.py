@@ -180,18 +180,23 @@ def parse_exlist(path: Path) -> tuple[list[str], list[str]]:
     return exclude, include
 
 
-PHASES = ("debootstrap", "packages", "otherpkgs", "postinstall", "exlist", "statelite",
-          "initrd", "swap", "tables")
+PHASES = ("debootstrap", "copy", "packages", "otherpkgs", "runtime", "postinstall", "exlist",
+          "statelite", "initrd", "swap", "tables")
 
 
 def plan_phases(*, fresh: bool, noupdate: bool, otherpkgs: bool, postinstall: bool,
                 exlist: bool) -> list[str]:
-    """The phases a run will do, in order. A re-run starts from a copy instead of debootstrap."""
+    """The phases a run will do, in order. A re-run starts from a copy instead of debootstrap.
+
+    ``--noupdate`` on a re-run leaves the packages as they are (xCAT: "bypass the automatic
+    package updating"); the node runtime, postinstall, exlist, statelite and initrd are redone.
+    """
     phases = ["debootstrap" if fresh else "copy"]
     if fresh or not noupdate:
         phases.append("packages")
     if otherpkgs and (fresh or not noupdate):
         phases.append("otherpkgs")
+    phases.append("runtime")
     if postinstall:
         phases.append("postinstall")
     if exlist:
