@@ -51,6 +51,15 @@ def _snapshot(root: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
+def _numbers(root: Path) -> dict[str, int]:
+    out = {}
+    for top, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(top, n)
+            out[os.path.relpath(p, root)] = os.lstat(p).st_ino
+    return out
+
+
 def _outcome(fn: Callable[[], object]) -> object:
     try:
         r = fn()
@@ -124,5 +133,10 @@ def test_random_operations_match_a_native_directory(
         if step % 50 == 49:
             if step == STEPS // 2 - 1:
                 drop_caches()
+                # Remount in the middle: every name keeps its number (copy-ups included).
+                before = _numbers(view)
+                m.stop()
+                m.start()
+                assert _numbers(view) == before, "numbers changed across a remount\n" + "\n".join(log[-15:])
             assert _snapshot(view) == _snapshot(native), f"after step {step}\n" + "\n".join(log[-15:])
     assert _snapshot(view) == _snapshot(native)

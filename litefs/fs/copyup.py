@@ -17,6 +17,7 @@ import secrets
 import stat
 from collections.abc import Callable
 
+from litefs.fs.inodes import ORIGIN_XATTR
 from litefs.fs.layers import TMP_PREFIX, Backing, join, open_beneath_deep, split
 
 _COPY_CHUNK = 1 << 24
@@ -79,13 +80,16 @@ def copy_up(
     sources: list[tuple[Backing, str]],
     truncate_to: int | None = None,
     xattr_from: tuple[Backing, str] | None = None,
+    origin: bytes | None = None,
 ) -> None:
     """Copy the entry described by ``st`` into ``up`` at ``rel``, atomically.
 
     ``sources`` lists the lower files whose data, concatenated, is the content (one for a
     plain copy-up, several for the ``con`` family). ``truncate_to`` = 0 skips the data copy
     (an ``O_TRUNC`` open or ``truncate(0)`` needs none). The parent directory must exist in
-    ``up`` already (see :func:`ensure_dir`).
+    ``up`` already (see :func:`ensure_dir`). ``origin`` (a regular file's lower number,
+    :func:`litefs.fs.inodes.encode_origin`) is set as the origin xattr before the rename
+    publishes the copy, so a published copy always has it where the store allows xattrs.
     """
     parent, name = split(rel)
     pfd = _open_dir(up, parent)
@@ -95,6 +99,8 @@ def copy_up(
         mode = st.st_mode
         if stat.S_ISREG(mode):
             _copy_file(pfd, tmp, st, sources, truncate_to, xattr_from)
+            if origin is not None and up.origin_xattrs:
+                _set_origin(up, pfd, tmp, origin)
         elif stat.S_ISLNK(mode):
             src, srel = sources[0]
             sp, sn = split(srel)
@@ -156,6 +162,18 @@ def _copy_file(
     os.close(out)
 
 
+def _set_origin(up: Backing, pfd: int, name: str, origin: bytes) -> None:
+    """Record the lower number on the unpublished copy; a store without (trusted) xattrs
+    is remembered so later copy-ups and lookups do not ask it again."""
+    try:
+        os.setxattr(f"/proc/self/fd/{pfd}/{name}", ORIGIN_XATTR, origin, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            _remove(pfd, name)
+            raise
+        up.origin_xattrs = False
+
+
 def _copy_data(infd: int, outfd: int) -> None:
     try:
         while os.copy_file_range(infd, outfd, _COPY_CHUNK):
@@ -206,6 +224,8 @@ def _copy_xattrs(src: tuple[Backing, str], dst: str | int) -> None:
         except OSError:
             return
         for n in names:
+            if n == ORIGIN_XATTR:
+                continue  # litefs's own: a lower file's value is never carried up
             try:
                 value = os.getxattr(spath, n, follow_symlinks=False)
                 if isinstance(dst, int):

@@ -28,10 +28,16 @@ lower directory's number, decided from the layers at lookup time: copying a dire
 never changes its number, across eviction and remount. A copied-up *file* keeps its number
 for the life of the mount: the node the kernel holds stays, and the upper file's identity
 becomes an *alias* of that number (one small dict entry per copy-up; it survives eviction).
-After a remount a copied-up file has its upper-layer number: from the layers alone a copy-up
-cannot be told from a new file made after the lower one was deleted (kernel overlayfs keeps
-the number across remounts by recording the origin in an xattr of the upper file; litefs's
-stores may be NFSv3 without xattrs, and a per-lookup xattr read would cost every lookup).
+Across remounts a copied-up regular file keeps the number through an *origin* xattr
+(:data:`ORIGIN_XATTR`, kernel overlayfs's ``trusted.overlay.origin`` idea): copy-up writes the
+lower file's number on the temp file before the rename publishes it, and a lookup of an
+upper file reads it back (one ``getxattr``). From the layers alone a copy-up cannot be told
+from a new file made after the lower one was deleted; the xattr tells them apart (a new file
+never has it). The value is validated (:func:`decode_origin`): only a plain lower-layer number
+(image or source slot, not hashed) is accepted, so a forged value can never take a tmpfs,
+persistent, raw or path number; and :meth:`InodeTable.number` refuses an origin whose number
+a node the kernel holds for another file already has. A store without xattrs (NFSv3) keeps
+the older rule: after a remount a copied-up file has its upper-layer number.
 
 **Image hard links** share one number where nothing can be written (no rule, ``ro``). Under a
 writable rule each name has a number of its own (a hash of the file's number and the path,
@@ -96,6 +102,30 @@ def path_ino(path: str) -> int:
     return n if n > ROOT_INODE else n + 2
 
 
+#: the xattr of an upper file holding the view number its lower original had (copy-up);
+#: trusted.* so that only root (the daemon) can set it on the store; never shown in the view
+ORIGIN_XATTR = "trusted.litefs.ino"
+_ORIGIN_LEN = 16
+_LOWER_SLOTS = frozenset({_SLOTS["image"], *range(SLOT_SOURCE0, RAW_BIT)})
+
+
+def encode_origin(ino: int) -> bytes | None:
+    """The origin xattr value for lower number ``ino`` (16 lowercase hex digits), or None when
+    ``ino`` is not a number an origin may carry (hashed, or not a lower layer's)."""
+    if ino < 0 or ino & HASHED_BIT or (ino >> INO_BITS) not in _LOWER_SLOTS:
+        return None
+    return b"%016x" % ino
+
+
+def decode_origin(raw: bytes) -> int | None:
+    """The lower number an origin xattr value names, or None if it is not exactly what
+    :func:`encode_origin` writes (garbage and forged values are ignored, never trusted)."""
+    if len(raw) != _ORIGIN_LEN or raw.strip(b"0123456789abcdef"):
+        return None
+    ino = int(raw, 16)
+    return ino if encode_origin(ino) == raw else None
+
+
 def salted_ino(ino: int, salt: object) -> int:
     """Another number for a file whose natural one is taken by a node still held."""
     return _hash63("salt", ino, salt)
@@ -104,7 +134,7 @@ def salted_ino(ino: int, salt: object) -> int:
 class Node:
     """One inode: its names (view paths, most recent first), lookup count and cached entry."""
 
-    __slots__ = ("entry", "ident", "ino", "lookups", "multi", "paths")
+    __slots__ = ("borrowed", "entry", "ident", "ino", "lookups", "multi", "paths")
 
     def __init__(self, ino: int, path: str | None, entry: Any) -> None:
         self.ino = ino
@@ -115,6 +145,8 @@ class Node:
         self.multi = False
         #: the backing identity (slot, st_dev, st_ino) it was numbered from, if backed
         self.ident: tuple[int, int, int] | None = None
+        #: its number came from an origin xattr (it is a lower file's number)
+        self.borrowed = False
 
     @property
     def path(self) -> str | None:
@@ -155,17 +187,32 @@ class InodeTable:
     def at(self, path: str) -> Node | None:
         return self.by_path.get(path)
 
-    def number(self, path: str, ident: tuple[int, int, int] | None, natural: int, is_dir: bool) -> int:
+    def number(
+        self,
+        path: str,
+        ident: tuple[int, int, int] | None,
+        natural: int,
+        is_dir: bool,
+        origin: int | None = None,
+    ) -> int:
         """The number ``path`` gets for a file of identity ``ident`` (None: not backed) whose
         natural number is ``natural``: an alias made at copy-up, the number the kernel already
         holds for this path when the backing file changed under it (copy-up), or a salted
-        number when ``natural`` belongs to a node held for another file."""
+        number when ``natural`` belongs to a node held for another file.
+
+        ``origin`` is the lower number an upper file's origin xattr names (copied up in an
+        earlier mount): used unless a node the kernel holds for another file at another path
+        has it (the lower file is visible again, or two upper files claim one origin)."""
         if path == "/":
             return ROOT_INODE
         if ident is not None:
             alias = self.aliases.get(ident)
             if alias is not None:
                 natural = alias
+            elif origin is not None:
+                owner = self.by_ino.get(origin)
+                if owner is None or owner.ident == ident or owner is self.by_path.get(path):
+                    natural = origin
         held = self.by_path.get(path)
         if (
             held is not None
@@ -180,13 +227,19 @@ class InodeTable:
         other = self.by_ino.get(natural)
         if other is not None and other is not held:
             live = other.path
-            if (live is None and other.ident != ident) or (
-                is_dir and live is not None and live != path and self.by_path.get(live) is other
+            if (
+                (live is None and other.ident != ident)
+                or (
+                    is_dir and live is not None and live != path and self.by_path.get(live) is other
+                )
+                or (other.borrowed and other.ident != ident and not is_dir)
             ):
                 # The number is held for an unlinked file still open (a new file at its
                 # path has its origin's number), or one directory shows at two view paths
                 # (a bind mount inside a layer; the kernel allows a directory one name): a
                 # number of its own, so the kernel never takes one inode for the other.
+                # Likewise a lower file whose number an upper file with that origin holds
+                # (its whiteout was removed by hand): the two are different files.
                 self._salt += 1
                 n = salted_ino(natural, self._salt)
                 if ident is not None:
@@ -195,7 +248,13 @@ class InodeTable:
         return natural
 
     def ref(
-        self, path: str, entry: Any, ino: int, multi: bool = False, ident: tuple[int, int, int] | None = None
+        self,
+        path: str,
+        entry: Any,
+        ino: int,
+        multi: bool = False,
+        ident: tuple[int, int, int] | None = None,
+        borrowed: bool = False,
     ) -> Node:
         """The node ``ino`` (created if new) as ``path``, with one more lookup counted."""
         node = self.by_ino.get(ino)
@@ -203,6 +262,7 @@ class InodeTable:
             node = Node(ino, path, entry)
             node.multi = multi
             node.ident = ident
+            node.borrowed = borrowed
             self.by_ino[ino] = node
         else:
             node._front(path)

@@ -143,6 +143,8 @@ class Backing:
     #: the layer's fixed inode-number slot and its root's device (litefs.fs.inodes)
     slot: int = 0
     dev: int = 0
+    #: False once the store refused the origin xattr (NFSv3: ENOTSUP), so it is never retried
+    origin_xattrs: bool = True
     _dirs: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
     #: directories known to be absent (most upper layers lack most directories), with when
     #: that was seen; trusted for ABSENT_TTL seconds (like the kernel's negative entries),

@@ -359,8 +359,32 @@ class LitefsOps(pyfuse3.Operations):
         """The node for ``path`` answered by ``e``, one lookup more: the number follows the
         backing file, so every name of a hard link gets the same node."""
         ident, natural, multi = self._ident(e)
-        ino = self.inodes.number(path, ident, natural, e.is_dir)
-        return self.inodes.ref(path, e, ino, multi, ident)
+        origin = self._origin(path, e, ident)
+        ino = self.inodes.number(path, ident, natural, e.is_dir, origin)
+        return self.inodes.ref(path, e, ino, multi, ident, borrowed=origin is not None and ino == origin)
+
+    def _origin(self, path: str, e: Entry, ident: tuple[int, int, int] | None) -> int | None:
+        """The lower number an upper regular file's origin xattr names (it was copied up in
+        an earlier mount), or None. At most one getxattr, and none when this mount numbered
+        the file already (an alias, or the node the kernel holds at ``path``)."""
+        b = e.layer
+        if ident is None or b is None or e.raw or not e.in_upper or not b.origin_xattrs:
+            return None
+        if e.st is None or not stat.S_ISREG(e.st.st_mode) or ident in self.inodes.aliases:
+            return None
+        held = self.inodes.at(path)
+        if held is not None and held.ident == ident:
+            return None
+        layer, pfd, p = self._xattr_path(e)
+        try:
+            raw = os.getxattr(p, inonum.ORIGIN_XATTR, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                b.origin_xattrs = False  # this store has none: never ask it again
+            return None
+        finally:
+            layer.release(pfd)
+        return inonum.decode_origin(raw)
 
     def _keep_number(self, node: Node, e: Entry) -> None:
         """``node`` is now answered by ``e`` (a copy-up): its number stays for this mount."""
@@ -441,7 +465,12 @@ class LitefsOps(pyfuse3.Operations):
         if st is None:
             raise _err(errno.ENOENT)
         sources = [(b, r) for b, r, _st in e.parts] if e.kind == CON else [(e.layer, e.rel)]
-        args = (up, rel, st, sources, truncate_to, (e.layer, e.rel))
+        origin = None
+        if e.kind == BACKED and stat.S_ISREG(st.st_mode) and up.origin_xattrs:
+            # The number the lower file shows (not a salted or hashed one: those are refused)
+            # is recorded on the copy, so it keeps that number after a remount.
+            origin = inonum.encode_origin(self._ident(e)[1])
+        args = (up, rel, st, sources, truncate_to, (e.layer, e.rel), origin)
         self._touched(up, split(rel)[0])
         if stat.S_ISREG(st.st_mode) and truncate_to != 0 and st.st_size >= THREAD_COPY_BYTES:
             log.info("copy-up of %s (%d bytes) to the %s layer", path, st.st_size, up.name)
@@ -1287,6 +1316,8 @@ class LitefsOps(pyfuse3.Operations):
         e = self._entry(self._node(inode))
         if sname == XATTR_ORIGIN:
             return self.view.origin(e).encode()
+        if sname == inonum.ORIGIN_XATTR:
+            raise _err(pyfuse3.ENOATTR)  # litefs's own bookkeeping, for no one to read
         if sname == XATTR_RULE:
             return self.view.rule_text(e).encode()
         if sname == XATTR_INODES and inode == ROOT_INODE:
@@ -1317,6 +1348,7 @@ class LitefsOps(pyfuse3.Operations):
                     # trusted.* is for root only (the kernel hides its values from others;
                     # the names must not leak either).
                     names = [n for n in names if not n.startswith("trusted.")]
+                names = [n for n in names if n != inonum.ORIGIN_XATTR]
                 out += [os.fsencode(n) for n in names]
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EPERM):
@@ -1337,7 +1369,7 @@ class LitefsOps(pyfuse3.Operations):
             else:
                 self.change_plan(value)
             return
-        if sname.startswith("user.litefs."):
+        if sname.startswith("user.litefs.") or sname == inonum.ORIGIN_XATTR:
             raise _err(errno.EPERM)
         node = self._node(inode)
         e = await self._writable_entry(node)
@@ -1350,7 +1382,7 @@ class LitefsOps(pyfuse3.Operations):
     @guarded
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         sname = os.fsdecode(name)
-        if sname.startswith("user.litefs."):
+        if sname.startswith("user.litefs.") or sname == inonum.ORIGIN_XATTR:
             raise _err(errno.EPERM)
         node = self._node(inode)
         e = await self._writable_entry(node)
