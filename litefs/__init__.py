@@ -22,4 +22,12 @@ __all__ = [
     "UsageError",
     "resolve",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> str:
+    # PEP 562: the version comes from the package metadata, read only when asked for.
+    if name == "__version__":
+        from litefs.wellknown import version
+
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

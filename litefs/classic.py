@@ -51,14 +51,14 @@ class ClassicError(LitefsError):
 # --- what the node gets from xcatd ---------------------------------------------------------
 
 
-def litefile_lines(plan: Plan) -> list[str]:
+def rc_statelite_litefile_lines(plan: Plan) -> list[str]:
     """``/.statelite/litefile`` as rc.statelite writes it: ``<option> <path>``, sorted by path
     (directories keep their ``/``; a blank option is reported as ``tmpfs,rw``)."""
     rules = sorted(plan.rules, key=lambda r: r.table_path)
     return [f"{r.option} {r.table_path}" for r in rules]
 
 
-def litetree_lines(plan: Plan) -> list[str]:
+def rc_statelite_litetree_lines(plan: Plan) -> list[str]:
     """``/.statelite/litetree``: the 2nd field of ``litetree`` output, i.e. the substituted
     directory (``server:/path``), in priority order."""
     return [s.directory.split()[0] for s in plan.sources if s.directory.split()]
@@ -438,7 +438,8 @@ class ClassicConfig:
 
     @classmethod
     def for_plan(cls, plan: Plan, image: str, sources: dict[str, str], **kw: Any) -> ClassicConfig:
-        return cls(image=image, litefile=litefile_lines(plan), litetree=litetree_lines(plan),
+        return cls(image=image, litefile=rc_statelite_litefile_lines(plan),
+                   litetree=rc_statelite_litetree_lines(plan),
                    sources=sources, **kw)
 
 

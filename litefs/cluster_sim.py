@@ -45,6 +45,7 @@ from pathlib import Path
 
 from litefs import sampledata
 from litefs.errors import BootError
+from litefs.wellknown import DEFAULT_PORT
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -380,7 +381,7 @@ class Cluster:
                 out.append(f"process {pid}: {argv[:120]}")
         return out
 
-    def start_mountd(self, db_url: str, tls: bool = True, port: int = 3001) -> None:
+    def start_mountd(self, db_url: str, tls: bool = True, port: int = DEFAULT_PORT) -> None:
         """mountd in the management namespace on ``<mn_ip>:port`` (TLS with a fresh site CA)."""
         sock = self.workdir / "mountd.sock"
         cmd = [str(Path(self.python).parent / "mountd"), "--db", db_url, "--host", self.mn_ip,
@@ -447,7 +448,7 @@ class Cluster:
         return ns
 
     def cmdline(self, name: str, image_dir: str, statemnt: str | None = None,
-                extra: str = "", port: int = 3001) -> str:
+                extra: str = "", port: int = DEFAULT_PORT) -> str:
         """The kernel command line nodeset would write (xCAT order), plus the NFS map."""
         st = f"{self.mn_ip}:/nodedata" if statemnt is None else statemnt
         return (f"root=nfs:{self.mn_ip}:{image_dir}/rootimg:ro STATEMNT={st} "

@@ -32,6 +32,7 @@ from typing import NamedTuple, Protocol
 from litefs.errors import LiteimgError
 from litefs.options import is_link
 from litefs.plan import Plan
+from litefs.wellknown import MTAB
 
 DEFAULT = "/.default"
 STATEDIR = "/.statelite"
@@ -46,7 +47,6 @@ SAVE = "/.statelite/litefile.save"
 #: leave stand-ins the image never had, or delete empty ones it did have. An image prepared
 #: by xCAT (no record) is handled as xCAT left it: nothing counts as created.
 STATE = "/.statelite/liteimg.json"
-MTAB = "/etc/mtab"
 INIT_STATELITE = "/etc/init.d/statelite"
 WARNING = "warning: "
 #: The only trees liteimg ever deletes from (besides symlinks and empty placeholders it made).

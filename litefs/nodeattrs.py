@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from litefs import saferegex
 from litefs.errors import TableError
-from litefs.schema import TABLES
+from litefs.tablespec import COLUMNS
 
 Row = Mapping[str, "str | None"]
 
@@ -67,7 +67,7 @@ class NodeAttrs:
 
 
 _COLUMNS: frozenset[tuple[str, str]] = frozenset(
-    (name, c.name) for name, t in TABLES.items() for c in t.columns
+    (name, c) for name, cols in COLUMNS.items() for c in cols
 )
 
 
@@ -75,7 +75,7 @@ def check_column(table: str, column: str) -> None:
     """Raise TableError unless ``table.column`` exists in the schema."""
     if (table, column) in _COLUMNS:
         return
-    if table not in TABLES:
+    if table not in COLUMNS:
         raise TableError(f"table {table!r} does not exist")
     raise TableError(f"table {table!r} has no column {column!r}")
 

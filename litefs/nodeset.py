@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from litefs.errors import BootError
+from litefs.wellknown import DEFAULT_PORT
 
 #: Placeholder for "the address of this server on the node's network" (xCAT's name).
 MYIPFN = "!myipfn!"
@@ -53,7 +54,7 @@ class BootSpec:
     image_server: str
     root_dir: str
     xcatmaster: str = MYIPFN
-    xcatdport: str = "3001"
+    xcatdport: str = str(DEFAULT_PORT)
     httpport: str = "80"
     statemnt: str = ""
     mntopts: str | None = None

@@ -74,11 +74,6 @@ def normalise_option(option: str | None) -> str:
     return cleaned or BLANK_OPTION
 
 
-def is_known(option: str) -> bool:
-    """True for every option the boot side understands (the whitelist plus ``tempfs``)."""
-    return option in _FAMILY
-
-
 def family_of(option: str) -> Family:
     """The family of a normalised option; unknown options raise KeyError."""
     return _FAMILY[option]

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litefs.errors import PlanError
-from litefs.options import UPPER_LAYER, Family, family_of, is_link
+from litefs.options import Family, family_of, is_link
+
+if TYPE_CHECKING:
+    from litefs.resolve import Resolution
 
 PLAN_VERSION = 1
 
@@ -86,15 +89,30 @@ class Plan:
     #: site.litefs_tmpfs_size (None: the node's default); see litefs.tmpfs_size
     tmpfs_size: str | None = None
     plan_version: int = PLAN_VERSION
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: Set only by :func:`litefs.resolve.for_liteimg_layout` (never in JSON, never compared):
+    #: the link-family paths liteimg moved to ``/.default`` and the placeholders it made up.
+    liteimg_moved: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    liteimg_made_up: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     @cached_property
+    def resolution_index(self) -> dict[str, Resolution]:
+        """The plan's one index: each rule's resolution by path, built on first use.
+
+        Plans are frozen, so computing it once per plan is enough; ``cached_property`` keeps
+        it in the instance, where :func:`litefs.resolve.resolve` reads it on every lookup.
+        """
+        from litefs.resolve import index_plan  # resolve imports this module
+
+        return index_plan(self)
+
+    @property
     def rule_index(self) -> dict[str, Rule]:
-        """Rules by path, for O(depth) resolution."""
-        return {r.path: r for r in self.rules}
+        """Rules by path (a fresh dict over :attr:`resolution_index`)."""
+        return {p: r.rule for p, r in self.resolution_index.items() if r.rule is not None}
 
     def rule_for(self, path: str) -> Rule | None:
-        return self.rule_index.get(path)
+        hit = self.resolution_index.get(path)
+        return None if hit is None else hit.rule
 
     # --- JSON ------------------------------------------------------------------------------
 
@@ -211,8 +229,3 @@ def check_plan_shape(plan: Plan) -> None:
     for src in plan.sources:
         if not src.path.startswith("/") or ".." in src.path.split("/"):
             raise PlanError(f"malformed plan: source {src.directory!r} is not an absolute path")
-
-
-def upper_layer(rule: Rule) -> str | None:
-    """Name of the writable layer for a rule ("tmpfs", "persistent", "localdisk") or None."""
-    return UPPER_LAYER[rule.family]

@@ -71,17 +71,26 @@ def _lowers(n_sources: int) -> tuple[Layer, ...]:
     return (*(Layer(SOURCE, i) for i in range(n_sources)), Layer(IMAGE))
 
 
-def _resolution_index(plan: Plan) -> dict[str, Resolution]:
-    # Cached on the plan instance (plans are frozen; computing this once per plan is enough).
-    cached = plan.__dict__.get("_resolution_index")
-    if cached is None:
+def index_plan(plan: Plan) -> dict[str, Resolution]:
+    """Each rule's resolution by path; :attr:`Plan.resolution_index` caches it per plan."""
+    moved, made_up = plan.liteimg_moved, plan.liteimg_made_up
+    if not moved and not made_up:
         lowers = _lowers(len(plan.sources))
-        cached = {
+        return {
             r.path: Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
             for r in plan.rules
         }
-        plan.__dict__["_resolution_index"] = cached
-    return cached
+    sources = tuple(Layer(SOURCE, i) for i in range(len(plan.sources)))
+    index = {}
+    for r in plan.rules:
+        if r.path in made_up:
+            lowers = sources
+        elif any(a in moved for a in _self_and_ancestors(r.path)):
+            lowers = (*sources, Layer(IMAGE, ORIGINALS))
+        else:
+            lowers = (*sources, Layer(IMAGE))
+        index[r.path] = Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
+    return index
 
 
 def for_liteimg_layout(plan: Plan, moved: frozenset[str], made_up: frozenset[str]) -> Plan:
@@ -97,19 +106,7 @@ def for_liteimg_layout(plan: Plan, moved: frozenset[str], made_up: frozenset[str
     """
     if not moved and not made_up:
         return plan
-    copy = replace(plan)
-    sources = tuple(Layer(SOURCE, i) for i in range(len(plan.sources)))
-    index = {}
-    for r in plan.rules:
-        if r.path in made_up:
-            lowers = sources
-        elif any(a in moved for a in _self_and_ancestors(r.path)):
-            lowers = (*sources, Layer(IMAGE, ORIGINALS))
-        else:
-            lowers = (*sources, Layer(IMAGE))
-        index[r.path] = Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
-    copy.__dict__["_resolution_index"] = index
-    return copy
+    return replace(plan, liteimg_moved=frozenset(moved), liteimg_made_up=frozenset(made_up))
 
 
 def _self_and_ancestors(path: str) -> list[str]:
@@ -122,8 +119,8 @@ def _self_and_ancestors(path: str) -> list[str]:
 
 def resolve(plan: Plan, path: str) -> Resolution:
     """The resolution of a normalised absolute path (``/etc/ssh/sshd_config``)."""
-    # The cached index is read inline: this runs on every lookup of the filesystem.
-    index = plan.__dict__.get("_resolution_index") or _resolution_index(plan)
+    # After the first call this is a plain instance-dict read (cached_property).
+    index = plan.resolution_index
     p = path
     while True:
         hit = index.get(p)
@@ -133,11 +130,6 @@ def resolve(plan: Plan, path: str) -> Resolution:
             return IMAGE_ONLY
         cut = p.rfind("/")
         p = p[:cut] if cut > 0 else "/"
-
-
-def governing_rule(plan: Plan, path: str) -> Rule | None:
-    """The rule that governs ``path`` (nearest listed ancestor or the path itself)."""
-    return resolve(plan, path).rule
 
 
 def has_rule_below(plan: Plan, directory: str) -> bool:

@@ -11,84 +11,12 @@ from __future__ import annotations
 
 from sqlalchemy import Column, ColumnElement, MetaData, Table, Text, or_
 
+from litefs.tablespec import SPECS
+
 metadata = MetaData()
 
 #: Version of the schema this code writes; :mod:`litefs.db` upgrades older databases to it.
 SCHEMA_VERSION = 3
-
-# (table name, key columns, other columns) in xCAT's schema order.
-_SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("site", ("key",), ("value",)),
-    (
-        "nodelist",
-        ("node",),
-        (
-            "groups", "status", "statustime", "appstatus", "appstatustime", "primarysn",
-            "hidden", "updatestatus", "updatestatustime", "zonename",
-        ),
-    ),
-    ("nodegroup", ("groupname",), ("grouptype", "members", "membergroups", "wherevals")),
-    (
-        "noderes",
-        ("node",),
-        (
-            "servicenode", "netboot", "tftpserver", "tftpdir", "nfsserver", "monserver",
-            "nfsdir", "installnic", "primarynic", "discoverynics", "cmdinterface",
-            "xcatmaster", "current_osimage", "next_osimage", "nimserver", "routenames",
-            "nameservers", "proxydhcp", "syslog",
-        ),
-    ),
-    (
-        "servicenode",
-        ("node",),
-        (
-            "nameserver", "dhcpserver", "tftpserver", "nfsserver", "conserver", "monserver",
-            "ldapserver", "ntpserver", "ftpserver", "nimserver", "ipforward",
-            "dhcpinterfaces", "proxydhcp",
-        ),
-    ),
-    ("nodetype", ("node",), ("os", "arch", "profile", "provmethod", "supportedarchs", "nodetype")),
-    ("nodepos", ("node",), ("rack", "u", "chassis", "slot", "room", "height")),
-    (
-        "nodehm",
-        ("node",),
-        (
-            "power", "mgt", "cons", "termserver", "termport", "conserver", "serialport",
-            "serialspeed", "serialflow", "getmac", "cmdmapping", "consoleondemand",
-        ),
-    ),
-    ("hosts", ("node",), ("ip", "hostnames", "otherinterfaces")),
-    ("mac", ("node",), ("interface", "mac")),
-    ("chain", ("node",), ("currstate", "currchain", "chain", "ondiscover")),
-    (
-        "osimage",
-        ("imagename",),
-        (
-            "groups", "profile", "imagetype", "description", "provmethod", "rootfstype",
-            "nfsrootopts", "osdistroname", "osupdatename", "cfmdir", "osname", "osvers",
-            "osarch", "synclists", "postscripts", "postbootscripts", "serverrole",
-            "isdeletable", "kitcomponents", "environvar",
-        ),
-    ),
-    (
-        "linuximage",
-        ("imagename",),
-        (
-            "template", "boottarget", "addkcmdline", "pkglist", "pkgdir", "otherpkglist",
-            "otherpkgdir", "exlist", "postinstall", "rootimgdir", "kerneldir", "nodebootif",
-            "otherifce", "netdrivers", "kernelver", "krpmver", "permission", "dump",
-            "crashkernelsize", "partitionfile", "driverupdatesrc",
-        ),
-    ),
-    ("litefile", ("image", "file"), ("options",)),
-    ("litetree", ("priority",), ("image", "directory", "mntopts")),
-    ("statelite", ("node",), ("image", "statemnt", "mntopts")),
-    (
-        "policy",
-        ("priority",),
-        ("name", "host", "commands", "noderange", "parameters", "time", "rule"),
-    ),
-)
 
 #: Columns that must have a value in every row (besides keys), as xCAT requires.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -104,7 +32,7 @@ def _make(name: str, keys: tuple[str, ...], others: tuple[str, ...]) -> Table:
     return Table(name, metadata, *cols)
 
 
-TABLES: dict[str, Table] = {name: _make(name, keys, others) for name, keys, others in _SPECS}
+TABLES: dict[str, Table] = {name: _make(name, keys, others) for name, keys, others in SPECS}
 
 #: Schema bookkeeping: one row, key ``schema_version``.
 litefs_meta = Table(
@@ -141,8 +69,3 @@ _ENABLED = ("", "0", "no", "NO", "No", "nO")
 def active(t: Table) -> ColumnElement[bool]:
     """SQL condition selecting rows that are not disabled."""
     return or_(t.c.disable.is_(None), t.c.disable.in_(_ENABLED))
-
-
-def is_active(disable: str | None) -> bool:
-    """Python twin of :func:`active` for rows already loaded."""
-    return disable is None or disable in _ENABLED

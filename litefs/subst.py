@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from litefs.errors import SubstitutionError, TableError
 from litefs.nodeattrs import NodeAttrs
-from litefs.schema import TABLES
+from litefs.tablespec import KEYS
 
 #: Seconds a ``#CMD=...#`` may run before it is killed.
 CMD_TIMEOUT = 10.0
@@ -33,7 +33,7 @@ _VARPART = re.compile(r"[^# ]*")
 
 # Tables whose rows are keyed by node (or group) name: only those can answer $table.column.
 NODE_TABLES = frozenset(
-    name for name, t in TABLES.items() if [c.name for c in t.primary_key.columns] == ["node"]
+    name for name, keys in KEYS.items() if keys == ("node",)
 )
 
 
@@ -123,7 +123,7 @@ def _value(name: str, node: str, attrs: NodeAttrs, site: Mapping[str, str | None
         value = site.get(column)
         hint = f"chtab key={column} site.value=..."
     else:
-        if table not in TABLES:
+        if table not in KEYS:
             raise SubstitutionError(
                 f"{row}: variable ${name} for node {node}: table {table!r} does not exist"
             )

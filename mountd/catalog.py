@@ -60,7 +60,7 @@ class PlanEntry:
         if self._litefile is None:
             from litefs import planner
 
-            self._litefile = tuple(planner.litefile_lines(self.plan)) if self.plan else ()
+            self._litefile = tuple(planner.xcat_litefile_lines(self.plan)) if self.plan else ()
         return self._litefile
 
     @property
@@ -68,7 +68,7 @@ class PlanEntry:
         if self._litetree is None:
             from litefs import planner
 
-            self._litetree = tuple(planner.litetree_lines(self.plan)) if self.plan else ()
+            self._litetree = tuple(planner.xcat_litetree_lines(self.plan)) if self.plan else ()
         return self._litetree
 
 

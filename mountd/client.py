@@ -22,12 +22,13 @@ from typing import Any
 
 import trio
 
+from litefs import wellknown
 from litefs.errors import LitefsError, MountdError, ProtocolError
 from litefs.plan import Plan
 
 from . import codec
 
-DEFAULT_PORT = 3001
+DEFAULT_PORT = wellknown.DEFAULT_PORT
 OnChange = Callable[[list[str]], Any]
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -27,6 +27,7 @@ from litefs.errors import LitefsError, MountdError, ProtocolError
 
 from . import codec
 from .catalog import Catalog, TableView
+from .client import DEFAULT_PORT
 from .follow import Follower
 from .hub import Hub, Subscriber
 from .identity import Identity, Peer, identify_by_name, identify_known, normalise_ip
@@ -36,7 +37,6 @@ from .policy import decide
 from .tlsstream import TLSSocketStream
 from .workers import Siblings
 
-DEFAULT_PORT = 3001
 #: Classic commands mountd answers; everything else gets xcatd's "not supported" error.
 CLASSIC_COMMANDS = ("litefile", "litetree")
 

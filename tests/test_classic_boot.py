@@ -34,12 +34,12 @@ def plan_of(*specs: tuple[str, str], sources: tuple[str, ...] = ()) -> Plan:
 
 def test_litefile_lines_sorted_by_table_path() -> None:
     plan = plan_of(("/etc/ssh/", "tmpfs"), ("/etc/ssh-x", "link"), ("/etc/mtab", "tmpfs,rw"))
-    assert C.litefile_lines(plan) == ["tmpfs,rw /etc/mtab", "link /etc/ssh-x", "tmpfs /etc/ssh/"]
+    assert C.rc_statelite_litefile_lines(plan) == ["tmpfs,rw /etc/mtab", "link /etc/ssh-x", "tmpfs /etc/ssh/"]
 
 
 def test_litetree_lines_keep_the_directory_as_written() -> None:
     plan = plan_of(("/etc/motd", "ro"), sources=("cnfs:/gpfs/dallas/", SRV))
-    assert C.litetree_lines(plan) == ["cnfs:/gpfs/dallas/", SRV]
+    assert C.rc_statelite_litetree_lines(plan) == ["cnfs:/gpfs/dallas/", SRV]
 
 
 def test_split_entries_children_need_a_listed_directory() -> None:

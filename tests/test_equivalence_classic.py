@@ -287,10 +287,10 @@ class Env:
         return [d for d, s in zip(self.src_dirs, self.plan.sources, strict=True) if s.server]
 
     def classic(self, ops: list[dict[str, Any]]) -> C.ClassicResult:
-        litetree = C.litetree_lines(self.plan)
+        litetree = C.rc_statelite_litetree_lines(self.plan)
         served = {s.directory: str(d) for d, s in zip(self.src_dirs, self.plan.sources, strict=True) if s.server}
         cfg = C.ClassicConfig(
-            image=str(self.classic_img), litefile=C.litefile_lines(self.plan), litetree=litetree,
+            image=str(self.classic_img), litefile=C.rc_statelite_litefile_lines(self.plan), litetree=litetree,
             sources=served, persistent=str(self.c_pers), localdisk=str(self.c_local), ops=ops,
             follow=[r.path for r in self.plan.rules if r.is_link], exclude=list(EXCLUDE),
         )

@@ -89,12 +89,12 @@ def test_save_text_is_ilitefile_with_tmpfs_rw_rewritten() -> None:
 
 
 def test_save_text_is_the_planners_ilitefile_output_with_xcats_substitution() -> None:
-    from litefs.planner import litefile_lines
+    from litefs.planner import xcat_litefile_lines
 
     plan = Plan(image="rhels9-x86_64-statelite-compute", rules=rules(*[
         (f"/etc/f{i}" + ("/" if "con" not in o else ""), o) for i, o in enumerate(VALID_OPTIONS)
     ]))
-    expect = "".join(line.replace("tmpfs,rw", "link", 1) + "\n" for line in litefile_lines(plan))
+    expect = "".join(line.replace("tmpfs,rw", "link", 1) + "\n" for line in xcat_litefile_lines(plan))
     assert L.save_text(plan.image, L.entries_from_plan(plan)) == expect
 
 

@@ -70,7 +70,7 @@ def test_rc_statelite_gets_its_litefile_and_litetree(classic_cluster: Engine, tm
 
     run(main)
     plan = planner.plan_for_node(planner.load_snapshot(classic_cluster), "n01")
-    expected = [line.split(":", 1)[1].lstrip() for line in planner.litefile_lines(plan)]
+    expected = [line.split(":", 1)[1].lstrip() for line in planner.xcat_litefile_lines(plan)]
     litefile = (out / "litefile").read_text().splitlines()
     assert litefile == expected
     assert f"{'tmpfs':<13} /etc/adjtime" in litefile

@@ -562,6 +562,6 @@ def test_plan_json_is_the_plans_own_encoding(sqlite_cluster: Engine) -> None:
         entry = view.plan(node)
         plan = planner.plan_for_node(view.snapshot, node)
         assert entry.plan_json == _compact(plan.to_dict())
-        assert entry.litefile == tuple(planner.litefile_lines(plan))
-        assert entry.litetree == tuple(planner.litetree_lines(plan))
+        assert entry.litefile == tuple(planner.xcat_litefile_lines(plan))
+        assert entry.litetree == tuple(planner.xcat_litetree_lines(plan))
     assert len(view._rules_json) == 1  # one image: its rules were encoded once

@@ -17,13 +17,13 @@ from litefs.planner import (
     Snapshot,
     image_for_node,
     image_plan,
-    litefile_lines,
-    litetree_lines,
     load_snapshot,
     lslite_lines,
     node_plan,
     plan_for_image,
     plan_for_node,
+    xcat_litefile_lines,
+    xcat_litetree_lines,
 )
 from litefs.schema import TABLES as SCHEMA_TABLES
 from tests.dbutil import blank_engine, db_url, dump_all, engine  # noqa: F401
@@ -163,7 +163,7 @@ def test_litetree_sources_in_numeric_order_with_variables(snap: Snapshot) -> Non
     assert any("priority=10" in w and "node-local" in w for w in plan.warnings)
     n02 = plan_for_node(snap, "n02")
     assert n02.sources[0].directory == "10.1.0.2:/statelite/n02"  # regex cell, group order
-    assert litetree_lines(plan) == [
+    assert xcat_litetree_lines(plan) == [
         "n01: 10.0.0.1:/statelite/n01",
         "n01: cnfs:/gpfs/dallas/",
         "n01: cnfs:/gpfs/ny/ :hard,intr",
@@ -274,7 +274,7 @@ def test_image_plan(snap: Snapshot, engine: Engine) -> None:  # noqa: F811
     assert any("priority=1:" in w and "variables" in w for w in plan.warnings)
     assert options(plan) == options(plan_for_node(snap, "n01"))
     assert image_plan(engine, IMG) == plan
-    assert litefile_lines(plan)[:2] == [f"{IMG}: link          /etc/mtab",
+    assert xcat_litefile_lines(plan)[:2] == [f"{IMG}: link          /etc/mtab",
                                         f"{IMG}: tmpfs,rw      /etc/ssh/"]
 
 
@@ -322,7 +322,7 @@ def test_cookbook_redhat_list_for_a_node(engine: Engine) -> None:  # noqa: F811
     assert sorted(r.table_path for r in plan.rules) == sorted(COOKBOOK_REDHAT_FILES)
     assert {r.option for r in plan.rules} == {"tmpfs,rw"}
     assert {r.image for r in plan.rules} == {"ALL"}  # /etc/mtab is in the list: forced, not added
-    lines = litefile_lines(plan)
+    lines = xcat_litefile_lines(plan)
     assert lines[:3] == [
         "n01: tmpfs,rw      /etc/adjtime",
         "n01: tmpfs,rw      /etc/fstab",

@@ -71,6 +71,13 @@ def test_no_files_message() -> None:
 def test_all_problems_are_reported_at_once() -> None:
     msgs = validate_rules([("rel", "bad"), ("/d/", "con"), ("/ok", "tmpfs")])
     assert len(msgs) == 3
+    # xCAT's wording (liteimg's messages, leading/trailing blanks included), in row order.
+    assert msgs == [
+        " rel has invalid option. The valid options: tmpfs persistent localdisk rw ro con link "
+        "tmpfs,rw link,ro link,persistent link,con",
+        " rel is not one absolute path. ",
+        ' /d/ is directory, don\'t use "con" as its option ',
+    ]
 
 
 def test_tempfs_is_accepted_for_boot_only() -> None:

@@ -24,6 +24,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from litefs.errors import LitefsError
+from litefs.wellknown import DEFAULT_PORT
 
 NODES = ("n01", "n03")  # one per room of the shipped sample
 SHOW_PATHS = ("/etc/motd", "/etc/adjtime", "/var/log/boot.log", "/etc/hostname")
@@ -90,7 +91,7 @@ def _demo(work: Path) -> None:
     tftp = work / "tftpboot"
     with Cluster(work) as c:
         print(f"litefs demo: a management node (network namespace {c.mn_ns}, mountd on "
-              f"{c.mn_ip}:3001) and two diskless nodes, {NODES[0]} ({DEMO_ROOMS[NODES[0]]}) and "
+              f"{c.mn_ip}:{DEFAULT_PORT}) and two diskless nodes, {NODES[0]} ({DEMO_ROOMS[NODES[0]]}) and "
               f"{NODES[1]} ({DEMO_ROOMS[NODES[1]]}), each in its own network, mount and PID "
               "namespace, booting through the real initramfs hook. NFS is stood in for by "
               "bind mounts of folders under the demo folder.", flush=True)
@@ -129,7 +130,7 @@ def _demo(work: Path) -> None:
             raise LitefsError("nodeset failed (see above)")
         print(_indent((tftp / "pxelinux.cfg" / "n01").read_text()))
 
-        _say(f"MN: mountd on {c.mn_ip}:3001 (TLS, site CA in {work / 'ca'})")
+        _say(f"MN: mountd on {c.mn_ip}:{DEFAULT_PORT} (TLS, site CA in {work / 'ca'})")
         c.start_mountd(url)
 
         nodes = {}

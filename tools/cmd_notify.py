@@ -24,6 +24,7 @@ from litefs.mountd.cli import DEFAULT_CA_DIR, DEFAULT_SOCKET
 from litefs.tools.common import EXIT_OK
 
 from litefs.errors import UsageError
+from litefs.wellknown import DEFAULT_PORT
 
 
 def setup_notify(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -31,7 +32,7 @@ def setup_notify(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespac
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="absolute paths to invalidate (default: everything)")
     parser.add_argument("--server", help=f"mountd address host[:port] or unix:/path "
-                        f"(default: unix:{DEFAULT_SOCKET} as root, else localhost:3001)")
+                        f"(default: unix:{DEFAULT_SOCKET} as root, else localhost:{DEFAULT_PORT})")
     parser.add_argument("--ca-dir", default=DEFAULT_CA_DIR,
                         help="CA folder with ca.pem, admin.pem, admin.key")
     parser.add_argument("--cert", help="admin certificate (default CA_DIR/admin.pem)")
@@ -49,7 +50,7 @@ def admin_connection(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
         if os.geteuid() == 0 and os.path.exists(DEFAULT_SOCKET):
             server = f"unix:{DEFAULT_SOCKET}"
         else:
-            server = "localhost:3001"
+            server = f"localhost:{DEFAULT_PORT}"
     if server.startswith("unix:") or args.insecure:
         return server, {}
     ca_dir = Path(args.ca_dir)

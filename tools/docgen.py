@@ -19,6 +19,8 @@ from pathlib import Path
 
 from litefs.tools import common, litefs_cli
 
+from litefs.wellknown import version
+
 
 class _Captured(Exception):
     def __init__(self, parser: argparse.ArgumentParser) -> None:
@@ -97,7 +99,7 @@ def _roff(text: str) -> str:
 
 def man_page(name: str, parser: argparse.ArgumentParser) -> str:
     date = datetime.date.today().isoformat()
-    out = [f'.TH "{name.upper()}" 1 "{date}" "litefs 0.1.0" "litefs"', ".SH NAME",
+    out = [f'.TH "{name.upper()}" 1 "{date}" "litefs {version()}" "litefs"', ".SH NAME",
            _roff(f"{name} - {(parser.description or '').split('. ')[0]}")]
     for words, p in walk(parser, name):
         out += [".SH " + ("SYNOPSIS" if words == name else _roff(words.upper())),

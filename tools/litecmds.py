@@ -27,13 +27,13 @@ from litefs.planner import (
     Snapshot,
     image_for_node,
     image_lslite_lines,
-    litefile_lines,
     litefile_plan_for_node,
-    litetree_lines,
     load_snapshot,
     lslite_lines,
     plan_for_image,
     plan_parts_for_node,
+    xcat_litefile_lines,
+    xcat_litetree_lines,
 )
 
 
@@ -149,9 +149,9 @@ def _litefile(argv: list[str]) -> int:
         plan = plan_for_image(snap, args.target)
         for warning in relevant("litefile", plan.warnings):
             print(f"litefile: {args.target}: warning: {warning}", file=sys.stderr)
-        sys.stdout.write("".join(line + "\n" for line in litefile_lines(plan)))
+        sys.stdout.write("".join(line + "\n" for line in xcat_litefile_lines(plan)))
         return EXIT_OK
-    return _each_node("litefile", snap, nodes, litefile_lines)
+    return _each_node("litefile", snap, nodes, xcat_litefile_lines)
 
 
 def _litetree(argv: list[str]) -> int:
@@ -165,7 +165,7 @@ def _litetree(argv: list[str]) -> int:
     args = p.parse_args(argv)
     snap = open_snapshot(args.db)
     nodes = expand(args.noderange, universe(snap))
-    return _each_node("litetree", snap, nodes, litetree_lines)
+    return _each_node("litetree", snap, nodes, xcat_litetree_lines)
 
 
 def _lslite(argv: list[str]) -> int:

@@ -12,6 +12,8 @@ import sys
 
 from litefs.tools.common import Parser, run_main
 
+from litefs.wellknown import version
+
 # name -> (module under litefs.tools, one-line summary). Order is the --help order.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cmd_demo", "set up and run the demo cluster (sample image, tables, mountd, nodes)"),
@@ -36,7 +38,7 @@ def _parser() -> Parser:
         description="Diskless statelite nodes over a FUSE overlay. "
         "Run 'litefs COMMAND --help' for a command's options.",
     )
-    p.add_argument("--version", action="version", version="litefs 0.1.0")
+    p.add_argument("--version", action="version", version=f"litefs {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (_module, summary) in SUBCOMMANDS.items():
         sub.add_parser(name, help=summary, description=summary, add_help=False)

@@ -24,8 +24,8 @@ from litefs import db, liteimg
 from litefs.errors import LiteimgError, UsageError
 from litefs.planner import image_plan
 from litefs.schema import TABLES, active
+from litefs.wellknown import version
 
-VERSION = "liteimg (litefs 0.1.0)"
 HELP = (
     "liteimg -h # this help message\n"
     "liteimg -v # version\n"
@@ -122,7 +122,7 @@ def _body(argv: list[str]) -> int:
         print(HELP)
         return 0
     if args.version:
-        print(VERSION)
+        print(f"liteimg (litefs {version()})")
         return 0
     if not args.imagename and not (args.osver or args.arch or args.profile):
         raise UsageError("give an image name, or -o OS -a ARCH -p PROFILE")

@@ -48,6 +48,7 @@ from litefs.nodeset import (
 )
 from litefs.schema import TABLES, active
 from litefs.subst import has_variables, substitute
+from litefs.wellknown import DEFAULT_PORT
 
 DEPRECATED = (
     'The options "install", "netboot", and "statelite" have been deprecated, use '
@@ -225,7 +226,7 @@ def node_addresses(node: str, node_ip: str | None, t: Tables) -> Addresses:
     tftp_ip = _to_ip(tftpserver, t) if tftpserver and tftpserver != "<xcatmaster>" else myip
     return Addresses(myip=myip, xcatmaster=servers.xcatmaster,
                      image_server=servers.image_server, tftp_server=tftp_ip,
-                     pool_arg=servers.pool_arg(t.site.get("xcatdport") or "3001"))
+                     pool_arg=servers.pool_arg(t.site.get("xcatdport") or str(DEFAULT_PORT)))
 
 
 @functools.lru_cache(maxsize=64)  # once per image, not once per node
@@ -308,7 +309,7 @@ def _plan_node(node: str, image_arg: str | None, t: Tables, tftpdir: str | None,
         root_dir=root_dir(a.get(node, "noderes", "nfsdir") or "", rootimgdir, osvers, osarch,
                           profile),
         xcatmaster=addr.xcatmaster,
-        xcatdport=t.site.get("xcatdport") or "3001",
+        xcatdport=t.site.get("xcatdport") or str(DEFAULT_PORT),
         httpport=t.site.get("httpport") or "80",
         statemnt=statemnt,
         mntopts=a.get(node, "statelite", "mntopts"),

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from litefs.wellknown import DEFAULT_PORT
+
 
 def _rss_kib() -> int:
     with open("/proc/self/status") as f:
@@ -92,7 +94,7 @@ def bench_boot(runs: int) -> dict[str, list[float]]:
                  ).write_text("v1\n")
                 url = f"sqlite:///{work}/litefs.db"
                 load_demo_tables(url, demo_tables(c))
-                mountds.start(url, 3001)
+                mountds.start(url, DEFAULT_PORT)
                 node = c.boot("n01", c.cmdline("n01", DEMO_IMAGE_DIR))
                 node.wait_shell(60)
                 engine = db.open_engine(url)
@@ -110,7 +112,7 @@ def bench_boot(runs: int) -> dict[str, list[float]]:
                         node, f"grep -qx '{text}' /etc/site.conf",
                         lambda t=text: conf.write_text(t + "\n")))
                 mountds.stop()
-                mountds.start(url, 3001, "--no-watch-trees")
+                mountds.start(url, DEFAULT_PORT, "--no-watch-trees")
                 time.sleep(3)  # the node's watcher resubscribes (backoff 0.5 s and up)
                 for i in range(runs):
                     node.check("cat /etc/site.conf >/dev/null; ls -l /etc >/dev/null")
@@ -163,9 +165,9 @@ def bench_pg(runs: int, admin: str) -> dict[str, list[float]]:
                 conf = c.exports / c.mn_ip / DEMO_IMAGE_DIR.lstrip("/") / "rootimg/etc/site.conf"
                 conf.write_text("v1\n")
                 load_demo_tables(url, demo_tables(c))
-                sock = mountds.start(url, 3001, "--no-watch-trees")
+                sock = mountds.start(url, DEFAULT_PORT, "--no-watch-trees")
                 mountds.start(url, 3002, "--no-watch-trees")
-                nodes = [c.boot("n01", c.cmdline("n01", DEMO_IMAGE_DIR, port=3001)),
+                nodes = [c.boot("n01", c.cmdline("n01", DEMO_IMAGE_DIR, port=DEFAULT_PORT)),
                          c.boot("n03", c.cmdline("n03", DEMO_IMAGE_DIR, port=3002))]
                 for node in nodes:
                     node.wait_shell(60)
