@@ -27,7 +27,7 @@ from litefs.fs.inodes import ORIGIN_XATTR, ROOT_INODE, Inode
 from litefs.fs.layers import RENAME_EXCHANGE, RENAME_NOREPLACE, WH_PREFIX, join, split
 from litefs.fs.markers import NAME_MAX
 from litefs.fs.tree import Tree, is_live, parent_of
-from litefs.fs.view import Entry, EntryKind, View, child_path
+from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
 from litefs.fs.writes import Writer, check_name, maybe_side, refuse, side
 from litefs.plan import Plan
 
@@ -159,7 +159,7 @@ class LitefsOps(pyfuse3.Operations):
             attrs.set_on_fd(fd, attr, fields)
             return self.tree.detached_attr(node, fd)
         e = self.tree.entry(node)
-        if e.kind in (EntryKind.SYNTH_DIR, EntryKind.SYNTH_LINK):
+        if e.kind is SYNTH_DIR or e.kind is SYNTH_LINK:
             raise _err(errno.EPERM)
         trunc = attr.st_size if fields.update_size and attr.st_size == 0 else None
         e = await self.writer.writable(node, e, truncate_to=trunc)
@@ -183,9 +183,9 @@ class LitefsOps(pyfuse3.Operations):
     @guarded
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         e = self.tree.entry(self.tree.node(inode))
-        if e.kind is EntryKind.SYNTH_LINK:
+        if e.kind is SYNTH_LINK:
             return os.fsencode(e.target)
-        if e.kind is not EntryKind.BACKED or e.layer is None or not e.is_link:
+        if e.kind is not BACKED or e.layer is None or not e.is_link:
             raise _err(errno.EINVAL)
         return os.fsencode(e.layer.readlink(e.rel))
 
@@ -236,11 +236,11 @@ class LitefsOps(pyfuse3.Operations):
     @guarded
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         _pnode, pe, path, e = self._child(parent_inode, name)
-        busy = e is not None and (e.kind is EntryKind.SYNTH_DIR or (e.raw and e.rel == "."))
+        busy = e is not None and (e.kind is SYNTH_DIR or (e.raw and e.rel == "."))
         refuse(policy.rmdir_refusal(maybe_side(e), write_refusal=self.writer.write_refusal(path, pe), busy=busy,
                                     is_empty=lambda: self.tree.is_empty(path, e)))
         assert e is not None
-        self._remove(path, e, pe, lower=self.writer.lower_has(path, e, pe) or e.kind is EntryKind.IMPLIED)
+        self._remove(path, e, pe, lower=self.writer.lower_has(path, e, pe) or e.kind is IMPLIED)
 
     def _remove(self, path: str, e: Entry, pe: Entry, lower: bool) -> None:
         """Remove the name ``path`` (unlink or rmdir, already allowed) from the view."""
@@ -267,12 +267,12 @@ class LitefsOps(pyfuse3.Operations):
     async def _open_node(self, node: Inode, e: Entry, flags: int) -> pyfuse3.FileInfo:
         if e.is_dir:
             raise _err(errno.EISDIR)
-        if e.kind is EntryKind.SYNTH_LINK:
+        if e.kind is SYNTH_LINK:
             raise _err(errno.ELOOP)
         if policy.wants_write(flags):
             e = await self.writer.writable(node, e, truncate_to=0 if flags & os.O_TRUNC else None)
         fh = self._fh()
-        if e.kind is EntryKind.CON:
+        if e.kind is CON:
             self.files[fh] = OpenFile(node, -1, b"".join(b.read_all(r) for b, r, _st in e.parts))
         else:
             assert e.layer is not None
@@ -291,7 +291,7 @@ class LitefsOps(pyfuse3.Operations):
         fd = c.up.open(c.rel, (flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
         try:
             self.writer.made(c, ctx)
-            e = Entry(path, EntryKind.BACKED, c.res, c.up, c.rel, os.fstat(fd), raw=c.parent_entry.raw)
+            e = Entry(path, BACKED, c.res, c.up, c.rel, os.fstat(fd), raw=c.parent_entry.raw)
             node = self.tree.bind(path, e)
             attr = self.tree.attr(node, e)
         except BaseException:
@@ -318,9 +318,9 @@ class LitefsOps(pyfuse3.Operations):
     def _check_open_access(self, e: Entry, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if e.is_dir:
             raise _err(errno.EISDIR)
-        st = e.layer.lstat(e.rel) if e.kind is EntryKind.BACKED and e.layer is not None else e.st
+        st = e.layer.lstat(e.rel) if e.kind is BACKED and e.layer is not None else e.st
         if st is None:
-            raise _err(errno.ELOOP if e.kind is EntryKind.SYNTH_LINK else errno.EACCES)  # fail closed
+            raise _err(errno.ELOOP if e.kind is SYNTH_LINK else errno.EACCES)  # fail closed
         if not attrs.may_access(st, ctx, policy.open_access(flags)):
             raise _err(errno.EACCES)
 
@@ -474,7 +474,7 @@ class LitefsOps(pyfuse3.Operations):
         if sname in control.COUNTERS and inode == ROOT_INODE:
             return control.counter(sname, inodes=len(self.inodes), dir_syncs=self.writer.dir_syncs,
                                    settled=self.coherence.settled)
-        if sname == ORIGIN_XATTR or e.kind is not EntryKind.BACKED or e.layer is None:
+        if sname == ORIGIN_XATTR or e.kind is not BACKED or e.layer is None:
             raise _err(pyfuse3.ENOATTR)  # the origin is litefs's own bookkeeping, for no one
         return os.getxattr(e.layer.xattr_path(e.rel), sname, follow_symlinks=False)
 
@@ -482,7 +482,7 @@ class LitefsOps(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         e = self.tree.entry(self.tree.node(inode))
         out = [control.XATTR_ORIGIN.encode(), control.XATTR_RULE.encode()]
-        if e.kind is not EntryKind.BACKED or e.layer is None:
+        if e.kind is not BACKED or e.layer is None:
             return out
         try:
             names = os.listxattr(e.layer.xattr_path(e.rel), follow_symlinks=False)
@@ -521,10 +521,10 @@ class LitefsOps(pyfuse3.Operations):
 
     async def _xattr_target(self, node: Inode) -> Entry:
         e = self.tree.entry(node)
-        if not e.raw and e.kind not in (EntryKind.BACKED, EntryKind.CON):
+        if not e.raw and e.kind is not BACKED and e.kind is not CON:
             raise _err(errno.EPERM)
         e = await self.writer.writable(node, e)
-        if e.kind is not EntryKind.BACKED or e.layer is None:
+        if e.kind is not BACKED or e.layer is None:
             raise _err(errno.ENODATA)
         return e
 

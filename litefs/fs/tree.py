@@ -20,7 +20,7 @@ import pyfuse3
 
 from litefs.fs import inodes as inonum
 from litefs.fs.inodes import ROOT_INODE, Inode, InodeTable
-from litefs.fs.view import Entry, EntryKind, View, child_path
+from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
 from litefs.options import VALID_OPTIONS, Family, family_of
 
 #: cache timeout (s) for paths that follow their sources live (the ro family)
@@ -129,7 +129,7 @@ class Tree:
     def restat(self, node: Inode) -> Entry:
         """The node's entry with fresh attributes from its backing layer."""
         e = self.entry(node)
-        if e.kind is EntryKind.BACKED and e.layer is not None:
+        if e.kind is BACKED and e.layer is not None:
             st = e.layer.lstat(e.rel)
             if st is None:
                 node.entry = None
@@ -151,7 +151,7 @@ class Tree:
 
     def attr(self, node: Inode, e: Entry) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
-        if e.kind is EntryKind.SYNTH_LINK:
+        if e.kind is SYNTH_LINK:
             a.st_mode = stat.S_IFLNK | 0o777
             a.st_nlink = 1
             a.st_size = len(e.target)
@@ -166,10 +166,10 @@ class Tree:
         return a
 
     def _stat_of(self, e: Entry) -> os.stat_result:
-        if e.kind in (EntryKind.SYNTH_DIR, EntryKind.IMPLIED):
+        if e.kind is SYNTH_DIR or e.kind is IMPLIED:
             return self.view.synth_st
         st = e.st
-        if st is None and e.kind in (EntryKind.BACKED, EntryKind.CON) and e.layer is not None:
+        if st is None and (e.kind is BACKED or e.kind is CON) and e.layer is not None:
             st = e.st = e.layer.lstat(e.rel)
         if st is None:
             raise _err(errno.ENOENT)
@@ -177,7 +177,7 @@ class Tree:
 
     def detached_attr(self, node: Inode, fd: int) -> pyfuse3.EntryAttributes:
         """Attributes of a file unlinked while open, from its descriptor."""
-        return self.attr(node, Entry("", EntryKind.BACKED, None, st=os.fstat(fd)))
+        return self.attr(node, Entry("", BACKED, None, st=os.fstat(fd)))
 
     def reply(self, node: Inode, e: Entry) -> pyfuse3.EntryAttributes:
         """The attributes for an entry reply about ``node``."""
@@ -197,7 +197,7 @@ class Tree:
 
     def ident(self, e: Entry) -> tuple[Ident | None, int, bool]:
         """(backing identity, natural number, several links in a lower layer?) of ``e``."""
-        if e.kind is not EntryKind.BACKED or e.layer is None:
+        if e.kind is not BACKED or e.layer is None:
             return None, inonum.path_ino(e.path), False
         st = e.st
         if st is None:
@@ -301,7 +301,7 @@ def _fill(a: pyfuse3.EntryAttributes, e: Entry, st: os.stat_result) -> None:
         a.st_mode = stat.S_IFDIR | 0o700
         a.st_uid = a.st_gid = 0
     a.st_rdev = st.st_rdev
-    a.st_size = sum(p[2].st_size for p in e.parts) if e.kind is EntryKind.CON else st.st_size
+    a.st_size = sum(p[2].st_size for p in e.parts) if e.kind is CON else st.st_size
     a.st_blksize = st.st_blksize
     a.st_blocks = st.st_blocks
     a.st_atime_ns = st.st_atime_ns

@@ -25,7 +25,7 @@ from litefs.fs.inodes import ROOT_INODE, Inode
 from litefs.fs.layers import WH_PREFIX, Layer, join, split
 from litefs.fs.markers import NAME_MAX
 from litefs.fs.tree import Tree, parent_of
-from litefs.fs.view import Entry, EntryKind, child_path
+from litefs.fs.view import BACKED, CON, SYNTH_DIR, SYNTH_LINK, Entry, child_path
 from litefs.resolve import Resolution, resolve
 
 log = logging.getLogger("litefs.fs")
@@ -103,7 +103,7 @@ class Writer:
         up = self.layers.upper(res.upper) if res is not None else None
         if res is not None and res.upper is not None and up is None:
             log.error("%s: rule %s needs the %s layer, which this mount has none of", path, res.rule.path, res.upper)
-        refuse(policy.upper_refusal(read_only=self.read_only, synthetic_parent=parent.kind is EntryKind.SYNTH_DIR,
+        refuse(policy.upper_refusal(read_only=self.read_only, synthetic_parent=parent.kind is SYNTH_DIR,
                                     wanted=res.upper if res is not None else None, have=up is not None))
         assert up is not None
         return res, up
@@ -172,7 +172,7 @@ class Writer:
     async def _copy_up_locked(self, path: str, e: Entry, truncate_to: int | None) -> None:
         _res, up = self.upper_for(path, self.tree.locate(parent_of(path)) or e)
         rel = e.rel
-        if e.kind is EntryKind.SYNTH_LINK:
+        if e.kind is SYNTH_LINK:
             raise pyfuse3.FUSEError(errno.EPERM)
         if e.is_dir:
             self.ensure_dir(up, rel)
@@ -182,9 +182,9 @@ class Writer:
         st = e.layer.lstat(e.rel)  # fresh: metadata may have changed since the lookup
         if st is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        sources = [(b, r) for b, r, _st in e.parts] if e.kind is EntryKind.CON else [(e.layer, e.rel)]
+        sources = [(b, r) for b, r, _st in e.parts] if e.kind is CON else [(e.layer, e.rel)]
         origin = None
-        if e.kind is EntryKind.BACKED and stat.S_ISREG(st.st_mode) and up.origin_xattrs:
+        if e.kind is BACKED and stat.S_ISREG(st.st_mode) and up.origin_xattrs:
             # The number the lower file shows (not a salted or hashed one: those are refused)
             # is recorded on the copy, so it keeps that number after a remount.
             origin = inonum.encode_origin(self.tree.ident(e)[1])
@@ -212,7 +212,7 @@ class Writer:
             ino = self.tree.dir_number("/" + rel, e)
             if ino is not None:
                 made.append((rel, ino))
-            if e is None or e.kind is not EntryKind.BACKED or e.layer is None:
+            if e is None or e.kind is not BACKED or e.layer is None:
                 return None
             return e.st or e.layer.lstat(e.rel)
 
