@@ -3,8 +3,11 @@
 # busybox-compatible; also sourced by the dracut module).
 #
 # Reads the xCAT kernel arguments (reference §5.1): root=nfs:IP:DIR[:ro,opts] or NFSROOT=IP:DIR,
-# STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=. Then, in DESIGN's order:
+# STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=; and litefs.pool= (the
+# rest of a service-node pool). Then, in DESIGN's order:
 #   1. mount the image read-only                 -> $LAYERS/image
+#      (its server is the first SN of a pool and does not export it: the next SN of the pool
+#      that does; a STATEMNT on the first SN and the plan then come from that SN too)
 #   2. mount a tmpfs (size=25% of RAM; after step 4 site.litefs_tmpfs_size, checked)
 #                                                -> $LAYERS/statelite (tmpfs layer in tmpfs/)
 #   3. mount the persistent store: <statemnt>, mkdir <node>, umount, mount <statemnt>/<node>
