@@ -8,6 +8,12 @@ see :mod:`.follow`): table edits reach them as plan changes, image and litetree 
 announcements. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish for a few
 seconds, and exits 0. SIGHUP re-reads the tables at once (they are also re-read within
 ``--check-interval`` seconds of any change).
+
+A PostgreSQL database that cannot be reached at start does not stop mountd: it listens
+(``--port``, else 3001), answers every node with one line naming the database (and the
+service node), and makes its start-up checks once the database answers; one that fails then
+(no schema, an unknown ``--service-node``, ``site.xcatdport`` not the port it listens on)
+stops it with its line, as at start.
 """
 
 from __future__ import annotations
@@ -129,10 +135,10 @@ def _body(argv: list[str]) -> int:
         # answers every node with this one line, and loads the tables once it can.
         log("db_unavailable", level="warning", error=str(exc), at="start",
             serving="an error naming the database to every node until it answers")
-        args.deferred_checks = True
+        deferred_checks = True
         port = args.port if args.port is not None else DEFAULT_PORT
     else:
-        args.deferred_checks = False
+        deferred_checks = False
         db.require_schema(engine)
         port = args.port if args.port is not None else _site_port(engine)
         if args.service_node is not None:
@@ -143,7 +149,7 @@ def _body(argv: list[str]) -> int:
         _tls_context(args)  # fail now, once, with a clear message
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    deferred = _deferred_checks(args, engine) if args.deferred_checks else None
+    deferred = _deferred_checks(args, engine, port) if deferred_checks else None
     if args.workers == 1:
         _run_server(_server(args, engine, port, log), port, deferred)
         return 0
@@ -160,11 +166,11 @@ def _body(argv: list[str]) -> int:
     def worker(index: int) -> int:
         wlog = Logger(level=args.log_level, fmt=args.log_format, worker=index)
         siblings = workers.Siblings(index, inboxes[index], outboxes)
-        wengine = db.open_engine(args.db, connect=not args.deferred_checks)
+        wengine = db.open_engine(args.db, connect=not deferred_checks)
         server = _server(args, wengine, port, wlog, index=index, listen=[sock],
                          siblings=siblings)
         try:
-            _run_server(server, port, _deferred_checks(args, wengine) if args.deferred_checks
+            _run_server(server, port, _deferred_checks(args, wengine, port) if deferred_checks
                         else None)
         except LitefsError as exc:
             print(f"mountd worker {index}: {exc}", file=sys.stderr)
@@ -175,15 +181,19 @@ def _body(argv: list[str]) -> int:
     return workers.run_workers(args.workers, worker)
 
 
-def _deferred_checks(args: argparse.Namespace, engine: Engine) -> Callable[[], None]:
+def _deferred_checks(args: argparse.Namespace, engine: Engine, port: int
+                     ) -> Callable[[], None]:
     """The start-up checks a mountd that started without its database makes once it answers
     (raises DatabaseUnreachable while it does not)."""
-
     from litefs import db
 
     def check() -> None:
         db.check_connect(engine)
         db.require_schema(engine)
+        if args.port is None and (site := _site_port(engine)) != port:
+            # Nodes ask at site.xcatdport (nodeset writes it into XCAT=): a restart listens there.
+            raise LitefsError(f"site.xcatdport is {site} but mountd listens on {port} (the "
+                              "database was away at start); restart mountd, or pass --port")
         if args.service_node is not None:
             _check_service_node(engine, args.service_node)
 
@@ -282,12 +292,11 @@ async def _check_later(server: Server, check: Callable[[], None],
         return
 
 
-async def _serve(server: Server, deferred: Callable[[], None] | None = None,
-                 failed: list[LitefsError] | None = None) -> None:
+async def _serve(server: Server, deferred: Callable[[], None] | None,
+                 failed: list[LitefsError]) -> None:
     async with trio.open_nursery() as nursery:
         if deferred is not None:
-            nursery.start_soon(_check_later, server, deferred, failed if failed is not None
-                               else [])
+            nursery.start_soon(_check_later, server, deferred, failed)
 
         async def on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -38,6 +38,12 @@ from litefs.wellknown import DEFAULT_PORT
 
 
 def setup_notify(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.epilog = (
+        "Which way, first match: --server (that mountd; on PostgreSQL it passes the "
+        "announcement on to every other mountd); --db (pg_notify into that PostgreSQL "
+        "database: every mountd on it, the MN's and each service node's, tells its nodes); "
+        f"root where {DEFAULT_SOCKET} exists (that mountd); $LITEFS_DB naming PostgreSQL "
+        f"(as --db); else localhost:{DEFAULT_PORT} over TLS.")
     parser.add_argument("target", help="noderange (n01-n10, compute) or osimage name")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="absolute paths to invalidate (default: everything)")
