@@ -27,7 +27,8 @@ SNs).
 address). Timed from the moment the write starts until the last node of *both* SNs has it:
 
 * ``table change``: ``chtab`` of a litefile row for every image (on the MN's database) until
-  every subscribed node was pushed its new plan (each SN reloads the whole tables first);
+  every subscribed node was pushed its new plan (each SN reloads the whole tables first), and
+  until every SN has it (its first node got the push);
 * ``notify``: ``pg_notify`` of an announcement (what ``litefs notify --db`` sends) until every
   subscribed node got the invalidation; and once the ``litefs notify --db`` command itself,
   start-up and target check included.
@@ -211,11 +212,14 @@ async def follow_rounds(url: str, ca: Path, ports: dict[str, int],
     # node index -> option of FOLLOW_PATH in its latest plan; paths announced to it
     option: dict[int, str | None] = {}
     seen: dict[int, set[str]] = {}
-    out: dict[str, list[float]] = {"table change": [], "notify": [], "notify --db command": []}
+    got_at: dict[int, float] = {}  # when the node got the latest option
+    out: dict[str, list[float]] = {"table on every SN": [], "table change": [], "notify": [],
+                                   "notify --db command": []}
 
     def on_plan(i: int, plan: dict) -> None:
         option[i] = next((r["option"] for r in plan.get("rules", [])
                           if r.get("path") == FOLLOW_PATH), None)
+        got_at[i] = time.monotonic()
 
     def on_change(i: int, paths: list[str]) -> None:
         seen.setdefault(i, set()).update(paths)
@@ -247,6 +251,9 @@ async def follow_rounds(url: str, ca: Path, ports: dict[str, int],
                 await until(lambda opt=opt: all(option.get(i) == opt for i in everyone),
                             "plan push")
                 out["table change"].append(time.monotonic() - start)
+                # An SN has the change once it pushed it to its first node: the slower SN.
+                out["table on every SN"].append(max(
+                    min(got_at[i] for i in ix) for ix in nodes.values()) - start)
                 path = f"/etc/bench-notify-{r}"
                 start = time.monotonic()
                 await trio.to_thread.run_sync(publish_announcement, engine, "compute", [path])
@@ -294,7 +301,8 @@ def run_follow(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     print(f"{'change on the MN':<38} {'rounds':>6} {'p50 ms':>7} {'max ms':>7}")
     for what, times in got.items():
         times = sorted(times)
-        label = {"table change": "chtab -> new plan on every node",
+        label = {"table on every SN": "chtab -> reloaded on every SN",
+                 "table change": "chtab -> new plan on every node",
                  "notify": "pg_notify -> invalidation on every node",
                  "notify --db command": "litefs notify --db (whole command)"}[what]
         print(f"{label:<38} {len(times):6d} {1000 * times[len(times) // 2]:7.0f} "
