@@ -246,7 +246,13 @@ image_servers() {
     IFS=,
     for _p in $POOL; do
         _h=${_p%%:*}
-        case " $IMG_SERVERS " in *" $_h "*) ;; *) [ -n "$_h" ] && IMG_SERVERS="$IMG_SERVERS $_h" ;; esac
+        # The host becomes part of a mount source (and, with the NFS map, of a path).
+        case "$_h" in
+            ''|-*|*[!A-Za-z0-9._-]*|*..*)
+                say "warning: litefs.pool entry '$_p' is not <ip>:<port>; not an image server"
+                continue ;;
+        esac
+        case " $IMG_SERVERS " in *" $_h "*) ;; *) IMG_SERVERS="$IMG_SERVERS $_h" ;; esac
     done
     IFS=$_ifs
 }
