@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from typing import Any
 
 import pyfuse3
@@ -54,21 +55,18 @@ def maybe_side(e: Entry | None, lower_dir: bool = False) -> policy.Side | None:
     return None if e is None else side(e, lower_dir)
 
 
+@dataclass(slots=True)
 class Creation:
     """A name about to be made in an upper layer (create, mkdir, mknod, symlink, link)."""
 
-    __slots__ = ("had_whiteout", "parent", "parent_entry", "path", "rel", "res", "up")
-
-    def __init__(self, parent: Inode, parent_entry: Entry, path: str, up: Layer, rel: str,
-                 had_whiteout: bool, res: Resolution | None) -> None:
-        self.parent = parent
-        self.parent_entry = parent_entry
-        self.path = path
-        self.up = up
-        self.rel = rel
-        #: the name hides deleted lower content (its whiteout goes once the name is made)
-        self.had_whiteout = had_whiteout
-        self.res = res
+    parent: Inode
+    parent_entry: Entry
+    path: str
+    up: Layer
+    rel: str
+    #: the name hides deleted lower content (its whiteout goes once the name is made)
+    had_whiteout: bool
+    res: Resolution | None
 
 
 class Writer:
