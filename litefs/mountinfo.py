@@ -28,7 +28,9 @@ def unescape(s: str) -> str:
 
 def parse_line(line: str) -> Mount:
     parts = line.split()
-    sep = parts.index("-", 6)
+    # Optional fields end at a lone "-"; a kernel that printed none still has the five
+    # fields every reader needs.
+    sep = parts.index("-", 6) if "-" in parts[6:] else len(parts)
     return Mount(parts[0], parts[1], parts[2], unescape(parts[3]), unescape(parts[4]), parts[5],
                  parts[sep + 1], parts[sep + 3] if len(parts) > sep + 3 else "")
 

@@ -444,3 +444,18 @@ def test_refresh_keeps_mounts_laid_over_the_view(layers: Layers, litefs_mount: M
         assert is_mounted(run) == "tmpfs"
     finally:
         subprocess.run(["umount", "-l", run], capture_output=True)
+
+
+def test_an_upper_directory_with_more_subdirectories_than_the_fd_cache_lists_whole(
+        layers: Layers, litefs_mount: Mounter) -> None:
+    # Listing checks each upper subdirectory for an opaque marker, which caches a directory
+    # fd; past the cache's size that once closed the listing's own fd (EBADF).
+    from litefs.fs.layers import DIRFD_CACHE
+
+    n = DIRFD_CACHE + 100
+    for i in range(n):
+        (layers.tmpfs / "var/log" / f"s{i:05d}").mkdir(parents=True)
+    put(layers.image, "var/log/from-image", "x")
+    m = litefs_mount(make_plan({"/var/log/": "tmpfs"}))
+    names = os.listdir(m.path / "var/log")
+    assert len(names) == n + 1 and "from-image" in names

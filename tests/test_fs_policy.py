@@ -14,19 +14,26 @@ from litefs.fs.policy import Side
 FILE = Side(is_dir=False, in_upper=True)
 LOWER_FILE = Side(is_dir=False)
 DIR = Side(is_dir=True, in_upper=True)
-LOWER_DIR = Side(is_dir=True, lower_dir=True)
 RAW_FILE = Side(is_dir=False, raw=True)
 
 
-def _rename(src, dst, *, same_upper=True, dst_parent_raw=False, noreplace=False, exchange=False, empty=True):
+def _rename(src, dst, *, same_upper=True, dst_parent_raw=False, noreplace=False, exchange=False, empty=True,
+            src_lower=False, dst_lower=False, asked_lower=None):
+    """rename_refusal(), and whether it listed the destination; ``asked_lower`` collects
+    which sides it asked about lower content."""
     asked = []
+    lowers = [] if asked_lower is None else asked_lower
 
     def is_empty() -> bool:
         asked.append(True)
         return empty
 
+    def ask(name: str, answer: bool):
+        return lambda: lowers.append(name) or answer
+
     code = policy.rename_refusal(src, dst, same_upper=same_upper, dst_parent_raw=dst_parent_raw,
-                                 noreplace=noreplace, exchange=exchange, dst_is_empty=is_empty)
+                                 noreplace=noreplace, exchange=exchange, dst_is_empty=is_empty,
+                                 src_lower_dir=ask("src", src_lower), dst_lower_dir=ask("dst", dst_lower))
     return code, bool(asked)
 
 
@@ -45,9 +52,16 @@ def test_rename_flags() -> None:
 
 
 def test_a_directory_with_lower_content_does_not_move_as_in_overlayfs() -> None:
-    assert _rename(LOWER_DIR, None)[0] == errno.EXDEV
-    assert _rename(FILE, LOWER_DIR, exchange=True)[0] == errno.EXDEV
-    assert _rename(Side(is_dir=True, raw=True, lower_dir=True), None, dst_parent_raw=True)[0] is None
+    lower_dir = Side(is_dir=True)
+    assert _rename(lower_dir, None, src_lower=True)[0] == errno.EXDEV
+    assert _rename(FILE, lower_dir, exchange=True, dst_lower=True)[0] == errno.EXDEV
+    assert _rename(Side(is_dir=True, raw=True), None, dst_parent_raw=True, src_lower=True)[0] is None
+    # Lower layers are asked only about directories, and only once the cheap checks passed.
+    asked: list[str] = []
+    assert _rename(FILE, None, same_upper=False, asked_lower=asked)[0] == errno.EXDEV
+    assert _rename(lower_dir, DIR, noreplace=True, src_lower=True, asked_lower=asked)[0] == errno.EEXIST
+    assert _rename(FILE, DIR, exchange=True, asked_lower=asked)[0] is None
+    assert asked == ["dst"]
 
 
 def test_rename_over_an_existing_name() -> None:
@@ -60,14 +74,18 @@ def test_rename_over_an_existing_name() -> None:
     assert _rename(DIR, DIR, exchange=True, empty=False) == (None, False)
 
 
-sides = st.builds(Side, is_dir=st.booleans(), raw=st.booleans(), in_upper=st.booleans(), lower_dir=st.booleans())
+sides = st.builds(Side, is_dir=st.booleans(), raw=st.booleans(), in_upper=st.booleans())
 
 
-@given(sides, st.one_of(st.none(), sides), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+@given(sides, st.one_of(st.none(), sides), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+       st.booleans(), st.booleans())
 def test_rename_lists_the_destination_only_when_a_directory_would_be_replaced(
-        src, dst, same_upper, dst_parent_raw, noreplace, exchange, empty) -> None:
+        src, dst, same_upper, dst_parent_raw, noreplace, exchange, empty, src_lower, dst_lower) -> None:
+    lowers: list[str] = []
     code, asked = _rename(src, dst, same_upper=same_upper, dst_parent_raw=dst_parent_raw,
-                          noreplace=noreplace, exchange=exchange, empty=empty)
+                          noreplace=noreplace, exchange=exchange, empty=empty, src_lower=src_lower,
+                          dst_lower=dst_lower, asked_lower=lowers)
+    assert ("src" not in lowers or src.is_dir) and ("dst" not in lowers or (dst is not None and dst.is_dir))
     if asked:
         assert dst is not None and dst.is_dir and src.is_dir and not exchange
     if code is None and dst is not None and not exchange:
@@ -86,20 +104,24 @@ def test_rename_steps() -> None:
     assert not s.drop_dst_whiteout  # no whiteouts through a raw path
 
 
+def _never():
+    raise AssertionError("asked")
+
+
 def test_rmdir_answers_in_the_kernels_order() -> None:
-    never = lambda: (_ for _ in ()).throw(AssertionError("listed"))  # noqa: E731
-    assert policy.rmdir_refusal(None, write_refusal=errno.EROFS, busy=True, is_empty=never) == errno.ENOENT
-    assert policy.rmdir_refusal(FILE, write_refusal=errno.EROFS, busy=True, is_empty=never) == errno.ENOTDIR
-    assert policy.rmdir_refusal(DIR, write_refusal=errno.EROFS, busy=True, is_empty=never) == errno.EROFS
-    assert policy.rmdir_refusal(DIR, write_refusal=None, busy=True, is_empty=never) == errno.EBUSY
-    assert policy.rmdir_refusal(DIR, write_refusal=None, busy=False, is_empty=lambda: False) == errno.ENOTEMPTY
-    assert policy.rmdir_refusal(DIR, write_refusal=None, busy=False, is_empty=lambda: True) is None
+    erofs, ok = (lambda: errno.EROFS), (lambda: None)
+    assert policy.rmdir_refusal(None, write_refusal=_never, busy=True, is_empty=_never) == errno.ENOENT
+    assert policy.rmdir_refusal(FILE, write_refusal=_never, busy=True, is_empty=_never) == errno.ENOTDIR
+    assert policy.rmdir_refusal(DIR, write_refusal=erofs, busy=True, is_empty=_never) == errno.EROFS
+    assert policy.rmdir_refusal(DIR, write_refusal=ok, busy=True, is_empty=_never) == errno.EBUSY
+    assert policy.rmdir_refusal(DIR, write_refusal=ok, busy=False, is_empty=lambda: False) == errno.ENOTEMPTY
+    assert policy.rmdir_refusal(DIR, write_refusal=ok, busy=False, is_empty=lambda: True) is None
 
 
 def test_unlink_and_what_removal_leaves() -> None:
-    assert policy.unlink_refusal(None, write_refusal=errno.EROFS) == errno.ENOENT
-    assert policy.unlink_refusal(DIR, write_refusal=None) == errno.EISDIR
-    assert policy.unlink_refusal(FILE, write_refusal=errno.EROFS) == errno.EROFS
+    assert policy.unlink_refusal(None, write_refusal=_never) == errno.ENOENT
+    assert policy.unlink_refusal(DIR, write_refusal=_never) == errno.EISDIR
+    assert policy.unlink_refusal(FILE, write_refusal=lambda: errno.EROFS) == errno.EROFS
     assert policy.remove_steps(LOWER_FILE, lower=True) == policy.RemoveSteps(whiteout=True, remove_backing=False)
     assert policy.remove_steps(FILE, lower=True) == policy.RemoveSteps(whiteout=True, remove_backing=True)
     assert policy.remove_steps(FILE, lower=False) == policy.RemoveSteps(whiteout=False, remove_backing=True)

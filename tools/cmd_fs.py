@@ -167,6 +167,14 @@ def setup_mount(parser: argparse.ArgumentParser) -> Run:
         default=False,
         help="bind rule-free image directories over the view (native speed; the boot uses it)",
     )
+    parser.add_argument(
+        "--native-writes",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="bind writable rule folders that hold nothing in the image or sources (/tmp, ...) "
+             "straight from their layer: native speed; renames and links into or out of them "
+             "are EXDEV, and they carry no provenance xattrs (litefs explain still answers)",
+    )
     parser.add_argument("--fsname", default=None, help="name shown in /proc/mounts (default litefs:<node>)")
     parser.add_argument("--cache-timeout", type=float, default=3600.0, metavar="S", help="kernel entry/attr cache (s)")
     parser.add_argument("--log", metavar="FILE", help="log file (default: stderr in the foreground)")
@@ -193,6 +201,7 @@ def run_mount(args: argparse.Namespace) -> int:
         allow_other=not args.no_allow_other,
         foreground=args.foreground,
         bypass=args.bypass,
+        native_writes=args.native_writes,
         cache_timeout=args.cache_timeout,
         log_file=args.log,
         kmsg=args.kmsg,

@@ -18,10 +18,6 @@ import pyfuse3
 from litefs.syscalls import fchown_empty, utimens_empty
 
 
-def _err(code: int) -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(code)
-
-
 def caller_groups(pid: int, gid: int) -> set[int]:
     """The caller's primary and supplementary groups (FUSE passes only uid/gid/pid). If the
     process is gone or unreadable, only ``gid`` counts: that can refuse, never allow more."""
@@ -68,17 +64,17 @@ def set_pinned(
         _truncate_pinned(pin, st, attr.st_size, open_fd, ctx)
     if fields.update_uid or fields.update_gid:
         if not owner:
-            raise _err(errno.EPERM)
+            raise pyfuse3.FUSEError(errno.EPERM)
         fchown_empty(pin, attr.st_uid if fields.update_uid else -1, attr.st_gid if fields.update_gid else -1)
     if fields.update_mode and not stat.S_ISLNK(st.st_mode):
         if not owner:
-            raise _err(errno.EPERM)
+            raise pyfuse3.FUSEError(errno.EPERM)
         # chmod of the /proc magic link changes the pinned inode (what glibc's
         # fchmodat(AT_SYMLINK_NOFOLLOW) does); it is not a symlink, checked above.
         os.chmod(f"/proc/self/fd/{pin}", stat.S_IMODE(attr.st_mode))
     if fields.update_atime or fields.update_mtime:
         if not owner and not may_access(st, ctx, os.W_OK):
-            raise _err(errno.EPERM)
+            raise pyfuse3.FUSEError(errno.EPERM)
         at = attr.st_atime_ns if fields.update_atime else st.st_atime_ns
         mt = attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns
         if stat.S_ISLNK(st.st_mode):
@@ -92,11 +88,11 @@ def _truncate_pinned(pin: int, st: os.stat_result, size: int, open_fd: int | Non
         os.ftruncate(open_fd, size)
         return
     if stat.S_ISDIR(st.st_mode):
-        raise _err(errno.EISDIR)
+        raise pyfuse3.FUSEError(errno.EISDIR)
     if not stat.S_ISREG(st.st_mode):
-        raise _err(errno.EINVAL)  # never open a fifo or device: it may block
+        raise pyfuse3.FUSEError(errno.EINVAL)  # never open a fifo or device: it may block
     if not may_access(st, ctx, os.W_OK):
-        raise _err(errno.EACCES)
+        raise pyfuse3.FUSEError(errno.EACCES)
     # Reopening through /proc reaches the pinned inode itself, not a name.
     fd = os.open(f"/proc/self/fd/{pin}", os.O_WRONLY | os.O_CLOEXEC)
     try:

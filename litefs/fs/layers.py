@@ -360,14 +360,14 @@ class Layer:
     def drop_whiteout(self, rel: str) -> bool:
         """Forget that ``rel`` was deleted; False if it was not recorded."""
         parent, name = split(rel)
-        pfd = self.find_dir(parent)
-        if pfd is None:
-            return False
         try:
+            pfd = self.find_dir(parent)
+            if pfd is None:
+                return False
             os.unlink(whiteout_name(name), dir_fd=pfd)
             return True
-        except FileNotFoundError:
-            return False
+        except OSError:
+            return False  # nothing recorded there that litefs could reach
 
     def make_opaque(self, rel_dir: str) -> None:
         make_marker(self.dirfd(rel_dir), OPAQUE)

@@ -27,7 +27,7 @@ import trio
 
 from litefs import syscalls
 from litefs.errors import MountError
-from litefs.fs.control import SETTLE_S
+from litefs.fs import native
 from litefs.fs.layers import LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
@@ -52,6 +52,8 @@ class MountConfig:
     allow_other: bool = True
     foreground: bool = False
     bypass: bool = False
+    #: bind writable rule folders with no lower content from their layer (litefs.fs.native)
+    native_writes: bool = False
     cache_timeout: float = 3600.0
     log_file: str | None = None
     kmsg: bool = False  # also warnings and errors to /dev/kmsg (the boot hook sets it)
@@ -98,6 +100,43 @@ def bypass_dirs(plan: Plan, layers: LayerSet, depth: int = BYPASS_DEPTH) -> list
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """One bind mount over the view: ``path`` in the view, from ``src``."""
+
+    path: str
+    src: str
+    read_only: bool
+
+
+def image_binds(plan: Plan, layers: LayerSet) -> list[Bind]:
+    """--bypass: the rule-free image directories, read-only from the image."""
+    return [Bind(p, f"/proc/self/fd/{layers.image.fd}{p}", True) for p in bypass_dirs(plan, layers)]
+
+
+def native_binds(ops: LitefsOps, active: frozenset[str] = frozenset()) -> list[Bind]:
+    """--native-writes: writable rule folders with no lower content, from their upper layer
+    (litefs.fs.native). Runs on the daemon's own thread: it may make the folder in the layer
+    (with the view's metadata and inode number) and sweeps its bookkeeping names."""
+    out = []
+    plan, layers = ops.view.plan, ops.layers
+    for path in native.candidates(plan):
+        up = native.eligible(plan, layers, path)
+        if up is None:
+            continue
+        if path in active:  # bound already: nothing of it passes the daemon to sweep
+            out.append(Bind(path, native.source_of(up, path), False))
+            continue
+        try:
+            ops.writer.ensure_dir(up, path[1:])
+        except OSError as exc:
+            log.warning("%s stays served through FUSE: %s", path, exc)
+            continue
+        if native.prepared(up, path):
+            out.append(Bind(path, native.source_of(up, path), False))
+    return out
+
+
 class Bypass:
     """The bind mounts currently laid over the view."""
 
@@ -108,8 +147,9 @@ class Bypass:
         self.settle = settle
         self.active: list[str] = []
 
-    def apply(self, wanted: list[str]) -> None:
+    def apply(self, binds: list[Bind]) -> None:
         """Bind what is wanted and not bound; lift what is bound and no longer wanted."""
+        wanted = [b.path for b in binds]
         for path in [p for p in self.active if p not in wanted][::-1]:
             try:
                 syscalls.umount(self.mountpoint + path, syscalls.MNT_DETACH)
@@ -119,22 +159,24 @@ class Bypass:
                 if exc.errno not in (errno.EINVAL, errno.ENOENT):
                     log.error("cannot lift bypass on %s: %s", path, exc)
             self.active.remove(path)
-        for path in wanted:
-            if path in self.active:
+        for b in binds:
+            if b.path in self.active:
                 continue
-            src = f"/proc/self/fd/{self.layers.image.fd}{path}"
+            path = b.path
             target = self.mountpoint + path
-            for attempt in range(3):
+            for attempt in range(5):
                 try:
-                    syscalls.mount(src, target, syscalls.MS_BIND)
-                    syscalls.mount("none", target, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+                    syscalls.mount(b.src, target, syscalls.MS_BIND)
+                    if b.read_only:
+                        syscalls.mount("none", target, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
                     self.active.append(path)
                     break
                 except OSError as exc:
                     # Right after a plan change the kernel may still be dropping the old
-                    # entries (invalidations run concurrently): once they have all landed,
-                    # the target's lookup is fresh and the bind can be tried again.
-                    if exc.errno in (errno.ENOENT, errno.EINVAL) and attempt < 2 and self.settle(SETTLE_S):
+                    # entries (invalidations run concurrently): wait until they have all
+                    # landed (bounded as the old fixed pauses were) and try again.
+                    if exc.errno in (errno.ENOENT, errno.EINVAL) and attempt < 4:
+                        self.settle(0.05 * (attempt + 1))
                         continue
                     log.error("bypass of %s failed (served through FUSE instead): %s", path, exc)
                     break
@@ -204,11 +246,11 @@ async def _serve(
             ops.coherence.fuse_dev = f"{os.major(dev)}:{os.minor(dev)}"
             set_readahead(ops.coherence.fuse_dev)
             if bypass is not None:
-                wanted = bypass_dirs(ops.view.plan, ops.layers)
-                ops.coherence.pin(wanted)
+                wanted = wanted_binds(ops, cfg)
+                ops.coherence.pin([b.path for b in wanted])
                 await trio.to_thread.run_sync(bypass.apply, wanted)
                 ops.coherence.pin(list(bypass.active))
-                log.info("bypass: %d image directories served natively", len(bypass.active))
+                log.info("bypass: %d directories served natively", len(bypass.active))
             log.info("ready: %s on %s", cfg.fsname, cfg.mountpoint)
             if ready is not None:
                 os.write(ready, b"ok\n")
@@ -278,6 +320,11 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     os._exit(_run(ops, cfg, layers, wfd))
 
 
+def wanted_binds(ops: LitefsOps, cfg: MountConfig, active: frozenset[str] = frozenset()) -> list[Bind]:
+    binds = image_binds(ops.view.plan, ops.layers) if cfg.bypass else []
+    return binds + (native_binds(ops, active) if cfg.native_writes else [])
+
+
 def _init(ops: LitefsOps, cfg: MountConfig, layers: LayerSet) -> None:
     try:
         pyfuse3.init(ops, cfg.mountpoint, fuse_options(cfg, layers.read_only))
@@ -286,20 +333,20 @@ def _init(ops: LitefsOps, cfg: MountConfig, layers: LayerSet) -> None:
 
 
 def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) -> int:
-    bypass = Bypass(cfg.mountpoint, layers, ops.coherence.wait_settled) if cfg.bypass else None
+    bypass = Bypass(cfg.mountpoint, layers, ops.coherence.wait_settled) if cfg.bypass or cfg.native_writes else None
     if bypass is not None:
 
-        def on_plan_change() -> None:
+        def on_layout_change() -> None:
             # Runs inside a request handler: lay the binds from a thread after it returns.
-            wanted = bypass_dirs(ops.view.plan, layers)
-            ops.coherence.pin([*bypass.active, *wanted])
+            wanted = wanted_binds(ops, cfg, frozenset(bypass.active))
+            ops.coherence.pin([*bypass.active, *(b.path for b in wanted)])
             trio.lowlevel.spawn_system_task(relay, wanted)
 
-        async def relay(wanted: list[str]) -> None:
+        async def relay(wanted: list[Bind]) -> None:
             await trio.to_thread.run_sync(bypass.apply, wanted)
             ops.coherence.pin(list(bypass.active))
 
-        ops.on_plan_change = on_plan_change
+        ops.on_layout_change = on_layout_change
     status = 0
     state = {"gone": False}
     try:

@@ -24,7 +24,7 @@ import pyfuse3
 from litefs.fs import attrs, control, policy
 from litefs.fs.coherence import Coherence
 from litefs.fs.inodes import ORIGIN_XATTR, ROOT_INODE, Inode
-from litefs.fs.layers import RENAME_EXCHANGE, RENAME_NOREPLACE, WH_PREFIX, join, split
+from litefs.fs.layers import RENAME_EXCHANGE, RENAME_NOREPLACE, WH_PREFIX, Layer, join, split
 from litefs.fs.markers import NAME_MAX
 from litefs.fs.tree import Tree, is_live, parent_of
 from litefs.fs.view import BACKED, CON, IMPLIED, SYNTH_DIR, SYNTH_LINK, Entry, View, child_path
@@ -95,7 +95,9 @@ class LitefsOps(pyfuse3.Operations):
         self.files: dict[int, OpenFile] = {}
         self.dirs: dict[int, tuple[Inode, list[tuple[str, Entry]] | None]] = {}
         self._next_fh = 1
-        self.on_plan_change: Callable[[], None] | None = None
+        #: called when what the view shows may have moved (a plan change, a refresh): lays
+        #: and lifts the binds over the view (litefs.fs.mount) before the refresh runs
+        self.on_layout_change: Callable[[], None] | None = None
 
     def _fh(self) -> int:
         fh = self._next_fh
@@ -397,23 +399,24 @@ class LitefsOps(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         pold, pnew = self.tree.node(parent_inode_old), self.tree.node(parent_inode_new)
-        check_name(os.fsdecode(name_new), self.tree.entry(pnew))
+        peo, pen = self.tree.entry(pold), self.tree.entry(pnew)
+        check_name(os.fsdecode(name_new), pen)
         old = child_path(pold.path or "/", os.fsdecode(name_old))
         new = child_path(pnew.path or "/", os.fsdecode(name_new))
         await self.writer.path_lock(old)
         await self.writer.path_lock(new)
-        _p, peo, old, src = self._child(parent_inode_old, name_old)
-        _p, pen, new, dst = self._child(parent_inode_new, name_new)
+        src = self.view.locate(old, peo)
         if src is None:
             raise _err(errno.ENOENT)
+        dst = self.view.locate(new, pen)
         _r, up = self.writer.upper_for(old, peo)
         _r, up2 = self.writer.upper_for(new, pen)
         exchange = bool(flags & RENAME_EXCHANGE)
         refuse(policy.rename_refusal(
-            side(src, self.writer.dir_has_lower(old, src, peo)),
-            maybe_side(dst, dst is not None and self.writer.dir_has_lower(new, dst, pen)),
-            same_upper=up is up2, dst_parent_raw=pen.raw, noreplace=bool(flags & RENAME_NOREPLACE),
-            exchange=exchange, dst_is_empty=lambda: dst is not None and self.tree.is_empty(new, dst)))
+            side(src), maybe_side(dst), same_upper=up is up2, dst_parent_raw=pen.raw,
+            noreplace=bool(flags & RENAME_NOREPLACE), exchange=exchange,
+            dst_is_empty=lambda: dst is not None and self.tree.is_empty(new, dst),
+            src_lower_dir=self.writer.lower_dir(old, src, peo), dst_lower_dir=self.writer.lower_dir(new, dst, pen)))
         src = await self.writer.copy_up_path(old, src)
         if exchange and dst is not None:
             dst = await self.writer.copy_up_path(new, dst)
@@ -421,7 +424,7 @@ class LitefsOps(pyfuse3.Operations):
         self._rename(old, new, src, dst, drel, peo, pen, up, exchange)
 
     def _rename(self, old: str, new: str, src: Entry, dst: Entry | None, drel: str, peo: Entry, pen: Entry,
-                up: Any, exchange: bool) -> None:
+                up: Layer, exchange: bool) -> None:
         """The backing rename and its bookkeeping (allowed, sources copied up)."""
         steps = policy.rename_steps(side(src), maybe_side(dst), exchange=exchange, dst_parent_raw=pen.raw,
                                     src_lower=self.writer.lower_has(old, src, peo),
@@ -502,6 +505,8 @@ class LitefsOps(pyfuse3.Operations):
             if ctx.uid != 0:
                 raise _err(errno.EPERM)
             if sname == control.XATTR_REFRESH:
+                if self.on_layout_change is not None:
+                    self.on_layout_change()  # lower content may have come or gone
                 self.refresh(control.refresh_paths(value))
             else:
                 self.change_plan(value)
@@ -543,7 +548,7 @@ class LitefsOps(pyfuse3.Operations):
             raise _err(errno.EINVAL) from None
         self.view.set_plan(plan)
         log.info("plan changed (%d rules)", len(plan.rules))
-        if self.on_plan_change is not None:
-            self.on_plan_change()  # pins the old and new bypass binds before the refresh
+        if self.on_layout_change is not None:
+            self.on_layout_change()  # pins the old and new binds before the refresh
         self.refresh(["/"])
 

@@ -26,8 +26,6 @@ class Side:
     raw: bool = False
     #: the entry lives in the writable layer already (nothing to copy up)
     in_upper: bool = False
-    #: a directory with content in a lower layer (it cannot move: the lower part would stay)
-    lower_dir: bool = False
 
 
 def upper_refusal(*, read_only: bool, synthetic_parent: bool, wanted: str | None, have: bool) -> int | None:
@@ -68,17 +66,22 @@ def rename_refusal(
     noreplace: bool,
     exchange: bool,
     dst_is_empty: Callable[[], bool],
+    src_lower_dir: Callable[[], bool],
+    dst_lower_dir: Callable[[], bool],
 ) -> int | None:
     """rename(2)'s answer before anything changes (None: go ahead). ``dst`` is None when the
-    new name is free; ``same_upper`` says both names write to the same layer;
-    ``dst_is_empty`` is asked only when a directory would be replaced (it lists it)."""
+    new name is free; ``same_upper`` says both names write to the same layer. The questions
+    that read layers are asked only when the answer depends on them: ``dst_is_empty`` when a
+    directory would be replaced (it lists it), ``src_lower_dir``/``dst_lower_dir`` whether that
+    directory has content in a lower layer (such a directory cannot move: its lower part would
+    stay)."""
     if not same_upper or src.raw != dst_parent_raw:
         return errno.EXDEV
     if noreplace and dst is not None:
         return errno.EEXIST
     if exchange and dst is None:
         return errno.ENOENT
-    if src.is_dir and not src.raw and src.lower_dir:
+    if src.is_dir and not src.raw and src_lower_dir():
         return errno.EXDEV
     if dst is not None and not exchange:
         if dst.is_dir and not src.is_dir:
@@ -87,7 +90,7 @@ def rename_refusal(
             return errno.ENOTDIR
         if dst.is_dir and not dst_is_empty():
             return errno.ENOTEMPTY
-    if exchange and dst is not None and dst.is_dir and not dst.raw and dst.lower_dir:
+    if exchange and dst is not None and dst.is_dir and not dst.raw and dst_lower_dir():
         return errno.EXDEV
     return None
 
@@ -120,17 +123,19 @@ def rename_steps(
 
 
 def rmdir_refusal(
-    target: Side | None, *, write_refusal: int | None, busy: bool, is_empty: Callable[[], bool]
+    target: Side | None, *, write_refusal: Callable[[], int | None], busy: bool, is_empty: Callable[[], bool]
 ) -> int | None:
-    """rmdir(2)'s answer, in the kernel's order. ``write_refusal`` is :func:`upper_refusal`'s
-    answer for the name; ``busy``: a directory litefs makes up, or the root of a raw layer;
-    ``is_empty`` is asked last (it lists the directory)."""
+    """rmdir(2)'s answer, in the kernel's order. ``write_refusal()`` is :func:`upper_refusal`'s
+    answer for the name (asked once the name is known to be a directory); ``busy``: a
+    directory litefs makes up, or the root of a raw layer; ``is_empty`` is asked last (it lists
+    the directory)."""
     if target is None:
         return errno.ENOENT
     if not target.is_dir:
         return errno.ENOTDIR
-    if write_refusal is not None:
-        return write_refusal
+    refused = write_refusal()
+    if refused is not None:
+        return refused
     if busy:
         return errno.EBUSY
     if not is_empty():
@@ -138,12 +143,12 @@ def rmdir_refusal(
     return None
 
 
-def unlink_refusal(target: Side | None, *, write_refusal: int | None) -> int | None:
+def unlink_refusal(target: Side | None, *, write_refusal: Callable[[], int | None]) -> int | None:
     if target is None:
         return errno.ENOENT
     if target.is_dir:
         return errno.EISDIR
-    return write_refusal
+    return write_refusal()
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,6 @@ _LIVE_OPTIONS = frozenset(o for o in VALID_OPTIONS if family_of(o) is Family.RO)
 Ident = tuple[int, int, int]
 
 
-def _err(code: int) -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(code)
-
-
 def is_live(e: Entry) -> bool:
     """Does ``e`` follow its sources live (the kernel must ask again soon)?"""
     res = e.res
@@ -63,17 +59,17 @@ class Tree:
     def node(self, ino: int) -> Inode:
         node = self.inodes.get(ino)
         if node is None:
-            raise _err(errno.ESTALE)
+            raise pyfuse3.FUSEError(errno.ESTALE)
         return node
 
     def entry(self, node: Inode) -> Entry:
         e = node.entry
         if e is None:
             if node.path is None:
-                raise _err(errno.ENOENT)
+                raise pyfuse3.FUSEError(errno.ENOENT)
             e = self.locate(node.path)
             if e is None:
-                raise _err(errno.ENOENT)
+                raise pyfuse3.FUSEError(errno.ENOENT)
             node.entry = e
         if not e.is_dir:
             self.keep(node)
@@ -84,7 +80,7 @@ class Tree:
         node = self.node(ino)
         e = self.entry(node)
         if not e.is_dir:
-            raise _err(errno.ENOTDIR)
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
         return node, e
 
     def parent_entry(self, node: Inode) -> Entry | None:
@@ -172,7 +168,7 @@ class Tree:
         if st is None and (e.kind is BACKED or e.kind is CON) and e.layer is not None:
             st = e.st = e.layer.lstat(e.rel)
         if st is None:
-            raise _err(errno.ENOENT)
+            raise pyfuse3.FUSEError(errno.ENOENT)
         return st
 
     def detached_attr(self, node: Inode, fd: int) -> pyfuse3.EntryAttributes:
@@ -190,7 +186,7 @@ class Tree:
         path = child_path(parent.path or "/", name)
         e = self.view.locate(path, self.entry(parent))
         if e is None:
-            raise _err(errno.EIO)
+            raise pyfuse3.FUSEError(errno.EIO)
         return self.reply(self.bind(path, e), e)
 
     # --- inode numbers (the scheme is in litefs.fs.inodes) ------------------------------
@@ -203,7 +199,7 @@ class Tree:
         if st is None:
             st = e.st = e.layer.lstat(e.rel)
             if st is None:
-                raise _err(errno.ENOENT)
+                raise pyfuse3.FUSEError(errno.ENOENT)
         slot = e.layer.slot | (inonum.RAW_BIT if e.raw else 0)
         is_dir = stat.S_ISDIR(st.st_mode)
         multi = st.st_nlink > 1 and not e.in_upper and not e.raw and not is_dir
@@ -261,8 +257,9 @@ class Tree:
         held = self.inodes.at(path)
         if held is not None and held.ident == ident:
             return None
+        where = b.xattr_path(e.rel)  # a parent that cannot be reached fails the request
         try:
-            raw = os.getxattr(b.xattr_path(e.rel), inonum.ORIGIN_XATTR, follow_symlinks=False)
+            raw = os.getxattr(where, inonum.ORIGIN_XATTR, follow_symlinks=False)
         except OSError as exc:
             if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
                 b.origin_xattrs = False  # this store has none: never ask it again

@@ -325,6 +325,7 @@ class View:
         for b, names in listings:
             is_up = b is up
             fd = b.dirfd(rel)
+            upper_dirs = []
             for n in names:
                 if n in seen or (not is_up and n in hidden):
                     continue
@@ -333,11 +334,14 @@ class View:
                     st = os.stat(n, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # went away meanwhile
-                crel = join(rel, n)
-                e = Entry(child_path(path, n), BACKED, res, b, crel, st)
+                e = Entry(child_path(path, n), BACKED, res, b, join(rel, n), st)
                 if is_up and stat.S_ISDIR(st.st_mode):
-                    e.cut = entry.cut or b.is_opaque(crel)
+                    upper_dirs.append(e)
                 out.append((n, e))
+            # After the loop: each opacity check caches a directory fd, and past the cache's
+            # size that would close ``fd`` while the loop still used it.
+            for e in upper_dirs:
+                e.cut = entry.cut or b.is_opaque(e.rel)
         for n in sorted(special):
             e = self.locate(child_path(path, n), entry)
             if e is not None:

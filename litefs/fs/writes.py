@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +46,14 @@ def refuse(code: int | None) -> None:
         raise pyfuse3.FUSEError(code)
 
 
-def side(e: Entry, lower_dir: bool = False) -> policy.Side:
+def side(e: Entry) -> policy.Side:
     """The facts :mod:`litefs.fs.policy` decides on, of what is at a name."""
-    return policy.Side(is_dir=e.is_dir, raw=e.raw, in_upper=e.in_upper, lower_dir=lower_dir)
+    return policy.Side(is_dir=e.is_dir, raw=e.raw, in_upper=e.in_upper)
 
 
-def maybe_side(e: Entry | None, lower_dir: bool = False) -> policy.Side | None:
+def maybe_side(e: Entry | None) -> policy.Side | None:
     """side() of what is at a name, None when the name is free."""
-    return None if e is None else side(e, lower_dir)
+    return None if e is None else side(e)
 
 
 @dataclass(slots=True)
@@ -61,7 +62,6 @@ class Creation:
 
     parent: Inode
     parent_entry: Entry
-    path: str
     up: Layer
     rel: str
     #: the name hides deleted lower content (its whiteout goes once the name is made)
@@ -97,21 +97,28 @@ class Writer:
             refuse(policy.raw_refusal(read_only=self.read_only, layer_writable=bool(parent.layer and parent.layer.writable)))
             assert parent.layer is not None
             return None, parent.layer
-        res = resolve(self.view.plan, path) if not self.read_only else None
-        up = self.layers.upper(res.upper) if res is not None else None
+        if self.read_only or parent.kind is SYNTH_DIR:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        res = resolve(self.view.plan, path)
+        up = self.layers.upper(res.upper)
         if res is not None and res.upper is not None and up is None:
             log.error("%s: rule %s needs the %s layer, which this mount has none of", path, res.rule.path, res.upper)
         refuse(policy.upper_refusal(read_only=self.read_only, synthetic_parent=parent.kind is SYNTH_DIR,
-                                    wanted=res.upper if res is not None else None, have=up is not None))
+                                    wanted=res.upper, have=up is not None))
         assert up is not None
         return res, up
 
-    def write_refusal(self, path: str, parent: Entry) -> int | None:
-        try:
-            self.upper_for(path, parent)
-        except pyfuse3.FUSEError as exc:
-            return exc.errno
-        return None
+    def write_refusal(self, path: str, parent: Entry) -> Callable[[], int | None]:
+        """upper_for()'s refusal, to be asked when a policy needs it (None: allowed)."""
+
+        def ask() -> int | None:
+            try:
+                self.upper_for(path, parent)
+            except pyfuse3.FUSEError as exc:
+                return exc.errno
+            return None
+
+        return ask
 
     async def writable(self, node: Inode, e: Entry, truncate_to: int | None = None) -> Entry:
         """``e`` ready to be changed: checked, and copied up unless it is in its upper layer."""
@@ -237,6 +244,10 @@ class Writer:
                 return True
         return res.rule is not None and res.rule.path == path == "/etc/mtab"
 
+    def lower_dir(self, path: str, e: Entry | None, parent: Entry) -> Callable[[], bool]:
+        """dir_has_lower() of ``e``, to be asked when a policy needs it."""
+        return lambda: e is not None and self.dir_has_lower(path, e, parent)
+
     def dir_has_lower(self, path: str, e: Entry, parent: Entry) -> bool:
         """A directory with content in a lower layer cannot be renamed (EXDEV, like overlayfs)."""
         if not e.is_dir or e.raw or e.cut:
@@ -255,6 +266,7 @@ class Writer:
         """Give a new entry to the caller (the daemon runs as root)."""
         if ctx.uid == _EUID and ctx.gid == _EGID:
             return  # created by us as the caller would have been
+        up.dirfd(split(rel)[0])  # a parent that cannot be reached fails the request
         try:
             up.give(rel, ctx.uid, ctx.gid)
         except PermissionError as exc:
@@ -277,7 +289,7 @@ class Writer:
         if not pe.raw:
             self.ensure_dir(up, split(rel)[0])
             had_whiteout = up.has_whiteout(rel)
-        return Creation(pnode, pe, path, up, rel, had_whiteout, res)
+        return Creation(pnode, pe, up, rel, had_whiteout, res)
 
     def made(self, c: Creation, ctx: pyfuse3.RequestContext) -> None:
         """After a name was made in the upper layer: give it to the caller and drop the

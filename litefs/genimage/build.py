@@ -17,7 +17,6 @@ debootstrap shares, so a second build downloads nothing it already has.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import gzip
 import json
@@ -30,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from litefs import syscalls
 from litefs.genimage import (
     SUPPORTED_ARCH,
     SUPPORTED_OS,
@@ -53,8 +53,6 @@ NEW, OLD = ".rootimg.new", ".rootimg.old"
 #: a statelite node boots initrd-statelite.gz, built beside rootimg by genimage.
 APT_ENV = {"INITRD": "No"}
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
 
 
 @dataclass
@@ -444,11 +442,10 @@ def write_state(spec: Spec, root: Path, kver: str) -> None:
 
 def exchange(a: Path, b: Path) -> None:
     """Swap two directory entries atomically (Linux renameat2 RENAME_EXCHANGE)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    rc = libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise GenimageError(f"cannot swap {a} and {b}: {os.strerror(err)}")
+    try:
+        syscalls.renameat2(syscalls.AT_FDCWD, str(a), syscalls.AT_FDCWD, str(b), syscalls.RENAME_EXCHANGE)
+    except OSError as exc:
+        raise GenimageError(f"cannot swap {a} and {b}: {exc.strerror}") from None
 
 
 def swap(spec: Spec, new: Path) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from _fsbench_report import BYPASS, FUSE_OVERLAY, LITEFS, NATIVE, OVERLAY
+from _fsbench_report import BYPASS, FUSE_OVERLAY, LITEFS, NATIVE, NATIVE_WRITES, OVERLAY
 from _fsbench_tree import CREATE_DIR, FREE_TREE, RULE_TREE, UNTAR_DIR
 
 LITEFS_CMD = [sys.executable, "-m", "litefs.tools.litefs_cli"]
@@ -196,11 +196,13 @@ class Litefs(Presenter):
     fuse = True
 
     def __init__(
-        self, work: Path, cleanup: Cleanup, image: Path, plan_file: Path, tmpfs: Path, bypass: bool, tag: str = ""
+        self, work: Path, cleanup: Cleanup, image: Path, plan_file: Path, tmpfs: Path, bypass: bool, tag: str = "",
+        native_writes: bool = False,
     ) -> None:
         super().__init__(work, cleanup)
         self.bypass = bypass
-        self.name = BYPASS if bypass else LITEFS
+        self.native_writes = native_writes
+        self.name = NATIVE_WRITES if native_writes else BYPASS if bypass else LITEFS
         tag = tag or self.name
         self.image = image
         self.plan_file = plan_file
@@ -208,7 +210,7 @@ class Litefs(Presenter):
         self.persistent = work / f"{tag}-persistent"
         self.mnt = work / f"mnt-{tag}"
         self.log = work / f"{tag}.log"
-        self.read_root = str(self.mnt) + (FREE_TREE if bypass else RULE_TREE)
+        self.read_root = str(self.mnt) + (FREE_TREE if bypass and not native_writes else RULE_TREE)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
@@ -216,7 +218,7 @@ class Litefs(Presenter):
             *LITEFS_CMD, "mount", str(self.mnt), "--plan", str(self.plan_file), "--image", str(self.image),
             "--tmpfs", str(self.tmpfs_layer), "--persistent", str(self.persistent), "--log", str(self.log),
         ]  # fmt: skip
-        return argv + (["--bypass"] if self.bypass else ["--no-bypass"])
+        return argv + (["--bypass"] if self.bypass else ["--no-bypass"]) + (["--native-writes"] if self.native_writes else [])
 
     def start(self) -> None:
         for d in (self.tmpfs_layer, self.persistent, self.mnt):

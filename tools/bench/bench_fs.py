@@ -1,9 +1,11 @@
 """Benchmark: the same tree presented natively, by overlayfs, fuse-overlayfs and litefs.
 
 One run builds one tree (10,000 small files in 100 directories plus one big file) and shows it
-through five presenters: a native directory, kernel overlayfs and fuse-overlayfs (lower = the
-tree, upper in a tmpfs), litefs on a rule-covered path and litefs ``--bypass`` on a rule-free
-path (the cookbook's RedHat litefile list plus a persistent rule). It times ``find``,
+through six presenters: a native directory, kernel overlayfs and fuse-overlayfs (lower = the
+tree, upper in a tmpfs), litefs on a rule-covered path, litefs ``--bypass`` on a rule-free
+path, and litefs ``--bypass --native-writes`` (writable rule folders with nothing below them in
+the image, like ``/tmp``, bound from their layer) on the rule-covered path (the cookbook's RedHat
+litefile list plus a persistent rule). It times ``find``,
 ``find | xargs stat``, ``cat`` of every small file, a sequential read of the big file (cold:
 caches dropped and FUSE remounted; warm), creating 10,000 small files in a tmpfs rule and
 untarring the Python stdlib into a persistent rule; then the time from ``litefs mount`` to a
@@ -63,6 +65,7 @@ from _fsbench_report import (
     FIND,
     FUSE_OVERLAY,
     LITEFS,
+    NATIVE_WRITES,
     OVERLAY,
     PRESENTERS,
     READY,
@@ -193,11 +196,13 @@ class Bench:
             KernelOverlay(self.work, self.cleanup, self.tree, self.tmpfs),
             FuseOverlay(self.work, self.cleanup, self.tree, self.tmpfs),
         ]
-        if {LITEFS, BYPASS} & set(want):
+        if {LITEFS, BYPASS, NATIVE_WRITES} & set(want):
             if litefs_available():
                 cands += [
                     Litefs(self.work, self.cleanup, self.image, self.plan_file, self.tmpfs, bypass=False),
                     Litefs(self.work, self.cleanup, self.image, self.plan_file, self.tmpfs, bypass=True),
+                    Litefs(self.work, self.cleanup, self.image, self.plan_file, self.tmpfs, bypass=True,
+                           native_writes=True),
                 ]
             else:
                 self.res.notes.append("litefs mount is not available in this tree: litefs columns skipped")

@@ -1,0 +1,130 @@
+"""Writable rule directories the kernel serves itself (``--native-writes``).
+
+A directory rule of a writable family (tmpfs, persistent, localdisk; not ``con``, whose content
+is made up, nor ``ro``) whose directory holds nothing in any lower layer (the image and the
+sources have it absent or empty) and that has no rule below it is exactly its upper layer's
+folder: nothing is merged, hidden or copied up there. Such a folder is bind-mounted straight
+from the layer over the view, like the ``--bypass`` binds, and the kernel then serves every
+request below it at native speed (``/tmp`` and ``/var/tmp`` on a typical image).
+
+What the view promises still holds, with these differences, which are the kernel's at any
+mount boundary:
+
+* a rename or hard link between the bound folder and the rest of the view is EXDEV (``mv``
+  copies then), where FUSE allowed it inside one upper layer;
+* inode numbers below it are the layer's own (they change when the folder changes between
+  kernel and FUSE service, as after a remount);
+* the provenance xattrs ``user.litefs.origin``/``rule`` are not there below it (``litefs
+  explain`` still answers), nor the tmpfs near-full warning (writes do not pass the daemon).
+
+The folder is prepared before it is bound: made in the layer with the view's owner, mode and
+times if missing, and its bookkeeping names (``.wh.*`` markers, stale copy-up temps, which hide
+nothing where no lower content exists) removed, so the same files show either way. A plan
+change or refresh that gives the folder lower content, or a rule below it, lifts the bind
+again; files open through it stay valid (the layer's own inodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+
+from litefs.fs.layers import WH_PREFIX, Layer, LayerSet, join
+from litefs.fs.view import STATELITE
+from litefs.options import Family
+from litefs.plan import Plan
+from litefs.resolve import resolve
+
+log = logging.getLogger("litefs.fs")
+
+#: families whose directory rules may be bound from their upper layer
+NATIVE_FAMILIES = (Family.VOLATILE, Family.PERSISTENT, Family.LOCALDISK)
+#: entries a folder's marker sweep reads before the folder is left to FUSE (bounds the cost
+#: at mount and plan change; a folder that big is served by FUSE)
+SWEEP_LIMIT = 100_000
+
+
+def candidates(plan: Plan) -> list[str]:
+    """Directory rules of a writable family with no rule below them (pure)."""
+    dirs = sorted(r.path for r in plan.rules if r.is_dir and r.family in NATIVE_FAMILIES and r.path != "/")
+    out = []
+    for p in dirs:
+        prefix = p + "/"
+        if p.startswith(STATELITE) or any(r.path.startswith(prefix) for r in plan.rules):
+            continue
+        out.append(p)
+    return out
+
+
+def lower_is_empty(lowers: list[Layer | None], rel: str) -> bool:
+    """No lower layer has content at ``rel``: absent, or an empty directory."""
+    for b in lowers:
+        if b is None:
+            continue
+        st = b.lstat(rel)
+        if st is None:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or b.listdir(rel):
+            return False
+    return True
+
+
+def sweep_markers(up: Layer, rel: str, limit: int = SWEEP_LIMIT) -> bool:
+    """Remove the bookkeeping names below ``rel`` in ``up``; False (nothing removed) if the
+    folder has more than ``limit`` entries or is not a plain directory tree there."""
+    doomed: list[str] = []
+    seen = 0
+    stack = [rel]
+    while stack:
+        d = stack.pop()
+        names = up.listdir(d)
+        if names is None:
+            return False
+        for n in names:
+            seen += 1
+            if seen > limit:
+                return False
+            child = join(d, n)
+            if n.startswith(WH_PREFIX):
+                doomed.append(child)
+            elif up.is_dir(child):
+                stack.append(child)
+    for child in doomed:
+        st = up.lstat(child)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            up.rmdir(child)  # a stale copy-up temp directory
+        elif st is not None:
+            up.unlink(child)
+    return True
+
+
+def eligible(plan: Plan, layers: LayerSet, path: str) -> Layer | None:
+    """The upper layer to bind at ``path``, or None when FUSE must serve it."""
+    res = resolve(plan, path)
+    if res.rule is None or res.rule.path != path or res.upper is None:
+        return None
+    up = layers.upper(res.upper)
+    if up is None or not up.writable:
+        return None
+    rel = path[1:]
+    st = up.lstat(rel)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        return None
+    if not lower_is_empty([layers.lower(ref.kind, ref.index) for ref in res.lowers], rel):
+        return None
+    return up
+
+
+def source_of(up: Layer, path: str) -> str:
+    """The bind source for view ``path`` in layer ``up``: through the layer's fd, so it is
+    right after switch_root moved the folder the layer was opened from."""
+    return f"/proc/self/fd/{up.fd}{path}"
+
+
+def prepared(up: Layer, path: str) -> bool:
+    """Sweep the folder's markers; False when it must stay with FUSE."""
+    try:
+        return sweep_markers(up, path[1:])
+    except OSError as exc:
+        log.warning("%s stays served through FUSE: %s", path, exc)
+        return False
