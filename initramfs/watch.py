@@ -5,7 +5,7 @@ plan fetch forks into it once the plan is written (``fetchplan --watch``), which
 Python start-up per boot; ``python -m litefs.initramfs.watch`` runs it on its own. It first changes directory into the view's root: the
 hook then moves the view onto ``/`` and the initramfs path disappears, but our working
 directory keeps pointing at the view, so refreshes go to ``.`` for the life of the node.
-Reconnection after a mountd restart is :func:`litefs.mountd.client.subscribe`'s job.
+Reconnection after a mountd restart is :func:`litefs.initramfs.client.subscribe`'s job.
 
 mountd also sends the node's plan after each subscription and whenever a table edit
 changes it; :class:`PlanFollower` swaps it into the running view (as ``litefs refresh
@@ -68,7 +68,7 @@ def read_plan(path: str | None) -> Plan | None:
 
 
 async def watch(xcat: str, ctx: ssl.SSLContext | None, plan: Plan | None = None) -> None:
-    from litefs.mountd.client import subscribe
+    from litefs.initramfs.client import subscribe
 
     from litefs.fs import control
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ctx = None
     if args.ca:
-        from litefs.mountd.pki import client_context
+        from litefs.initramfs.tls import client_context
 
         try:
             ctx = client_context(Path(args.ca))

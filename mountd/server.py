@@ -24,10 +24,10 @@ from functools import cached_property, partial
 import trio
 
 from litefs.errors import LitefsError, MountdError, ProtocolError
+from litefs.wellknown import DEFAULT_PORT
 
-from . import codec
+from . import codec, xcatd_codec
 from .catalog import Catalog, TableView
-from .client import DEFAULT_PORT
 from .follow import Follower
 from .hub import Hub, Subscriber
 from .identity import Identity, Peer, identify_by_name, identify_known, normalise_ip
@@ -692,7 +692,7 @@ class Server:
         buf = bytearray(data)
         try:
             # Never more than one read past the limit: the buffer is the per-connection bound.
-            while not codec.classic_request_complete(buf) and len(buf) <= limit:
+            while not xcatd_codec.classic_request_complete(buf) and len(buf) <= limit:
                 more = await conn.stream.receive_some(limit)
                 if not more:
                     return
@@ -700,20 +700,20 @@ class Server:
             if len(buf) > limit:
                 raise ProtocolError(f"message too large (limit {limit} bytes)")
             conn.no_deadline()
-            req = codec.decode_classic_request(bytes(buf))
+            req = xcatd_codec.decode_classic_request(bytes(buf))
         except ProtocolError as exc:
             # A classic peer gets its error in the classic framing, not as a JSON line.
             self.log("bad_request", level="warning", peer=peer.address, error=str(exc))
-            await self._send(conn, codec.encode_classic_error(str(exc)) + codec.CLASSIC_SERVERDONE)
+            await self._send(conn, xcatd_codec.encode_classic_error(str(exc)) + xcatd_codec.CLASSIC_SERVERDONE)
             return
         try:
             body = await self._classic_answer(peer, req)
         except _Refused as exc:
-            body = codec.encode_classic_error(str(exc))
-        await self._send(conn, body + codec.CLASSIC_SERVERDONE)
+            body = xcatd_codec.encode_classic_error(str(exc))
+        await self._send(conn, body + xcatd_codec.CLASSIC_SERVERDONE)
         self.served += 1
 
-    async def _classic_answer(self, peer: Peer, req: codec.ClassicRequest) -> bytes:
+    async def _classic_answer(self, peer: Peer, req: xcatd_codec.ClassicRequest) -> bytes:
         if req.command not in CLASSIC_COMMANDS:
             raise _Refused(f"Unsupported command: {req.command} (mountd serves litefile, litetree)", "unsupported")
         view = await self._view()
@@ -738,7 +738,7 @@ class Server:
             if self.log.enabled("debug"):
                 self.log("classic_served", level="debug", peer=peer.address, node=node,
                          via=ident.via, command=req.command)
-        return codec.encode_classic_info(lines)
+        return xcatd_codec.encode_classic_info(lines)
 
     async def _expand(self, view: TableView, text: str) -> set[str]:
         """A request's noderange, expanded in a worker thread within ``expand_timeout``.

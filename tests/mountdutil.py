@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from litefs.initramfs import tls
 from litefs.mountd import pki
 from litefs.mountd.catalog import Catalog
 from litefs.mountd.log import Logger
@@ -79,7 +80,7 @@ def client_ssl(ca_dir: Path, who: str | None = None):  # type: ignore[no-untyped
     cert = key = None
     if who is not None:
         cert, key = ca_dir / f"{who}.pem", ca_dir / f"{who}.key"
-    return pki.client_context(ca_dir / "ca.pem", cert, key)
+    return tls.client_context(ca_dir / "ca.pem", cert, key)
 
 
 @asynccontextmanager

@@ -1,5 +1,5 @@
 """End-to-end diskless boots in namespaces: mountd in a management namespace, nodes that run
-the real initramfs hook as PID 1 and switch_root into their litefs view (litefs.cluster_sim)."""
+the real initramfs hook as PID 1 and switch_root into their litefs view (litefs.tools.cluster_sim)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from litefs.initramfs.fetchplan import FETCH_FAILED
-
-from litefs.cluster_sim import (
+from litefs.tools.cluster_sim import (
     DEMO_IMAGE_DIR,
     Cluster,
-    Node,
+    ClusterNode,
     demo_tables,
     load_demo_tables,
     stage_demo,
@@ -52,7 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert c.leftovers() == []
 
 
-def _boot(c: Cluster, name: str, **kw: str) -> Node:
+def _boot(c: Cluster, name: str, **kw: str) -> ClusterNode:
     node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR, **kw))
     node.wait_shell(60)
     return node
@@ -147,8 +146,8 @@ def test_node_cannot_read_other_nodes_persistent_data(cluster: Cluster) -> None:
     # And mountd serves a node only its own plan: ask for n03's from n01's address.
     code = (
         "import sys; from pathlib import Path; "
-        "from litefs.mountd.client import fetch_plan_sync, Backoff; "
-        "from litefs.mountd.pki import client_context; "
+        "from litefs.initramfs.client import fetch_plan_sync, Backoff; "
+        "from litefs.initramfs.tls import client_context; "
         "fetch_plan_sync('10.77.0.1:3001', node='n03', backoff=Backoff(attempts=1), "
         "ssl_context=client_context(Path(sys.argv[1])))"
     )

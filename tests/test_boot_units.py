@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from litefs.initramfs import fetchplan
 from litefs.tools import mkinitramfs
+from litefs.tools.cluster_sim import hook_path
 
-from litefs.cluster_sim import hook_path
 from litefs.errors import BootError, LitefsError
 from litefs.plan import Plan, Rule, Source
 
@@ -264,7 +264,7 @@ def test_shell_files_parse() -> None:
 
 
 def test_demo_sample_moves_onto_the_cluster_network() -> None:
-    from litefs import sampledata
+    from litefs.tools import sampledata
 
     moved = sampledata.demo_tables_on("10.77.0")
     original = sampledata.demo_tables()

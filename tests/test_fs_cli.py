@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from litefs.tools.cmd_fs import source_under
+from litefs.initramfs.mountcmd import source_under
 
 from litefs import db
 from litefs.plan import Source

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from litefs.initramfs import client
 from litefs.initramfs.watch import PlanFollower
-from litefs.mountd import client
 from sqlalchemy import Engine
 
 from litefs import db, planner, tabledata

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from litefs.mountd.catalog import Catalog
 from litefs.mountd.log import Logger
 from litefs.mountd.server import Server, ServerConfig

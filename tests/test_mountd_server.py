@@ -18,7 +18,8 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from litefs.mountd import client, codec, pki
+from litefs.initramfs import client, tls
+from litefs.mountd import codec
 from litefs.mountd.catalog import Catalog
 from litefs.mountd.log import Logger
 from sqlalchemy import Engine, create_engine
@@ -260,7 +261,7 @@ def test_tls_verification_failures(sqlite_cluster: Engine, ca: Path, tmp_path: P
 
 
 def _trusting(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    return pki.client_context(ca / "ca.pem", cert, key)
+    return tls.client_context(ca / "ca.pem", cert, key)
 
 
 def test_notifications_reach_subscribed_nodes(sqlite_cluster: Engine, ca: Path, tmp_path: Path) -> None:

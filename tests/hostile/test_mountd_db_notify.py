@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from litefs.mountd.db_watch import NOTIFY_CHANNEL
 from sqlalchemy import Engine
 

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from litefs.mountd import client, pki
+from litefs.initramfs import client
+from litefs.mountd import pki
 from sqlalchemy import Engine, insert
 
 from litefs import db

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from litefs.mountd import codec
 
-from litefs import wellknown
 from litefs.errors import LitefsError, MountdError, ProtocolError
 from litefs.plan import Plan
+from litefs.wellknown import DEFAULT_PORT
 
-from . import codec
-
-DEFAULT_PORT = wellknown.DEFAULT_PORT
 OnChange = Callable[[list[str]], Any]
 Sleep = Callable[[float], Awaitable[None]]
 
