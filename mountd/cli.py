@@ -29,9 +29,10 @@ from litefs.wellknown import DEFAULT_PORT
 
 from . import sdnotify, workers
 from .catalog import Catalog
+from .config import ServerConfig
 from .log import LEVELS, Logger
 from .pki import server_context
-from .server import Server, ServerConfig
+from .server import Server
 
 DEFAULT_CA_DIR = "/etc/litefs/ca"
 DEFAULT_SOCKET = "/run/litefs/mountd.sock"

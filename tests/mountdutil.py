@@ -24,8 +24,9 @@ import trio
 from litefs.initramfs import tls
 from litefs.mountd import pki
 from litefs.mountd.catalog import Catalog
+from litefs.mountd.config import ServerConfig
 from litefs.mountd.log import Logger
-from litefs.mountd.server import Server, ServerConfig
+from litefs.mountd.server import Server
 from sqlalchemy import Engine
 
 LITEFILE = (

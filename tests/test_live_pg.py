@@ -23,8 +23,9 @@ import pytest
 import trio
 from litefs.initramfs import client
 from litefs.mountd.catalog import Catalog
+from litefs.mountd.config import ServerConfig
 from litefs.mountd.log import Logger
-from litefs.mountd.server import Server, ServerConfig
+from litefs.mountd.server import Server
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from litefs import db, tabledata
