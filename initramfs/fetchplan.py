@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="site CA certificate; TLS to mountd (default $LITEFS_CA; none: plain)")
     p.add_argument("--watch", metavar="VIEW",
                    help="afterwards, fork into the @litefs-watch subscription for the view on VIEW")
-    p.add_argument("--ready", help="(with --watch) file the watcher creates once set up")
+    p.add_argument("--ready", help="(with --watch) fifo made here, in which the watcher says "
+                   "'ready' once set up (the hook waits on it)")
     p.add_argument("--watch-log", help="(with --watch) the watcher's log file")
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--backoff", type=float, default=1.0)
@@ -185,6 +186,11 @@ def _fork_watcher(args: argparse.Namespace) -> None:
     from litefs.initramfs import watch
 
     ctx = node_context(args.ca)  # loaded now: the CA file goes away with the initramfs
+    if args.ready:
+        try:
+            watch.make_ready_fifo(args.ready)  # before the fork: the hook may open it at once
+        except OSError as exc:  # the watcher then creates a plain file the hook does not wait on
+            print(f"litefs: cannot make {args.ready}: {exc.strerror or exc}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     if os.fork() != 0:

@@ -61,6 +61,9 @@ def cluster_tables(nodes: Mapping[str, str | None], *, extra_policy: str = "") -
     return tables
 
 
+#: The two-node cluster of the ``pg_engine`` fixture (node -> address).
+PG_NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12"}
+
 POLICY_HEADER = "#priority,name,host,commands,noderange,parameters,time,rule,comments,disable\n"
 DEFAULT_POLICY = POLICY_HEADER + '"1","root",,,,,,"allow",,\n"4.7",,,"litefile",,,,"allow",,\n"4.8",,,"litetree",,,,"allow",,\n'
 

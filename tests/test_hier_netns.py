@@ -41,7 +41,7 @@ from litefs.tools.cluster_sim import (
     stage_demo,
 )
 
-from tests.dbutil import _pg_database
+from tests.dbutil import pg_database
 
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow, pytest.mark.pg]
 
@@ -206,7 +206,7 @@ def hier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hier]:
     from litefs.tools.cluster_sim import load_demo_tables
 
     work = tmp_path_factory.mktemp("hier")
-    dbs = _pg_database()
+    dbs = pg_database()
     url = next(dbs)
     try:
         with Cluster(work) as c:

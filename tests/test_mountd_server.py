@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine
 
 from litefs import db, tabledata
 from litefs.errors import MountdError
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 from tests.mountdutil import (
     DEFAULT_POLICY,
     POLICY_HEADER,
@@ -51,7 +51,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cluster(engine: Engine) -> Engine:  # noqa: F811
+def cluster(engine: Engine) -> Engine:
     load_tables(engine, cluster_tables(NODES))
     return engine
 

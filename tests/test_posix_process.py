@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fsutil import Layers, is_mounted, layers, make_plan, put
-
-__all__ = ["layers"]
+from tests.fsutil import Layers, is_mounted, make_plan, put
 
 pytestmark = pytest.mark.fuse
 

@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 
 from litefs import planner, tabledata
 from litefs.schema import column_names, table
-from tests.dbutil import blank_engine, db_url, engine  # noqa: F401
 
 
 def load_demo(target: Engine) -> None:
@@ -41,14 +40,14 @@ def test_demo_files_are_canonical_tabdump_with_every_column() -> None:
         assert all(len(r) == len(rows[0]) for r in rows[1:]), name
 
 
-def test_demo_loads_and_dumps_back_identically(engine: Engine) -> None:  # noqa: F811
+def test_demo_loads_and_dumps_back_identically(engine: Engine) -> None:
     load_demo(engine)
     with engine.connect() as conn:
         for name, text in sampledata.demo_tables().items():
             assert tabledata.dump(conn, name) == text, name
 
 
-def test_demo_plans_per_room(engine: Engine) -> None:  # noqa: F811
+def test_demo_plans_per_room(engine: Engine) -> None:
     load_demo(engine)
     for node, room in sampledata.DEMO_ROOMS.items():
         plan = planner.node_plan(engine, node)
@@ -66,7 +65,7 @@ def test_demo_plans_per_room(engine: Engine) -> None:  # noqa: F811
 
 
 @pytest.mark.parametrize("distro", ["redhat", "sles"])
-def test_cookbook_list_loads_into_database(engine: Engine, distro: str) -> None:  # noqa: F811
+def test_cookbook_list_loads_into_database(engine: Engine, distro: str) -> None:
     text = cookbook_litefile(distro)
     n = tabledata.restore(engine, "litefile", text, f"litefile-{distro}.csv")
     assert n == {"redhat": 42, "sles": 24}[distro]
