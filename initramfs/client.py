@@ -308,10 +308,10 @@ async def subscribe(
                     event = await lines.next()
                 if event is None:
                     raise MountdError(f"mountd at {endpoint} closed the subscription")
-                if event.get("event") == "invalidate":
+                if event.get("event") == codec.Event.INVALIDATE:
                     paths = [p for p in event.get("paths", []) if isinstance(p, str)]
                     await _deliver(on_change, paths or ["/"])
-                elif event.get("event") == "plan" and on_plan is not None:
+                elif event.get("event") == codec.Event.PLAN and on_plan is not None:
                     plan = event.get("plan")
                     if isinstance(plan, dict):
                         result = on_plan(plan)

@@ -16,6 +16,7 @@ Everything here raises :class:`litefs.errors.ProtocolError` with a message fit f
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +32,17 @@ MAX_REPLY = 16 * 1024 * 1024
 PROTOCOL_VERSION = 1
 
 Protocol = Literal["json", "classic"]
+
+
+class Event(enum.StrEnum):
+    """The ``"event"`` of a line mountd sends on a subscription."""
+
+    #: ``paths`` changed in the node's image or sources (``seq`` counts announcements).
+    INVALIDATE = "invalidate"
+    #: Nothing happened for ``ping_interval``: the connection is alive.
+    PING = "ping"
+    #: The tables changed the node's plan: ``plan`` is the new one (``generation`` its view).
+    PLAN = "plan"
 
 # --- requests ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import trio
 from litefs.errors import ProtocolError
 
 from . import codec, xcatd_codec
-from .hub import Subscriber
+from .hub import NoticeKind, Subscriber
 from .identity import Peer
 from .service import Refused, Service
 
@@ -146,9 +146,9 @@ class Session:
                 nursery.start_soon(watch_peer)
                 nursery.start_soon(watch_stop)
                 while True:
-                    event = None
+                    notice = None
                     with trio.move_on_after(self.config.ping_interval):
-                        event = await sub.receive.receive()
+                        notice = await sub.receive.receive()
                     if sub.overflowed:
                         while True:
                             try:
@@ -157,11 +157,16 @@ class Session:
                                 break
                         sub.overflowed = False
                         await self._send_plan(sub)
-                        event = {"event": "invalidate", "paths": ["/"], "seq": hub.seq}
-                    elif event is not None and event.get("event") == "_plan":
+                        event = {"event": codec.Event.INVALIDATE, "paths": ["/"], "seq": hub.seq}
+                    elif notice is None:
+                        event = {"event": codec.Event.PING}
+                    elif notice.kind is NoticeKind.CHECK_PLAN:
                         await self._send_plan(sub)
                         continue
-                    await self.send(codec.encode_message(event or {"event": "ping"}))
+                    else:
+                        event = {"event": codec.Event.INVALIDATE, "paths": list(notice.paths),
+                                 "seq": notice.seq}
+                    await self.send(codec.encode_message(event))
         finally:
             hub.unsubscribe(sub)
             self.log("unsubscribed", peer=self.peer.address, node=node)
@@ -183,8 +188,8 @@ class Session:
         sub.plan_json = entry.plan_json
         if not first:
             self.log("plan_pushed", node=sub.node, generation=view.generation)
-        await self.send(b'{"event":"plan","generation":%d,"plan":%s}\n'
-                        % (view.generation, entry.plan_json))
+        await self.send(b'{"event":"%s","generation":%d,"plan":%s}\n'
+                        % (codec.Event.PLAN.encode(), view.generation, entry.plan_json))
 
     # --- classic --------------------------------------------------------------------------
 
