@@ -181,7 +181,7 @@ def test_bad_litetree_variable_leaves_a_stock_nodes_litefile_alone(tmp_path: Pat
         with pytest.raises(Exception, match="nfssserver"):
             planner.plan_for_node(snap, "n01")  # the whole plan fails ...
         want = [line.split(":", 1)[1].lstrip()
-                for line in planner.litefile_lines(planner.litefile_plan_for_node(snap, "n01"))]
+                for line in planner.xcat_litefile_lines(planner.litefile_plan_for_node(snap, "n01"))]
     finally:
         eng.dispose()
     # ... but the litefile list arrives whole, and litetree names what is wrong.
