@@ -29,6 +29,8 @@ from litefs.mountd.log import Logger
 from litefs.mountd.server import Server
 from sqlalchemy import Engine
 
+from tests.dbutil import load_tables
+
 LITEFILE = (
     "#image,file,options,comments,disable\n"
     '"ALL","/etc/adjtime","tmpfs",,\n'
@@ -108,6 +110,19 @@ async def serving(
             yield server
         finally:
             server.shutdown()
+
+
+@contextmanager
+def sqlite_cluster_engine(directory: Path, nodes: Mapping[str, str | None]) -> Iterator[Engine]:
+    """A SQLite file in ``directory`` holding :func:`cluster_tables` of ``nodes``."""
+    from litefs import db
+
+    eng = db.open_engine(f"sqlite:///{directory}/litefs.db")
+    try:
+        load_tables(eng, cluster_tables(nodes))
+        yield eng
+    finally:
+        eng.dispose()
 
 
 def free_port() -> int:

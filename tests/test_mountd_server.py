@@ -24,7 +24,7 @@ from litefs.mountd.catalog import Catalog
 from litefs.mountd.log import Logger
 from sqlalchemy import Engine, create_engine
 
-from litefs import db, tabledata
+from litefs import tabledata
 from litefs.errors import MountdError
 from tests.dbutil import load_tables
 from tests.mountdutil import (
@@ -35,6 +35,7 @@ from tests.mountdutil import (
     make_pki,
     server_ssl,
     serving,
+    sqlite_cluster_engine,
 )
 
 NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12", "n03": "127.0.0.13", "n04": None, "n05": None}
@@ -58,10 +59,8 @@ def cluster(engine: Engine) -> Engine:
 
 @pytest.fixture
 def sqlite_cluster(tmp_path: Path) -> Engine:
-    eng = db.open_engine(f"sqlite:///{tmp_path}/litefs.db")
-    load_tables(eng, cluster_tables(NODES))
-    yield eng
-    eng.dispose()
+    with sqlite_cluster_engine(tmp_path, NODES) as eng:
+        yield eng
 
 
 def addr(srv: Any) -> str:

@@ -22,21 +22,17 @@ from litefs.mountd.session import Conn, Session
 from litefs.mountd.xcatd_codec import CLASSIC_SERVERDONE, ClassicRequest
 from sqlalchemy import Engine
 
-from litefs import db
 from litefs.plan import Plan
 from tests import xcatdwire
-from tests.dbutil import load_tables
-from tests.mountdutil import cluster_tables
+from tests.mountdutil import sqlite_cluster_engine
 
 NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12", "n03": None}
 
 
 @pytest.fixture
 def tables(tmp_path: Path) -> Engine:
-    eng = db.open_engine(f"sqlite:///{tmp_path}/litefs.db")
-    load_tables(eng, cluster_tables(NODES))
-    yield eng
-    eng.dispose()
+    with sqlite_cluster_engine(tmp_path, NODES) as eng:
+        yield eng
 
 
 async def _no_dns(address: str) -> str | None:
