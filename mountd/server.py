@@ -31,7 +31,7 @@ from .pki import peer_subject
 from .service import Resolver, Service, reverse_dns
 from .session import Conn, Session
 from .tlsstream import TLSSocketStream
-from .workers import Siblings
+from .workers import SiblingNews, Siblings
 
 
 class Server:
@@ -69,7 +69,7 @@ class Server:
                 announce_remote=service.announce_remote,
                 interval=config.follow_interval, watch_trees=config.watch_trees and lead,
                 listen_db=lead, watch_root=config.watch_root, scan_interval=config.scan_interval,
-                on_tables=(lambda: siblings.send({"t": "tables"})) if siblings else None,
+                on_tables=(lambda: siblings.send({"t": SiblingNews.TABLES})) if siblings else None,
                 # One origin for all workers of this mountd (the parent's pid), so a worker
                 # does not hear its sibling's announcement back from the database.
                 origin=f"{socket.gethostname()}:{os.getppid()}" if siblings else None,

@@ -32,6 +32,7 @@ from .hub import Hub
 from .identity import Identity, Peer, identify_by_name, identify_known
 from .log import Logger
 from .policy import decide
+from .workers import SiblingNews
 
 if TYPE_CHECKING:
     from .follow import Follower
@@ -93,7 +94,8 @@ class Service:
         self._dns_cache: dict[str, tuple[str | None, float]] = {}
         self._expand_limiter = trio.CapacityLimiter(_EXPAND_THREADS)
         if siblings is not None:
-            self.hub.on_change = lambda node, d: siblings.send({"t": "sub", "node": node, "d": d})
+            self.hub.on_change = lambda node, d: siblings.send(
+                {"t": SiblingNews.SUBSCRIPTION, "node": node, "d": d})
 
     # --- JSON requests --------------------------------------------------------------------
 
@@ -336,7 +338,7 @@ class Service:
     def deliver_announcement(self, nodes: set[str], target: str, paths: list[str]) -> list[str]:
         reached = self.hub.announce(nodes, paths)
         if self.siblings is not None:
-            self.siblings.send({"t": "announce", "target": target, "paths": paths})
+            self.siblings.send({"t": SiblingNews.ANNOUNCE, "target": target, "paths": paths})
         return reached
 
     def announce_local(self, target: str, paths: list[str]) -> None:
@@ -375,9 +377,9 @@ class Service:
     async def sibling_message(self, message: dict) -> None:
         """Another worker's news: a subscription count changed, or an announcement to deliver."""
         kind = message.get("t")
-        if kind == "sub":
+        if kind == SiblingNews.SUBSCRIPTION:
             self.hub.remote_delta(str(message.get("node")), int(message.get("d", 0)))
-        elif kind == "announce":
+        elif kind == SiblingNews.ANNOUNCE:
             try:
                 view = await self.catalog.view()
                 nodes = view.nodes_for_target(str(message.get("target")))
@@ -385,7 +387,7 @@ class Service:
                 self.log("announce_failed", level="warning", error=str(exc))
                 return
             self.hub.deliver(nodes, [str(p) for p in message.get("paths", [])])
-        elif kind == "tables":
+        elif kind == SiblingNews.TABLES:
             self.catalog.invalidate()
             if self.follower is not None:
                 self.follower.wake()
