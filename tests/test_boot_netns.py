@@ -72,6 +72,8 @@ def test_node_boots_into_litefs_root(cluster: Cluster) -> None:
     log = node.check("cat /.statelite/statelite.log")
     assert "mount --bind /nfs/10.77.0.1/nodedata/n01 /.litefs/statelite/persistent" in log
     assert "# switching root into the litefs view" in log
+    # The hook waited for the watcher's ready line (its fifo), not for its 30 s bound.
+    assert "litefs-watch is not ready" not in log + node.console
     # litefs writes /.statelite/litefile from the plan, possibly a moment after the mount.
     litefile = node.check("for i in $(seq 100); do [ -s /.statelite/litefile ] && break; "
                           "sleep 0.1; done; cat /.statelite/litefile")
