@@ -135,14 +135,20 @@ def _str_field(obj: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def decode_json_request(line: bytes) -> Request:
-    """One JSON request line (without its newline) → a request object."""
+def _json_object(line: bytes, what: str) -> dict[str, Any]:
+    """``line`` as a JSON object; anything else is a ProtocolError naming ``what`` it was."""
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed JSON request: {exc}") from None
+        raise ProtocolError(f"malformed {what}: {exc}") from None
     if not isinstance(obj, dict):
-        raise ProtocolError("malformed JSON request: expected an object")
+        raise ProtocolError(f"malformed {what}: expected an object")
+    return obj
+
+
+def decode_json_request(line: bytes) -> Request:
+    """One JSON request line (without its newline) → a request object."""
+    obj = _json_object(line, "JSON request")
     version = obj.get("v", PROTOCOL_VERSION)
     if not isinstance(version, int) or version > PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r} not supported (mountd speaks 1)")
@@ -203,10 +209,4 @@ def error_reply(message: str, code: str = "error") -> bytes:
 
 def decode_message(line: bytes) -> dict[str, Any]:
     """A reply or event line → dict (client side)."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed reply from mountd: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("malformed reply from mountd: expected an object")
-    return obj
+    return _json_object(line, "reply from mountd")
