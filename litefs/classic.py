@@ -14,6 +14,9 @@ would a stock node do with these tables").
 The namespace side runs in a child process (``python -m litefs.classic``); after the boot it
 chroots into the node's root to apply writes as a process on the node would and to record the
 effective tree (:func:`walk_tree`), the same walker the equivalence test uses on a litefs view.
+
+One module on purpose (it is over 500 lines): it follows one script, rc.statelite, step by
+step, and reads best side by side with the reference.
 """
 
 from __future__ import annotations

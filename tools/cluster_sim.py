@@ -25,6 +25,10 @@ Stand-ins, documented because they are the only differences from a physical node
 
 A reboot kills the node's PID namespace (every process in it, the FUSE daemon included) and
 boots again: the tmpfs is gone, the persistent store (a folder under ``exports``) remains.
+
+It is a harness, not product code (``litefs demo``, the boot tests and benchmarks use it), and
+one module on purpose: the firmware script, the node and the cluster are one stand-in for a
+machine room, read together.
 """
 
 from __future__ import annotations
