@@ -3,8 +3,11 @@
 # busybox-compatible; also sourced by the dracut module).
 #
 # Reads the xCAT kernel arguments (reference §5.1): root=nfs:IP:DIR[:ro,opts] or NFSROOT=IP:DIR,
-# STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=. Then, in DESIGN's order:
+# STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=; and litefs.pool= (the
+# rest of a service-node pool). Then, in DESIGN's order:
 #   1. mount the image read-only                 -> $LAYERS/image
+#      (its server is the first SN of a pool and does not export it: the next SN of the pool
+#      that does; a STATEMNT on the first SN and the plan then come from that SN too)
 #   2. mount a tmpfs (size=25% of RAM; after step 4 site.litefs_tmpfs_size, checked)
 #                                                -> $LAYERS/statelite (tmpfs layer in tmpfs/)
 #   3. mount the persistent store: <statemnt>, mkdir <node>, umount, mount <statemnt>/<node>
@@ -232,6 +235,80 @@ basic_mounts() {
     mkdir -p /tmp /run
 }
 
+# IMG_SERVERS: where the image may come from, in order. root=nfs:'s server; when that server
+# is the node's service node (the XCAT= host, as nodeset writes for a pool), then each other
+# SN of litefs.pool=: every SN of a pool keeps its own copy of /install (prsync), so a node
+# whose first SN is down entirely still finds its image.
+image_servers() {
+    IMG_SERVERS=$IMG_SERVER
+    [ -n "$POOL" ] && [ "${XCAT%%:*}" = "$IMG_SERVER" ] || return 0
+    _ifs=$IFS
+    IFS=,
+    for _p in $POOL; do
+        _h=${_p%%:*}
+        # The host becomes part of a mount source (and, with the NFS map, of a path).
+        case "$_h" in
+            ''|-*|*[!A-Za-z0-9._-]*|*..*)
+                say "warning: litefs.pool entry '$_p' is not <ip>:<port>; not an image server"
+                continue ;;
+        esac
+        case " $IMG_SERVERS " in *" $_h "*) ;; *) IMG_SERVERS="$IMG_SERVERS $_h" ;; esac
+    done
+    IFS=$_ifs
+}
+
+# mount_image_pool: each of IMG_SERVERS once per round, rounds with backoff up to $RETRIES (as
+# the plan fetch does over the pool); IMG_FROM is the server that had it.
+mount_image_pool() {
+    n=1
+    delay=$BACKOFF
+    while :; do
+        set -- $IMG_SERVERS
+        while [ $# -gt 0 ]; do
+            _s=$1
+            shift
+            if nfs_mount "$_s" "$IMG_PATH" "$LAYERS/image" "$IMG_OPTS"; then
+                IMG_FROM=$_s
+                return 0
+            fi
+            if [ $# -gt 0 ] || [ "$n" -lt "$RETRIES" ]; then
+                say "image server $_s does not export $IMG_PATH (or does not answer); trying ${1:-${IMG_SERVERS%% *} again} (next in the pool)"
+            fi
+        done
+        [ "$n" -ge "$RETRIES" ] && return 1
+        sleep "$delay"
+        n=$((n + 1))
+        delay=$((delay * 2))
+        [ "$delay" -gt 16 ] && delay=16
+    done
+}
+
+# follow_image_server: the image came from another SN of the pool than root=nfs: names. The
+# persistent store the boot files put on that same SN ($noderes.xcatmaster:/nodedata) and
+# the plan follow it, so the node's whole boot is served by one SN that answers.
+follow_image_server() {
+    say "image from $IMG_FROM:$IMG_PATH, not from $IMG_SERVER (failover)"
+    case "$STATEMNT" in
+        "$IMG_SERVER":/*)
+            STATEMNT=$IMG_FROM:${STATEMNT#*:}
+            say "persistent store from $STATEMNT, on the image's server (failover)"
+            ;;
+    esac
+    _first= _rest=
+    _ifs=$IFS
+    IFS=,
+    for _p in $POOL; do
+        if [ -z "$_first" ] && [ "${_p%%:*}" = "$IMG_FROM" ]; then _first=$_p; else _rest="$_rest,$_p"; fi
+    done
+    IFS=$_ifs
+    if [ -n "$_first" ]; then
+        POOL=${_rest#,},$XCAT
+        POOL=${POOL#,}
+        XCAT=$_first
+        say "asking mountd at $XCAT first (the image's server), then $POOL"
+    fi
+}
+
 mount_image() {
     if [ "$MODE" = dracut ]; then
         # dracut's nfs module already mounted the image on $NEWROOT: move it aside.
@@ -240,6 +317,13 @@ mount_image() {
         return
     fi
     run mkdir -p "$LAYERS/image"
+    image_servers
+    if [ "$IMG_SERVERS" != "$IMG_SERVER" ]; then
+        mount_image_pool ||
+            die "cannot mount the image $IMG_PATH from any server of the pool ($IMG_SERVERS) after $RETRIES rounds; check the NFS exports on them, then rpower $NODE boot"
+        [ "$IMG_FROM" = "$IMG_SERVER" ] || follow_image_server
+        return
+    fi
     retry "mounting the image $IMG_SERVER:$IMG_PATH" \
         nfs_mount "$IMG_SERVER" "$IMG_PATH" "$LAYERS/image" "$IMG_OPTS" ||
         die "cannot mount the image $IMG_SERVER:$IMG_PATH; check the NFS export on $IMG_SERVER, then rpower $NODE boot"

@@ -7,12 +7,12 @@ they hold (plan, resolve, options, schema, ...).
 from litefs.errors import LitefsError, PlanError, UsageError
 from litefs.options import Family
 from litefs.plan import PLAN_VERSION, Plan, Rule, Source
-from litefs.resolve import Layer, Resolution, resolve
+from litefs.resolve import LayerRef, Resolution, resolve
 
 __all__ = [
     "PLAN_VERSION",
     "Family",
-    "Layer",
+    "LayerRef",
     "LitefsError",
     "Plan",
     "PlanError",

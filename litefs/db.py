@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from litefs.errors import LitefsError, TableError
+from litefs.errors import DatabaseUnreachable, LitefsError, TableError
 from litefs.schema import SCHEMA_VERSION, TABLES, litefs_meta, metadata
 
 #: Key of the schema version row in ``litefs_meta``.
@@ -104,11 +104,14 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def open_engine(url: str | None = None, *, must_exist: bool = False) -> Engine:
+def open_engine(url: str | None = None, *, must_exist: bool = False,
+                connect: bool = True) -> Engine:
     """An engine for ``url`` (default :func:`default_url`) that has been shown to connect.
 
     ``must_exist``: a missing SQLite file is an error instead of being created (read-only
-    commands should not leave an empty database behind).
+    commands should not leave an empty database behind). ``connect=False`` skips the
+    connection test (mountd on a service node starts while the database is still away and
+    says so to every node; see :func:`check_connect`).
     """
     raw = url if url else default_url()
     u = _parse(raw)
@@ -137,16 +140,25 @@ def open_engine(url: str | None = None, *, must_exist: bool = False) -> Engine:
             f"cannot use database URL {shown(u)}: {exc}; use sqlite:///PATH or "
             "postgresql://user@host/db"
         ) from None
+    if connect:
+        try:
+            check_connect(engine)
+        except LitefsError:
+            engine.dispose()
+            raise
+    return engine
+
+
+def check_connect(engine: Engine) -> None:
+    """Raise DatabaseUnreachable (one line) unless ``engine`` can open a connection now."""
     try:
         with engine.connect():
             pass
     except (DBAPIError, SQLAlchemyError) as exc:
-        engine.dispose()
-        raise LitefsError(
-            f"cannot connect to database {shown(u)}: {_first_line(exc)}; check the server is "
-            "running and the URL (--db or LITEFS_DB) is right"
+        raise DatabaseUnreachable(
+            f"cannot connect to database {shown(engine.url)}: {_first_line(exc)}; check the "
+            "server is running and the URL (--db or LITEFS_DB) is right"
         ) from None
-    return engine
 
 
 def _first_line(exc: BaseException) -> str:

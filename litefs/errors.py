@@ -23,6 +23,10 @@ class TableError(LitefsError):
     """A table, column, row or CSV file is wrong (unknown table, malformed CSV, duplicate key)."""
 
 
+class DatabaseUnreachable(LitefsError):
+    """The database server does not accept a connection now (down, wrong address, refused)."""
+
+
 class NoderangeError(LitefsError):
     """A noderange names nodes or groups that do not exist, or cannot be parsed."""
 

@@ -60,7 +60,7 @@ XCAT_SCAFFOLD = frozenset({DEFAULT, TMPFS})
 
 
 @dataclass(frozen=True)
-class Entry:
+class SavedLine:
     """One litefile line as liteimg sees it. ``path`` has no trailing slash; ``option`` is the
     server's spelling (blank is ``tmpfs,rw``), :attr:`saved_option` is liteimg's (``link``)."""
 
@@ -81,13 +81,13 @@ class Entry:
         return is_link(self.option)
 
 
-def entries_from_plan(plan: Plan) -> tuple[Entry, ...]:
+def entries_from_plan(plan: Plan) -> tuple[SavedLine, ...]:
     """The plan's rules as liteimg entries, in ``ilitefile`` order (sorted by table path)."""
-    entries = [Entry(r.path, r.option, r.is_dir) for r in plan.rules]
+    entries = [SavedLine(r.path, r.option, r.is_dir) for r in plan.rules]
     return tuple(sorted(entries, key=lambda e: e.table_path))
 
 
-def save_text(image: str, entries: Sequence[Entry]) -> str:
+def save_text(image: str, entries: Sequence[SavedLine]) -> str:
     """``litefile.save`` byte for byte: ``ilitefile`` lines (``"%s: %-13s %s"``) with xCAT's
     ``s/tmpfs,rw/link/`` applied, which shortens the padding by four."""
     lines = []
@@ -99,7 +99,7 @@ def save_text(image: str, entries: Sequence[Entry]) -> str:
     return "".join(lines)
 
 
-def parse_save(text: str) -> tuple[Entry, ...]:
+def parse_save(text: str) -> tuple[SavedLine, ...]:
     """Entries from a ``litefile.save`` (``<image>: <option> <path>`` per line)."""
     entries = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -112,7 +112,7 @@ def parse_save(text: str) -> tuple[Entry, ...]:
         if not path.startswith("/"):
             raise LiteimgError(f"litefile.save line {lineno}: {path!r} is not an absolute path")
         is_dir = path.endswith("/") and path != "/"
-        entries.append(Entry(path.rstrip("/") or "/", option, is_dir))
+        entries.append(SavedLine(path.rstrip("/") or "/", option, is_dir))
     return tuple(entries)
 
 
@@ -126,7 +126,7 @@ def _ancestors(path: str) -> Iterable[str]:
         yield p
 
 
-def top_level(entries: Sequence[Entry]) -> set[str]:
+def top_level(entries: Sequence[SavedLine]) -> set[str]:
     """Paths with no listed directory above them (xCAT's "parents"; the rest are children)."""
     dirs = {e.path for e in entries if e.is_dir}
     return {e.path for e in entries if not any(a in dirs for a in _ancestors(e.path))}
@@ -152,7 +152,7 @@ class ImageState:
     """What liteimg knows from earlier runs: the saved entries (``litefile.save``) and, from
     its own state file, which paths it created because the image did not have them."""
 
-    saved: tuple[Entry, ...] = ()
+    saved: tuple[SavedLine, ...] = ()
     save_text: str | None = None
     created: frozenset[str] = frozenset()  # entry placeholders (image side or .default side)
     created_dirs: frozenset[str] = frozenset()  # image directories made for missing parents
@@ -206,7 +206,7 @@ def _read_text(path: str) -> str | None:
 # --- a read-only view of the image --------------------------------------------------------------
 
 
-class Node(NamedTuple):
+class ImageItem(NamedTuple):
     """What is at a path: ``kind`` is file/dir/link/other; ``empty`` means a zero-length file
     or a directory without entries (placeholders liteimg made look like that)."""
 
@@ -216,7 +216,7 @@ class Node(NamedTuple):
 
 
 class TreeView(Protocol):
-    def node(self, path: str) -> Node | None: ...
+    def node(self, path: str) -> ImageItem | None: ...
 
     def same(self, a: str, b: str) -> bool: ...
 
@@ -256,7 +256,7 @@ class DirTree:
                 return None
         return self.root + path
 
-    def node(self, path: str) -> Node | None:
+    def node(self, path: str) -> ImageItem | None:
         full = self._full(path)
         if full is None:
             return None
@@ -266,11 +266,11 @@ class DirTree:
             return None
         kind = _kind(st.st_mode)
         if kind == "link":
-            return Node("link", os.readlink(full))
+            return ImageItem("link", os.readlink(full))
         if kind == "dir":
             with os.scandir(full) as it:
-                return Node("dir", empty=next(it, None) is None)
-        return Node(kind, empty=kind == "file" and st.st_size == 0)
+                return ImageItem("dir", empty=next(it, None) is None)
+        return ImageItem(kind, empty=kind == "file" and st.st_size == 0)
 
     def same(self, a: str, b: str) -> bool:
         fa, fb = self._full(a), self._full(b)
@@ -395,7 +395,7 @@ class SimTree:
     def add(self, op: Op, path: str, arg: str = "") -> None:
         self.actions.append(Action(op, path, arg))
 
-    def node(self, path: str, upto: int | None = None) -> Node | None:
+    def node(self, path: str, upto: int | None = None) -> ImageItem | None:
         i = len(self.actions) if upto is None else upto
         while i > 0:
             i -= 1
@@ -405,9 +405,9 @@ class SimTree:
             rest = _under(path, a.path)
             if a.op == Op.MKDIR:
                 if rest is not None:
-                    return None if rest else Node("dir", empty=True)
+                    return None if rest else ImageItem("dir", empty=True)
                 if _under(a.path, path) is not None:
-                    return Node("dir")
+                    return ImageItem("dir")
                 continue
             if rest is None:
                 if a.op == Op.MOVE and _under(path, a.arg) is not None:
@@ -418,9 +418,9 @@ class SimTree:
             if rest:  # below a file, link or removed path
                 return None
             if a.op == Op.SYMLINK:
-                return Node("link", a.arg)
+                return ImageItem("link", a.arg)
             if a.op in (Op.TOUCH, Op.WRITE):
-                return Node("file", empty=a.op == Op.TOUCH)
+                return ImageItem("file", empty=a.op == Op.TOUCH)
             return None  # UNLINK, DROP, UNPLACE
         return self.base.node(path)
 
@@ -490,7 +490,7 @@ class _Planner:
 
     # -- taking an old entry out (reconcile, undo) --
 
-    def restore_link(self, e: Entry, children: Sequence[Entry]) -> None:
+    def restore_link(self, e: SavedLine, children: Sequence[SavedLine]) -> None:
         """Undo the link chain of a top-level link entry: the original comes back."""
         sim, p, tp = self.sim, e.path, TMPFS + e.path
         n = sim.node(p)
@@ -507,7 +507,7 @@ class _Planner:
             sim.add(Op.UNLINK if t.kind == "link" else Op.DROP, tp)
             self.prunes.append(Action(Op.PRUNE, os.path.dirname(tp), TMPFS))
 
-    def bring_back(self, e: Entry, children: Sequence[Entry]) -> None:
+    def bring_back(self, e: SavedLine, children: Sequence[SavedLine]) -> None:
         sim, p, dp = self.sim, e.path, DEFAULT + e.path
         d = sim.node(dp)
         if d is not None and p in self.created and d.empty:
@@ -536,7 +536,7 @@ class _Planner:
         else:
             self.note(p, f"{WARNING}kept {dp}: it differs from the image's {p}")
 
-    def restore_bind(self, e: Entry, gone: bool) -> None:
+    def restore_bind(self, e: SavedLine, gone: bool) -> None:
         """A bind-family entry leaves: the image still has the original; drop the clone."""
         dp = DEFAULT + e.path
         if self.sim.node(dp) is not None:
@@ -546,7 +546,7 @@ class _Planner:
             self.sim.add(Op.UNPLACE, e.path)
             self.created.discard(e.path)
 
-    def take_out(self, old: Sequence[Entry], keep: dict[str, tuple[str, bool, bool]]) -> None:
+    def take_out(self, old: Sequence[SavedLine], keep: dict[str, tuple[str, bool, bool]]) -> None:
         """Reconcile: every old entry whose (option, dir, top-level) is not in ``keep``."""
         old_top = top_level(old)
         for e in old:
@@ -582,7 +582,7 @@ class _Planner:
             self.scaffold.add(DEFAULT)
         self.sim.mkdir_p(os.path.dirname(DEFAULT + path))
 
-    def link_item(self, e: Entry) -> None:
+    def link_item(self, e: SavedLine) -> None:
         sim, p, dp, tp = self.sim, e.path, DEFAULT + e.path, TMPFS + e.path
         img_target, tmp_target = link_targets(p)
         n = sim.node(p)
@@ -625,7 +625,7 @@ class _Planner:
             sim.mkdir_p(os.path.dirname(p), self.created_dirs)
             sim.add(Op.SYMLINK, p, img_target)
 
-    def link_child(self, e: Entry) -> None:
+    def link_child(self, e: SavedLine) -> None:
         dp = DEFAULT + e.path
         d = self.sim.node(dp)
         if d is None:
@@ -635,7 +635,7 @@ class _Planner:
         elif e.is_dir and d.kind != "dir":
             self.note(e.path, f"{dp} is a {d.kind}, not a directory: left as it is")
 
-    def bind_item(self, e: Entry) -> None:
+    def bind_item(self, e: SavedLine) -> None:
         sim, p, dp = self.sim, e.path, DEFAULT + e.path
         n = sim.node(p)
         if n is None:
@@ -653,7 +653,7 @@ class _Planner:
             sim.add(Op.DROP, dp)
         sim.add(Op.CLONE, dp, p)
 
-    def state(self, saved: tuple[Entry, ...], text: str) -> ImageState:
+    def state(self, saved: tuple[SavedLine, ...], text: str) -> ImageState:
         """What this run leaves behind, its state file text included."""
         st = ImageState(
             saved=saved,
@@ -675,7 +675,7 @@ class _Planner:
         return (*self.sim.actions, *prunes)
 
 
-def _check_entries(entries: Sequence[Entry]) -> None:
+def _check_entries(entries: Sequence[SavedLine]) -> None:
     for e in entries:
         if e.path == "/" or not e.path.startswith("/") or _in_scaffold(e.path):
             raise LiteimgError(f"{e.table_path}: liteimg cannot make this path statelite")
@@ -689,7 +689,7 @@ def _missing(tree: TreeView, path: str) -> bool:
 
 
 def plan_liteimg(
-    image: str, entries: Sequence[Entry], tree: TreeView, prev: ImageState
+    image: str, entries: Sequence[SavedLine], tree: TreeView, prev: ImageState
 ) -> LiteimgPlan:
     """Plan one ``liteimg`` run: reconcile with ``prev``, then lay out every entry (§6.2)."""
     _check_entries(entries)

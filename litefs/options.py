@@ -57,12 +57,23 @@ _FAMILY = {
 }
 
 #: The layer that takes writes for each family (None: read-only).
-UPPER_LAYER: dict[Family, str | None] = {
-    Family.VOLATILE: "tmpfs",
-    Family.PERSISTENT: "persistent",
+class LayerKind(StrEnum):
+    """The kinds of layer a path can be answered from (a StrEnum: the names are also what
+    provenance and logs print)."""
+
+    TMPFS = "tmpfs"
+    PERSISTENT = "persistent"
+    LOCALDISK = "localdisk"
+    SOURCE = "source"  # a litetree directory
+    IMAGE = "image"
+
+
+UPPER_LAYER: dict[Family, LayerKind | None] = {
+    Family.VOLATILE: LayerKind.TMPFS,
+    Family.PERSISTENT: LayerKind.PERSISTENT,
     Family.RO: None,
-    Family.CON: "tmpfs",
-    Family.LOCALDISK: "localdisk",
+    Family.CON: LayerKind.TMPFS,
+    Family.LOCALDISK: LayerKind.LOCALDISK,
 }
 
 

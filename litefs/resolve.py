@@ -11,26 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cache
 
-from litefs.options import UPPER_LAYER, Family
+from litefs.options import UPPER_LAYER, Family, LayerKind
 from litefs.plan import Plan, Rule
 
-IMAGE = "image"
-SOURCE = "source"
-#: ``Layer(IMAGE, ORIGINALS)``: the image's ``/.default`` folder, where liteimg moved the
+#: ``LayerRef(LayerKind.IMAGE, ORIGINALS)``: the image's ``/.default`` folder, where liteimg moved the
 #: original content of link-family paths (the layer set opens it as its own backing).
 ORIGINALS = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Layer:
+class LayerRef:
     """A layer reference: ``kind`` is tmpfs/persistent/localdisk/source/image; ``index``
     is the position in ``plan.sources`` for kind ``source``."""
 
-    kind: str
+    kind: LayerKind
     index: int = 0
 
     def __str__(self) -> str:
-        return f"source[{self.index}]" if self.kind == SOURCE else self.kind
+        return f"source[{self.index}]" if self.kind == LayerKind.SOURCE else self.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +42,8 @@ class Resolution:
     """
 
     rule: Rule | None
-    upper: str | None
-    lowers: tuple[Layer, ...]
+    upper: LayerKind | None
+    lowers: tuple[LayerRef, ...]
 
     @property
     def writable(self) -> bool:
@@ -56,19 +54,19 @@ class Resolution:
         return None if self.rule is None else self.rule.family
 
     @property
-    def layers(self) -> tuple[Layer, ...]:
+    def layers(self) -> tuple[LayerRef, ...]:
         """All layers in lookup order, the writable one first."""
         if self.upper is None:
             return self.lowers
-        return (Layer(self.upper), *self.lowers)
+        return (LayerRef(self.upper), *self.lowers)
 
 
-IMAGE_ONLY = Resolution(rule=None, upper=None, lowers=(Layer(IMAGE),))
+IMAGE_ONLY = Resolution(rule=None, upper=None, lowers=(LayerRef(LayerKind.IMAGE),))
 
 
 @cache
-def _lowers(n_sources: int) -> tuple[Layer, ...]:
-    return (*(Layer(SOURCE, i) for i in range(n_sources)), Layer(IMAGE))
+def _lowers(n_sources: int) -> tuple[LayerRef, ...]:
+    return (*(LayerRef(LayerKind.SOURCE, i) for i in range(n_sources)), LayerRef(LayerKind.IMAGE))
 
 
 def index_plan(plan: Plan) -> dict[str, Resolution]:
@@ -80,15 +78,15 @@ def index_plan(plan: Plan) -> dict[str, Resolution]:
             r.path: Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
             for r in plan.rules
         }
-    sources = tuple(Layer(SOURCE, i) for i in range(len(plan.sources)))
+    sources = tuple(LayerRef(LayerKind.SOURCE, i) for i in range(len(plan.sources)))
     index = {}
     for r in plan.rules:
         if r.path in made_up:
             lowers = sources
         elif any(a in moved for a in _self_and_ancestors(r.path)):
-            lowers = (*sources, Layer(IMAGE, ORIGINALS))
+            lowers = (*sources, LayerRef(LayerKind.IMAGE, ORIGINALS))
         else:
-            lowers = (*sources, Layer(IMAGE))
+            lowers = (*sources, LayerRef(LayerKind.IMAGE))
         index[r.path] = Resolution(rule=r, upper=UPPER_LAYER[r.family], lowers=lowers)
     return index
 

@@ -8,6 +8,12 @@ see :mod:`.follow`): table edits reach them as plan changes, image and litetree 
 announcements. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish for a few
 seconds, and exits 0. SIGHUP re-reads the tables at once (they are also re-read within
 ``--check-interval`` seconds of any change).
+
+A PostgreSQL database that cannot be reached at start does not stop mountd: it listens
+(``--port``, else 3001), answers every node with one line naming the database (and the
+service node), and makes its start-up checks once the database answers; one that fails then
+(no schema, an unknown ``--service-node``, ``site.xcatdport`` not the port it listens on)
+stops it with its line, as at start.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 from litefs.tools.common import Parser, add_db_option, run_main
 from sqlalchemy import Engine, select
 
-from litefs.errors import LitefsError, UsageError
+from litefs.errors import DatabaseUnreachable, LitefsError, UsageError
 from litefs.wellknown import DEFAULT_PORT
 
 from . import sdnotify, workers
@@ -119,19 +126,34 @@ def _body(argv: list[str]) -> int:
 
     args = _parser().parse_args(argv)
     log = Logger(level=args.log_level, fmt=args.log_format)
-    engine = db.open_engine(args.db)
-    db.require_schema(engine)
-    port = args.port if args.port is not None else _site_port(engine)
-    if args.service_node is not None:
-        _check_service_node(engine, args.service_node)
+    engine = db.open_engine(args.db, connect=False)
+    try:
+        db.check_connect(engine)
+    except DatabaseUnreachable as exc:
+        if engine.url.get_backend_name() == "sqlite":
+            raise
+        # A database server that is away (an SN that boots before the MN's PostgreSQL, a
+        # network cut) must not leave the SN's nodes with a silent port: mountd starts,
+        # answers every node with this one line, and loads the tables once it can.
+        log("db_unavailable", level="warning", error=str(exc), at="start",
+            serving="an error naming the database to every node until it answers")
+        deferred_checks = True
+        port = args.port if args.port is not None else DEFAULT_PORT
+    else:
+        deferred_checks = False
+        db.require_schema(engine)
+        port = args.port if args.port is not None else _site_port(engine)
+        if args.service_node is not None:
+            _check_service_node(engine, args.service_node)
     if args.insecure:
         log("insecure", level="warning", message="serving plain TCP without TLS (--insecure)")
     else:
         _tls_context(args)  # fail now, once, with a clear message
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    deferred = _deferred_checks(args, engine, port) if deferred_checks else None
     if args.workers == 1:
-        _run_server(_server(args, engine, port, log), port)
+        _run_server(_server(args, engine, port, log), port, deferred)
         return 0
     engine.dispose()  # each worker opens its own connections after the fork
     try:
@@ -146,10 +168,12 @@ def _body(argv: list[str]) -> int:
     def worker(index: int) -> int:
         wlog = Logger(level=args.log_level, fmt=args.log_format, worker=index)
         siblings = workers.Siblings(index, inboxes[index], outboxes)
-        server = _server(args, db.open_engine(args.db), port, wlog, index=index,
-                         listen=[sock], siblings=siblings)
+        wengine = db.open_engine(args.db, connect=not deferred_checks)
+        server = _server(args, wengine, port, wlog, index=index, listen=[sock],
+                         siblings=siblings)
         try:
-            _run_server(server, port)
+            _run_server(server, port, _deferred_checks(args, wengine, port) if deferred_checks
+                        else None)
         except LitefsError as exc:
             print(f"mountd worker {index}: {exc}", file=sys.stderr)
             return 1
@@ -157,6 +181,25 @@ def _body(argv: list[str]) -> int:
 
     log("workers", count=args.workers, port=port)
     return workers.run_workers(args.workers, worker)
+
+
+def _deferred_checks(args: argparse.Namespace, engine: Engine, port: int
+                     ) -> Callable[[], None]:
+    """The start-up checks a mountd that started without its database makes once it answers
+    (raises DatabaseUnreachable while it does not)."""
+    from litefs import db
+
+    def check() -> None:
+        db.check_connect(engine)
+        db.require_schema(engine)
+        if args.port is None and (site := _site_port(engine)) != port:
+            # Nodes ask at site.xcatdport (nodeset writes it into XCAT=): a restart listens there.
+            raise LitefsError(f"site.xcatdport is {site} but mountd listens on {port} (the "
+                              "database was away at start); restart mountd, or pass --port")
+        if args.service_node is not None:
+            _check_service_node(engine, args.service_node)
+
+    return check
 
 
 def _check_service_node(engine: Engine, name: str) -> None:
@@ -202,10 +245,13 @@ def _server(args: argparse.Namespace, engine: Engine, port: int, log: Logger, *,
     return Server(catalog, config, log, siblings=siblings)
 
 
-def _run_server(server: Server, port: int) -> None:
-    """Run until stopped; start-up failures become one LitefsError line."""
+def _run_server(server: Server, port: int, deferred: Callable[[], None] | None = None) -> None:
+    """Run until stopped; start-up failures become one LitefsError line. ``deferred``: the
+    start-up checks still owed (the database was away); one that fails stops mountd with
+    its line, as it would have at start."""
+    failed: list[LitefsError] = []
     try:
-        trio.run(_serve, server)
+        trio.run(_serve, server, deferred, failed)
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
         if len(leaves) == 1 and isinstance(leaves[0], LitefsError | OSError):
@@ -213,6 +259,8 @@ def _run_server(server: Server, port: int) -> None:
         raise
     except (LitefsError, OSError) as exc:
         _raise_clean(exc, port)
+    if failed:
+        raise failed[0]
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
@@ -229,8 +277,28 @@ def _raise_clean(exc: BaseException, port: int) -> None:
     raise LitefsError(f"cannot listen on port {port}: {exc.strerror or exc}") from None
 
 
-async def _serve(server: Server) -> None:
+async def _check_later(server: Server, check: Callable[[], None],
+                       failed: list[LitefsError]) -> None:
+    while True:
+        try:
+            await trio.to_thread.run_sync(check, abandon_on_cancel=True)
+        except DatabaseUnreachable:
+            await trio.sleep(1.0)
+            continue
+        except LitefsError as exc:
+            server.log("start_check_failed", level="error", error=str(exc))
+            failed.append(exc)
+            server.shutdown()
+            return
+        server.log("start_checks_passed", service_node=server.config.service_node)
+        return
+
+
+async def _serve(server: Server, deferred: Callable[[], None] | None,
+                 failed: list[LitefsError]) -> None:
     async with trio.open_nursery() as nursery:
+        if deferred is not None:
+            nursery.start_soon(_check_later, server, deferred, failed)
 
         async def on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -5,6 +5,7 @@ Interface (small on purpose; other parts such as service-node tests rely on it):
     watch = DbWatch(engine, on_tables=catalog.invalidate, on_announce=deliver, log=log)
     nursery.start_soon(watch.run)          # forever; reconnects by itself
     await watch.publish(target, paths)     # a ``litefs notify`` for every other mountd
+    publish_announcement(engine, target, paths)  # the same from a tool (litefs notify --db)
 
 * ``on_tables()`` is called (in the trio thread) whenever a table may have changed: a
   trigger on every litefs table does ``pg_notify('litefs_tables', <table>)`` per statement,
@@ -108,6 +109,17 @@ def decode_announcement(payload: str) -> tuple[str, str, list[str]] | None:
     # Only absolute, normalised paths reach a node ("/../x" becomes "/x", as in the view).
     clean = [posixpath.normpath(p) for p in paths if isinstance(p, str) and p.startswith("/")]
     return origin, target, [("/" + p.lstrip("/")) for p in clean][:MAX_PAYLOAD]
+
+
+def publish_announcement(engine: Engine, target: str, paths: list[str],
+                         origin: str | None = None) -> None:
+    """``pg_notify`` one announcement to every mountd LISTENing on ``engine``'s database.
+
+    ``origin`` names the sender (a mountd skips its own); ``litefs notify --db`` sends a
+    fresh one, so every mountd, the MN's included, delivers it to its running nodes."""
+    payload = encode_announcement(origin or uuid.uuid4().hex, target, paths)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
 
 
 Log = Callable[..., None]
@@ -225,15 +237,10 @@ class DbWatch:
         """Tell the other mountds on this database about an announcement made here."""
         if not is_postgres(self.engine):
             return False
-        payload = encode_announcement(self.origin, target, paths)
-
-        def send() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
-
         try:
             with trio.fail_after(5):
-                await trio.to_thread.run_sync(send, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(publish_announcement, self.engine, target, paths,
+                                              self.origin, abandon_on_cancel=True)
             return True
         except Exception as exc:
             self.log("announce_fanout_failed", level="warning",

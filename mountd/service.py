@@ -129,7 +129,9 @@ class Service:
         try:
             return await self.catalog.view()
         except MountdError as exc:
-            raise Refused(str(exc), "db") from None
+            # A node's console shows this line: on an SN it must say which server is cut off.
+            sn = self.config.service_node
+            raise Refused(f"service node {sn}: {exc}" if sn else str(exc), "db") from None
 
     def health(self) -> bytes:
         return codec.ok_reply(

@@ -4,7 +4,7 @@ mountd watches every directory of each image's ``rootimg`` and of each litetree 
 folder its running nodes use, and turns what the kernel reports into the view paths a
 ``litefs notify`` would name (``rootimg/etc/issue`` → ``/etc/issue``; a litetree folder's
 ``etc/motd`` → ``/etc/motd``). :class:`TreeWatch` owns one inotify descriptor (through
-ctypes: three libc calls, no dependency) and yields batches of ``(root, view paths)``.
+litefs.syscalls: three libc calls, no dependency) and yields batches of ``(root, view paths)``.
 
 Why inotify and not fanotify: fanotify needs CAP_SYS_ADMIN and marks whole mounts or
 filesystems, so mountd would see (and have to filter) every write on ``/install``'s
@@ -20,7 +20,6 @@ The pure part (:func:`coalesce`, :func:`view_path`) is apart from the I/O and un
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -30,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
+
+from litefs import syscalls
 
 IN_MODIFY = 0x002
 IN_ATTRIB = 0x004
@@ -62,11 +63,6 @@ MAX_DIRS = 200_000
 #: Entries a fallback scan reads; a bigger tree is not scanned at all (one log line: its
 #: changes then need ``litefs notify``) rather than costing seconds of I/O every interval.
 MAX_SCAN = 1_000_000
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.inotify_init1.argtypes = [ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 # --- pure core -----------------------------------------------------------------------------
@@ -107,23 +103,18 @@ class Inotify:
     """One inotify descriptor (non-blocking; close it when done)."""
 
     def __init__(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"inotify_init1: {os.strerror(e)}")
-        self.fd = fd
+        self.fd = syscalls.inotify_init(IN_NONBLOCK | IN_CLOEXEC)
 
     def add(self, path: str) -> int:
-        wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), MASK)
-        if wd < 0:
-            e = ctypes.get_errno()
-            if e == errno.ENOSPC:
-                raise WatchLimit(e, "fs.inotify.max_user_watches reached")
-            raise OSError(e, os.strerror(e), path)
-        return wd
+        try:
+            return syscalls.inotify_add_watch(self.fd, path, MASK)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise WatchLimit(exc.errno, "fs.inotify.max_user_watches reached") from None
+            raise
 
     def remove(self, wd: int) -> None:
-        _libc.inotify_rm_watch(self.fd, wd)  # EINVAL for a watch already gone: fine
+        syscalls.inotify_rm_watch(self.fd, wd)
 
     def read(self) -> list[tuple[int, int, str]]:
         """Pending events as (wd, mask, name); [] when none."""

@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from litefs import syscalls
+
 _MAX_DATAGRAM = 256 * 1024
 
 
@@ -96,10 +98,8 @@ def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGTERM when the parent dies (no orphan holding the port)."""
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        syscalls.die_with_parent(signal.SIGTERM)
+    except OSError:
         pass
 
 

@@ -73,8 +73,12 @@ class Layers:
         return p
 
     def fresh_tmpfs(self) -> None:
-        """What a reboot does to the tmpfs layer."""
-        subprocess.run(["rm", "-rf", str(self.tmpfs)], check=True)
+        """What a reboot does to the tmpfs layer. The old one is moved aside first: the
+        mount's detached meta writer (litefs.fs.meta_writer) may still be writing into it
+        through its directory fd, and an ``rm -rf`` racing it fails with ENOTEMPTY."""
+        old = self.tmpfs.with_name(f"{self.tmpfs.name}.old.{time.monotonic_ns()}")
+        self.tmpfs.rename(old)
+        subprocess.run(["rm", "-rf", str(old)], check=False)
         self.tmpfs.mkdir()
 
 

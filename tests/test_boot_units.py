@@ -380,3 +380,60 @@ def test_hook_waits_for_the_watchers_ready_line(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "waited"
     assert "not ready" not in r.stdout + r.stderr
+
+
+def _hook_mounting(tmp_path: Path, cmdline: str, body: str) -> subprocess.CompletedProcess[str]:
+    """Source the hook and run ``body`` in a private mount namespace of its own: its real
+    bind mounts (the NFS map) go away with the namespace."""
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    script = (f'LITEFS_SOURCED=1 . {hook_path()}\nLOG={tmp_path}/log\n'
+              f'LAYERS={tmp_path}/layers\n{body}\n')
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", BUSYBOX, "sh", "-c", script],  # type: ignore[list-item]
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LITEFS_BACKOFF": "0",
+             "LITEFS_RETRIES": "2", "LITEFS_CMDLINE": str(tmp_path / "cmdline")})
+
+
+@needs_busybox
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare (a private mount namespace)")
+def test_the_image_comes_from_the_next_sn_of_the_pool_when_the_first_does_not_export_it(
+        tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    (exports / "10.0.0.3/img/rootimg").mkdir(parents=True)
+    (exports / "10.0.0.3/img/rootimg/marker").write_text("sn2's copy\n")
+    cmdline = ("root=nfs:10.0.0.2:/img/rootimg:ro STATEMNT=10.0.0.2:/nodedata "
+               "XCAT=10.0.0.2:3001 litefs.pool=../x:1,10.0.0.3:3001 NODE=n01 "
+               f"litefs.nfsmap={exports}")
+    body = ('parse_cmdline; parse_root; mount_image\n'
+            'echo "$IMG_FROM|$STATEMNT|$XCAT|$POOL"; cat "$LAYERS/image/marker"')
+    got = _hook_mounting(tmp_path, cmdline, body)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "10.0.0.3|10.0.0.3:/nodedata|10.0.0.3:3001|../x:1,10.0.0.2:3001\n" \
+        "sn2's copy\n"
+    assert got.stderr.splitlines() == [
+        "litefs: warning: litefs.pool entry '../x:1' is not <ip>:<port>; not an image server",
+        "litefs: image server 10.0.0.2 does not export /img/rootimg (or does not answer); "
+        "trying 10.0.0.3 (next in the pool)",
+        "litefs: image from 10.0.0.3:/img/rootimg, not from 10.0.0.2 (failover)",
+        "litefs: persistent store from 10.0.0.3:/nodedata, on the image's server (failover)",
+        "litefs: asking mountd at 10.0.0.3:3001 first (the image's server), then "
+        "../x:1,10.0.0.2:3001",
+    ]
+    # The node's own SN has it: nothing changes, nothing is said.
+    (exports / "10.0.0.2/img/rootimg").mkdir(parents=True)
+    same = _hook_mounting(tmp_path, cmdline.replace("../x:1,", ""), body.replace(
+        'cat "$LAYERS/image/marker"', "true"))
+    assert same.returncode == 0 and same.stderr == "", same.stderr
+    assert same.stdout == "10.0.0.2|10.0.0.2:/nodedata|10.0.0.2:3001|10.0.0.3:3001\n"
+    # No server of the pool has it: one round per retry, then the fatal line.
+    shutil.rmtree(exports)
+    exports.mkdir()
+    dead = _hook_mounting(tmp_path, cmdline.replace("../x:1,", ""), body)
+    assert dead.returncode == 1
+    lines = dead.stderr.splitlines()
+    assert len([x for x in lines if "does not export" in x]) == 3  # 2 rounds of 2, not the last
+    assert lines[-1] == ("litefs: cannot mount the image /img/rootimg from any server of the "
+                         "pool (10.0.0.2 10.0.0.3) after 2 rounds; check the NFS exports on "
+                         "them, then rpower n01 boot")

@@ -92,7 +92,7 @@ def test_public_surface_is_pinned() -> None:
     import litefs
 
     assert set(litefs.__all__) == {
-        "PLAN_VERSION", "Family", "Layer", "LitefsError", "Plan", "PlanError", "Resolution",
+        "PLAN_VERSION", "Family", "LayerRef", "LitefsError", "Plan", "PlanError", "Resolution",
         "Rule", "Source", "UsageError", "resolve",
     }
     for name in litefs.__all__:

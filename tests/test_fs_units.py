@@ -26,7 +26,7 @@ from litefs.fs.inodes import (
 )
 from litefs.fs.layers import TMP_PREFIX, LayerSet, openat2_beneath
 from litefs.fs.mount import bypass_dirs
-from litefs.fs.view import CON, IMPLIED, SYNTH_LINK, View
+from litefs.fs.view import EntryKind, View
 from tests.fsutil import make_plan, put
 
 # --- inode table -----------------------------------------------------------------------------
@@ -187,12 +187,12 @@ def test_view_con_mtab_implied_and_provenance(tree: dict[str, Path]) -> None:
     put(tree["s1"], "etc/hosts.allow", "two\n")
     v = _view(tree, {"/etc/hosts.allow": "con", "/etc/mtab": "link", "/var/lib/new/": "persistent"})
     con = _walk(v, "/etc/hosts.allow")
-    assert con.kind == CON and [b.name for b, _, _ in con.parts] == ["source[0]", "source[1]"]
+    assert con.kind is EntryKind.CON and [b.name for b, _, _ in con.parts] == ["source[0]", "source[1]"]
     assert v.origin(con).startswith("con source[0]:")
     mtab = _walk(v, "/etc/mtab")
-    assert mtab.kind == SYNTH_LINK and mtab.target == "/proc/mounts"
+    assert mtab.kind is EntryKind.SYNTH_LINK and mtab.target == "/proc/mounts"
     implied = _walk(v, "/var/lib/new")
-    assert implied.kind == IMPLIED and implied.res.upper == "persistent"
+    assert implied.kind is EntryKind.IMPLIED and implied.res.upper == "persistent"
     assert v.rule_text(implied) == "litefile image=ALL file=/var/lib/new/ options=persistent"
     assert _walk(v, "/var/lib/other") is None
 

@@ -100,3 +100,77 @@ def test_mountd_refuses_an_sn_the_servicenode_table_does_not_know(tmp_path: Path
     assert out.stderr.splitlines()[-1] == (
         "mountd: --service-node 'snX' is not in the servicenode table; add it (chtab "
         "node=snX servicenode.tftpserver=1) or fix the name")
+
+
+@pytest.mark.pg
+def test_an_sn_started_before_its_database_answers_tells_nodes_then_checks_its_name(
+        tmp_path: Path) -> None:
+    from sqlalchemy import make_url
+
+    from tests.dbutil import pg_database
+    from tests.mountdutil import free_port, mountd_process
+
+    dbs = pg_database()
+    url = next(dbs)
+    try:
+        u = make_url(url)
+        socket_dir = str(u.query.get("host") or "")
+        if not socket_dir.startswith("/"):
+            pytest.skip("needs $LITEFS_TEST_PG on a Unix socket (the test links its folder)")
+        e = db.open_engine(url)
+        db.init_db(e)
+        _tables(e)
+        e.dispose()
+        # The URL names a socket folder that is not there yet: the database cannot be
+        # reached until the link appears (a PostgreSQL that comes up after the SN).
+        link = tmp_path / "pg"
+        cut = u.set(query={**u.query, "host": str(link)}).render_as_string(hide_password=False)
+
+        async def ask(port: int):  # type: ignore[no-untyped-def]
+            return await client.fetch_plan(f"127.0.0.1:{port}", backoff=ONCE,
+                                           source_address="127.0.0.11", timeout=10)
+
+        port = free_port()
+        with mountd_process(cut, port, "--insecure", "--socket", "", "--service-node", "sn1"):
+            with pytest.raises(MountdError, match=(
+                    r"service node sn1: database unavailable: .*; mountd retries every second, "
+                    r"check that postgresql")):
+                trio.run(ask, port)
+            link.symlink_to(socket_dir)
+            plan = None
+            for _ in range(100):  # bounded: the catalog retries every second
+                try:
+                    plan = trio.run(ask, port)
+                    break
+                except MountdError:
+                    trio.run(trio.sleep, 0.1)
+            assert plan is not None and plan.node == "n01"
+        # The name it serves as is checked once the database answers: a typo stops it (2).
+        link.unlink()
+        port = free_port()
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "mountd"), "--db", cut,
+                                 "--insecure", "--socket", "", "--port", str(port),
+                                 "--host", "127.0.0.1", "--service-node", "snX"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with pytest.raises(MountdError, match="service node snX: database unavailable"):
+                for _ in range(200):  # until it listens (bounded)
+                    try:
+                        trio.run(ask, port)
+                    except MountdError as exc:
+                        if "database unavailable" in str(exc):
+                            raise
+                    trio.run(trio.sleep, 0.05)
+            link.symlink_to(socket_dir)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 2, err
+        assert "db_unavailable" in err.splitlines()[0]
+        assert err.splitlines()[-1] == (
+            "mountd: --service-node 'snX' is not in the servicenode table; add it (chtab "
+            "node=snX servicenode.tftpserver=1) or fix the name")
+    finally:
+        dbs.close()

@@ -14,8 +14,13 @@ Nodes boot with the kernel command line the MN's ``nodeset`` wrote: image and pe
 store from their first SN (``root=nfs:<sn>``, ``STATEMNT=<sn>:/nodedata``), plan from
 ``XCAT=<sn>:3001`` and, failing that, the next SN of ``litefs.pool=``.
 
-Not here: a table change or ``litefs notify`` on the MN reaching every SN (the mountd DB
-subscription is separate work); announcements are sent to each SN's own admin socket.
+Changes made on the MN reach the nodes of both SNs through the database alone: a ``chtab``
+(each SN's mountd hears the change trigger and pushes the new plan) and ``litefs notify
+--db`` (``pg_notify``; no mountd runs on the MN). Failover: an SN's mountd killed during a
+boot storm, an SN down entirely (mountd stopped and its exports folder gone: image,
+persistent store and plan come from the next SN of the pool), a whole pool down (the FATAL
+line), and an SN whose mountd cannot reach the database (it answers with one line naming
+it; the node boots from the next SN).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from litefs.mountd.cli import DEFAULT_SOCKET
 from litefs.tools.cluster_sim import (
     DEMO_IMAGE,
     DEMO_IMAGE_DIR,
@@ -46,8 +53,11 @@ from tests.dbutil import pg_database
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow, pytest.mark.pg]
 
 SNS = {"sn1": 2, "sn2": 3}
-#: Pools: Tokyo nodes prefer sn1, London nodes sn2; n04 may use sn2 only.
-POOLS = {"n01": "sn1,sn2", "n02": "sn1,sn2", "n03": "sn2,sn1", "n04": "sn2"}
+#: Pools: Tokyo nodes prefer sn1, London nodes sn2; n04 may use sn2 only. n05-n07 join
+#: the boot storm.
+POOLS = {"n01": "sn1,sn2", "n02": "sn1,sn2", "n03": "sn2,sn1", "n04": "sn2",
+         "n05": "sn1,sn2", "n06": "sn1,sn2", "n07": "sn2,sn1"}
+EXTRA_NODES = {"n05": "tokyo", "n06": "tokyo", "n07": "london"}
 BIN = Path(sys.executable).parent
 
 
@@ -97,13 +107,13 @@ class Hier:
         return subprocess.run(["ip", "netns", "exec", self.c.mn_ns, *cmd], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=120)
 
-    def start_mountd(self, sn: str) -> None:
+    def start_mountd(self, sn: str, url: str | None = None) -> None:
         sock = self.work / f"{sn}.sock"
         sock.unlink(missing_ok=True)
         with open(self.work / f"{sn}-mountd.log", "ab") as log:
             self.procs[f"{sn}-mountd"] = subprocess.Popen(
                 ["ip", "netns", "exec", self.c._netns_for(sn), str(BIN / "mountd"), "--db",
-                 self.url, "--host", self.ip(sn), "--port", "3001", "--socket", str(sock),
+                 url or self.url, "--host", self.ip(sn), "--port", "3001", "--socket", str(sock),
                  "--ca-dir", str(self.work / "ca"), "--service-node", sn, "--log-format",
                  "text", "--check-interval", "0.2"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -177,7 +187,7 @@ def _keys(work: Path, c: Cluster) -> Path:
 
 
 def _tables(c: Cluster, rootimgdir: Path) -> dict[str, str]:
-    t = demo_tables(c)
+    t = demo_tables(c, extra_nodes=EXTRA_NODES)
     for sn in SNS:
         t["nodelist"] += f'"{sn}","service",,,,,,,,,,,\n'
         t["hosts"] += f'"{sn}","{c.address(sn)}",,,,\n'
@@ -368,28 +378,32 @@ def test_an_sn_refuses_a_node_outside_its_pool(hier: Hier) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
-def test_failover_when_an_sns_mountd_dies_and_running_nodes_carry_on(hier: Hier) -> None:
-    ns = hier.mn(str(BIN / "nodeset"), "--tftpdir", str(hier.tftp), "n01,n02,n03",
+def test_failover_when_an_sns_mountd_dies_in_a_boot_storm(hier: Hier) -> None:
+    storm = ("n02", "n05", "n06", "n03", "n07")
+    ns = hier.mn(str(BIN / "nodeset"), "--tftpdir", str(hier.tftp), "n01," + ",".join(storm),
                  f"osimage={DEMO_IMAGE}")
     assert ns.returncode == 0, ns.stderr
     sn1, sn2 = hier.ip("sn1"), hier.ip("sn2")
     running = hier.boot("n01")
     running.wait_shell(90)
     assert _wait_served(running) == {sn1}
-    # A small boot storm; sn1's mountd dies as it starts (a node needs far longer than the
-    # kill to reach its plan fetch).
-    n02, n03 = hier.boot("n02"), hier.boot("n03")
+    # A boot storm: five nodes power on at once and sn1's mountd dies as they start (a node
+    # needs far longer than the kill to reach its plan fetch).
+    nodes = [hier.boot(n) for n in storm]
     hier.stop("sn1-mountd", signal.SIGKILL)
     try:
-        for node in (n02, n03):
+        for node in nodes:
             node.wait_shell(90)
-        # n02's pool is sn1,sn2: the console says sn1 is silent and which SN answered.
-        assert f"litefs: mountd at {sn1}:3001 does not answer" in n02.console
-        assert f"trying {sn2}:3001 (next in the pool)" in n02.console
-        assert f"litefs: plan for n02 from {sn2}:3001, not from {sn1}:3001 (failover)" \
-            in n02.console
-        assert _wait_served(n02) == {sn2}
-        assert "failover" not in n03.console  # its pool starts with sn2
+        for node in nodes:
+            if POOLS[node.name].startswith("sn1"):
+                # The console says sn1 is silent and which SN answered.
+                assert f"litefs: mountd at {sn1}:3001 does not answer" in node.console
+                assert f"trying {sn2}:3001 (next in the pool)" in node.console
+                assert (f"litefs: plan for {node.name} from {sn2}:3001, not from {sn1}:3001 "
+                        "(failover)") in node.console
+            else:
+                assert "failover" not in node.console  # its pool starts with sn2
+            assert _wait_served(node) == {sn2}, node.name
         # The running node whose SN went away keeps running: its plan is local.
         assert running.check("echo ok > /tmp/x && cat /tmp/x /etc/issue") == \
             "ok\ndemo image v1\n"
@@ -402,3 +416,163 @@ def test_failover_when_an_sns_mountd_dies_and_running_nodes_carry_on(hier: Hier)
             "/.litefs/statelite/watch.log")
         hier.announce("sn1", "n01", "/etc/issue")
         time.sleep(1)
+    for node in nodes:
+        node.kill()
+
+
+def _two_groups(hier: Hier) -> tuple[ClusterNode, ClusterNode]:
+    """n01 (served by sn1) and n03 (by sn2), booted and subscribed to their SN."""
+    ns = hier.mn(str(BIN / "nodeset"), "--tftpdir", str(hier.tftp), "n01,n03",
+                 f"osimage={DEMO_IMAGE}")
+    assert ns.returncode == 0, ns.stderr
+    n01, n03 = hier.boot("n01"), hier.boot("n03")
+    for node, sn in ((n01, "sn1"), (n03, "sn2")):
+        node.wait_shell(90)
+        assert _wait_served(node) == {hier.ip(sn)}, node.name
+    return n01, n03
+
+
+def _until(what: str, cond: object, timeout: float = 30) -> float:
+    """Wait (bounded) until ``cond()`` is true; seconds it took (reported, not asserted:
+    tools/bench/bench_hier.py measures the latency)."""
+    start = time.monotonic()
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() - start < timeout, f"no {what} within {timeout:g} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_a_table_change_on_the_mn_reaches_the_nodes_of_both_sns(hier: Hier) -> None:
+    n01, n03 = _two_groups(hier)
+    for node in (n01, n03):  # /etc/issue is an "ro" row: the node cannot write it
+        status, out = node.sh("echo mine > /etc/issue")
+        assert status != 0 and "Read-only file system" in out, out
+    # The admin changes the row on the MN; nobody tells the SN mountds.
+    change = hier.mn(str(BIN / "chtab"), "image=demo-images,file=/etc/issue",
+                     "litefile.options=tmpfs")
+    assert change.returncode == 0, change.stderr
+    try:
+        took = {node.name: _until(f"plan change on {node.name}",
+                                  lambda node=node: node.sh("echo mine > /etc/issue")[0] == 0)
+                for node in (n01, n03)}
+        print(f"table change -> writable on both SNs' nodes: {took}")
+        for node in (n01, n03):
+            assert node.check("cat /etc/issue") == "mine\n"
+            assert "plan changed" in node.initramfs_file("/.litefs/statelite/watch.log")
+        for sn in SNS:
+            assert "plan_pushed" in (hier.work / f"{sn}-mountd.log").read_text(), sn
+    finally:
+        back = hier.mn(str(BIN / "chtab"), "image=demo-images,file=/etc/issue",
+                       "litefile.options=ro")
+        assert back.returncode == 0, back.stderr
+    for node in (n01, n03):  # and back: read-only again, the image's content
+        _until(f"plan change back on {node.name}",
+               lambda node=node: node.sh("echo again > /etc/issue")[0] != 0)
+        assert node.check("cat /etc/issue") == "demo image v1\n"
+
+
+def test_notify_on_the_mn_reaches_the_nodes_of_both_sns_through_the_database(hier: Hier
+                                                                             ) -> None:
+    n01, n03 = _two_groups(hier)
+    path = f"/etc/notify-{uuid.uuid4().hex[:8]}"
+    out = hier.mn(str(BIN / "litefs"), "notify", "--db", hier.url, "n01,n03", path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("n01,n03: 2 node(s) targeted; published on "), out.stdout
+    for node in (n01, n03):
+        _until(f"refresh on {node.name}", lambda node=node: f"refresh {path}" in
+               node.initramfs_file("/.litefs/statelite/watch.log"))
+    # $LITEFS_DB (PostgreSQL) without a local admin socket takes the same way.
+    if not Path(DEFAULT_SOCKET).exists():
+        env_way = hier.mn(str(BIN / "litefs"), "notify", "compute", path + "-2")
+        assert env_way.returncode == 0 and "published on" in env_way.stdout, env_way.stderr
+        for node in (n01, n03):
+            _until(f"second refresh on {node.name}", lambda node=node: f"refresh {path}-2" in
+                   node.initramfs_file("/.litefs/statelite/watch.log"))
+    # A typo in the target is one line, and nothing is published.
+    typo = hier.mn(str(BIN / "litefs"), "notify", "--db", hier.url, "nosuchgroup", path)
+    assert typo.returncode == 1 and typo.stderr.count("\n") == 1, typo.stderr
+    assert "nosuchgroup" in typo.stderr
+
+
+def _sn_down(hier: Hier, sn: str) -> Path:
+    """sn entirely down: its mountd stopped and its exports folder gone from the NFS map."""
+    hier.stop(f"{sn}-mountd")
+    away = hier.disk(sn).with_name(hier.ip(sn) + ".down")
+    hier.disk(sn).rename(away)
+    return away
+
+
+def _sn_up(hier: Hier, sn: str, away: Path) -> None:
+    if away.exists():
+        away.rename(hier.disk(sn))
+    if f"{sn}-mountd" not in hier.procs:
+        hier.start_mountd(sn)
+
+
+def test_a_node_whose_first_sn_is_down_entirely_boots_from_the_next(hier: Hier) -> None:
+    mn = hier.c.exports / hier.c.mn_ip
+    sync = hier.mn(str(BIN / "prsync"), "install", f"sn1,sn2:{hier.snroot}/", cwd=mn)
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    ns = hier.mn(str(BIN / "nodeset"), "--tftpdir", str(hier.tftp), "n02",
+                 f"osimage={DEMO_IMAGE}")
+    assert ns.returncode == 0, ns.stderr
+    sn1, sn2 = hier.ip("sn1"), hier.ip("sn2")
+    away = _sn_down(hier, "sn1")
+    try:
+        node = hier.boot("n02")
+        node.wait_shell(90)
+        image = f"{DEMO_IMAGE_DIR}/rootimg"
+        assert (f"litefs: image server {sn1} does not export {image} (or does not answer); "
+                f"trying {sn2} (next in the pool)") in node.console
+        assert f"litefs: image from {sn2}:{image}, not from {sn1} (failover)" in node.console
+        assert (f"litefs: persistent store from {sn2}:/nodedata, on the image's server "
+                "(failover)") in node.console
+        assert f"litefs: asking mountd at {sn2}:3001 first (the image's server)" in node.console
+        log = node.check("cat /.statelite/statelite.log")
+        assert f"/nfs/{sn2}{image}" in log and f"/nfs/{sn2}/nodedata/n02" in log
+        assert _wait_served(node) == {sn2}
+        node.check("echo kept > /var/log/down.log")
+        assert (hier.disk("sn2") / "nodedata/n02/var/log/down.log").read_text() == "kept\n"
+        node.kill()
+        # Both SNs of the pool down entirely: the documented fatal line, after bounded rounds.
+        away2 = _sn_down(hier, "sn2")
+        try:
+            dead = hier.boot("n02")
+            out = dead.expect("cannot mount the image", 90)
+            assert (f"litefs: cannot mount the image {image} from any server of the pool "
+                    f"({sn1} {sn2}) after 5 rounds; check the NFS exports on them, then rpower "
+                    "n02 boot") in out
+            assert out.count("does not export") == 9  # 5 rounds of 2, no "trying" after the last
+            dead.proc.wait(timeout=30)
+        finally:
+            _sn_up(hier, "sn2", away2)
+    finally:
+        _sn_up(hier, "sn1", away)
+
+
+def test_an_sn_that_cannot_reach_the_database_says_so_and_the_node_boots_elsewhere(
+        hier: Hier) -> None:
+    ns = hier.mn(str(BIN / "nodeset"), "--tftpdir", str(hier.tftp), "n02",
+                 f"osimage={DEMO_IMAGE}")
+    assert ns.returncode == 0, ns.stderr
+    sn1, sn2 = hier.ip("sn1"), hier.ip("sn2")
+    hier.stop("sn1-mountd")
+    # A socket folder with no server in it: the database cannot be reached from sn1.
+    cut = f"postgresql+psycopg://postgres@/litefs?host={hier.work / 'no-pg-here'}"
+    hier.start_mountd("sn1", url=cut)
+    try:
+        node = hier.boot("n02")
+        node.wait_shell(90)
+        line = next(x for x in node.console.splitlines() if x.startswith(
+            f"litefs: no plan from {sn1}:3001 ("))
+        assert "service node sn1: database unavailable: " in line, line
+        assert line.endswith(f"trying {sn2}:3001 (next in the pool)"), line
+        assert f"litefs: plan for n02 from {sn2}:3001, not from {sn1}:3001 (failover)" \
+            in node.console
+        assert _wait_served(node) == {sn2}
+        log = (hier.work / "sn1-mountd.log").read_text()
+        assert "db_unavailable" in log and "at=start" in log
+        node.kill()
+    finally:
+        hier.stop("sn1-mountd")
+        hier.start_mountd("sn1")

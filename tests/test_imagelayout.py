@@ -8,8 +8,9 @@ from pathlib import Path
 
 from litefs.fs.imagelayout import moved_paths, open_originals, read_layout
 from litefs.fs.layers import LayerSet
+from litefs.options import LayerKind
 from litefs.plan import Plan, Rule
-from litefs.resolve import IMAGE, ORIGINALS, Layer, for_liteimg_layout, resolve
+from litefs.resolve import ORIGINALS, LayerRef, for_liteimg_layout, resolve
 
 PLAN = Plan(image="img", rules=(
     Rule("/etc/ntp.conf", "link", False),
@@ -41,7 +42,7 @@ def test_moved_paths_are_exactly_liteimgs_links(tmp_path: Path) -> None:
     layers = LayerSet(str(_image(tmp_path / "img")), [])
     assert layers.layout.liteimgd and layers.layout.made_up == frozenset({"/var/new"})
     assert moved_paths(PLAN, layers.image, layers.layout) == {"/etc/ntp.conf", "/etc/ssh"}
-    assert layers.originals is not None and layers.lower(IMAGE, ORIGINALS) is layers.originals
+    assert layers.originals is not None and layers.lower(LayerKind.IMAGE, ORIGINALS) is layers.originals
     layers.close()
 
 
@@ -58,14 +59,14 @@ def test_adapted_plan_reads_moved_paths_and_below_from_default() -> None:
     plan = Plan(image="img", rules=PLAN.rules, sources=())
     adapted = for_liteimg_layout(plan, frozenset({"/etc/ssh", "/etc/ntp.conf"}),
                                  frozenset({"/var/new"}))
-    orig = Layer(IMAGE, ORIGINALS)
+    orig = LayerRef(LayerKind.IMAGE, ORIGINALS)
     assert resolve(adapted, "/etc/ntp.conf").lowers == (orig,)
     assert resolve(adapted, "/etc/ssh/moduli").lowers == (orig,)
     assert resolve(adapted, "/etc/ssh/sshd_config").lowers == (orig,)  # child of a moved dir
-    assert resolve(adapted, "/var/log/x").lowers == (Layer(IMAGE),)  # bind family: in place
+    assert resolve(adapted, "/var/log/x").lowers == (LayerRef(LayerKind.IMAGE),)  # bind family: in place
     assert resolve(adapted, "/var/new/x").lowers == ()  # a placeholder liteimg made up
-    assert resolve(adapted, "/etc/passwd").lowers == (Layer(IMAGE),)
-    assert resolve(plan, "/etc/ntp.conf").lowers == (Layer(IMAGE),)  # the original is untouched
+    assert resolve(adapted, "/etc/passwd").lowers == (LayerRef(LayerKind.IMAGE),)
+    assert resolve(plan, "/etc/ntp.conf").lowers == (LayerRef(LayerKind.IMAGE),)  # the original is untouched
     assert for_liteimg_layout(plan, frozenset(), frozenset()) is plan
     with_src = Plan(image="img", rules=PLAN.rules[:1], sources=PLAN.sources)
     assert resolve(for_liteimg_layout(with_src, frozenset({"/etc/ntp.conf"}), frozenset()),

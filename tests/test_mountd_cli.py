@@ -63,6 +63,22 @@ def test_notify_errors_are_one_line(tmp_path: Path) -> None:
     assert down.stderr.count("\n") == 1
 
 
+def test_notify_through_the_database_is_refused_on_sqlite_and_with_a_server(tmp_path: Path
+                                                                            ) -> None:
+    from litefs import db
+
+    url = f"sqlite:///{tmp_path}/site.db"
+    db.init_db(db.open_engine(url))
+    lite = litefs("notify", "--db", url, "n01", "/etc/motd")
+    assert lite.returncode == 2 and lite.stderr.count("\n") == 1
+    assert "is SQLite: one mountd serves every node" in lite.stderr
+    both = litefs("notify", "--db", url, "--server", "unix:/x", "n01", "/etc/motd")
+    assert both.returncode == 2 and "give one" in both.stderr
+    gone = litefs("notify", "--db", "postgresql://nobody@127.0.0.1:1/x", "n01", "/etc/motd")
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1
+    assert "cannot connect to database" in gone.stderr
+
+
 def test_mountd_help_and_bad_database(tmp_path: Path) -> None:
     r = subprocess.run([BIN / "mountd", "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "--insecure" in r.stdout and "--workers" in r.stdout

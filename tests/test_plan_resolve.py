@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from litefs.options import UPPER_LAYER, VALID_OPTIONS, family_of
+from litefs.options import UPPER_LAYER, VALID_OPTIONS, LayerKind, family_of
 from litefs.plan import Plan, Rule, Source
-from litefs.resolve import IMAGE, SOURCE, resolve
+from litefs.resolve import resolve
 
 NAMES = ["etc", "var", "log", "ssh", "a", "b", "x.conf", "lib"]
 
@@ -43,8 +43,8 @@ def test_resolve_is_nearest_listed_ancestor(
         want = brute_force(rule_list, q)
         assert res.rule == want
         if want is None:
-            assert res.upper is None and [lay.kind for lay in res.lowers] == [IMAGE]
+            assert res.upper is None and [lay.kind for lay in res.lowers] == [LayerKind.IMAGE]
         else:
             assert res.upper == UPPER_LAYER[family_of(want.option)]
             kinds = [(lay.kind, lay.index) for lay in res.lowers]
-            assert kinds == [(SOURCE, i) for i in range(n_src)] + [(IMAGE, 0)]
+            assert kinds == [(LayerKind.SOURCE, i) for i in range(n_src)] + [(LayerKind.IMAGE, 0)]

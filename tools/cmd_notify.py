@@ -3,12 +3,22 @@
 mountd notices most changes by itself (it watches image and litetree folders with inotify
 and follows table edits, see ``litefs.mountd.follow``); this is for what it cannot see: a
 litetree folder on another server, a tree too big to watch, or a change you want applied
-now. It asks mountd to tell every subscribed node in the noderange (or booting the osimage)
-to invalidate ``PATH...`` (everything when none is given). On PostgreSQL mountd passes the
-announcement on through the database (NOTIFY), so the nodes of every service node's mountd
-get it too; the count printed is of this mountd's own nodes. It talks to mountd
-on the local admin socket when run as root on the MN, else over TLS with the admin
-certificate from ``--ca-dir``.
+now. Every subscribed node in the noderange (or booting the osimage) invalidates
+``PATH...`` (everything when none is given).
+
+Which way the announcement goes, first match wins:
+
+1. ``--server ADDR``: to that mountd, which tells its own nodes and, on PostgreSQL, passes the
+   announcement on through the database (NOTIFY) to every other mountd (service nodes); the
+   count printed is of that mountd's own nodes;
+2. ``--db URL``: straight into the database (PostgreSQL ``pg_notify``): every mountd on it,
+   the MN's and each service node's, tells its own running nodes. No mountd needs to run
+   where the command runs; the target is checked against the tables first;
+3. run as root where mountd's admin socket exists: to that mountd (as 1);
+4. ``$LITEFS_DB`` names a PostgreSQL database: into it (as 2);
+5. otherwise mountd at ``localhost:3001`` over TLS with the admin certificate (as 1).
+
+SQLite has one mountd and nothing to fan out to: ``--db`` on it is refused (use 1).
 """
 
 from __future__ import annotations
@@ -24,16 +34,27 @@ from litefs.mountd import codec
 from litefs.mountd.cli import DEFAULT_CA_DIR, DEFAULT_SOCKET
 from litefs.tools.common import EXIT_OK
 
-from litefs.errors import UsageError
+from litefs.errors import LitefsError, UsageError
 from litefs.wellknown import DEFAULT_PORT
 
 
 def setup_notify(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    parser.epilog = (
+        "Which way, first match: --server (that mountd; on PostgreSQL it passes the "
+        "announcement on to every other mountd); --db (pg_notify into that PostgreSQL "
+        "database: every mountd on it, the MN's and each service node's, tells its nodes); "
+        f"root where {DEFAULT_SOCKET} exists (that mountd); $LITEFS_DB naming PostgreSQL "
+        f"(as --db); else localhost:{DEFAULT_PORT} over TLS.")
     parser.add_argument("target", help="noderange (n01-n10, compute) or osimage name")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="absolute paths to invalidate (default: everything)")
     parser.add_argument("--server", help=f"mountd address host[:port] or unix:/path "
-                        f"(default: unix:{DEFAULT_SOCKET} as root, else localhost:{DEFAULT_PORT})")
+                        f"(default: unix:{DEFAULT_SOCKET} as root, else $LITEFS_DB if it is "
+                        f"PostgreSQL, else localhost:{DEFAULT_PORT})")
+    parser.add_argument("--db", metavar="URL", default=None,
+                        help="publish through this PostgreSQL database instead (pg_notify): "
+                        "every mountd on it, the MN's and each service node's, tells its own "
+                        "running nodes; no local mountd needed")
     parser.add_argument("--ca-dir", default=DEFAULT_CA_DIR,
                         help="CA folder with ca.pem, admin.pem, admin.key")
     parser.add_argument("--cert", help="admin certificate (default CA_DIR/admin.pem)")
@@ -60,10 +81,57 @@ def admin_connection(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
     return server, {"ssl_context": tls.client_context(ca_dir / "ca.pem", cert, key)}
 
 
+def database_route(args: argparse.Namespace) -> str | None:
+    """The database URL to publish through, or None to ask a mountd (see the module doc)."""
+    if args.db is not None:
+        if args.server is not None:
+            raise UsageError("--db and --server name two ways to announce; give one")
+        return args.db
+    if args.server is not None:
+        return None
+    if os.geteuid() == 0 and os.path.exists(DEFAULT_SOCKET):
+        return None
+    env = os.environ.get("LITEFS_DB") or ""
+    return env if env.startswith(("postgresql", "postgres:")) else None
+
+
+def _publish(args: argparse.Namespace, url: str) -> int:
+    from litefs.mountd.catalog import load_view
+    from litefs.mountd.db_watch import is_postgres, publish_announcement
+
+    from litefs import db
+
+    engine = db.open_engine(url, must_exist=True)
+    try:
+        if not is_postgres(engine):
+            raise UsageError(f"{db.shown(engine.url)} is SQLite: one mountd serves every node; "
+                             "announce through it (--server, or its admin socket as root)")
+        db.require_schema(engine)
+        # The target is checked here, as mountd checks it: each mountd on the database
+        # expands it again and only logs a typo.
+        try:
+            targeted = load_view(engine, 0).nodes_for_target(args.target)
+        except LitefsError as exc:
+            raise LitefsError(f"{args.target}: {exc}") from None
+        publish_announcement(engine, args.target, list(args.paths))
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"target": args.target, "paths": list(args.paths),
+                          "targeted": len(targeted), "published": db.shown(engine.url)}))
+        return EXIT_OK
+    print(f"{args.target}: {len(targeted)} node(s) targeted; published on {db.shown(engine.url)} "
+          "to every mountd on it (each tells its running nodes)")
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace) -> int:
     bad = [p for p in args.paths if not p.startswith("/")]
     if bad:
         raise UsageError(f"paths must be absolute: {', '.join(bad)}")
+    url = database_route(args)
+    if url is not None:
+        return _publish(args, url)
     server, kw = admin_connection(args)
     reply = client.request_sync(
         server, codec.AnnounceRequest(target=args.target, paths=tuple(args.paths)), **kw

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable
 
 from litefs.fs.inodes import ORIGIN_XATTR
-from litefs.fs.layers import TMP_PREFIX, Backing, join, open_beneath_deep, split
+from litefs.fs.layers import TMP_PREFIX, Layer, join, open_beneath_deep, split
 
 _COPY_CHUNK = 1 << 24
 
@@ -27,7 +27,7 @@ def _tmp_name() -> str:
     return TMP_PREFIX + secrets.token_hex(8)
 
 
-def ensure_dir(up: Backing, rel_dir: str, meta_of: Callable[[str], os.stat_result | None]) -> None:
+def ensure_dir(up: Layer, rel_dir: str, meta_of: Callable[[str], os.stat_result | None]) -> None:
     """Make sure directory ``rel_dir`` exists in ``up``, creating missing parents with the
     owner, mode and times the view shows for them (``meta_of(rel)``)."""
     if rel_dir == "." or up.is_dir(rel_dir):
@@ -43,43 +43,40 @@ def ensure_dir(up: Backing, rel_dir: str, meta_of: Callable[[str], os.stat_resul
         _make_dir(up, rel, meta_of(rel))
 
 
-def _make_dir(up: Backing, rel: str, st: os.stat_result | None) -> None:
+def _make_dir(up: Layer, rel: str, st: os.stat_result | None) -> None:
     parent, name = split(rel)
     pfd = up.dirfd(parent)
     tmp = _tmp_name()
     up.created_dir()
+    os.mkdir(tmp, 0o700, dir_fd=pfd)
     try:
-        os.mkdir(tmp, 0o700, dir_fd=pfd)
+        if st is not None:
+            _set_meta_path(pfd, tmp, st, None)
+        else:
+            os.chmod(tmp, 0o755, dir_fd=pfd)
         try:
-            if st is not None:
-                _set_meta_path(pfd, tmp, st, None)
-            else:
-                os.chmod(tmp, 0o755, dir_fd=pfd)
-            try:
-                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                # Someone made it meanwhile: theirs wins.
-                os.rmdir(tmp, dir_fd=pfd)
-        except BaseException:
-            try:
-                os.rmdir(tmp, dir_fd=pfd)
-            except OSError:
-                pass
-            raise
-        _fsync_dir(up, parent)
-    finally:
-        up.release(pfd)
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # Someone made it meanwhile: theirs wins.
+            os.rmdir(tmp, dir_fd=pfd)
+    except BaseException:
+        try:
+            os.rmdir(tmp, dir_fd=pfd)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(up, parent)
 
 
 def copy_up(
-    up: Backing,
+    up: Layer,
     rel: str,
     st: os.stat_result,
-    sources: list[tuple[Backing, str]],
+    sources: list[tuple[Layer, str]],
     truncate_to: int | None = None,
-    xattr_from: tuple[Backing, str] | None = None,
+    xattr_from: tuple[Layer, str] | None = None,
     origin: bytes | None = None,
 ) -> None:
     """Copy the entry described by ``st`` into ``up`` at ``rel``, atomically.
@@ -132,9 +129,9 @@ def _copy_file(
     pfd: int,
     tmp: str,
     st: os.stat_result,
-    sources: list[tuple[Backing, str]],
+    sources: list[tuple[Layer, str]],
     truncate_to: int | None,
-    xattr_from: tuple[Backing, str] | None,
+    xattr_from: tuple[Layer, str] | None,
 ) -> None:
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
     try:
@@ -162,7 +159,7 @@ def _copy_file(
     os.close(out)
 
 
-def _set_origin(up: Backing, pfd: int, name: str, origin: bytes) -> None:
+def _set_origin(up: Layer, pfd: int, name: str, origin: bytes) -> None:
     """Record the lower number on the unpublished copy; a store without (trusted) xattrs
     is remembered so later copy-ups and lookups do not ask it again."""
     try:
@@ -191,7 +188,7 @@ def _copy_data(infd: int, outfd: int) -> None:
             view = view[os.write(outfd, view) :]
 
 
-def _set_meta_fd(fd: int, st: os.stat_result, xattr_from: tuple[Backing, str] | None) -> None:
+def _set_meta_fd(fd: int, st: os.stat_result, xattr_from: tuple[Layer, str] | None) -> None:
     try:
         os.fchown(fd, st.st_uid, st.st_gid)
     except PermissionError:
@@ -201,7 +198,7 @@ def _set_meta_fd(fd: int, st: os.stat_result, xattr_from: tuple[Backing, str] | 
         _copy_xattrs(xattr_from, fd)
 
 
-def _set_meta_path(pfd: int, name: str, st: os.stat_result, xattr_from: tuple[Backing, str] | None) -> None:
+def _set_meta_path(pfd: int, name: str, st: os.stat_result, xattr_from: tuple[Layer, str] | None) -> None:
     try:
         os.chown(name, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
     except PermissionError:
@@ -213,7 +210,7 @@ def _set_meta_path(pfd: int, name: str, st: os.stat_result, xattr_from: tuple[Ba
     os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
 
-def _copy_xattrs(src: tuple[Backing, str], dst: str | int) -> None:
+def _copy_xattrs(src: tuple[Layer, str], dst: str | int) -> None:
     layer, rel = src
     sp, sn = split(rel)
     sfd = _open_dir(layer, sp)
@@ -238,7 +235,7 @@ def _copy_xattrs(src: tuple[Backing, str], dst: str | int) -> None:
         _close_dir(layer, sfd)
 
 
-def _open_dir(b: Backing, rel: str) -> int:
+def _open_dir(b: Layer, rel: str) -> int:
     """A private directory fd: copy_up may run in a worker thread, away from the layer's
     fd cache, which only the filesystem's own thread touches."""
     if rel == ".":
@@ -246,12 +243,12 @@ def _open_dir(b: Backing, rel: str) -> int:
     return open_beneath_deep(b.fd, rel, os.O_PATH | os.O_DIRECTORY)
 
 
-def _close_dir(b: Backing, fd: int) -> None:
+def _close_dir(b: Layer, fd: int) -> None:
     if fd != b.fd:
         os.close(fd)
 
 
-def _fsync_dir(up: Backing, rel_dir: str) -> None:
+def _fsync_dir(up: Layer, rel_dir: str) -> None:
     fd = up.fd if rel_dir == "." else open_beneath_deep(up.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -277,7 +274,7 @@ def _remove(pfd: int, name: str) -> None:
 _swept: set[tuple[int, int, int]] = set()
 
 
-def _sweep(up: Backing, pfd: int) -> None:
+def _sweep(up: Layer, pfd: int) -> None:
     """Remove temp files a crashed copy-up left in this directory (once per directory)."""
     st = os.fstat(pfd)
     key = (up.fd, st.st_dev, st.st_ino)

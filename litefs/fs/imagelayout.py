@@ -21,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from litefs.fs.layers import Backing, split
+from litefs.fs.layers import Layer, split
 from litefs.liteimg import DEFAULT, SAVE, STATE, link_targets
 from litefs.plan import Plan
 
@@ -42,7 +42,7 @@ class ImageLayout:
 NOT_LITEIMGD = ImageLayout()
 
 
-def _read(image: Backing, rel: str) -> bytes | None:
+def _read(image: Layer, rel: str) -> bytes | None:
     parent, name = split(rel)
     fd = image.find_dir(parent)
     if fd is None:
@@ -59,7 +59,7 @@ def _read(image: Backing, rel: str) -> bytes | None:
         os.close(f)
 
 
-def read_layout(image: Backing) -> ImageLayout:
+def read_layout(image: Layer) -> ImageLayout:
     """The layout marks of ``image`` (cheap: two small reads at mount time)."""
     if _read(image, SAVE[1:]) is None:
         return NOT_LITEIMGD
@@ -73,7 +73,7 @@ def read_layout(image: Backing) -> ImageLayout:
     return ImageLayout(liteimgd=True, made_up=made_up)
 
 
-def moved_paths(plan: Plan, image: Backing, layout: ImageLayout) -> frozenset[str]:
+def moved_paths(plan: Plan, image: Layer, layout: ImageLayout) -> frozenset[str]:
     """The plan's link-family paths whose image content liteimg moved to ``/.default``."""
     if not layout.liteimgd:
         return frozenset()
@@ -97,11 +97,11 @@ def moved_paths(plan: Plan, image: Backing, layout: ImageLayout) -> frozenset[st
     return frozenset(out)
 
 
-def open_originals(image: Backing) -> Backing | None:
+def open_originals(image: Layer) -> Layer | None:
     """The image's ``/.default`` as a read-only layer of its own (None when absent)."""
     try:
         fd = os.open(DEFAULT[1:], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                      dir_fd=image.fd)
     except OSError:
         return None
-    return Backing(name="image:/.default", path=image.abspath(DEFAULT[1:]), fd=fd, writable=False)
+    return Layer(name="image:/.default", path=image.abspath(DEFAULT[1:]), fd=fd, writable=False)

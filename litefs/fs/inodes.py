@@ -131,7 +131,7 @@ def salted_ino(ino: int, salt: object) -> int:
     return _hash63("salt", ino, salt)
 
 
-class Node:
+class Inode:
     """One inode: its names (view paths, most recent first), lookup count and cached entry."""
 
     __slots__ = ("borrowed", "entry", "ident", "ino", "lookups", "multi", "paths")
@@ -168,12 +168,12 @@ class InodeTable:
     """Maps inode numbers and view paths to nodes."""
 
     def __init__(self, root_entry: Any) -> None:
-        self.by_ino: dict[int, Node] = {}
-        self.by_path: dict[str, Node] = {}
+        self.by_ino: dict[int, Inode] = {}
+        self.by_path: dict[str, Inode] = {}
         #: backing identity -> number, for files copied up while their node was held
         self.aliases: dict[tuple[int, int, int], int] = {}
         self._salt = 0
-        root = Node(ROOT_INODE, "/", root_entry)
+        root = Inode(ROOT_INODE, "/", root_entry)
         root.lookups = 1  # the kernel never forgets the root
         self.by_ino[ROOT_INODE] = root
         self.by_path["/"] = root
@@ -181,10 +181,10 @@ class InodeTable:
     def __len__(self) -> int:
         return len(self.by_ino)
 
-    def get(self, ino: int) -> Node | None:
+    def get(self, ino: int) -> Inode | None:
         return self.by_ino.get(ino)
 
-    def at(self, path: str) -> Node | None:
+    def at(self, path: str) -> Inode | None:
         return self.by_path.get(path)
 
     def number(
@@ -255,11 +255,11 @@ class InodeTable:
         multi: bool = False,
         ident: tuple[int, int, int] | None = None,
         borrowed: bool = False,
-    ) -> Node:
+    ) -> Inode:
         """The node ``ino`` (created if new) as ``path``, with one more lookup counted."""
         node = self.by_ino.get(ino)
         if node is None:
-            node = Node(ino, path, entry)
+            node = Inode(ino, path, entry)
             node.multi = multi
             node.ident = ident
             node.borrowed = borrowed
@@ -287,7 +287,7 @@ class InodeTable:
                 if self.by_path.get(p) is node:
                     del self.by_path[p]
 
-    def detach(self, path: str) -> Node | None:
+    def detach(self, path: str) -> Inode | None:
         """``path`` left the view (unlink, rmdir, replaced by rename); its node lives on while
         the kernel still holds it, answering for its other names if it has any."""
         node = self.by_path.pop(path, None)
@@ -317,10 +317,3 @@ class InodeTable:
         self.move(a, tmp)
         self.move(b, a)
         self.move(tmp, b)
-
-    def invalidate_below(self, path: str) -> None:
-        """Forget cached entries at and below ``path`` (they will be located again)."""
-        prefix = "/" if path == "/" else path + "/"
-        for p, n in self.by_path.items():
-            if p == path or p.startswith(prefix):
-                n.entry = None

@@ -11,7 +11,6 @@ not follow it. Whiteouts are marker files (``.wh.<name>``, a hashed form for lon
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -20,35 +19,22 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from litefs import syscalls
 from litefs.errors import MountError
 from litefs.fs.inodes import layer_slot
-from litefs.fs.markers import OPAQUE, TMP_PREFIX, WH_PREFIX, whiteout_name  # noqa: F401 (re-exported)
+from litefs.fs.markers import LONG_PREFIX, OPAQUE, TMP_PREFIX, WH_PREFIX, whiteout_name
+from litefs.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+
+__all__ = ["OPAQUE", "RENAME_EXCHANGE", "RENAME_NOREPLACE", "TMP_PREFIX", "WH_PREFIX", "renameat2"]
 
 UPPER_KINDS = ("tmpfs", "persistent", "localdisk")
 
-_SYS_OPENAT2 = 437
-_RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE_BENEATH = 0x08
-_SYS_RENAMEAT2 = 316
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
 log = logging.getLogger("litefs.fs")
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 def openat2_beneath(dirfd: int, rel: str, flags: int) -> int:
     """Open ``rel`` below ``dirfd`` without following any symlink or leaving the tree."""
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), rel)
-    return fd
+    return syscalls.openat2(dirfd, rel, flags, syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS)
 
 
 #: bytes of path per openat2 call when walking a deep path (PATH_MAX is 4096 with the NUL)
@@ -78,14 +64,6 @@ def open_beneath_deep(dirfd: int, rel: str, flags: int) -> int:
     finally:
         if own:
             os.close(fd)
-
-
-def renameat2(olddir: int, old: str, newdir: int, new: str, flags: int) -> None:
-    """renameat2(2) (NOREPLACE / EXCHANGE), which the os module does not offer."""
-    r = _libc.syscall(_SYS_RENAMEAT2, olddir, os.fsencode(old), newdir, os.fsencode(new), flags)
-    if r < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), new)
 
 
 def make_marker(dfd: int, name: str) -> None:
@@ -129,7 +107,7 @@ DIRFD_CACHE = 1024
 
 
 @dataclass(eq=False)
-class Backing:
+class Layer:
     """One layer directory. ``name`` is the layer as provenance shows it (``source[0]``).
 
     Directory fds are cached (LRU) so that a lookup costs one ``fstatat``, not a path walk;
@@ -153,7 +131,7 @@ class Backing:
     _warned: set[str] = field(default_factory=set, repr=False)
 
     def dirfd(self, rel_dir: str) -> int:
-        """An fd for directory ``rel_dir``, owned by the layer (pass it back to release())."""
+        """An fd for directory ``rel_dir``, owned by the layer's cache (never close it)."""
         fd = self.find_dir(rel_dir)
         if fd is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), rel_dir)
@@ -190,9 +168,6 @@ class Backing:
             _old, old_fd = self._dirs.popitem(last=False)
             os.close(old_fd)
         return fd
-
-    def release(self, fd: int) -> None:
-        """Done with a dirfd() result (the cache keeps it open)."""
 
     def created_dir(self) -> None:
         """litefs made a directory in this layer: forget what was known to be absent."""
@@ -232,12 +207,12 @@ class Backing:
         st = self.lstat(rel)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
-    def whiteout(self, rel: str) -> bool:
+    def has_whiteout(self, rel: str) -> bool:
         """True if ``rel`` is recorded as deleted in this layer."""
         parent, name = split(rel)
         return self.marker(_join(parent, whiteout_name(name)))
 
-    def opaque(self, rel_dir: str) -> bool:
+    def is_opaque(self, rel_dir: str) -> bool:
         return self.marker(_join(rel_dir, OPAQUE))
 
     def marker(self, rel: str) -> bool:
@@ -267,9 +242,156 @@ class Backing:
         finally:
             os.close(fd)
 
-    def proc_path(self, fd: int, name: str) -> str:
-        """A path naming ``name`` in directory ``fd`` for calls that take no dir_fd (xattrs)."""
-        return f"/proc/self/fd/{fd}/{name}"
+    # --- changes (writable layers): each acts on the last component with an *at() call
+    # that does not follow it, below a parent reached by dirfd() -----------------------
+
+    def at(self, rel: str) -> tuple[int, str]:
+        """(parent directory fd, last component) of ``rel``."""
+        parent, name = split(rel)
+        return self.dirfd(parent), name
+
+    def xattr_path(self, rel: str) -> str:
+        """A path naming ``rel`` for calls that take no dir_fd (xattrs): through the /proc
+        link of its parent's fd, so nothing above the last component is looked up again."""
+        if rel == ".":
+            return f"/proc/self/fd/{self.fd}/."
+        pfd, name = self.at(rel)
+        return f"/proc/self/fd/{pfd}/{name}"
+
+    def open(self, rel: str, flags: int, mode: int = 0o600) -> int:
+        pfd, name = self.at(rel)
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=pfd)
+
+    def pin(self, rel: str) -> int:
+        """An O_PATH fd on the inode now at ``rel`` (not following it): act on that inode
+        even if the name is swapped for another file or a symlink meanwhile."""
+        return self.open(rel, os.O_PATH)
+
+    def read_all(self, rel: str) -> bytes:
+        fd = self.open(rel, os.O_RDONLY)
+        try:
+            chunks = []
+            while buf := os.read(fd, 1 << 20):
+                chunks.append(buf)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def readlink(self, rel: str) -> str:
+        pfd, name = self.at(rel)
+        return os.readlink(name, dir_fd=pfd)
+
+    def mkdir(self, rel: str, mode: int, opaque: bool = False) -> None:
+        """A new directory; ``opaque`` makes it opaque before it appears (it replaces a
+        deleted name whose lower content must not merge into it)."""
+        pfd, name = self.at(rel)
+        self.created_dir()
+        if not opaque:
+            os.mkdir(name, mode, dir_fd=pfd)
+            return
+        tmp = TMP_PREFIX + "mkdir." + str(os.getpid())
+        os.mkdir(tmp, mode, dir_fd=pfd)
+        fd = os.open(_join(tmp, OPAQUE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        os.close(fd)
+        os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+
+    def mknod(self, rel: str, mode: int, rdev: int) -> None:
+        pfd, name = self.at(rel)
+        os.mknod(name, mode, rdev, dir_fd=pfd)
+
+    def symlink(self, rel: str, target: str) -> None:
+        pfd, name = self.at(rel)
+        os.symlink(target, name, dir_fd=pfd)
+
+    def link(self, src: str, dst: str) -> None:
+        sfd, sname = self.at(src)
+        dfd, dname = self.at(dst)
+        os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+
+    def unlink(self, rel: str) -> None:
+        pfd, name = self.at(rel)
+        os.unlink(name, dir_fd=pfd)
+
+    def rmdir(self, rel: str, clear_markers: bool = True) -> None:
+        """Remove directory ``rel`` with the markers it holds (bookkeeping; through a raw
+        layer path they are the user's own files, and stay)."""
+        if clear_markers:
+            self.clear_markers(rel)
+        pfd, name = self.at(rel)
+        os.rmdir(name, dir_fd=pfd)
+        self.forget_dirs(rel)
+
+    def clear_markers(self, rel_dir: str) -> None:
+        """Remove the whiteout and opaque markers of directory ``rel_dir``."""
+        dfd = self.dirfd(rel_dir)
+        for n in os.listdir(f"/proc/self/fd/{dfd}"):
+            if n.startswith(WH_PREFIX):
+                os.unlink(n, dir_fd=dfd)
+
+    def rename(self, src: str, dst: str, exchange: bool = False) -> None:
+        sfd, sname = self.at(src)
+        dfd, dname = self.at(dst)
+        if exchange:
+            renameat2(sfd, sname, dfd, dname, RENAME_EXCHANGE)
+        else:
+            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+    def give(self, rel: str, uid: int, gid: int) -> None:
+        """Hand a new entry to its creator; a set-gid parent keeps its group, as the kernel
+        would have done."""
+        pfd, name = self.at(rel)
+        pst = os.stat(".", dir_fd=pfd)
+        gid = pst.st_gid if pst.st_mode & stat.S_ISGID else gid
+        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+
+    def make_whiteout(self, rel: str) -> None:
+        """Record ``rel`` as deleted (its parent directory must exist in this layer)."""
+        pfd, name = self.at(rel)
+        wh = whiteout_name(name)  # fits for every valid name (litefs.fs.markers)
+        make_marker(pfd, wh)
+        if wh.startswith(LONG_PREFIX):
+            # The hashed marker holds the full name, for whoever reads the layer.
+            fd = os.open(wh, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                os.write(fd, os.fsencode(name))
+            finally:
+                os.close(fd)
+
+    def drop_whiteout(self, rel: str) -> bool:
+        """Forget that ``rel`` was deleted; False if it was not recorded."""
+        parent, name = split(rel)
+        pfd = self.find_dir(parent)
+        if pfd is None:
+            return False
+        try:
+            os.unlink(whiteout_name(name), dir_fd=pfd)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def make_opaque(self, rel_dir: str) -> None:
+        make_marker(self.dirfd(rel_dir), OPAQUE)
+
+    def fsync_dir(self, rel_dir: str) -> bool:
+        """Make directory ``rel_dir``'s entries durable. False if no fsync was made: it is
+        not in this layer, or the store cannot fsync a directory (EINVAL, EROFS)."""
+        fd = self.find_dir(rel_dir)
+        if fd is None:
+            return False
+        dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            os.fsync(dfd)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EROFS):
+                raise
+            return False
+        finally:
+            os.close(dfd)
+
+    def syncfs(self) -> None:
+        """Flush the whole filesystem the layer lives on."""
+        syscalls.syncfs(self.fd)
 
     def abspath(self, rel: str) -> str:
         return self.path if rel == "." else os.path.join(self.path, rel)
@@ -301,25 +423,25 @@ class LayerSet:
         self.layout = read_layout(self.image)
         self.originals = open_originals(self.image) if self.layout.liteimgd else None
         self.sources = [_open(f"source[{i}]", d, writable=False) for i, d in enumerate(sources)]
-        self.uppers: dict[str, Backing] = {}
+        self.uppers: dict[str, Layer] = {}
         for kind, where in (("tmpfs", tmpfs), ("persistent", persistent), ("localdisk", localdisk)):
             if where is not None:
                 self.uppers[kind] = _open(kind, where, writable=not read_only)
         self.read_only = read_only
 
-    def upper(self, kind: str | None) -> Backing | None:
+    def upper(self, kind: str | None) -> Layer | None:
         if kind is None:
             return None
         return self.uppers.get(kind)
 
-    def lower(self, kind: str, index: int = 0) -> Backing | None:
+    def lower(self, kind: str, index: int = 0) -> Layer | None:
         if kind == "image":
             return self.image if index == 0 else self.originals
         if index < len(self.sources):
             return self.sources[index]
         return None
 
-    def all(self) -> list[Backing]:
+    def all(self) -> list[Layer]:
         extra = [self.originals] if self.originals is not None else []
         return [self.image, *extra, *self.sources, *self.uppers.values()]
 
@@ -336,7 +458,7 @@ class LayerSet:
                 pass
 
 
-def _open(name: str, where: str, writable: bool) -> Backing:
+def _open(name: str, where: str, writable: bool) -> Layer:
     try:
         fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -357,7 +479,7 @@ def _open(name: str, where: str, writable: bool) -> Backing:
         except OSError as exc:
             os.close(fd)
             raise MountError(f"{name} layer directory {where} is not writable ({exc.strerror}); fix --{_opt(name)}") from None
-    return Backing(
+    return Layer(
         name=name, path=os.path.abspath(where), fd=fd, writable=writable, slot=layer_slot(name), dev=os.fstat(fd).st_dev
     )
 

@@ -11,7 +11,6 @@ one lifts its bind again.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -20,27 +19,25 @@ import shutil
 import signal
 import stat
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
+from litefs import syscalls
 from litefs.errors import MountError
+from litefs.fs.control import SETTLE_S
 from litefs.fs.layers import LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
 from litefs.logs import JournalHandler, KmsgHandler
+from litefs.mountinfo import mounts
 from litefs.plan import Plan
 from litefs.resolve import has_rule_below, resolve
 
 log = logging.getLogger("litefs.fs")
 
-_MS_RDONLY = 1
-_MS_REMOUNT = 32
-_MS_BIND = 4096
-_MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 
 #: how deep --bypass looks for rule-free image directories (/usr, /var/lib, ...)
 BYPASS_DEPTH = 2
@@ -76,18 +73,6 @@ def fuse_options(cfg: MountConfig, read_only: bool = False) -> set[str]:
     return opts
 
 
-def _mount(src: str, target: str, flags: int) -> None:
-    if _libc.mount(os.fsencode(src), os.fsencode(target), None, flags, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), target)
-
-
-def _umount(target: str) -> None:
-    if _libc.umount2(os.fsencode(target), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), target)
-
-
 def bypass_dirs(plan: Plan, layers: LayerSet, depth: int = BYPASS_DEPTH) -> list[str]:
     """View paths of image directories no rule touches, as high up as possible."""
     out: list[str] = []
@@ -116,16 +101,18 @@ def bypass_dirs(plan: Plan, layers: LayerSet, depth: int = BYPASS_DEPTH) -> list
 class Bypass:
     """The bind mounts currently laid over the view."""
 
-    def __init__(self, mountpoint: str, layers: LayerSet) -> None:
+    def __init__(self, mountpoint: str, layers: LayerSet, settle: Callable[[float], bool]) -> None:
         self.mountpoint = mountpoint
         self.layers = layers
+        #: waits (from a thread) until the view's last invalidations reached the kernel
+        self.settle = settle
         self.active: list[str] = []
 
     def apply(self, wanted: list[str]) -> None:
         """Bind what is wanted and not bound; lift what is bound and no longer wanted."""
         for path in [p for p in self.active if p not in wanted][::-1]:
             try:
-                _umount(self.mountpoint + path)
+                syscalls.umount(self.mountpoint + path, syscalls.MNT_DETACH)
                 log.info("bypass lifted: %s", path)
             except OSError as exc:
                 # Already gone (``litefs umount`` lifts binds before the view): nothing to do.
@@ -137,17 +124,17 @@ class Bypass:
                 continue
             src = f"/proc/self/fd/{self.layers.image.fd}{path}"
             target = self.mountpoint + path
-            for attempt in range(5):
+            for attempt in range(3):
                 try:
-                    _mount(src, target, _MS_BIND)
-                    _mount("none", target, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
+                    syscalls.mount(src, target, syscalls.MS_BIND)
+                    syscalls.mount("none", target, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
                     self.active.append(path)
                     break
                 except OSError as exc:
                     # Right after a plan change the kernel may still be dropping the old
-                    # entries (invalidations run concurrently): try again shortly.
-                    if exc.errno in (errno.ENOENT, errno.EINVAL) and attempt < 4:
-                        time.sleep(0.05 * (attempt + 1))
+                    # entries (invalidations run concurrently): once they have all landed,
+                    # the target's lookup is fresh and the bind can be tried again.
+                    if exc.errno in (errno.ENOENT, errno.EINVAL) and attempt < 2 and self.settle(SETTLE_S):
                         continue
                     log.error("bypass of %s failed (served through FUSE instead): %s", path, exc)
                     break
@@ -195,15 +182,14 @@ def set_readahead(dev: str, kb: int = READAHEAD_KB) -> None:
 
 def _mounted(dev: str) -> bool:
     """True while some mount in this namespace is our FUSE connection (``major:minor``)."""
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(maxsplit=3)[2] == dev for line in f)
+    return any(m.dev == dev for m in mounts())
 
 
 async def _serve(
     ops: LitefsOps, cfg: MountConfig, bypass: Bypass | None, ready: int | None, state: dict[str, bool]
 ) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ops.notifier)
+        nursery.start_soon(ops.coherence.notifier)
 
         async def signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
@@ -215,13 +201,13 @@ async def _serve(
         async def after_start() -> None:
             # From a thread: a stat of our own root is a FUSE request this loop must serve.
             dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint)).st_dev
-            ops.fuse_dev = f"{os.major(dev)}:{os.minor(dev)}"
-            set_readahead(ops.fuse_dev)
+            ops.coherence.fuse_dev = f"{os.major(dev)}:{os.minor(dev)}"
+            set_readahead(ops.coherence.fuse_dev)
             if bypass is not None:
                 wanted = bypass_dirs(ops.view.plan, ops.layers)
-                ops.pin(wanted)
+                ops.coherence.pin(wanted)
                 await trio.to_thread.run_sync(bypass.apply, wanted)
-                ops.pin(list(bypass.active))
+                ops.coherence.pin(list(bypass.active))
                 log.info("bypass: %d image directories served natively", len(bypass.active))
             log.info("ready: %s on %s", cfg.fsname, cfg.mountpoint)
             if ready is not None:
@@ -233,7 +219,7 @@ async def _serve(
             # forever): look for our connection in mountinfo once a second.
             while True:
                 await trio.sleep(1.0)
-                if ops.fuse_dev is not None and not _mounted(ops.fuse_dev):
+                if ops.coherence.fuse_dev is not None and not _mounted(ops.coherence.fuse_dev):
                     log.info("the view was unmounted; exiting")
                     state["gone"] = True
                     pyfuse3.terminate()
@@ -300,18 +286,18 @@ def _init(ops: LitefsOps, cfg: MountConfig, layers: LayerSet) -> None:
 
 
 def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) -> int:
-    bypass = Bypass(cfg.mountpoint, layers) if cfg.bypass else None
+    bypass = Bypass(cfg.mountpoint, layers, ops.coherence.wait_settled) if cfg.bypass else None
     if bypass is not None:
 
         def on_plan_change() -> None:
             # Runs inside a request handler: lay the binds from a thread after it returns.
             wanted = bypass_dirs(ops.view.plan, layers)
-            ops.pin([*bypass.active, *wanted])
+            ops.coherence.pin([*bypass.active, *wanted])
             trio.lowlevel.spawn_system_task(relay, wanted)
 
         async def relay(wanted: list[str]) -> None:
             await trio.to_thread.run_sync(bypass.apply, wanted)
-            ops.pin(list(bypass.active))
+            ops.coherence.pin(list(bypass.active))
 
         ops.on_plan_change = on_plan_change
     status = 0
@@ -338,27 +324,18 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
 def umount(mountpoint: str) -> None:
     """Unmount a view and every mount laid over it (bypass binds first, deepest first)."""
     mnt = os.path.realpath(mountpoint)
-    below = []
-    found = False
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = _unescape(line.split()[4])
-            if point == mnt:
-                found = True
-            elif point.startswith(mnt + "/"):
-                below.append(point)
-    if not found:
+    points = [m.point for m in mounts()]
+    below = [p for p in points if p.startswith(mnt + "/")]
+    if mnt not in points:
         raise MountError(f"{mountpoint} is not a mount point")
     for point in sorted(below, key=len, reverse=True):
         try:
-            _umount(point)
+            syscalls.umount(point, syscalls.MNT_DETACH)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise MountError(f"cannot unmount {point}: {exc.strerror}") from None
-    if _libc.umount2(os.fsencode(mnt), 0) != 0:
-        err = ctypes.get_errno()
-        raise MountError(f"cannot unmount {mountpoint}: {os.strerror(err)} (busy? try 'umount -l')")
+    try:
+        syscalls.umount(mnt)
+    except OSError as exc:
+        raise MountError(f"cannot unmount {mountpoint}: {exc.strerror} (busy? try 'umount -l')") from None
 
-
-def _unescape(s: str) -> str:
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")

@@ -21,8 +21,24 @@ each SN's own folder). Timed: prsync first sync and re-sync after one package ch
 against a serial ``rsync -az`` to each SN in the same run (to a separate folder on the same
 SNs).
 
+**Follow** (the hierarchy notes' "within 2 s"): the same kind of database, two SN mountds
+(``--service-node sn1``/``sn2``, defaults: follow on, LISTEN on PostgreSQL) and
+``--subscribers`` nodes subscribed to each, as a booted node's watcher is (TLS, from its own
+address). Timed from the moment the write starts until the last node of *both* SNs has it:
+
+* ``table change``: ``chtab`` of a litefile row for every image (on the MN's database) until
+  every subscribed node was pushed its new plan (each SN reloads the whole tables first), and
+  until every SN has it (its first node got the push);
+* ``notify``: ``pg_notify`` of an announcement (what ``litefs notify --db`` sends) until every
+  subscribed node got the invalidation; and once the ``litefs notify --db`` command itself,
+  start-up and target check included.
+
+A real node applies either locally after that (a plan swap or a cache invalidation, ms; see
+bench_live.py).
+
     .venv/bin/python tools/bench/bench_hier.py [--nodes 1000] [--db-nodes 4000] [--pg URL]
-        [--files 100000] [--skip-storm] [--skip-prsync]
+        [--files 100000] [--subscribers 50] [--rounds 5] [--skip-storm] [--skip-prsync]
+        [--skip-follow]
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import bench_mountd as bm  # tools/bench/ is on sys.path when this file runs
@@ -174,6 +191,123 @@ def run_storms(args: argparse.Namespace, work: Path) -> dict[str, dict]:
           f"pool check cost: 1 sn / mn = "
           f"{one / results['mn']['cpu_ms_per_plan']:.2f}; TLS floor {floor:.2f} ms CPU/plan")
     return results
+
+
+# --- follow: MN changes reaching the nodes of both SNs -------------------------------------
+
+FOLLOW_PATH = "/etc/bench-follow"
+
+
+async def follow_rounds(url: str, ca: Path, ports: dict[str, int],
+                        nodes: dict[str, list[int]], rounds: int) -> dict[str, list[float]]:
+    """Subscribe ``nodes`` (per SN) to their SN's mountd; time table changes and notifies."""
+    import trio
+    from litefs.initramfs import client, tls
+    from litefs.mountd.db_watch import publish_announcement
+
+    from litefs import db, tabledata
+
+    ctx = tls.client_context(ca / "ca.pem", check_hostname=False)
+    engine = db.open_engine(url)
+    # node index -> option of FOLLOW_PATH in its latest plan; paths announced to it
+    option: dict[int, str | None] = {}
+    seen: dict[int, set[str]] = {}
+    got_at: dict[int, float] = {}  # when the node got the latest option
+    out: dict[str, list[float]] = {"table on every SN": [], "table change": [], "notify": [],
+                                   "notify --db command": []}
+
+    def on_plan(i: int, plan: dict) -> None:
+        option[i] = next((r["option"] for r in plan.get("rules", [])
+                          if r.get("path") == FOLLOW_PATH), None)
+        got_at[i] = time.monotonic()
+
+    def on_change(i: int, paths: list[str]) -> None:
+        seen.setdefault(i, set()).update(paths)
+
+    everyone = [i for ix in nodes.values() for i in ix]
+
+    async def until(cond: Callable[[], bool], what: str) -> float:
+        start = time.monotonic()
+        with trio.move_on_after(60):
+            while not cond():
+                await trio.sleep(0.002)
+            return time.monotonic() - start
+        raise SystemExit(f"[follow] no {what} on every node within 60 s")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for sn, indices in nodes.items():
+                for i in indices:
+                    await nursery.start(lambda task_status, i=i, sn=sn: client.subscribe(
+                        f"127.0.0.1:{ports[sn]}", lambda p, i=i: on_change(i, p),
+                        on_plan=lambda plan, i=i: on_plan(i, plan), ssl_context=ctx,
+                        source_address=bm.node_addr(i), task_status=task_status))
+            await until(lambda: all(i in option for i in everyone), "first plan")
+            for r in range(rounds):
+                opt = "tmpfs" if r % 2 == 0 else "persistent"
+                start = time.monotonic()
+                await trio.to_thread.run_sync(lambda opt=opt: tabledata.chtab(
+                    engine, {"image": "ALL", "file": FOLLOW_PATH}, [f"litefile.options={opt}"]))
+                await until(lambda opt=opt: all(option.get(i) == opt for i in everyone),
+                            "plan push")
+                out["table change"].append(time.monotonic() - start)
+                # An SN has the change once it pushed it to its first node: the slower SN.
+                out["table on every SN"].append(max(
+                    min(got_at[i] for i in ix) for ix in nodes.values()) - start)
+                path = f"/etc/bench-notify-{r}"
+                start = time.monotonic()
+                await trio.to_thread.run_sync(publish_announcement, engine, "compute", [path])
+                await until(lambda path=path: all(path in seen.get(i, ()) for i in everyone),
+                            "notify")
+                out["notify"].append(time.monotonic() - start)
+            path = "/etc/bench-notify-cli"
+            start = time.monotonic()
+            await trio.run_process([str(BIN / "litefs"), "notify", "--db", url, "compute", path],
+                                   stdout=subprocess.DEVNULL)
+            await until(lambda: all(path in seen.get(i, ()) for i in everyone), "notify --db")
+            out["notify --db command"].append(time.monotonic() - start)
+            nursery.cancel_scope.cancel()
+    finally:
+        engine.dispose()
+    return out
+
+
+def run_follow(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
+    import trio
+    from litefs.mountd import pki
+
+    ca = work / "ca"
+    pki.init_site(ca, server_name="bench", san=["127.0.0.1"])
+    url, drop = bm.pg_database(args.pg)
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        bm.build_db(url, args.db_nodes)
+        add_pools(url, args.db_nodes)
+        ports = {}
+        for sn in SN_ADDR:
+            proc, ports[sn] = start_mountd(url, ca, sn, 1, work / f"mountd-{sn}.log")
+            servers.append(proc)
+        k = min(args.subscribers, args.db_nodes // 2)
+        nodes = {"sn1": list(range(k)),
+                 "sn2": list(range(args.db_nodes // 2, args.db_nodes // 2 + k))}
+        got = trio.run(follow_rounds, url, ca, ports, nodes, args.rounds)
+    finally:
+        for proc in servers:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        drop()
+    print(f"\nfollow: 2 SN mountds on one PostgreSQL ({args.db_nodes} nodes), {k} nodes "
+          f"subscribed to each; until the last node of both SNs has it")
+    print(f"{'change on the MN':<38} {'rounds':>6} {'p50 ms':>7} {'max ms':>7}")
+    for what, times in got.items():
+        times = sorted(times)
+        label = {"table on every SN": "chtab -> reloaded on every SN",
+                 "table change": "chtab -> new plan on every node",
+                 "notify": "pg_notify -> invalidation on every node",
+                 "notify --db command": "litefs notify --db (whole command)"}[what]
+        print(f"{label:<38} {len(times):6d} {1000 * times[len(times) // 2]:7.0f} "
+              f"{1000 * times[-1]:7.0f}")
+    return got
 
 
 # --- prsync -------------------------------------------------------------------------------
@@ -330,6 +464,11 @@ def main() -> None:
     p.add_argument("--files", type=int, default=100_000, help="files in the prsync tree")
     p.add_argument("--skip-storm", action="store_true")
     p.add_argument("--skip-prsync", action="store_true")
+    p.add_argument("--skip-follow", action="store_true")
+    p.add_argument("--subscribers", type=int, default=50,
+                   help="nodes subscribed to each SN in the follow run (default 50)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="table changes and notifies timed in the follow run (default 5)")
     p.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     args = p.parse_args()
     out: dict[str, object] = {}
@@ -341,6 +480,12 @@ def main() -> None:
                 out["storm"] = run_storms(args, work / "storm")
             else:
                 print("[storm] skipped: pass --pg URL or set LITEFS_TEST_PG")
+        if not args.skip_follow:
+            if args.pg:
+                (work / "follow").mkdir()
+                out["follow"] = run_follow(args, work / "follow")
+            else:
+                print("[follow] skipped: pass --pg URL or set LITEFS_TEST_PG")
         if not args.skip_prsync:
             if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists() or not shutil.which(
                     "rsync"):
