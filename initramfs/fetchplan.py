@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from litefs.errors import LitefsError
 from litefs.names import check_node_name
 from litefs.plan import Plan
 from litefs.tmpfs_size import node_tmpfs_size
+
+from .tls import node_context
 
 #: The console message when no plan can be had (documented in the README's boot section).
 FETCH_FAILED = (
@@ -53,19 +54,6 @@ def write_layout(plan: Plan, out: Path) -> None:
         tmp = out / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, out / name)
-
-
-def tls_context(ca: str | None) -> ssl.SSLContext | None:
-    """TLS to mountd verified against ``ca``; with ``$LITEFS_CERT`` (and ``$LITEFS_KEY``, default
-    the same path with ``.key``) the node also proves who it is by its certificate, which a
-    site with ``site.litefs_require_client_cert=yes`` demands."""
-    if not ca:
-        return None
-    from litefs.mountd.pki import client_context
-
-    cert = os.environ.get("LITEFS_CERT") or None
-    key = os.environ.get("LITEFS_KEY") or (str(Path(cert).with_suffix(".key")) if cert else None)
-    return client_context(Path(ca), Path(cert) if cert else None, Path(key) if key else None)
 
 
 #: Seconds one server of a pool gets (connect, TLS, answer) before the next one is tried.
@@ -94,9 +82,9 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
     """
     if len(order) == 1:
         return fetch(order[0], node, retries, backoff, ca, say), order[0]
-    from litefs.mountd.client import Backoff, fetch_plan_sync
+    from .client import Backoff, fetch_plan_sync
 
-    ctx = tls_context(ca)
+    ctx = node_context(ca)
     wait = Backoff(base=max(backoff, 0.0), cap=16.0, attempts=retries)
     reason = ""
     for attempt in range(max(retries, 1)):
@@ -124,9 +112,9 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
 def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
           say: Callable[[str], None]) -> Plan:
     """The node's plan from mountd at ``xcat`` (``IP:PORT``), TLS-verified when ``ca`` is given."""
-    from litefs.mountd.client import Backoff, fetch_plan_sync
+    from .client import Backoff, fetch_plan_sync
 
-    ctx = tls_context(ca)
+    ctx = node_context(ca)
 
     def on_retry(attempt: int, delay: float, exc: BaseException) -> None:
         say(f"litefs: no plan from mountd at {xcat} yet ({exc}); attempt {attempt} of "
@@ -157,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="site CA certificate; TLS to mountd (default $LITEFS_CA; none: plain)")
     p.add_argument("--watch", metavar="VIEW",
                    help="afterwards, fork into the @litefs-watch subscription for the view on VIEW")
-    p.add_argument("--ready", help="(with --watch) file the watcher creates once set up")
+    p.add_argument("--ready", help="(with --watch) fifo made here, in which the watcher says "
+                   "'ready' once set up (the hook waits on it)")
     p.add_argument("--watch-log", help="(with --watch) the watcher's log file")
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--backoff", type=float, default=1.0)
@@ -196,7 +185,12 @@ def _fork_watcher(args: argparse.Namespace) -> None:
     """Become the watcher in a child; the parent returns so the boot goes on."""
     from litefs.initramfs import watch
 
-    ctx = tls_context(args.ca)  # loaded now: the CA file goes away with the initramfs
+    ctx = node_context(args.ca)  # loaded now: the CA file goes away with the initramfs
+    if args.ready:
+        try:
+            watch.make_ready_fifo(args.ready)  # before the fork: the hook may open it at once
+        except OSError as exc:  # the watcher then creates a plain file the hook does not wait on
+            print(f"litefs: cannot make {args.ready}: {exc.strerror or exc}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     if os.fork() != 0:

@@ -495,6 +495,13 @@ prestart_litefs() {
 
 start_litefs() {
     mount_args
+    # The watcher says "ready" in the fifo fetchplan made, once the view is mounted: open it
+    # before the mount (read-write: never blocks), so that line cannot come before a reader.
+    WATCH_FIFO=0
+    if [ "$WATCH" = 1 ] && [ -p "$SL/watch.ready" ]; then
+        exec 8<>"$SL/watch.ready"
+        WATCH_FIFO=1
+    fi
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
     set -- "$@" --localdisk "$SL/localdisk"
@@ -513,21 +520,29 @@ start_litefs() {
         rm -f "$SL/mount.go"
     else
         PYX=$(command -v "$PY")
-        (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" </dev/null)
+        (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" </dev/null 8<&-)
         rc=$?
     fi
     [ "$rc" = 0 ] || die "the litefs daemon could not mount $NEWROOT (its log: $SL/litefs.log)"
     is_mounted "$NEWROOT" || die "litefs reported ready but $NEWROOT is not mounted"
     log "# litefs is serving $NEWROOT"
-    if [ "$WATCH" = 1 ]; then
-        # It must load what it needs from the initramfs before switch_root deletes it.
-        i=0
-        while [ ! -e "$SL/watch.ready" ] && [ "$i" -lt 600 ]; do
-            sleep 0.05
-            i=$((i + 1))
-        done
-        [ -e "$SL/watch.ready" ] || say "litefs-watch is not ready; image updates need a reboot"
+    # It must load what it needs from the initramfs before switch_root deletes it.
+    [ "$WATCH" = 1 ] && wait_watcher
+}
+
+# wait_watcher: until litefs-watch says "ready" on fd 8 (start_litefs opened its fifo), at most
+# 30 s: a timer writes "timeout" into the same fifo, so the read always ends.
+wait_watcher() {
+    word=
+    if [ "$WATCH_FIFO" = 1 ]; then
+        (sleep 30 & s=$!; trap 'kill "$s" 2>/dev/null; exit 0' TERM; wait "$s"; echo timeout >&8) &
+        timer=$!
+        read -r word <&8 || word=
+        kill "$timer" 2>/dev/null
+        wait "$timer" 2>/dev/null
+        exec 8<&-
     fi
+    [ "$word" = ready ] || say "litefs-watch is not ready; image updates need a reboot"
 }
 
 finish_root() {

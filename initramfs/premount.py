@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 
 # The point of this module: import now, before the go, what the mount itself would import
-# (cmd_fs pulls in litefs.fs: pyfuse3, trio, the view).
-import litefs.tools.cmd_fs  # noqa: F401
+# (mountcmd pulls in litefs.fs: pyfuse3, trio, the view).
+import litefs.initramfs.mountcmd  # noqa: F401
 from litefs.tools import litefs_cli
 
 

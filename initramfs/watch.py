@@ -5,7 +5,7 @@ plan fetch forks into it once the plan is written (``fetchplan --watch``), which
 Python start-up per boot; ``python -m litefs.initramfs.watch`` runs it on its own. It first changes directory into the view's root: the
 hook then moves the view onto ``/`` and the initramfs path disappears, but our working
 directory keeps pointing at the view, so refreshes go to ``.`` for the life of the node.
-Reconnection after a mountd restart is :func:`litefs.mountd.client.subscribe`'s job.
+Reconnection after a mountd restart is :func:`litefs.initramfs.client.subscribe`'s job.
 
 mountd also sends the node's plan after each subscription and whenever a table edit
 changes it; :class:`PlanFollower` swaps it into the running view (as ``litefs refresh
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import ssl
+import stat
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,9 @@ import trio
 
 from litefs.errors import LitefsError
 from litefs.plan import Plan
+
+#: Seconds the watcher waits for the view to be mounted after the plan is written.
+MOUNT_TIMEOUT = 60.0
 
 
 def _log(text: str) -> None:
@@ -68,9 +73,9 @@ def read_plan(path: str | None) -> Plan | None:
 
 
 async def watch(xcat: str, ctx: ssl.SSLContext | None, plan: Plan | None = None) -> None:
-    from litefs.mountd.client import subscribe
-
     from litefs.fs import control
+
+    from .client import subscribe
 
     async def on_change(paths: list[str]) -> None:
         _log(f"refresh {' '.join(paths)}")
@@ -83,6 +88,60 @@ async def watch(xcat: str, ctx: ssl.SSLContext | None, plan: Plan | None = None)
                     on_plan=PlanFollower(".", plan))
 
 
+def wait_mounted(view: str, timeout: float) -> bool:
+    """Block until something is mounted on ``view`` (True), or ``timeout`` seconds pass.
+
+    An event wait, not a poll: ``poll(2)`` on ``/proc/self/mountinfo`` reports ``POLLPRI``
+    whenever this mount namespace's table changes, so we look again only when a mount happened.
+    The file is opened before the first look, so a mount between that look and the wait still
+    wakes us."""
+    parent = os.path.dirname(os.path.abspath(view))
+
+    def mounted() -> bool:
+        return os.path.isdir(view) and os.stat(view).st_dev != os.stat(parent).st_dev
+
+    deadline = time.monotonic() + timeout
+    with open("/proc/self/mountinfo", "rb") as table:
+        waiter = select.poll()
+        waiter.register(table, select.POLLPRI | select.POLLERR)
+        while not mounted():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            waiter.poll(left * 1000)
+    return True
+
+
+def say_ready(path: str) -> None:
+    """Tell the boot hook we are set up. The hook waits on a fifo there (``fetchplan`` made it
+    and the hook holds it open): a line into it wakes the hook. Run on our own, ``path`` is a
+    plain file we create."""
+    try:
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody waits any more
+            try:
+                os.write(fd, b"ready\n")
+            finally:
+                os.close(fd)
+            return
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        _log(f"litefs-watch: cannot say ready in {path}: {exc.strerror or exc}")
+        return
+    Path(path).touch()
+
+
+def make_ready_fifo(path: str) -> None:
+    """The fifo :func:`say_ready` writes to, made before the watcher starts (so it exists
+    before the hook opens it); a stale file from an earlier try is replaced."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.mkfifo(path, 0o600)
+
+
 def run(view: str, xcat: str, ctx: ssl.SSLContext | None, ready: str | None) -> int:
     """Wait for the view on ``view``, step into it, say ``ready``, then follow mountd."""
     # Everything that touches initramfs paths happens before we say ready: the hook then
@@ -90,17 +149,13 @@ def run(view: str, xcat: str, ctx: ssl.SSLContext | None, ready: str | None) -> 
     # on the boot path of our own), so first wait for the view to be mounted.
     plan = read_plan(os.path.join(os.path.dirname(ready), "plan.json") if ready else None)
     try:
-        deadline = time.monotonic() + 60
-        parent = os.path.dirname(os.path.abspath(view))
-        while not os.path.isdir(view) or os.stat(view).st_dev == os.stat(parent).st_dev:
-            if time.monotonic() > deadline:
-                _log(f"litefs-watch: {view} was not mounted within 60 s")
-                return 1
-            time.sleep(0.05)
+        if not wait_mounted(view, MOUNT_TIMEOUT):
+            _log(f"litefs-watch: {view} was not mounted within {MOUNT_TIMEOUT:g} s")
+            return 1
         os.chdir(view)
     finally:
         if ready:
-            Path(ready).touch()
+            say_ready(ready)
     try:
         trio.run(watch, xcat, ctx, plan)
     except LitefsError as exc:
@@ -114,18 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--xcat", required=True, help="mountd address IP:PORT")
     p.add_argument("--view", required=True, help="where the view is mounted right now")
     p.add_argument("--ca", default=os.environ.get("LITEFS_CA"))
-    p.add_argument("--ready", help="file to create once set up (the hook waits for it)")
+    p.add_argument("--ready", help="once set up, write a line into this fifo (the hook "
+                   "waits on it) or create this file")
     args = p.parse_args(argv)
     ctx = None
     if args.ca:
-        from litefs.mountd.pki import client_context
+        from .tls import client_context
 
         try:
             ctx = client_context(Path(args.ca))
         except LitefsError as exc:
             _log(f"litefs-watch: {exc}")
             if args.ready:
-                Path(args.ready).touch()
+                say_ready(args.ready)
             return 1
     return run(args.view, args.xcat, ctx, args.ready)
 

@@ -13,7 +13,10 @@ would a stock node do with these tables").
 
 The namespace side runs in a child process (``python -m litefs.classic``); after the boot it
 chroots into the node's root to apply writes as a process on the node would and to record the
-effective tree (:func:`walk_tree`), the same walker used on a litefs view.
+effective tree (:func:`walk_tree`), the same walker the equivalence test uses on a litefs view.
+
+One module on purpose (it is over 500 lines): it follows one script, rc.statelite, step by
+step, and reads best side by side with the reference.
 """
 
 from __future__ import annotations
@@ -511,15 +514,6 @@ def _boot_here(cfg: ClassicConfig, sysroot: str, result_fd: int) -> None:
         json.dump(asdict(result), out)
 
 
-def _walk_here(cfg: dict[str, Any], result_fd: int) -> None:
-    os.chroot(cfg["root"])
-    os.chdir("/")
-    ops = apply_ops(cfg.get("ops", []))
-    manifest = walk_tree("/", cfg.get("exclude", ()), cfg.get("follow", ()))
-    with os.fdopen(result_fd, "w") as out:
-        json.dump({"log": [], "console": [], "ops": ops, "manifest": manifest}, out)
-
-
 def _child(argv: list[str], payload: dict[str, Any]) -> dict[str, Any]:
     if os.geteuid() != 0:
         raise ClassicError("the classic boot emulation needs root (mount namespaces, chroot)")
@@ -546,16 +540,6 @@ def classic_boot(cfg: ClassicConfig) -> ClassicResult:
     return ClassicResult(**data)
 
 
-def node_view(
-    root: str, ops: Sequence[dict[str, Any]] = (), follow: Iterable[str] = (),
-    exclude: Iterable[str] = ("/.statelite", "/.default", "/.sllocal"),
-) -> ClassicResult:
-    """Apply ``ops`` and walk the tree at ``root`` as a process chrooted there (a litefs view)."""
-    payload = {"mode": "walk", "root": root, "ops": list(ops), "follow": list(follow),
-               "exclude": list(exclude)}
-    return ClassicResult(**_child([], payload))
-
-
 def _main(argv: list[str]) -> int:
     _mode, cfg_path, out_path = argv
     with open(cfg_path) as f:
@@ -563,10 +547,8 @@ def _main(argv: list[str]) -> int:
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         sysroot = payload.pop("sysroot")
-        if payload.pop("mode") == "boot":
-            _boot_here(ClassicConfig(**payload), sysroot, fd)
-        else:
-            _walk_here(payload, fd)
+        payload.pop("mode")
+        _boot_here(ClassicConfig(**payload), sysroot, fd)
     except LitefsError as exc:
         print(f"classic: {exc}", file=sys.stderr)
         return 1

@@ -124,7 +124,7 @@ class TableView:
             return entry.litefile
         from litefs import planner
 
-        return tuple(planner.litefile_lines(planner.litefile_plan_for_node(self.snapshot, node)))
+        return tuple(planner.xcat_litefile_lines(planner.litefile_plan_for_node(self.snapshot, node)))
 
     def expand(self, text_: str) -> set[str]:
         """A noderange → node names (raises NoderangeError for unknown names).

@@ -32,12 +32,14 @@ from litefs.tools.common import Parser, add_db_option, run_main
 from sqlalchemy import Engine, select
 
 from litefs.errors import DatabaseUnreachable, LitefsError, UsageError
+from litefs.wellknown import DEFAULT_PORT
 
 from . import sdnotify, workers
 from .catalog import Catalog
+from .config import ServerConfig
 from .log import LEVELS, Logger
 from .pki import server_context
-from .server import DEFAULT_PORT, Server, ServerConfig
+from .server import Server
 
 DEFAULT_CA_DIR = "/etc/litefs/ca"
 DEFAULT_SOCKET = "/run/litefs/mountd.sock"

@@ -1,26 +1,25 @@
-"""The mountd wire protocol as pure functions: bytes in, messages out, and back (no sockets).
+"""mountd's JSON protocol as pure functions: bytes in, messages out, and back (no sockets).
 
-Two protocols share one port and are told apart by the first byte after the TLS handshake:
+Both ends use this module: mountd and the node's client (:mod:`litefs.initramfs.client`), so it
+imports nothing of the server and nothing heavier than :mod:`json`.
 
-* **JSON** (litefs nodes and admin tools): one JSON object per line, UTF-8, at most
+Two protocols share one port and are told apart by the first byte after the TLS handshake
+(:func:`sniff`):
+
+* **JSON** (litefs nodes and admin tools, here): one JSON object per line, UTF-8, at most
   :data:`MAX_MESSAGE` bytes including the newline. A request is ``{"op": ..., ...}``; every
   reply carries ``"ok"``; a subscription then streams ``{"event": ...}`` lines.
-* **classic xcatd** (stock ``rc.statelite``): ``<xcatrequest><command>litefile</command>
-  </xcatrequest>`` answered by ``<xcatresponse>`` documents, one ``<info>`` per line (the node's
-  sed/awk pipeline strips tags line by line), then a ``serverdone`` response; the server then
-  closes the connection, which is what ends ``openssl s_client -quiet``.
+* **classic xcatd** (stock ``rc.statelite``): :mod:`.xcatd_codec`, the server's side only.
 
 Everything here raises :class:`litefs.errors.ProtocolError` with a message fit for the peer.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
-from xml.etree import ElementTree
-from xml.sax.saxutils import escape
 
 from litefs.errors import ProtocolError
 
@@ -33,6 +32,17 @@ MAX_REPLY = 16 * 1024 * 1024
 PROTOCOL_VERSION = 1
 
 Protocol = Literal["json", "classic"]
+
+
+class Event(enum.StrEnum):
+    """The ``"event"`` of a line mountd sends on a subscription."""
+
+    #: ``paths`` changed in the node's image or sources (``seq`` counts announcements).
+    INVALIDATE = "invalidate"
+    #: Nothing happened for ``ping_interval``: the connection is alive.
+    PING = "ping"
+    #: The tables changed the node's plan: ``plan`` is the new one (``generation`` its view).
+    PLAN = "plan"
 
 # --- requests ------------------------------------------------------------------------------
 
@@ -67,18 +77,7 @@ class ReloadRequest:
     """Admin: drop cached tables now (as after ``chtab``) instead of at the next check."""
 
 
-@dataclass(frozen=True)
-class ClassicRequest:
-    """A classic xcatd request: ``command`` plus optional ``noderange`` and ``args``."""
-
-    command: str
-    noderange: str | None = None
-    args: tuple[str, ...] = field(default_factory=tuple)
-
-
-Request = (
-    PlanRequest | AnnounceRequest | SubscribeRequest | HealthRequest | ReloadRequest | ClassicRequest
-)
+Request = PlanRequest | AnnounceRequest | SubscribeRequest | HealthRequest | ReloadRequest
 
 #: Policy command name each JSON request is checked as (admin-only ones are checked separately).
 _OPS = ("plan", "announce", "subscribe", "health", "reload")
@@ -136,14 +135,20 @@ def _str_field(obj: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def decode_json_request(line: bytes) -> Request:
-    """One JSON request line (without its newline) → a request object."""
+def _json_object(line: bytes, what: str) -> dict[str, Any]:
+    """``line`` as a JSON object; anything else is a ProtocolError naming ``what`` it was."""
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed JSON request: {exc}") from None
+        raise ProtocolError(f"malformed {what}: {exc}") from None
     if not isinstance(obj, dict):
-        raise ProtocolError("malformed JSON request: expected an object")
+        raise ProtocolError(f"malformed {what}: expected an object")
+    return obj
+
+
+def decode_json_request(line: bytes) -> Request:
+    """One JSON request line (without its newline) → a request object."""
+    obj = _json_object(line, "JSON request")
     version = obj.get("v", PROTOCOL_VERSION)
     if not isinstance(version, int) or version > PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r} not supported (mountd speaks 1)")
@@ -204,123 +209,4 @@ def error_reply(message: str, code: str = "error") -> bytes:
 
 def decode_message(line: bytes) -> dict[str, Any]:
     """A reply or event line → dict (client side)."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed reply from mountd: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("malformed reply from mountd: expected an object")
-    return obj
-
-
-# --- classic xcatd -------------------------------------------------------------------------
-
-_END_TAG = b"</xcatrequest>"
-_COMMAND_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def classic_request_complete(buf: bytes) -> bool:
-    """True once ``buf`` holds a whole ``<xcatrequest>`` document."""
-    return _END_TAG in buf
-
-
-def decode_classic_request(buf: bytes) -> ClassicRequest:
-    """Parse a classic request document (everything up to ``</xcatrequest>``)."""
-    end = buf.find(_END_TAG)
-    if end < 0:
-        raise ProtocolError("incomplete <xcatrequest>")
-    doc = buf[: end + len(_END_TAG)].strip()
-    if b"<!" in doc or b"<?" in doc[1:]:
-        # No DOCTYPE/entities (nothing legitimate uses them; they are how XML bombs start).
-        raise ProtocolError("malformed <xcatrequest>: declarations are not allowed")
-    try:
-        root = ElementTree.fromstring(doc)
-    except ElementTree.ParseError as exc:
-        raise ProtocolError(f"malformed <xcatrequest>: {exc}") from None
-    if root.tag != "xcatrequest":
-        raise ProtocolError(f"expected <xcatrequest>, got <{root.tag}>")
-    command = (root.findtext("command") or "").strip()
-    if not _COMMAND_RE.match(command):
-        raise ProtocolError("malformed <xcatrequest>: missing or bad <command>")
-    noderange = (root.findtext("noderange") or "").strip() or None
-    args = tuple((a.text or "").strip() for a in root.findall("arg"))
-    return ClassicRequest(command=command, noderange=noderange, args=args)
-
-
-def encode_classic_request(command: str, noderange: str | None = None) -> bytes:
-    """What ``rc.statelite`` sends (with the here-string's newline)."""
-    nr = f"<noderange>{escape(noderange)}</noderange>" if noderange else ""
-    return f"<xcatrequest><command>{escape(command)}</command>{nr}</xcatrequest>\n".encode()
-
-
-def encode_classic_info(lines: list[str]) -> bytes:
-    """One response holding ``lines`` as ``<info>`` elements, each on a line of its own."""
-    body = "".join(f"<info>{escape(_one_line(line))}</info>\n" for line in lines)
-    return f"<xcatresponse>\n{body}</xcatresponse>\n".encode()
-
-
-def encode_classic_error(message: str, code: int = 1) -> bytes:
-    return (
-        f"<xcatresponse>\n<error>{escape(_one_line(message))}</error>\n"
-        f"<errorcode>{code}</errorcode>\n</xcatresponse>\n"
-    ).encode()
-
-
-#: The last response of every classic exchange.
-CLASSIC_SERVERDONE = b"<xcatresponse>\n<serverdone></serverdone>\n</xcatresponse>\n"
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
-
-
-def parse_classic_response(data: bytes) -> tuple[list[str], list[str], bool]:
-    """Client/test side: ``(infos, errors, serverdone)`` from a classic response stream."""
-    infos: list[str] = []
-    errors: list[str] = []
-    done = False
-    text = data.decode("utf-8", "replace")
-    for chunk in text.split("</xcatresponse>"):
-        chunk = chunk.strip()
-        if not chunk:
-            continue
-        try:
-            root = ElementTree.fromstring(chunk + "</xcatresponse>")
-        except ElementTree.ParseError as exc:
-            raise ProtocolError(f"malformed <xcatresponse>: {exc}") from None
-        infos += [(e.text or "") for e in root.findall("info")]
-        errors += [(e.text or "") for e in root.findall("error")]
-        done = done or root.find("serverdone") is not None
-    return infos, errors, done
-
-
-def rc_statelite_litefile(data: bytes) -> list[str]:
-    """The lines ``rc.statelite`` writes to ``.statelite/litefile`` from a litefile response.
-
-    Mirrors its pipeline: strip tags, drop blank lines, strip leading blanks, keep the second
-    ``:``-separated field, strip leading blanks.
-    """
-    out = []
-    for line in _strip_tags_lines(data):
-        fields = line.split(":")
-        out.append(fields[1].lstrip(" ") if len(fields) > 1 else "")
-    return out
-
-
-def rc_statelite_litetree(data: bytes) -> list[str]:
-    """The lines ``rc.statelite`` writes to ``.statelite/litetree`` (2nd blank-separated field)."""
-    out = []
-    for line in _strip_tags_lines(data):
-        fields = line.split()
-        out.append(fields[1] if len(fields) > 1 else "")
-    return out
-
-
-def _strip_tags_lines(data: bytes) -> list[str]:
-    lines = []
-    for raw in data.decode("utf-8", "replace").split("\n"):
-        line = re.sub(r"<[^>]*>", "", raw)
-        if re.fullmatch(r" *", line):
-            continue
-        lines.append(line.lstrip(" "))
-    return lines
+    return _json_object(line, "reply from mountd")

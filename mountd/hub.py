@@ -9,6 +9,7 @@ processes each holds its own subscribers; ``remote`` counts the siblings' (kept 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -17,17 +18,38 @@ import trio
 QUEUE_SIZE = 32
 
 
+class NoticeKind(enum.Enum):
+    """What a subscriber's queue can carry."""
+
+    #: Paths changed in the node's image or sources: the session sends an invalidate event.
+    INVALIDATE = enum.auto()
+    #: The tables changed: the session compares the node's plan and pushes it if it moved.
+    CHECK_PLAN = enum.auto()
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One item of a subscriber's queue (``paths`` and ``seq`` for :attr:`NoticeKind.INVALIDATE`)."""
+
+    kind: NoticeKind
+    paths: tuple[str, ...] = ()
+    seq: int = 0
+
+
 @dataclass(eq=False)
 class Subscriber:
     node: str
-    send: trio.MemorySendChannel[dict]
-    receive: trio.MemoryReceiveChannel[dict]
+    send: trio.MemorySendChannel[Notice]
+    receive: trio.MemoryReceiveChannel[Notice]
     overflowed: bool = False
     #: The plan JSON this node was last sent and the view generation it was checked
-    #: against (see Server._send_plan): a plan change is state, not an event, so a queue
+    #: against (see Session._send_plan): a plan change is state, not an event, so a queue
     #: overflow cannot lose it.
     plan_json: bytes | None = None
     plan_generation: int = -1
+
+
+_CHECK_PLAN = Notice(NoticeKind.CHECK_PLAN)
 
 
 @dataclass
@@ -41,7 +63,7 @@ class Hub:
     version: int = 0
 
     def subscribe(self, node: str) -> Subscriber:
-        send, receive = trio.open_memory_channel[dict](QUEUE_SIZE)
+        send, receive = trio.open_memory_channel[Notice](QUEUE_SIZE)
         sub = Subscriber(node, send, receive)
         self._subs.setdefault(node, set()).add(sub)
         self.version += 1
@@ -84,7 +106,7 @@ class Hub:
             if sub.overflowed:
                 continue  # the overflow path checks the plan too
             try:
-                sub.send.send_nowait({"event": "_plan"})
+                sub.send.send_nowait(_CHECK_PLAN)
                 woken += 1
             except trio.WouldBlock:
                 sub.overflowed = True
@@ -100,7 +122,7 @@ class Hub:
     def deliver(self, nodes: Iterable[str], paths: Iterable[str]) -> list[str]:
         """Queue an invalidation for every local subscriber of ``nodes``; the nodes reached."""
         self.seq += 1
-        event = {"event": "invalidate", "paths": list(paths) or ["/"], "seq": self.seq}
+        event = Notice(NoticeKind.INVALIDATE, tuple(paths) or ("/",), self.seq)
         reached = []
         for node in sorted(set(nodes)):
             subs = self._subs.get(node)

@@ -1,4 +1,4 @@
-"""The site certificate authority and the TLS contexts mountd and its clients use.
+"""The site certificate authority and mountd's TLS context (the clients' is :mod:`litefs.initramfs.tls`).
 
 ``litefs ca init`` creates, in one directory: the CA (``ca.pem``, ``ca.key``), mountd's server
 certificate (``server.pem``/``server.key``) and an admin certificate (``admin.pem``/
@@ -219,24 +219,6 @@ def server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     # Stateless tickets would let a node resume; it boots once, so do not spend on them.
     ctx.num_tickets = 0
-    return ctx
-
-
-def client_context(ca: Path | None, cert: Path | None = None, key: Path | None = None,
-                   check_hostname: bool = True) -> ssl.SSLContext:
-    """A node's or admin's context: verifies mountd against the site CA."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        if ca is not None:
-            ctx.load_verify_locations(cafile=str(ca))
-        else:
-            ctx.load_default_certs()
-        if cert is not None:
-            ctx.load_cert_chain(str(cert), str(key) if key else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise LitefsError(f"cannot load TLS files ({ca}, {cert}, {key}): {exc}") from None
-    ctx.check_hostname = check_hostname
     return ctx
 
 

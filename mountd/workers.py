@@ -14,6 +14,7 @@ systemd restarts the service as a whole.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -26,6 +27,17 @@ import trio
 from litefs import syscalls
 
 _MAX_DATAGRAM = 256 * 1024
+
+
+class SiblingNews(enum.StrEnum):
+    """The ``"t"`` of a message between workers (as sent: JSON strings)."""
+
+    #: A subscription came (``"d": 1``) or went (``-1``) for ``"node"`` at the sender.
+    SUBSCRIPTION = "sub"
+    #: Deliver ``"paths"`` to this worker's subscribers of ``"target"``.
+    ANNOUNCE = "announce"
+    #: The tables changed: drop the cached view and look again.
+    TABLES = "tables"
 
 
 class Siblings:

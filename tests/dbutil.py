@@ -1,9 +1,8 @@
 """Database fixtures shared by every area: a real SQLite file and a real PostgreSQL database.
 
-``engine`` is parametrised over ``sqlite`` (a file in tmp_path) and ``pg`` (a fresh database on
-the server named by ``$LITEFS_TEST_PG``, dropped afterwards), with the litefs schema created.
-``blank_engine`` is the same without the schema. Import them into a test module with
-``from tests.dbutil import engine, load_tables  # noqa: F401``.
+The fixtures themselves (``db_url``, ``blank_engine``, ``engine``) are in ``tests/conftest.py``,
+so every test module has them without importing; this module holds what they and the tests
+call: the backends, a private PostgreSQL database, loading and dumping tables.
 """
 
 from __future__ import annotations
@@ -34,7 +33,8 @@ def pg_admin_url() -> str:
     return url
 
 
-def _pg_database() -> Iterator[str]:
+def pg_database() -> Iterator[str]:
+    """A fresh database on the server named by ``$LITEFS_TEST_PG``: its URL, dropped afterwards."""
     admin_url = make_url(pg_admin_url()).set(drivername="postgresql+psycopg")
     name = "litefs_t_" + uuid.uuid4().hex[:12]
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -48,32 +48,6 @@ def _pg_database() -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
-    """URL of an empty database of the parametrised backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/litefs.db"
-    else:
-        yield from _pg_database()
-
-
-@pytest.fixture
-def blank_engine(db_url: str) -> Iterator[Engine]:
-    """An engine on an empty database (no litefs tables)."""
-    engine = db.open_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def engine(blank_engine: Engine) -> Engine:
-    """An engine on a database with the litefs schema and default policy rows."""
-    db.init_db(blank_engine)
-    return blank_engine
 
 
 def load_tables(engine: Engine, tables: Mapping[str, str]) -> None:

@@ -21,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from litefs.initramfs import tls
 from litefs.mountd import pki
 from litefs.mountd.catalog import Catalog
+from litefs.mountd.config import ServerConfig
 from litefs.mountd.log import Logger
-from litefs.mountd.server import Server, ServerConfig
+from litefs.mountd.server import Server
 from sqlalchemy import Engine
+
+from tests.dbutil import load_tables
 
 LITEFILE = (
     "#image,file,options,comments,disable\n"
@@ -59,6 +63,9 @@ def cluster_tables(nodes: Mapping[str, str | None], *, extra_policy: str = "") -
     return tables
 
 
+#: The two-node cluster of the ``pg_engine`` fixture (node -> address).
+PG_NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12"}
+
 POLICY_HEADER = "#priority,name,host,commands,noderange,parameters,time,rule,comments,disable\n"
 DEFAULT_POLICY = POLICY_HEADER + '"1","root",,,,,,"allow",,\n"4.7",,,"litefile",,,,"allow",,\n"4.8",,,"litetree",,,,"allow",,\n'
 
@@ -79,7 +86,7 @@ def client_ssl(ca_dir: Path, who: str | None = None):  # type: ignore[no-untyped
     cert = key = None
     if who is not None:
         cert, key = ca_dir / f"{who}.pem", ca_dir / f"{who}.key"
-    return pki.client_context(ca_dir / "ca.pem", cert, key)
+    return tls.client_context(ca_dir / "ca.pem", cert, key)
 
 
 @asynccontextmanager
@@ -103,6 +110,19 @@ async def serving(
             yield server
         finally:
             server.shutdown()
+
+
+@contextmanager
+def sqlite_cluster_engine(directory: Path, nodes: Mapping[str, str | None]) -> Iterator[Engine]:
+    """A SQLite file in ``directory`` holding :func:`cluster_tables` of ``nodes``."""
+    from litefs import db
+
+    eng = db.open_engine(f"sqlite:///{directory}/litefs.db")
+    try:
+        load_tables(eng, cluster_tables(nodes))
+        yield eng
+    finally:
+        eng.dispose()
 
 
 def free_port() -> int:

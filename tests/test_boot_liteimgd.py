@@ -9,9 +9,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-
-from litefs import liteimg as L
-from litefs.cluster_sim import (
+from litefs.tools.cluster_sim import (
     DEMO_IMAGE,
     DEMO_IMAGE_DIR,
     Cluster,
@@ -19,6 +17,8 @@ from litefs.cluster_sim import (
     load_demo_tables,
     stage_demo,
 )
+
+from litefs import liteimg as L
 from litefs.db import open_engine
 from litefs.planner import image_plan
 

@@ -1,6 +1,6 @@
 """localdisk rows at boot (xCAT's rc.localdisk): a node with its local disk keeps those paths
 on it across reboots; a node without one still boots, warns on the console and keeps them in
-tmpfs. Real namespace boots (litefs.cluster_sim) with a loop device as the node's disk."""
+tmpfs. Real namespace boots (litefs.tools.cluster_sim) with a loop device as the node's disk."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from litefs.cluster_sim import (
+from litefs.tools.cluster_sim import (
     DEMO_IMAGE_DIR,
     Cluster,
-    Node,
+    ClusterNode,
     demo_tables,
     load_demo_tables,
     stage_demo,
@@ -68,7 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, disk: str) -> Iterator[Clu
     assert c.leftovers() == []
 
 
-def _boot(c: Cluster, extra: str = "") -> Node:
+def _boot(c: Cluster, extra: str = "") -> ClusterNode:
     node = c.boot("n01", c.cmdline("n01", DEMO_IMAGE_DIR, extra=extra))
     node.wait_shell(60)
     return node

@@ -1,5 +1,5 @@
 """End-to-end diskless boots in namespaces: mountd in a management namespace, nodes that run
-the real initramfs hook as PID 1 and switch_root into their litefs view (litefs.cluster_sim)."""
+the real initramfs hook as PID 1 and switch_root into their litefs view (litefs.tools.cluster_sim)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from litefs.initramfs.fetchplan import FETCH_FAILED
-
-from litefs.cluster_sim import (
+from litefs.tools.cluster_sim import (
     DEMO_IMAGE_DIR,
     Cluster,
-    Node,
+    ClusterNode,
     demo_tables,
     load_demo_tables,
     stage_demo,
@@ -52,7 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert c.leftovers() == []
 
 
-def _boot(c: Cluster, name: str, **kw: str) -> Node:
+def _boot(c: Cluster, name: str, **kw: str) -> ClusterNode:
     node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR, **kw))
     node.wait_shell(60)
     return node
@@ -73,6 +72,8 @@ def test_node_boots_into_litefs_root(cluster: Cluster) -> None:
     log = node.check("cat /.statelite/statelite.log")
     assert "mount --bind /nfs/10.77.0.1/nodedata/n01 /.litefs/statelite/persistent" in log
     assert "# switching root into the litefs view" in log
+    # The hook waited for the watcher's ready line (its fifo), not for its 30 s bound.
+    assert "litefs-watch is not ready" not in log + node.console
     # litefs writes /.statelite/litefile from the plan, possibly a moment after the mount.
     litefile = node.check("for i in $(seq 100); do [ -s /.statelite/litefile ] && break; "
                           "sleep 0.1; done; cat /.statelite/litefile")
@@ -147,8 +148,8 @@ def test_node_cannot_read_other_nodes_persistent_data(cluster: Cluster) -> None:
     # And mountd serves a node only its own plan: ask for n03's from n01's address.
     code = (
         "import sys; from pathlib import Path; "
-        "from litefs.mountd.client import fetch_plan_sync, Backoff; "
-        "from litefs.mountd.pki import client_context; "
+        "from litefs.initramfs.client import fetch_plan_sync, Backoff; "
+        "from litefs.initramfs.tls import client_context; "
         "fetch_plan_sync('10.77.0.1:3001', node='n03', backoff=Backoff(attempts=1), "
         "ssl_context=client_context(Path(sys.argv[1])))"
     )

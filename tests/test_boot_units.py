@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from litefs.initramfs import fetchplan
 from litefs.tools import mkinitramfs
+from litefs.tools.cluster_sim import hook_path
 
-from litefs.cluster_sim import hook_path
 from litefs.errors import BootError, LitefsError
 from litefs.plan import Plan, Rule, Source
 
@@ -264,7 +264,7 @@ def test_shell_files_parse() -> None:
 
 
 def test_demo_sample_moves_onto_the_cluster_network() -> None:
-    from litefs import sampledata
+    from litefs.tools import sampledata
 
     moved = sampledata.demo_tables_on("10.77.0")
     original = sampledata.demo_tables()
@@ -312,6 +312,74 @@ def test_premount_go_runs_litefs_with_its_exit_status(tmp_path: Path) -> None:
                             capture_output=True, text=True)
     assert proc.returncode == direct.returncode != 0
     assert proc.stderr == direct.stderr and "none.json" in proc.stderr
+
+
+def test_node_modules_import_without_the_server() -> None:
+    """The node's client and codec load nothing of mountd's server side (nor XML, nor the CA's
+    cryptography): the boot path pays only for what it uses."""
+    code = ("import sys, litefs.initramfs.fetchplan, litefs.initramfs.client, litefs.initramfs.watch; "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True, timeout=60).stdout.split())
+    assert "litefs.mountd.codec" in loaded
+    server_side = {"litefs.mountd.server", "litefs.mountd.service", "litefs.mountd.session",
+                   "litefs.mountd.xcatd_codec", "litefs.mountd.pki", "litefs.mountd.catalog",
+                   "xml.etree.ElementTree", "cryptography", "sqlalchemy"}
+    assert loaded & server_side == set()
+
+
+def test_watcher_wakes_on_the_mount_event(tmp_path: Path) -> None:
+    """wait_mounted sleeps in poll(2) on mountinfo and returns once the view is mounted (in a
+    private mount namespace, so the host never sees the tmpfs)."""
+    view = tmp_path / "view"
+    view.mkdir()
+    code = f"""
+import subprocess, threading
+from litefs.initramfs.watch import wait_mounted
+assert not wait_mounted({str(view)!r}, 0.2)  # nothing mounted: the bound ends the wait
+result = []
+waiter = threading.Thread(target=lambda: result.append(wait_mounted({str(view)!r}, 60)))
+waiter.start()
+subprocess.run(["mount", "-t", "tmpfs", "none", {str(view)!r}], check=True)
+waiter.join(60)
+print(result)
+"""
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[True]"
+
+
+def test_say_ready_writes_into_the_hooks_fifo_and_never_blocks(tmp_path: Path) -> None:
+    from litefs.initramfs import watch
+
+    ready = tmp_path / "watch.ready"
+    ready.write_text("stale\n")
+    watch.make_ready_fifo(str(ready))
+    assert stat.S_ISFIFO(ready.stat().st_mode)
+    watch.say_ready(str(ready))  # nobody reads: ENXIO, said and dropped, no hang
+    fd = os.open(ready, os.O_RDWR)  # the hook's side: read-write, as start_litefs opens it
+    try:
+        watch.say_ready(str(ready))
+        assert os.read(fd, 100) == b"ready\n"
+    finally:
+        os.close(fd)
+    plain = tmp_path / "plain.ready"  # run on its own: a plain file
+    watch.say_ready(str(plain))
+    assert plain.is_file()
+
+
+@needs_busybox
+def test_hook_waits_for_the_watchers_ready_line(tmp_path: Path) -> None:
+    ready = tmp_path / "watch.ready"
+    os.mkfifo(ready)
+    say = f"{sys.executable} -c 'from litefs.initramfs.watch import say_ready; say_ready(\"{ready}\")'"
+    body = (f'SL={tmp_path}; WATCH=1; WATCH_FIFO=1; exec 8<>"$SL/watch.ready"\n'
+            f"{say} &\nwait_watcher\necho waited")
+    r = _hook(tmp_path, "NODE=n01", body)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "waited"
+    assert "not ready" not in r.stdout + r.stderr
 
 
 def _hook_mounting(tmp_path: Path, cmdline: str, body: str) -> subprocess.CompletedProcess[str]:

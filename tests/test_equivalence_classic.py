@@ -30,6 +30,7 @@ from litefs.options import VALID_OPTIONS, Family
 from litefs.plan import Plan, Rule, Source
 from litefs.resolve import resolve
 from litefs.validate import validate_rules
+from tests.classicwalk import node_view
 from tests.liteimgutil import build_busybox_image
 
 fsutil = pytest.importorskip("tests.fsutil", reason="the FUSE view (tests/fsutil.py) is not there")
@@ -302,7 +303,7 @@ class Env:
         m.start()
         try:
             follow = [r.path for r in self.plan.rules if r.is_link]
-            return C.node_view(str(m.path), ops, follow=follow, exclude=EXCLUDE)
+            return node_view(str(m.path), ops, follow=follow, exclude=EXCLUDE)
         finally:
             m.stop()
             m.check_log()

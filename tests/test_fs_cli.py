@@ -17,24 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from litefs.tools.cmd_fs import source_under
+from litefs.initramfs.mountcmd import source_under
 
 from litefs import db
 from litefs.plan import Source
-from tests.fsutil import (
-    Layers,
-    Mounter,
-    is_mounted,
-    layers,
-    litefs_cmd,
-    litefs_mount,
-    make_plan,
-    put,
-    wait_for,
-)
+from tests.fsutil import Layers, Mounter, is_mounted, litefs_cmd, make_plan, put, wait_for
 from tests.planutil import cookbook_redhat_litefile, load
-
-__all__ = ["layers", "litefs_mount"]
 
 
 def _plan_file(layers: Layers, plan_obj, name: str = "plan.json") -> Path:  # type: ignore[no-untyped-def]

@@ -17,19 +17,7 @@ import pytest
 from litefs.fs import control
 from litefs.options import VALID_OPTIONS, family_of, is_link
 from litefs.validate import validate_rules
-from tests.fsutil import (
-    Layers,
-    Mounter,
-    is_mounted,
-    layers,
-    litefs_cmd,
-    litefs_mount,
-    make_plan,
-    put,
-    wait_for,
-)
-
-__all__ = ["layers", "litefs_mount"]  # fixtures used by name below
+from tests.fsutil import Layers, Mounter, is_mounted, litefs_cmd, make_plan, put, wait_for
 
 pytestmark = pytest.mark.fuse
 

@@ -19,18 +19,7 @@ from pathlib import Path
 import pytest
 
 from litefs.fs.layers import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
-from tests.fsutil import (
-    Layers,
-    LitefsMount,
-    Mounter,
-    layers,
-    litefs_mount,
-    make_plan,
-    put,
-    wait_for,
-)
-
-__all__ = ["layers", "litefs_mount"]
+from tests.fsutil import Layers, LitefsMount, Mounter, make_plan, put, wait_for
 
 pytestmark = pytest.mark.fuse
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from litefs.tools.cluster_sim import Cluster, demo_tables, load_demo_tables
 
-from litefs.cluster_sim import Cluster, demo_tables, load_demo_tables
 from litefs.genimage import build, chroot
 
 pytestmark = [pytest.mark.genimage, pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow,

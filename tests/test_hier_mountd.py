@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from sqlalchemy import Engine
 
 from litefs import db
 from litefs.errors import MountdError
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 from tests.mountdutil import cluster_tables, make_pki, server_ssl, serving
 
 ONCE = client.Backoff(attempts=1)
@@ -28,7 +28,7 @@ NODERES = ("#node,servicenode,netboot,tftpserver,tftpdir,nfsserver,monserver,nfs
            '"n01","sn1,sn2",,,,,,,,,,,,,,,,,,,,\n')
 
 
-def _tables(engine: Engine) -> None:  # noqa: F811
+def _tables(engine: Engine) -> None:
     tables = cluster_tables({"n01": "127.0.0.11", "n02": "127.0.0.12"})
     load_tables(engine, {**tables, "servicenode": SERVICENODE, "noderes": NODERES})
 
@@ -40,7 +40,7 @@ def _ask(srv, ca: Path, source: str):  # type: ignore[no-untyped-def]
                              backoff=ONCE, source_address=source, timeout=10)
 
 
-def test_an_sn_serves_its_pools_nodes_and_refuses_the_rest(engine: Engine,  # noqa: F811
+def test_an_sn_serves_its_pools_nodes_and_refuses_the_rest(engine: Engine,
                                                            tmp_path: Path) -> None:
     _tables(engine)
     ca = make_pki(tmp_path / "ca")
@@ -107,10 +107,10 @@ def test_an_sn_started_before_its_database_answers_tells_nodes_then_checks_its_n
         tmp_path: Path) -> None:
     from sqlalchemy import make_url
 
-    from tests.dbutil import _pg_database
+    from tests.dbutil import pg_database
     from tests.mountdutil import free_port, mountd_process
 
-    dbs = _pg_database()
+    dbs = pg_database()
     url = next(dbs)
     try:
         u = make_url(url)

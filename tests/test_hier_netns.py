@@ -1,7 +1,7 @@
 """Service nodes in namespaces: an MN, two SNs with a real sshd and a real mountd each, all
 reading one real PostgreSQL, and diskless nodes split across the SNs.
 
-Topology (litefs.cluster_sim's bridge in the MN namespace): MN ``.1``, sn1 ``.2``, sn2 ``.3``,
+Topology (litefs.tools.cluster_sim's bridge in the MN namespace): MN ``.1``, sn1 ``.2``, sn2 ``.3``,
 nodes ``.11``… Each SN is a network namespace on the bridge running ``sshd -D -f <own
 config>`` (host and user keys made here) inside its own mount namespace, where the SN's disk
 (the folder standing in for its NFS exports, ``exports/<sn ip>``) appears at ``SNROOT`` — so
@@ -39,9 +39,16 @@ from pathlib import Path
 
 import pytest
 from litefs.mountd.cli import DEFAULT_SOCKET
+from litefs.tools.cluster_sim import (
+    DEMO_IMAGE,
+    DEMO_IMAGE_DIR,
+    Cluster,
+    ClusterNode,
+    demo_tables,
+    stage_demo,
+)
 
-from litefs.cluster_sim import DEMO_IMAGE, DEMO_IMAGE_DIR, Cluster, Node, demo_tables, stage_demo
-from tests.dbutil import _pg_database
+from tests.dbutil import pg_database
 
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow, pytest.mark.pg]
 
@@ -142,7 +149,7 @@ class Hier:
         args = [a for a in line.split()[1:] if not a.startswith("initrd=")]
         return " ".join(args) + " litefs.nfsmap=/nfs"
 
-    def boot(self, node: str) -> Node:
+    def boot(self, node: str) -> ClusterNode:
         return self.c.boot(node, self.cmdline(node))
 
     def announce(self, sn: str, node: str, *paths: str) -> str:
@@ -206,11 +213,10 @@ def hier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hier]:
     if missing:
         pytest.skip(missing)
     from litefs.mountd import pki
-
-    from litefs.cluster_sim import load_demo_tables
+    from litefs.tools.cluster_sim import load_demo_tables
 
     work = tmp_path_factory.mktemp("hier")
-    dbs = _pg_database()
+    dbs = pg_database()
     url = next(dbs)
     try:
         with Cluster(work) as c:
@@ -312,7 +318,7 @@ def test_prsync_names_an_unreachable_target_and_finishes_the_others(hier: Hier) 
     assert "no-such-dir: no such file or directory here" in bad.stderr
 
 
-def _served_by(node: Node) -> set[str]:
+def _served_by(node: ClusterNode) -> set[str]:
     """Remote addresses of the node's connections to port 3001 (its watcher's mountd)."""
     out = node.check("cat /proc/net/tcp")
     peers = set()
@@ -324,7 +330,7 @@ def _served_by(node: Node) -> set[str]:
     return peers
 
 
-def _wait_served(node: Node, timeout: float = 20) -> set[str]:
+def _wait_served(node: ClusterNode, timeout: float = 20) -> set[str]:
     deadline = time.monotonic() + timeout
     while not (peers := _served_by(node)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -357,7 +363,7 @@ def test_nodeset_and_boot_nodes_split_across_both_sns(hier: Hier) -> None:
 
 
 def test_an_sn_refuses_a_node_outside_its_pool(hier: Hier) -> None:
-    code = ("import ssl, sys; from litefs.mountd.client import fetch_plan_sync, Backoff; "
+    code = ("import ssl, sys; from litefs.initramfs.client import fetch_plan_sync, Backoff; "
             "ctx = ssl.create_default_context(cafile=sys.argv[2]); ctx.check_hostname = False; "
             "fetch_plan_sync(sys.argv[1], ssl_context=ctx, backoff=Backoff(attempts=1))")
     ns = hier.c._netns_for("n04")
@@ -414,7 +420,7 @@ def test_failover_when_an_sns_mountd_dies_in_a_boot_storm(hier: Hier) -> None:
         node.kill()
 
 
-def _two_groups(hier: Hier) -> tuple[Node, Node]:
+def _two_groups(hier: Hier) -> tuple[ClusterNode, ClusterNode]:
     """n01 (served by sn1) and n03 (by sn2), booted and subscribed to their SN."""
     ns = hier.mn(str(BIN / "nodeset"), "--tftpdir", str(hier.tftp), "n01,n03",
                  f"osimage={DEMO_IMAGE}")

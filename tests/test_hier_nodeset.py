@@ -10,7 +10,7 @@ import pytest
 from litefs.tools.nodeset_cmd import _facing_ip
 from sqlalchemy import Engine
 
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 from tests.test_nodeset_cmd import IMAGE, _run, _setup
 
 NODERES_HEAD = (
@@ -25,7 +25,7 @@ def _noderes(node: str, servicenode: str = "", xcatmaster: str = "", nfsserver: 
             + ",,,,,,,,," + "\n")
 
 
-def _hier(engine: Engine, root: Path, noderes: str, site: str = "",  # noqa: F811
+def _hier(engine: Engine, root: Path, noderes: str, site: str = "",
           statemnt: str = "$noderes.xcatmaster:/nodedata") -> Path:
     imgdir = _setup(engine, root, statemnt=statemnt)
     load_tables(engine, {
@@ -48,7 +48,7 @@ def _append(tftp: Path, node: str) -> str:
 
 
 def test_mn_writes_each_nodes_files_with_its_sn_addresses(
-        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     imgdir = _hier(engine, tmp_path, _noderes("n01", "sn1,sn2") + _noderes("n02", "sn2"))
     tftp = tmp_path / "tftpboot"
     assert _run(engine, tftp, "compute", f"osimage={IMAGE}") == 0
@@ -62,7 +62,7 @@ def test_mn_writes_each_nodes_files_with_its_sn_addresses(
 
 
 def test_nodeset_on_an_sn_writes_only_its_nodes_with_its_own_address(
-        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _hier(engine, tmp_path, _noderes("n01", "sn1,sn2") + _noderes("n02", "sn1"))
     tftp = tmp_path / "sn2-tftpboot"
     assert _run(engine, tftp, "--service-node", "sn2", "compute", f"osimage={IMAGE}") == 0
@@ -81,7 +81,7 @@ def test_nodeset_on_an_sn_writes_only_its_nodes_with_its_own_address(
 
 
 def test_bad_pool_entries_are_one_line_each_and_the_run_goes_on(
-        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _hier(engine, tmp_path, _noderes("n01", "snX,sn1") + _noderes("n02", "sn2"),
           site='"installloc","mn:/install",,\n')
     tftp = tmp_path / "tftpboot"
@@ -94,7 +94,7 @@ def test_bad_pool_entries_are_one_line_each_and_the_run_goes_on(
 
 
 def test_sharedtftp_no_leaves_sn_nodes_to_their_sn(
-        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _hier(engine, tmp_path, _noderes("n01", "sn1") + _noderes("n02", "", xcatmaster="10.0.0.1"),
           site='"sharedtftp","no",,\n')
     tftp = tmp_path / "tftpboot"
@@ -106,7 +106,7 @@ def test_sharedtftp_no_leaves_sn_nodes_to_their_sn(
 
 
 def test_a_pool_of_unknown_names_fails_only_that_node(
-        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+        engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _hier(engine, tmp_path, _noderes("n01", "snX,snY") + _noderes("n02", "sn2"))
     tftp = tmp_path / "tftpboot"
     assert _run(engine, tftp, "compute", f"osimage={IMAGE}") == 1

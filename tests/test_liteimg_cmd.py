@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from litefs import db
 from litefs import liteimg as L
 from litefs.schema import TABLES
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 from tests.liteimgutil import build_busybox_image, diff_digests, tree_digest
 
 IMAGE = "rhels9-x86_64-statelite-compute"
@@ -28,7 +28,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def site(engine: Engine, template: Path, tmp_path: Path) -> tuple[str, Path]:  # noqa: F811
+def site(engine: Engine, template: Path, tmp_path: Path) -> tuple[str, Path]:
     """A database with one statelite image whose rootimg is a copy of the busybox image."""
     imgdir = tmp_path / "install/netboot/rhels9/x86_64/compute"
     imgdir.mkdir(parents=True)

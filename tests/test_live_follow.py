@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from litefs.initramfs import client
 from litefs.initramfs.watch import PlanFollower
-from litefs.mountd import client
 from sqlalchemy import Engine
 
 from litefs import db, planner, tabledata
 from tests.dbutil import load_tables
-from tests.fsutil import Layers, Mounter, layers, litefs_mount, put  # noqa: F401
+from tests.fsutil import Layers, Mounter, put
 from tests.mountdutil import cluster_tables, serving
 
 pytestmark = pytest.mark.fuse
@@ -30,7 +30,7 @@ LINUXIMAGE = "#imagename,template,boottarget,addkcmdline,pkglist,pkgdir,otherpkg
 
 
 @pytest.fixture
-def engine(tmp_path: Path, layers: Layers) -> Engine:  # noqa: F811
+def engine(tmp_path: Path, layers: Layers) -> Engine:
     # The image's rootimgdir holds rootimg/, which is the test's image layer (via a link, as
     # /install often is on a real MN).
     (tmp_path / "imgdir").mkdir()
@@ -83,7 +83,7 @@ async def _follow(engine: Engine, view: Path, plan, change, done) -> float:  # t
 
 
 def test_litefile_edit_makes_the_running_path_writable(
-    engine: Engine, layers: Layers, litefs_mount: Mounter  # noqa: F811
+    engine: Engine, layers: Layers, litefs_mount: Mounter
 ) -> None:
     put(layers.image, "etc/hostname", "image\n")
     plan = planner.plan_for_node(planner.load_snapshot(engine), "n01")
@@ -101,7 +101,7 @@ def test_litefile_edit_makes_the_running_path_writable(
 
 
 def test_image_edit_shows_in_the_running_view_without_notify(
-    engine: Engine, layers: Layers, litefs_mount: Mounter  # noqa: F811
+    engine: Engine, layers: Layers, litefs_mount: Mounter
 ) -> None:
     put(layers.image, "srv/issue", "v1\n")
     plan = planner.plan_for_node(planner.load_snapshot(engine), "n01")
@@ -156,7 +156,7 @@ def test_litetree_folder_edit_is_announced_to_the_nodes_using_it(
 
 
 def test_an_image_folder_that_appears_later_is_watched_then(
-    engine: Engine, layers: Layers, tmp_path: Path  # noqa: F811
+    engine: Engine, layers: Layers, tmp_path: Path
 ) -> None:
     # The image is not on this (service) node yet when its node subscribes: prsync comes later.
     link = tmp_path / "imgdir" / "rootimg"

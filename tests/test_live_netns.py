@@ -1,6 +1,6 @@
 """Booted nodes follow every change with no manual step (issue 12.4, 16.3), end to end.
 
-Real nodes (``litefs.cluster_sim``: the real boot hook as PID 1, switch_root into the litefs
+Real nodes (``litefs.tools.cluster_sim``: the real boot hook as PID 1, switch_root into the litefs
 view, ``@litefs-watch`` subscribed to mountd) and real mountd processes in the management
 namespace. No ``litefs notify`` unless the test says so:
 
@@ -22,17 +22,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
-
-from litefs import db, tabledata
-from litefs.cluster_sim import (
+from litefs.tools.cluster_sim import (
     DEMO_IMAGE_DIR,
     Cluster,
-    Node,
+    ClusterNode,
     demo_tables,
     load_demo_tables,
     stage_demo,
 )
+from sqlalchemy import create_engine, make_url, text
+
+from litefs import db, tabledata
 from tests.dbutil import pg_admin_url
 
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]
@@ -95,7 +95,7 @@ class Mountds:
         self.procs.clear()
 
 
-def _until(node: Node, cond: Callable[[], bool], what: str, debug: Callable[[], str],
+def _until(node: ClusterNode, cond: Callable[[], bool], what: str, debug: Callable[[], str],
            timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -104,7 +104,7 @@ def _until(node: Node, cond: Callable[[], bool], what: str, debug: Callable[[], 
         time.sleep(0.1)
 
 
-def _writable(node: Node, path: str) -> bool:
+def _writable(node: ClusterNode, path: str) -> bool:
     return node.sh(f"echo live > {path}")[0] == 0
 
 

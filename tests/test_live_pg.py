@@ -14,48 +14,25 @@ import io
 import json
 import os
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from litefs.mountd.catalog import Catalog
+from litefs.mountd.config import ServerConfig
 from litefs.mountd.log import Logger
-from litefs.mountd.server import Server, ServerConfig
-from sqlalchemy import Engine, create_engine, make_url, text
+from litefs.mountd.server import Server
+from sqlalchemy import Engine, text
 
-from litefs import db, tabledata
-from tests.dbutil import load_tables, pg_admin_url
-from tests.mountdutil import cluster_tables
+from litefs import tabledata
+from tests.mountdutil import PG_NODES
 
 pytestmark = pytest.mark.pg
 
-NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12"}
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    # A private database, as tests.dbutil makes them, but with pre-pinged admin connections:
-    # the test restarts the server, which kills every pooled connection.
-    admin_url = make_url(pg_admin_url()).set(drivername="postgresql+psycopg")
-    name = "litefs_live_" + uuid.uuid4().hex[:12]
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        eng = db.open_engine(admin_url.set(database=name).render_as_string(hide_password=False))
-        try:
-            load_tables(eng, cluster_tables(NODES))
-            yield eng
-        finally:
-            eng.dispose()
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+NODES = PG_NODES
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from sqlalchemy import Engine
 
 from litefs import db, tabledata

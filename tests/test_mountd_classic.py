@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import trio
-from litefs.mountd import codec
 from sqlalchemy import Engine
 
 from litefs import db, planner
+from tests import xcatdwire
 from tests.dbutil import load_tables
 from tests.mountdutil import cluster_tables, make_pki, server_ssl, serving
 
@@ -123,11 +123,11 @@ def test_classic_noderange_for_another_node_is_refused(classic_cluster: Engine, 
 
     other, own, as_admin = run(main)
     # An admin certificate (xCAT's root) may ask for any node, as with 'litefile n02'.
-    infos, errors, done = codec.parse_classic_response(as_admin)
+    infos, errors, done = xcatdwire.parse_classic_response(as_admin)
     assert errors == [] and done and infos and all(i.startswith("n02: ") for i in infos)
-    infos, errors, done = codec.parse_classic_response(other)
+    infos, errors, done = xcatdwire.parse_classic_response(other)
     assert infos == [] and done and "may only ask for its own plan" in errors[0]
-    infos, errors, done = codec.parse_classic_response(own)
+    infos, errors, done = xcatdwire.parse_classic_response(own)
     assert errors == [] and done and infos[0].startswith("n01: ")
 
 
@@ -150,9 +150,9 @@ def test_classic_errors_come_in_classic_framing(classic_cluster: Engine, tmp_pat
         return out
 
     too_large, malformed = run(main)
-    infos, errors, done = codec.parse_classic_response(too_large)
+    infos, errors, done = xcatdwire.parse_classic_response(too_large)
     assert infos == [] and done and errors == ["message too large (limit 4096 bytes)"]
-    infos, errors, done = codec.parse_classic_response(malformed)
+    infos, errors, done = xcatdwire.parse_classic_response(malformed)
     assert infos == [] and done and errors[0].startswith("malformed <xcatrequest>")
 
 
@@ -181,7 +181,7 @@ def test_bad_litetree_variable_leaves_a_stock_nodes_litefile_alone(tmp_path: Pat
         with pytest.raises(Exception, match="nfssserver"):
             planner.plan_for_node(snap, "n01")  # the whole plan fails ...
         want = [line.split(":", 1)[1].lstrip()
-                for line in planner.litefile_lines(planner.litefile_plan_for_node(snap, "n01"))]
+                for line in planner.xcat_litefile_lines(planner.litefile_plan_for_node(snap, "n01"))]
     finally:
         eng.dispose()
     # ... but the litefile list arrives whole, and litetree names what is wrong.

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from litefs.mountd import codec
+from litefs.mountd import codec, xcatd_codec
 
 from litefs.errors import ProtocolError
+from tests import xcatdwire
 
 # rc.statelite's GetSyncInfo pipelines, verbatim (reference §5.2).
 LITEFILE_PIPE = (
@@ -98,15 +99,15 @@ def test_bad_json_requests_say_what_is_wrong(line: bytes, message: str) -> None:
 
 def test_classic_request_as_rc_statelite_sends_it() -> None:
     raw = b"<xcatrequest><command>litefile</command></xcatrequest>\n"
-    assert codec.classic_request_complete(raw)
-    assert codec.decode_classic_request(raw) == codec.ClassicRequest("litefile")
-    assert codec.encode_classic_request("litefile") == raw
+    assert xcatd_codec.classic_request_complete(raw)
+    assert xcatd_codec.decode_classic_request(raw) == xcatd_codec.ClassicRequest("litefile")
+    assert xcatdwire.encode_classic_request("litefile") == raw
     full = (
         b"<xcatrequest>\n <command>litetree</command>\n <noderange>n01,n02</noderange>\n"
         b" <arg>-x</arg>\n</xcatrequest>"
     )
-    assert codec.decode_classic_request(full) == codec.ClassicRequest("litetree", "n01,n02", ("-x",))
-    assert not codec.classic_request_complete(b"<xcatrequest><command>lite")
+    assert xcatd_codec.decode_classic_request(full) == xcatd_codec.ClassicRequest("litetree", "n01,n02", ("-x",))
+    assert not xcatd_codec.classic_request_complete(b"<xcatrequest><command>lite")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +123,7 @@ def test_classic_request_as_rc_statelite_sends_it() -> None:
 )
 def test_bad_classic_requests_are_refused(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
-        codec.decode_classic_request(raw)
+        xcatd_codec.decode_classic_request(raw)
 
 
 LINES = [
@@ -134,19 +135,19 @@ LINES = [
 
 def test_classic_response_survives_rc_statelites_pipeline() -> None:
     """The real sed/egrep/awk chain rc.statelite runs yields exactly '<options> <path>'."""
-    data = codec.encode_classic_info(LINES) + codec.CLASSIC_SERVERDONE
+    data = xcatd_codec.encode_classic_info(LINES) + xcatd_codec.CLASSIC_SERVERDONE
     got = _shell(LITEFILE_PIPE, data)
     assert got == ["tmpfs,rw       /etc/adjtime", "persistent     /var/lib/x&amp;y/", "ro             /opt/&lt;odd&gt;"]
     # Our model of the pipeline agrees with the real one.
-    assert codec.rc_statelite_litefile(data) == got
-    tree = codec.encode_classic_info(["n01: mn:/statelite/n01", "n01: sn1:/x :hard"]) + codec.CLASSIC_SERVERDONE
+    assert xcatdwire.rc_statelite_litefile(data) == got
+    tree = xcatd_codec.encode_classic_info(["n01: mn:/statelite/n01", "n01: sn1:/x :hard"]) + xcatd_codec.CLASSIC_SERVERDONE
     assert _shell(LITETREE_PIPE, tree) == ["mn:/statelite/n01", "sn1:/x"]
-    assert codec.rc_statelite_litetree(tree) == ["mn:/statelite/n01", "sn1:/x"]
+    assert xcatdwire.rc_statelite_litetree(tree) == ["mn:/statelite/n01", "sn1:/x"]
 
 
 def test_classic_response_parses_back() -> None:
-    data = codec.encode_classic_info(LINES) + codec.encode_classic_error("no\nway") + codec.CLASSIC_SERVERDONE
-    infos, errors, done = codec.parse_classic_response(data)
+    data = xcatd_codec.encode_classic_info(LINES) + xcatd_codec.encode_classic_error("no\nway") + xcatd_codec.CLASSIC_SERVERDONE
+    infos, errors, done = xcatdwire.parse_classic_response(data)
     assert infos == LINES
     assert errors == ["no way"]
     assert done
@@ -164,8 +165,8 @@ def test_replies_are_single_json_lines() -> None:
 
 @given(st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30), max_size=6))
 def test_classic_info_lines_round_trip(lines: list[str]) -> None:
-    data = codec.encode_classic_info(lines) + codec.CLASSIC_SERVERDONE
-    infos, errors, done = codec.parse_classic_response(data)
+    data = xcatd_codec.encode_classic_info(lines) + xcatd_codec.CLASSIC_SERVERDONE
+    infos, errors, done = xcatdwire.parse_classic_response(data)
     assert infos == lines and errors == [] and done
 
 

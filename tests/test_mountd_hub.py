@@ -17,7 +17,7 @@ def test_announce_reaches_only_subscribed_targets_and_never_blocks() -> None:
         assert hub.count == 3 and hub.subscribed_nodes() == {"n01", "n02"}
         assert hub.announce({"n01", "n03"}, ["/etc/motd"]) == ["n01"]
         for sub in (a1, a2):
-            assert sub.receive.receive_nowait()["paths"] == ["/etc/motd"]
+            assert sub.receive.receive_nowait().paths == ("/etc/motd",)
         # A node that does not read: its queue fills, then collapses into "everything".
         for _ in range(QUEUE_SIZE + 5):
             hub.announce({"n02"}, [])

@@ -57,8 +57,8 @@ def namespaces() -> Iterator[dict[str, str]]:
 
 FETCH = """
 import sys
-from litefs.mountd import client, pki
-ctx = pki.client_context(sys.argv[2] + "/ca.pem")
+from litefs.initramfs import client, tls
+ctx = tls.client_context(sys.argv[2] + "/ca.pem")
 plan = client.fetch_plan_sync(sys.argv[1], ssl_context=ctx, backoff=client.Backoff(base=0.2, attempts=30))
 print(plan.node, plan.sources[0].directory)
 """
@@ -66,8 +66,8 @@ print(plan.node, plan.sources[0].directory)
 ASK_OTHER = """
 import sys
 from litefs.errors import MountdError
-from litefs.mountd import client, pki
-ctx = pki.client_context(sys.argv[2] + "/ca.pem")
+from litefs.initramfs import client, tls
+ctx = tls.client_context(sys.argv[2] + "/ca.pem")
 try:
     client.fetch_plan_sync(sys.argv[1], node="n01", ssl_context=ctx, backoff=client.Backoff(attempts=1))
 except MountdError as exc:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from litefs.mountd import client, codec
+from litefs.initramfs import client
+from litefs.mountd import codec
 from sqlalchemy import Engine
 
 from litefs import db, tabledata

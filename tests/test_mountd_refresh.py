@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from sqlalchemy import Engine
 
 from litefs import db
 from tests.dbutil import load_tables
-from tests.fsutil import Layers, Mounter, layers, litefs_mount, make_plan, put  # noqa: F401
+from tests.fsutil import Layers, Mounter, make_plan, put
 from tests.mountdutil import client_ssl, cluster_tables, make_pki, server_ssl, serving
 
 pytestmark = pytest.mark.fuse
@@ -30,7 +30,7 @@ def cluster(tmp_path: Path) -> Engine:
 
 
 def test_announced_change_shows_in_the_view(
-    cluster: Engine, layers: Layers, litefs_mount: Mounter, tmp_path: Path  # noqa: F811
+    cluster: Engine, layers: Layers, litefs_mount: Mounter, tmp_path: Path
 ) -> None:
     ca = make_pki(tmp_path / "ca")
     put(layers.image, "etc/version", "1.0\n")

@@ -18,14 +18,15 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from litefs.mountd import client, codec, pki
+from litefs.initramfs import client, tls
+from litefs.mountd import codec
 from litefs.mountd.catalog import Catalog
 from litefs.mountd.log import Logger
 from sqlalchemy import Engine, create_engine
 
-from litefs import db, tabledata
+from litefs import tabledata
 from litefs.errors import MountdError
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 from tests.mountdutil import (
     DEFAULT_POLICY,
     POLICY_HEADER,
@@ -34,6 +35,7 @@ from tests.mountdutil import (
     make_pki,
     server_ssl,
     serving,
+    sqlite_cluster_engine,
 )
 
 NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12", "n03": "127.0.0.13", "n04": None, "n05": None}
@@ -50,17 +52,15 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cluster(engine: Engine) -> Engine:  # noqa: F811
+def cluster(engine: Engine) -> Engine:
     load_tables(engine, cluster_tables(NODES))
     return engine
 
 
 @pytest.fixture
 def sqlite_cluster(tmp_path: Path) -> Engine:
-    eng = db.open_engine(f"sqlite:///{tmp_path}/litefs.db")
-    load_tables(eng, cluster_tables(NODES))
-    yield eng
-    eng.dispose()
+    with sqlite_cluster_engine(tmp_path, NODES) as eng:
+        yield eng
 
 
 def addr(srv: Any) -> str:
@@ -260,7 +260,7 @@ def test_tls_verification_failures(sqlite_cluster: Engine, ca: Path, tmp_path: P
 
 
 def _trusting(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    return pki.client_context(ca / "ca.pem", cert, key)
+    return tls.client_context(ca / "ca.pem", cert, key)
 
 
 def test_notifications_reach_subscribed_nodes(sqlite_cluster: Engine, ca: Path, tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ import pytest
 from litefs.tools.nodeset_cmd import main
 from sqlalchemy import Engine
 
-from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
+from tests.dbutil import dump_all, load_tables
 
 IMAGE = "rhels7.9-x86_64-statelite-compute"
 
 
-def _setup(engine: Engine, root: Path, statemnt: str = "10.0.0.1:/nodedata",  # noqa: F811
+def _setup(engine: Engine, root: Path, statemnt: str = "10.0.0.1:/nodedata",
            netboot: str = "pxe") -> Path:
     imgdir = root / "install" / "netboot" / "rhels7.9" / "x86_64" / "compute"
     (imgdir / "rootimg").mkdir(parents=True)
@@ -51,12 +51,12 @@ def _setup(engine: Engine, root: Path, statemnt: str = "10.0.0.1:/nodedata",  # 
     return imgdir
 
 
-def _run(engine: Engine, tftp: Path, *args: str) -> int:  # noqa: F811
+def _run(engine: Engine, tftp: Path, *args: str) -> int:
     url = engine.url.render_as_string(hide_password=False)
     return main(["--db", url, "--tftpdir", str(tftp), *args])
 
 
-def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     imgdir = _setup(engine, tmp_path)
     tftp = tmp_path / "tftpboot"
@@ -88,7 +88,7 @@ def test_osimage_writes_pxe_files_and_tables(engine: Engine, tmp_path: Path,  # 
     assert '"n01","boot"' in dump_all(engine)["chain"]
 
 
-def test_nodes_without_mac_are_named_the_others_are_set(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_nodes_without_mac_are_named_the_others_are_set(engine: Engine, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     # xCAT sets the nodes it can and reports each one it cannot; it is not all-or-nothing.
     _setup(engine, tmp_path)
@@ -104,7 +104,7 @@ def test_nodes_without_mac_are_named_the_others_are_set(engine: Engine, tmp_path
     assert '"n03"' not in tables["chain"]
 
 
-def test_only_bad_nodes_changes_nothing(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_only_bad_nodes_changes_nothing(engine: Engine, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path)
     before = dump_all(engine)
@@ -115,7 +115,7 @@ def test_only_bad_nodes_changes_nothing(engine: Engine, tmp_path: Path,  # noqa:
     assert dump_all(engine) == before
 
 
-def test_statemnt_without_server_is_refused(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_statemnt_without_server_is_refused(engine: Engine, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path, statemnt="/nodedata")
     assert _run(engine, tmp_path / "t", "n01", f"osimage={IMAGE}") == 1
@@ -123,7 +123,7 @@ def test_statemnt_without_server_is_refused(engine: Engine, tmp_path: Path,  # n
     assert not (tmp_path / "t").exists()
 
 
-def test_statemnt_variables_expand(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_statemnt_variables_expand(engine: Engine, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path, statemnt="$noderes.xcatmaster:/state/$node")
     tftp = tmp_path / "t"
@@ -131,7 +131,7 @@ def test_statemnt_variables_expand(engine: Engine, tmp_path: Path,  # noqa: F811
     assert " STATEMNT=10.0.0.1:/state/n01 " in (tftp / "pxelinux.cfg" / "n01").read_text()
 
 
-def test_statemnt_empty_variable_is_refused(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_statemnt_empty_variable_is_refused(engine: Engine, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path, statemnt="10.0.0.1:/state/$nodepos.room")
     assert _run(engine, tmp_path / "t", "n01", f"osimage={IMAGE}") == 1
@@ -139,7 +139,7 @@ def test_statemnt_empty_variable_is_refused(engine: Engine, tmp_path: Path,  # n
     assert not (tmp_path / "t").exists()
 
 
-def test_missing_kernel(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_missing_kernel(engine: Engine, tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
     imgdir = _setup(engine, tmp_path)
     (imgdir / "kernel").unlink()
@@ -154,7 +154,7 @@ def test_missing_kernel(engine: Engine, tmp_path: Path,  # noqa: F811
     ("grub2", "boot/grub2/n01", ["boot/grub2/grub.cfg-01-aa-bb-cc-dd-ee-01",
                                  "boot/grub2/grub.cfg-0A000065"]),
 ])
-def test_other_boot_loaders(engine: Engine, tmp_path: Path, netboot: str, path: str,  # noqa: F811
+def test_other_boot_loaders(engine: Engine, tmp_path: Path, netboot: str, path: str,
                             links: list[str]) -> None:
     _setup(engine, tmp_path, netboot=netboot)
     tftp = tmp_path / "t"
@@ -172,14 +172,14 @@ def test_other_boot_loaders(engine: Engine, tmp_path: Path, netboot: str, path: 
             assert (tftp / link).stat().st_ino == main_file.stat().st_ino
 
 
-def test_deprecated_states(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_deprecated_states(engine: Engine, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path)
     assert _run(engine, tmp_path / "t", "n01", "statelite") == 2
     assert 'have been deprecated, use "osimage=<osimage_name>"' in capsys.readouterr().err
 
 
-def test_osimage_without_name_uses_provmethod(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_osimage_without_name_uses_provmethod(engine: Engine, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     _setup(engine, tmp_path)
     tftp = tmp_path / "t"
@@ -192,7 +192,7 @@ def test_osimage_without_name_uses_provmethod(engine: Engine, tmp_path: Path,  #
         "#statelite rhels7.9-x86_64-compute\n")
 
 
-def test_xnba_boot_state(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+def test_xnba_boot_state(engine: Engine, tmp_path: Path) -> None:
     _setup(engine, tmp_path, netboot="xnba")
     tftp = tmp_path / "t"
     assert _run(engine, tftp, "compute", "boot") == 0
@@ -200,7 +200,7 @@ def test_xnba_boot_state(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
     assert not (tftp / "xcat" / "osimage").exists()  # local boot copies no kernel
 
 
-def test_mac_cell_ips_get_links_and_boot_nic_follows_xcat(engine: Engine,  # noqa: F811
+def test_mac_cell_ips_get_links_and_boot_nic_follows_xcat(engine: Engine,
                                                           tmp_path: Path) -> None:
     _setup(engine, tmp_path)
     load_tables(engine, {
@@ -223,7 +223,7 @@ def test_mac_cell_ips_get_links_and_boot_nic_follows_xcat(engine: Engine,  # noq
     assert " XCATHTTPPORT=80  selinux=0  MNTOPTS=\n" in cfg
 
 
-def test_nodehm_console_args_inherit_from_group(engine: Engine, tmp_path: Path,  # noqa: F811
+def test_nodehm_console_args_inherit_from_group(engine: Engine, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     imgdir = _setup(engine, tmp_path)
     header = ('#node,power,mgt,cons,termserver,termport,conserver,serialport,serialspeed,'

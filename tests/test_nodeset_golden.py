@@ -13,7 +13,7 @@ import pytest
 from litefs.tools.nodeset_cmd import main
 from sqlalchemy import Engine
 
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 
 GOLDEN = Path(__file__).parent / "golden" / "nodeset"
 X86 = "rhels7.9-x86_64-statelite-compute"
@@ -44,7 +44,7 @@ _LINUX_HEAD = ('#imagename,template,boottarget,addkcmdline,pkglist,pkgdir,otherp
                'crashkernelsize,partitionfile,driverupdatesrc,comments,disable\n')
 
 
-def _tables(engine: Engine, root: Path, netboot: str) -> None:  # noqa: F811
+def _tables(engine: Engine, root: Path, netboot: str) -> None:
     rows_os, rows_linux = [], []
     for image, arch in ((X86, "x86_64"), (PPC, "ppc64")):
         imgdir = root / "install" / "netboot" / "rhels7.9" / arch / "compute"
@@ -95,7 +95,7 @@ def _written(tftp: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_boot_files_match_xcat(case: str, engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+def test_boot_files_match_xcat(case: str, engine: Engine, tmp_path: Path) -> None:
     netboot, image, state = CASES[case]
     _tables(engine, tmp_path, netboot)
     if case == "xnba-efistub":

@@ -26,7 +26,7 @@ from litefs.planner import (
     xcat_litetree_lines,
 )
 from litefs.schema import TABLES as SCHEMA_TABLES
-from tests.dbutil import blank_engine, db_url, dump_all, engine  # noqa: F401
+from tests.dbutil import dump_all
 from tests.planutil import COOKBOOK_REDHAT_FILES, cookbook_redhat_litefile, load
 
 IMG = "rhels8-x86_64-statelite-compute"
@@ -102,7 +102,7 @@ TABLES = {
 
 
 @pytest.fixture
-def snap(engine: Engine) -> Snapshot:  # noqa: F811
+def snap(engine: Engine) -> Snapshot:
     load(engine, TABLES)
     return load_snapshot(engine)
 
@@ -139,7 +139,7 @@ def test_rules_sorted_with_winning_row_and_dir_marker(snap: Snapshot) -> None:
     assert not by["/p/group-only"].is_dir
 
 
-def test_mtab_row_added_or_forced(engine: Engine) -> None:  # noqa: F811
+def test_mtab_row_added_or_forced(engine: Engine) -> None:
     load(engine, TABLES)
     auto = plan_for_node(load_snapshot(engine), "n01").rule_index["/etc/mtab"]
     assert (auto.option, auto.is_dir, auto.image) == ("link", False, AUTO_IMAGE)
@@ -199,7 +199,7 @@ def test_empty_variable_is_an_error_naming_row_variable_and_node(snap: Snapshot)
     assert "litetree priority=3" in msg and "$nodepos.room" in msg and "n01" in msg
 
 
-def test_cmd_needs_the_site_switch(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+def test_cmd_needs_the_site_switch(engine: Engine, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     tree = [{"priority": "1", "directory": f"cnfs:/k/#CMD=touch {marker}; echo 6.1#/$node"}]
     load(engine, {**TABLES, "litetree": tree})
@@ -215,7 +215,7 @@ def test_cmd_needs_the_site_switch(engine: Engine, tmp_path: Path) -> None:  # n
         plan_for_node(load_snapshot(engine), "n01")
 
 
-def test_invalid_rows_raise_plan_error_listing_all_messages(engine: Engine) -> None:  # noqa: F811
+def test_invalid_rows_raise_plan_error_listing_all_messages(engine: Engine) -> None:
     rows = [
         *TABLES["litefile"],
         {"image": "ALL", "file": "/etc/x/", "options": "con"},
@@ -230,7 +230,7 @@ def test_invalid_rows_raise_plan_error_listing_all_messages(engine: Engine) -> N
     assert "/var/log/old/ should have persistent option like /var/log/" in msg
 
 
-def test_many_invalid_rows_stay_one_readable_line(engine: Engine) -> None:  # noqa: F811
+def test_many_invalid_rows_stay_one_readable_line(engine: Engine) -> None:
     rows = [{"image": "ALL", "file": f"/etc/f{i}", "options": "bogus"} for i in range(12)]
     load(engine, {**TABLES, "litefile": []})
     # chtab/tabrestore refuse such rows now; a database written by xCAT may still hold them.
@@ -243,7 +243,7 @@ def test_many_invalid_rows_stay_one_readable_line(engine: Engine) -> None:  # no
     assert "; and 7 more (fix the rows with 'tabedit litefile' or chtab)" in msg
 
 
-def test_tempfs_plans_for_nodes_but_not_for_liteimg(engine: Engine) -> None:  # noqa: F811
+def test_tempfs_plans_for_nodes_but_not_for_liteimg(engine: Engine) -> None:
     load(engine, {**TABLES, "litefile": [{"image": "ALL", "file": "/etc/x", "options": "tempfs"}]})
     snap = load_snapshot(engine)
     plan = plan_for_node(snap, "n01")
@@ -253,7 +253,7 @@ def test_tempfs_plans_for_nodes_but_not_for_liteimg(engine: Engine) -> None:  # 
         plan_for_image(snap, IMG)
 
 
-def test_duplicate_path_in_one_level_is_an_error(engine: Engine) -> None:  # noqa: F811
+def test_duplicate_path_in_one_level_is_an_error(engine: Engine) -> None:
     rows = [{"image": "ALL", "file": "/etc/ssh", "options": "tmpfs"},
             {"image": "ALL", "file": "/etc/ssh/", "options": "tmpfs"}]
     load(engine, TABLES)
@@ -267,7 +267,7 @@ def test_duplicate_path_in_one_level_is_an_error(engine: Engine) -> None:  # noq
         plan_for_node(snap, "n01")
 
 
-def test_image_plan(snap: Snapshot, engine: Engine) -> None:  # noqa: F811
+def test_image_plan(snap: Snapshot, engine: Engine) -> None:
     plan = plan_for_image(snap, IMG)
     assert plan.node is None and plan.statemnt is None
     assert [s.priority for s in plan.sources] == ["2.5", "10"]  # variable rows left out
@@ -278,7 +278,7 @@ def test_image_plan(snap: Snapshot, engine: Engine) -> None:  # noqa: F811
                                         f"{IMG}: tmpfs,rw      /etc/ssh/"]
 
 
-def test_json_round_trip(engine: Engine) -> None:  # noqa: F811
+def test_json_round_trip(engine: Engine) -> None:
     load(engine, TABLES)
     plan = node_plan(engine, "n02")
     again = Plan.from_json(plan.to_json())
@@ -286,7 +286,7 @@ def test_json_round_trip(engine: Engine) -> None:  # noqa: F811
     assert again.to_json() == plan.to_json()
 
 
-def test_snapshot_reads_each_table_once(engine: Engine) -> None:  # noqa: F811
+def test_snapshot_reads_each_table_once(engine: Engine) -> None:
     nodes = [{"node": f"n{1000 + i}", "groups": f"g{i % 7},compute"} for i in range(300)]
     load(engine, {**TABLES, "nodelist": [*TABLES["nodelist"], *nodes]})
     statements: list[str] = []
@@ -316,7 +316,7 @@ def test_noderange_universe_from_tables(snap: Snapshot) -> None:
         expand("n01-n05", u)  # n05 is disabled: it does not exist
 
 
-def test_cookbook_redhat_list_for_a_node(engine: Engine) -> None:  # noqa: F811
+def test_cookbook_redhat_list_for_a_node(engine: Engine) -> None:
     load(engine, {**TABLES, "litefile": cookbook_redhat_litefile(), "litetree": []})
     plan = node_plan(engine, "n01")
     assert sorted(r.table_path for r in plan.rules) == sorted(COOKBOOK_REDHAT_FILES)
@@ -336,7 +336,7 @@ def test_cookbook_redhat_list_for_a_node(engine: Engine) -> None:  # noqa: F811
     ]
 
 
-def test_cookbook_sles_list_plans_too(engine: Engine) -> None:  # noqa: F811
+def test_cookbook_sles_list_plans_too(engine: Engine) -> None:
     from importlib.resources import files
 
     sles = files("litefs.data").joinpath("litefile-sles.csv").read_text()

@@ -16,10 +16,8 @@ import os
 
 import pytest
 
-from tests.fsutil import Layers, Mounter, layers, litefs_mount
+from tests.fsutil import Layers, Mounter
 from tests.posixutil import RULE_DIRS, mount_view
-
-__all__ = ["layers", "litefs_mount"]
 
 pytestmark = pytest.mark.fuse
 

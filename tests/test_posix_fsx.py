@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fsutil import Layers, Mounter, layers, litefs_mount
+from tests.fsutil import Layers, Mounter
 from tests.posixutil import RULE_DIRS, drop_caches, mount_view
-
-__all__ = ["layers", "litefs_mount"]
 
 pytestmark = pytest.mark.fuse
 

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 
 from litefs.fs.inodes import INO_BITS, layer_slot
-from tests.fsutil import Layers, Mounter, layers, litefs_mount, put
+from tests.fsutil import Layers, Mounter, put
 from tests.posixutil import RULE_DIRS, drop_caches, mount_view
-
-__all__ = ["layers", "litefs_mount"]
 
 pytestmark = pytest.mark.fuse
 

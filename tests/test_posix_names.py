@@ -13,10 +13,8 @@ import subprocess
 import pytest
 
 from litefs.fs.markers import LONG_PREFIX
-from tests.fsutil import Layers, Mounter, layers, litefs_mount, put
+from tests.fsutil import Layers, Mounter, put
 from tests.posixutil import RULE_DIRS, backing_digest, drop_caches, mount_view, wait_meta
-
-__all__ = ["layers", "litefs_mount"]
 
 pytestmark = pytest.mark.fuse
 

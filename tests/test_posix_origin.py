@@ -14,11 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from litefs.fs.inodes import INO_BITS, ORIGIN_XATTR, decode_origin, encode_origin, layer_slot
-from tests.fsutil import Layers, Mounter, litefs_mount
-from tests.hostile.test_view_perms import as_user, layers
+from tests.fsutil import Layers, Mounter
+from tests.hostile.test_view_perms import as_user
 from tests.posixutil import RULE_DIRS, drop_caches, mount_view
 
-__all__ = ["layers", "litefs_mount"]
+
+@pytest.fixture
+def layers(public_layers: Layers) -> Layers:
+    """A plain uid (``as_user``) must reach the view: layers it can traverse."""
+    return public_layers
 
 
 def _upper(lay: Layers, d: str) -> Path:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fsutil import Layers, is_mounted, layers, make_plan, put
-
-__all__ = ["layers"]
+from tests.fsutil import Layers, is_mounted, make_plan, put
 
 pytestmark = pytest.mark.fuse
 
@@ -69,7 +67,7 @@ def test_the_litefile_writer_has_a_command_line_of_its_own(tmp_path: Path) -> No
     """Deterministic half of the check above: the helper that renders /.statelite/litefile
     runs for a while (it imports the planner), and once ``write_meta`` returns it must already
     carry its own command line, never its parent's (the daemon's, in ``litefs mount``)."""
-    from litefs.tools.cmd_fs import write_meta
+    from litefs.initramfs.mountcmd import write_meta
 
     from litefs.fs.layers import LayerSet
 

@@ -20,10 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from litefs.tools.mkinitramfs import main as mkinitramfs
-
-from litefs import db, planner
-from litefs.cluster_sim import (
+from litefs.tools.cluster_sim import (
     DEMO_IMAGE_DIR,
     Cluster,
     build_image,
@@ -31,6 +28,9 @@ from litefs.cluster_sim import (
     load_demo_tables,
     python_binds,
 )
+from litefs.tools.mkinitramfs import main as mkinitramfs
+
+from litefs import db, planner
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from litefs.tools import litefs_cli, tablecmds
 from sqlalchemy import text
 
 from litefs import db
-from tests.dbutil import db_url, dump_all  # noqa: F401
+from tests.dbutil import dump_all
 
 BIN = Path(sys.executable).parent
 HEADER = "#image,file,options,comments,disable\n"
@@ -96,7 +96,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> str:
     return sqlite_url
 
 
-def test_tabdump_tabrestore_round_trip(db_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_tabdump_tabrestore_round_trip(db_url: str, tmp_path: Path) -> None:
     # The one CLI test run on both backends: PostgreSQL through the same commands.
     url = db_url
     assert litefs_cli.main(["db", "init", "--db", url]) == 0  # the scripts' own code, in-process

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from litefs import db, tabledata
 from litefs.errors import TableError
 from litefs.options import VALID_OPTIONS
-from tests.dbutil import blank_engine, db_url, dump_all, engine, load_tables  # noqa: F401
+from tests.dbutil import dump_all, load_tables
 from tests.planutil import COOKBOOK_REDHAT_FILES
 
 HEADER = "#image,file,options,comments,disable\n"
@@ -28,7 +28,7 @@ def _cookbook(name: str) -> str:
     return resources.files("litefs").joinpath("data", name).read_text()
 
 
-def test_cookbook_list_restores_and_dumps_in_canonical_form(engine: Engine) -> None:  # noqa: F811
+def test_cookbook_list_restores_and_dumps_in_canonical_form(engine: Engine) -> None:
     n = tabledata.restore(engine, "litefile", _cookbook("litefile-redhat.csv"), "redhat.csv")
     assert n == 42
     out = _dump(engine, "litefile")
@@ -42,7 +42,7 @@ def test_cookbook_list_restores_and_dumps_in_canonical_form(engine: Engine) -> N
     assert _dump(engine, "litefile") == out
 
 
-def test_dump_keeps_stored_order_as_xcat(engine: Engine) -> None:  # noqa: F811
+def test_dump_keeps_stored_order_as_xcat(engine: Engine) -> None:
     # xCAT's tabdump does not sort: the cookbook list dumps back in its own order
     # (mod_ssl before mod_proxy), and a row chtab adds comes last.
     tabledata.restore(engine, "litefile", _cookbook("litefile-redhat.csv"), "redhat.csv")
@@ -53,7 +53,7 @@ def test_dump_keeps_stored_order_as_xcat(engine: Engine) -> None:  # noqa: F811
     assert _dump(engine, "litefile").splitlines()[-1] == '"ALL","/aaa/first-by-name","tmpfs",,'
 
 
-def test_round_trip_awkward_values(engine: Engine) -> None:  # noqa: F811
+def test_round_trip_awkward_values(engine: Engine) -> None:
     text = (
         "#key,value,comments,disable\n"
         '"a","say ""hi"", then, leave",,\n'
@@ -72,7 +72,7 @@ def test_round_trip_awkward_values(engine: Engine) -> None:  # noqa: F811
     assert '"c",,"  spaced  ","1"\n' in out
 
 
-def test_blank_key_dumps_as_xcat_null_and_restores_blank(engine: Engine) -> None:  # noqa: F811
+def test_blank_key_dumps_as_xcat_null_and_restores_blank(engine: Engine) -> None:
     # xCAT keeps a blank image as NULL: tabdump prints an empty field, not "".
     text = HEADER + ',"/etc/motd","ro",,\n"","/etc/issue",,,\n"ALL","/tmp/",,,\n'
     tabledata.restore(engine, "litefile", text, "litefile.csv")
@@ -88,7 +88,7 @@ def test_blank_key_dumps_as_xcat_null_and_restores_blank(engine: Engine) -> None
     assert images == ["", "", "ALL"]  # stored blank, so lookups by image '' find them
 
 
-def test_rows_keep_stored_order(engine: Engine) -> None:  # noqa: F811
+def test_rows_keep_stored_order(engine: Engine) -> None:
     load_tables(
         engine,
         {"litetree": "#priority,image,directory\n10,,b:/x\n2,,a:/y\n1.5,,c:/z\n"},
@@ -114,7 +114,7 @@ def test_rows_keep_stored_order(engine: Engine) -> None:  # noqa: F811
         (("file<=/etc/ssh/",), ["/etc/ssh/", "/etc/fstab"]),
     ],
 )
-def test_dump_filters(engine: Engine, filters: tuple[str, ...], files: list[str]) -> None:  # noqa: F811
+def test_dump_filters(engine: Engine, filters: tuple[str, ...], files: list[str]) -> None:
     load_tables(
         engine,
         {
@@ -127,7 +127,7 @@ def test_dump_filters(engine: Engine, filters: tuple[str, ...], files: list[str]
     assert [line.split(",")[1].strip('"') for line in out.splitlines()[1:]] == files
 
 
-def test_numeric_filter(engine: Engine) -> None:  # noqa: F811
+def test_numeric_filter(engine: Engine) -> None:
     out = _dump(engine, "policy", "priority<4.75")
     assert [line.split(",")[0] for line in out.splitlines()[1:]] == ['"1"', '"4.7"']
 
@@ -140,7 +140,7 @@ def test_numeric_filter(engine: Engine) -> None:  # noqa: F811
         ("file=~(", "bad regular expression in filter 'file=~('"),
     ],
 )
-def test_bad_filter(engine: Engine, filt: str, message: str) -> None:  # noqa: F811
+def test_bad_filter(engine: Engine, filt: str, message: str) -> None:
     with pytest.raises(TableError) as err:
         _dump(engine, "litefile", filt)
     assert message in str(err.value)
@@ -169,7 +169,7 @@ BAD_RESTORES = [
 @pytest.mark.parametrize(("text", "message"), BAD_RESTORES)
 @pytest.mark.parametrize("append", [False, True])
 def test_bad_restore_changes_nothing(
-    engine: Engine,  # noqa: F811
+    engine: Engine,
     text: str,
     message: str,
     append: bool,
@@ -183,7 +183,7 @@ def test_bad_restore_changes_nothing(
     assert dump_all(engine) == before
 
 
-def test_litetree_priority_must_be_a_number(engine: Engine) -> None:  # noqa: F811
+def test_litetree_priority_must_be_a_number(engine: Engine) -> None:
     load_tables(engine, {"litetree": "#priority,directory\n1,a:/x\n"})
     before = dump_all(engine)
     with pytest.raises(TableError) as err:
@@ -195,7 +195,7 @@ def test_litetree_priority_must_be_a_number(engine: Engine) -> None:  # noqa: F8
     assert dump_all(engine) == before
 
 
-def test_required_column_and_database_refusal(engine: Engine) -> None:  # noqa: F811
+def test_required_column_and_database_refusal(engine: Engine) -> None:
     before = dump_all(engine)
     with pytest.raises(TableError, match=r"t.csv line 3: column 'directory' of table litetree"):
         tabledata.restore(engine, "litetree", "#priority,directory\n1,a:/x\n2,\n", "t.csv")
@@ -206,12 +206,12 @@ def test_required_column_and_database_refusal(engine: Engine) -> None:  # noqa: 
     assert dump_all(engine) == before
 
 
-def test_unknown_table(engine: Engine) -> None:  # noqa: F811
+def test_unknown_table(engine: Engine) -> None:
     with pytest.raises(TableError, match=r"unknown table 'litefiles' \(known tables: .*litefile"):
         tabledata.restore(engine, "litefiles", HEADER, "litefiles.csv")
 
 
-def test_append_adds_and_replaces_by_key(engine: Engine) -> None:  # noqa: F811
+def test_append_adds_and_replaces_by_key(engine: Engine) -> None:
     load_tables(engine, {"litefile": HEADER + '"ALL","/a",,,\n"ALL","/b",,,\n'})
     tabledata.restore(
         engine, "litefile", HEADER + '"ALL","/b","persistent",,\n"x","/c",,,\n', "t", append=True
@@ -221,7 +221,7 @@ def test_append_adds_and_replaces_by_key(engine: Engine) -> None:  # noqa: F811
     )
 
 
-def test_restore_refuses_when_table_changed_during_edit(engine: Engine) -> None:  # noqa: F811
+def test_restore_refuses_when_table_changed_during_edit(engine: Engine) -> None:
     start = _dump(engine, "site")
     tabledata.chtab(engine, {"key": "master"}, ["site.value=mn1"])
     changed = dump_all(engine)
@@ -230,7 +230,7 @@ def test_restore_refuses_when_table_changed_during_edit(engine: Engine) -> None:
     assert dump_all(engine) == changed
 
 
-def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F811
+def test_chtab_insert_update_append_delete(engine: Engine) -> None:
     tabledata.chtab(engine, {"node": "compute"}, ["statelite.statemnt=mn:/nodedata"])
     tabledata.chtab(engine, {"node": "n1"}, ["nodelist.groups=compute,all"])
     tabledata.chtab(engine, {"node": "n1"}, ["nodelist.groups+=rack1,compute", "nodetype.os=x"])
@@ -289,7 +289,7 @@ def test_chtab_insert_update_append_delete(engine: Engine) -> None:  # noqa: F81
     ],
 )
 def test_bad_chtab_changes_nothing(
-    engine: Engine,  # noqa: F811
+    engine: Engine,
     keys: dict[str, str],
     assignments: list[str],
     message: str,
@@ -314,7 +314,7 @@ def test_append_items() -> None:
     assert tabledata.bad_litefile_path("/a//b") is not None
 
 
-def test_concurrent_appends_lose_nothing(engine: Engine) -> None:  # noqa: F811
+def test_concurrent_appends_lose_nothing(engine: Engine) -> None:
     # Separate engines (separate connections, as separate chtab processes would have) append
     # to the same row at once; the write transaction must serialise read-modify-write.
     tabledata.chtab(engine, {"node": "n1"}, ["nodelist.groups=all"])
@@ -363,7 +363,7 @@ _path = st.lists(st.text(alphabet="abc.-_x", min_size=1, max_size=4), min_size=1
     )
 )
 def test_tabdump_tabrestore_round_trip_property(
-    engine: Engine,  # noqa: F811
+    engine: Engine,
     rows: dict[tuple[str, str], tuple[str | None, str | None, str | None]],
 ) -> None:
     # Any values (quotes, commas, newlines, blank keys, NULL vs ""): restore what tabdump wrote

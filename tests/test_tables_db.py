@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from litefs import db
 from litefs.errors import LitefsError, TableError
 from litefs.schema import SCHEMA_VERSION, TABLES, litefs_meta
-from tests.dbutil import blank_engine, db_url, dump_all, engine, pg_admin_url  # noqa: F401
+from tests.dbutil import dump_all, pg_admin_url
 
 
 def _policy(e: Engine) -> list[tuple[str | None, ...]]:
@@ -30,7 +30,7 @@ DEFAULTS = [
 ]
 
 
-def test_init_is_explicit_idempotent_and_adds_policy(blank_engine: Engine) -> None:  # noqa: F811
+def test_init_is_explicit_idempotent_and_adds_policy(blank_engine: Engine) -> None:
     with pytest.raises(TableError, match=r"has no litefs tables; run 'litefs db init'"):
         db.require_schema(blank_engine)
     assert db.init_db(blank_engine) == SCHEMA_VERSION
@@ -41,7 +41,7 @@ def test_init_is_explicit_idempotent_and_adds_policy(blank_engine: Engine) -> No
     assert dump_all(blank_engine) == before
 
 
-def test_init_keeps_changed_policy_rows(engine: Engine) -> None:  # noqa: F811
+def test_init_keeps_changed_policy_rows(engine: Engine) -> None:
     p = TABLES["policy"]
     with engine.begin() as conn:
         conn.execute(p.update().where(p.c.priority == "4.7").values(rule="deny"))
@@ -55,7 +55,7 @@ def _set_version(e: Engine, version: int) -> None:
         conn.execute(litefs_meta.update().values(value=str(version)))
 
 
-def test_newer_schema_is_refused(engine: Engine) -> None:  # noqa: F811
+def test_newer_schema_is_refused(engine: Engine) -> None:
     _set_version(engine, SCHEMA_VERSION + 1)
     msg = f"schema version {SCHEMA_VERSION + 1} is newer than this litefs ({SCHEMA_VERSION})"
     for call in (db.require_schema, db.init_db, db.upgrade):
@@ -63,7 +63,7 @@ def test_newer_schema_is_refused(engine: Engine) -> None:  # noqa: F811
             call(engine)
 
 
-def test_upgrade_from_synthetic_v0_keeps_data(blank_engine: Engine) -> None:  # noqa: F811
+def test_upgrade_from_synthetic_v0_keeps_data(blank_engine: Engine) -> None:
     # Version 0: xCAT tables from before litefs kept its own bookkeeping; no policy table.
     with blank_engine.begin() as conn:
         TABLES["litefile"].create(conn)
@@ -80,7 +80,7 @@ def test_upgrade_from_synthetic_v0_keeps_data(blank_engine: Engine) -> None:  # 
     assert db.upgrade(blank_engine) == (SCHEMA_VERSION, SCHEMA_VERSION)
 
 
-def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:  # noqa: F811
+def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:
     done: list[int] = []
 
     def step(n: int) -> Callable[[Connection], None]:
@@ -109,7 +109,7 @@ def test_upgrade_walks_each_step_in_one_transaction(engine: Engine) -> None:  # 
         assert db.current_version(conn) == 3  # the failed run left nothing behind
 
 
-def test_upgrade_from_real_v1_adds_nodehm_and_keeps_rows(blank_engine: Engine) -> None:  # noqa: F811
+def test_upgrade_from_real_v1_adds_nodehm_and_keeps_rows(blank_engine: Engine) -> None:
     # A version-1 database as litefs 1 wrote it: every table but nodehm, version row "1".
     v1 = [t for name, t in TABLES.items() if name not in ("nodehm", "servicenode")]
     with blank_engine.begin() as conn:
@@ -154,7 +154,7 @@ def test_sqlite_engine_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
     e.dispose()
 
 
-def test_write_transaction_rolls_back_on_error(engine: Engine) -> None:  # noqa: F811
+def test_write_transaction_rolls_back_on_error(engine: Engine) -> None:
     before = dump_all(engine)
     with pytest.raises(RuntimeError), db.write(engine) as conn:
         conn.execute(TABLES["site"].insert().values(key="master", value="mn"))
@@ -256,7 +256,7 @@ XCAT_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def test_database_has_xcats_tables_keys_and_columns(engine: Engine) -> None:  # noqa: F811
+def test_database_has_xcats_tables_keys_and_columns(engine: Engine) -> None:
     from sqlalchemy import inspect
 
     insp = inspect(engine)
@@ -268,7 +268,7 @@ def test_database_has_xcats_tables_keys_and_columns(engine: Engine) -> None:  # 
         assert tuple(insp.get_pk_constraint(name)["constrained_columns"]) == keys, name
 
 
-def test_a_dropped_table_is_reported_and_init_brings_it_back(engine: Engine) -> None:  # noqa: F811
+def test_a_dropped_table_is_reported_and_init_brings_it_back(engine: Engine) -> None:
     from litefs import tabledata
 
     tabledata.restore(engine, "policy", '#priority,name,rule\n"9","admin","allow"\n', "policy.csv")

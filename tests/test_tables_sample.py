@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import csv
 import io
+from importlib import resources
 
 import pytest
+from litefs.tools import sampledata
 from sqlalchemy import Engine
 
-from litefs import planner, sampledata, tabledata
+from litefs import planner, tabledata
 from litefs.schema import column_names, table
-from tests.dbutil import blank_engine, db_url, engine  # noqa: F401
+
+
+def load_demo(target: Engine) -> None:
+    """Create the schema if needed and replace the demo tables with the sample rows."""
+    from litefs import db
+
+    db.init_db(target)
+    for name, text in sampledata.demo_tables().items():
+        tabledata.restore(target, name, text, f"{name}.csv")
+
+
+def cookbook_litefile(distro: str) -> str:
+    """The cookbook's sample litefile list (``redhat`` or ``sles``) exactly as printed."""
+    return (resources.files("litefs") / "data" / f"litefile-{distro}.csv").read_text()
 
 
 def test_demo_files_are_canonical_tabdump_with_every_column() -> None:
@@ -25,15 +40,15 @@ def test_demo_files_are_canonical_tabdump_with_every_column() -> None:
         assert all(len(r) == len(rows[0]) for r in rows[1:]), name
 
 
-def test_demo_loads_and_dumps_back_identically(engine: Engine) -> None:  # noqa: F811
-    sampledata.load_demo(engine)
+def test_demo_loads_and_dumps_back_identically(engine: Engine) -> None:
+    load_demo(engine)
     with engine.connect() as conn:
         for name, text in sampledata.demo_tables().items():
             assert tabledata.dump(conn, name) == text, name
 
 
-def test_demo_plans_per_room(engine: Engine) -> None:  # noqa: F811
-    sampledata.load_demo(engine)
+def test_demo_plans_per_room(engine: Engine) -> None:
+    load_demo(engine)
     for node, room in sampledata.DEMO_ROOMS.items():
         plan = planner.node_plan(engine, node)
         assert plan.image == sampledata.DEMO_IMAGE
@@ -50,8 +65,8 @@ def test_demo_plans_per_room(engine: Engine) -> None:  # noqa: F811
 
 
 @pytest.mark.parametrize("distro", ["redhat", "sles"])
-def test_cookbook_list_loads_into_database(engine: Engine, distro: str) -> None:  # noqa: F811
-    text = sampledata.cookbook_litefile(distro)
+def test_cookbook_list_loads_into_database(engine: Engine, distro: str) -> None:
+    text = cookbook_litefile(distro)
     n = tabledata.restore(engine, "litefile", text, f"litefile-{distro}.csv")
     assert n == {"redhat": 42, "sles": 24}[distro]
     with engine.connect() as conn:

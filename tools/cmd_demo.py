@@ -75,9 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _demo(work: Path) -> None:
     from litefs.tools import litefs_cli, mkinitramfs, nodeset_cmd
-
-    from litefs import db, planner
-    from litefs.cluster_sim import (
+    from litefs.tools.cluster_sim import (
         DEMO_IMAGE,
         DEMO_IMAGE_DIR,
         DEMO_ROOMS,
@@ -86,6 +84,8 @@ def _demo(work: Path) -> None:
         load_demo_tables,
         stage_demo,
     )
+
+    from litefs import db, planner
 
     url = f"sqlite:///{work}/litefs.db"
     tftp = work / "tftpboot"

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from litefs.mountd import client, codec
+from litefs.initramfs import client
+from litefs.mountd import codec
 from litefs.mountd.cli import DEFAULT_CA_DIR
 from litefs.tools.cmd_notify import admin_connection
 from litefs.tools.common import EXIT_FAILED, add_db_option

@@ -29,7 +29,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from litefs.mountd import client, codec, pki
+from litefs.initramfs import client, tls
+from litefs.mountd import codec
 from litefs.mountd.cli import DEFAULT_CA_DIR, DEFAULT_SOCKET
 from litefs.tools.common import EXIT_OK
 
@@ -77,7 +78,7 @@ def admin_connection(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
     ca_dir = Path(args.ca_dir)
     cert = Path(args.cert) if args.cert else ca_dir / "admin.pem"
     key = Path(args.key) if args.key else ca_dir / "admin.key"
-    return server, {"ssl_context": pki.client_context(ca_dir / "ca.pem", cert, key)}
+    return server, {"ssl_context": tls.client_context(ca_dir / "ca.pem", cert, key)}
 
 
 def database_route(args: argparse.Namespace) -> str | None:

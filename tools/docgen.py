@@ -68,7 +68,7 @@ def litefs_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.Parser)
     for name, (module_name, summary) in litefs_cli.SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=summary, description=summary)
-        module = importlib.import_module(f"litefs.tools.{module_name}")
+        module = importlib.import_module(module_name)
         getattr(module, "setup_" + name.replace("-", "_"))(sp)
     return p
 

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from litefs.mountd import client, codec
+from litefs.initramfs import client
+from litefs.mountd import codec
 from sqlalchemy import Engine, insert
 
 from litefs import db
 from litefs.errors import MountdError
 from litefs.schema import table
+from tests import xcatdwire
 from tests.dbutil import dump_all, load_tables
 from tests.mountdutil import client_ssl, cluster_tables, free_port, mountd_process
 
@@ -138,7 +140,7 @@ def classic(port: int, ca: Path, noderange: str, *, source: str = "127.0.0.12",
                 break
             chunks.append(data)
     reply = b"".join(chunks)
-    infos, errors, done = codec.parse_classic_response(reply)
+    infos, errors, done = xcatdwire.parse_classic_response(reply)
     assert done, reply[:500]
     return infos, errors, len(reply)
 

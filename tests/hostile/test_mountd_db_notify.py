@@ -13,11 +13,11 @@ import time
 import psycopg
 import pytest
 import trio
-from litefs.mountd import client
+from litefs.initramfs import client
 from litefs.mountd.db_watch import NOTIFY_CHANNEL
 from sqlalchemy import Engine
 
-from tests.test_live_pg import NODES, _events, _mountd, _wait, pg_engine  # noqa: F401
+from tests.test_live_pg import NODES, _events, _mountd, _wait
 
 pytestmark = pytest.mark.pg
 
@@ -34,7 +34,7 @@ def _flood(engine: Engine, count: int) -> None:
             conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
 
 
-def test_hostile_database_announcements_are_bounded(pg_engine: Engine) -> None:  # noqa: F811
+def test_hostile_database_announcements_are_bounded(pg_engine: Engine) -> None:
     out = io.StringIO()
     changes: list[list[str]] = []
     latencies: list[float] = []

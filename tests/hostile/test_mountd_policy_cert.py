@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from litefs.mountd import client
+from litefs.initramfs import client
 from sqlalchemy import Engine
 
 from litefs import db

@@ -27,15 +27,6 @@ def run(*argv: str, url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, env=env, timeout=60)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> tuple[str, Path]:
-    path = tmp_path / "litefs.db"
-    url = f"sqlite:///{path}"
-    assert run("litefs", "db", "init", url=url).returncode == 0
-    assert run("chtab", "node=n01", "nodelist.groups=compute", url=url).returncode == 0
-    return url, path
-
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

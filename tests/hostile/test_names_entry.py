@@ -17,14 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from litefs.mountd import client, pki
+from litefs.initramfs import client
+from litefs.mountd import pki
 from sqlalchemy import Engine, insert
 
 from litefs import db
 from litefs.errors import MountdError, NoderangeError
 from litefs.noderange import Universe, expand
 from litefs.schema import table
-from tests.dbutil import blank_engine, db_url, engine, load_tables  # noqa: F401
+from tests.dbutil import load_tables
 from tests.hostile.test_mountd_attacks import BIN, NODES
 from tests.mountdutil import client_ssl, cluster_tables, free_port, mountd_process
 from tests.test_nodeset_cmd import IMAGE, _setup
@@ -143,13 +144,13 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def _nodeset(engine: Engine, tftp: Path, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
+def _nodeset(engine: Engine, tftp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     url = engine.url.render_as_string(hide_password=False)
     return subprocess.run([BIN / "nodeset", "--db", url, "--tftpdir", str(tftp), *args],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
-def test_nodeset_writes_nothing_outside_the_tftpdir(engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+def test_nodeset_writes_nothing_outside_the_tftpdir(engine: Engine, tmp_path: Path) -> None:
     _setup(engine, tmp_path)
     tftp = tmp_path / "site" / "tftp"
     tftp.mkdir(parents=True)

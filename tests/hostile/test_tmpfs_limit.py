@@ -25,14 +25,11 @@ from litefs.fs.fillwatch import FillWatch
 from litefs.planner import load_snapshot, plan_for_node
 from litefs.schema import table
 from litefs.tmpfs_size import DEFAULT, node_tmpfs_size, tmpfs_size_problem
-from tests.dbutil import blank_engine, db_url, engine  # noqa: F401
-from tests.fsutil import Layers, Mounter, is_mounted, litefs_mount, make_plan
-from tests.hostile.test_names_cli import db, refused, run
-from tests.hostile.test_view_perms import as_user, layers
+from tests.fsutil import Layers, Mounter, is_mounted, make_plan
+from tests.hostile.test_names_cli import refused, run
+from tests.hostile.test_view_perms import as_user
 from tests.planutil import load
 from tests.test_plan_planner import TABLES as PLANNER_TABLES
-
-__all__ = ["db", "layers", "litefs_mount"]
 
 HOOK = Path(__file__).parents[2] / "initramfs" / "litefs-boot.sh"
 SAMPLES = ["25%", "1%", "100%", "101%", "0%", "0", "000", "00k", "1", "1k", "512m", "2g", "2G", "1t",
@@ -162,7 +159,7 @@ def test_plan_carries_the_size_and_old_plans_stay_identical() -> None:
     assert type(plan).from_json(sized.to_json()).tmpfs_size == "2g"
 
 
-def test_planner_carries_the_site_size_or_warns(engine: Engine) -> None:  # noqa: F811
+def test_planner_carries_the_site_size_or_warns(engine: Engine) -> None:
     load(engine, {**PLANNER_TABLES, "site": [{"key": "litefs_tmpfs_size", "value": " 2G "}]})
     assert plan_for_node(load_snapshot(engine), "n01").tmpfs_size == "2G"
     # A value stored before the write-time check (written here with plain SQL): the plan

@@ -6,8 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from litefs.tools.cluster_sim import (
+    DEMO_IMAGE_DIR,
+    Cluster,
+    demo_tables,
+    load_demo_tables,
+    stage_demo,
+)
 
-from litefs.cluster_sim import DEMO_IMAGE_DIR, Cluster, demo_tables, load_demo_tables, stage_demo
 from tests.test_boot_netns import _tools_missing
 
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]

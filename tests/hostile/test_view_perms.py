@@ -12,16 +12,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.fsutil import Layers, Mounter, litefs_mount, make_plan, put
-
-__all__ = ["litefs_mount"]
+from tests.fsutil import Layers, Mounter, make_plan, put
 
 pytestmark = pytest.mark.fuse
 
@@ -41,30 +37,6 @@ def as_user(fn: Callable[[], int]) -> int:
         finally:
             os._exit(code)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
-@pytest.fixture
-def layers() -> Iterator[Layers]:
-    """Layers under a 0755 folder in /tmp: pytest's own tmp folder is 0700, which a plain uid
-    cannot traverse (every refusal would then be the kernel's, and the tests could not fail).
-    ``LITEFS_KEEP=1`` keeps the folder (with the daemon's log) for a post-mortem."""
-    root = Path(tempfile.mkdtemp(prefix="litefs-hostile-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    lay = Layers(root=root, image=root / "image", tmpfs=root / "tmpfs",
-                 persistent=root / "persistent", localdisk=root / "localdisk")  # fmt: skip
-    for d in (lay.image, lay.tmpfs, lay.persistent, lay.localdisk):
-        d.mkdir()
-    # /data: a world-writable (not sticky) image directory with a public file in it.
-    put(lay.image, "data/pub", "public\n", 0o644)
-    put(lay.image, "data/pub2", "public too\n", 0o644)
-    os.chmod(lay.image / "data", 0o777)
-    # What the attacker would like to reach: a root-only file outside every layer.
-    put(root, "outside/victim", "root secret\n", 0o600)
-    try:
-        yield lay
-    finally:
-        if not os.environ.get("LITEFS_KEEP"):
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def outside_digest(lay: Layers) -> str:

@@ -3,7 +3,7 @@ and many nodes booting at once against one mountd. Prints medians and ratios; ru
 
     .venv/bin/python tools/bench/bench_boot.py [--runs 5] [--nodes 50] [--debootstrap]
 
-Tables: the shipped demo sample (``litefs/data/demo``, via ``litefs.cluster_sim.demo_tables``)
+Tables: the shipped demo sample (``litefs/data/demo``, via ``litefs.tools.cluster_sim.demo_tables``)
 with ``--nodes`` extra nodes in the Tokyo room and the cookbook's RedHat litefile list
 (``litefs/data/litefile-redhat.csv``) in place of the sample's litefile.
 
@@ -17,7 +17,7 @@ Image, two modes:
   (``--debootstrap-cache``). Its ``/sbin/init`` is left alone; the nodes boot with
   ``init=/sbin/litefs-bench-init`` (a two-line script added to the image that starts a shell).
 
-* **boot-to-shell, litefs**: a namespace node (``litefs.cluster_sim``) from "hook started"
+* **boot-to-shell, litefs**: a namespace node (``litefs.tools.cluster_sim``) from "hook started"
   (console line) to the image's shell answering, plan fetched over TLS from mountd.
 * **boot, classic**: ``litefs.classic.classic_boot`` (rc.statelite emulation: tmpfs, persistent
   bind, copies/links for every litefile entry) on a liteimg'd copy of the same image, in a
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from litefs.cluster_sim import Cluster, Node
+    from litefs.tools.cluster_sim import Cluster, ClusterNode
 
 SKIP_HOST = ("/tmp", "/var/tmp", "/var/run", "/var/lock", "/etc/mtab")
 DEBOOTSTRAP_CACHE = Path("/var/tmp/litefs-bench/bookworm-minbase")
@@ -94,7 +94,7 @@ def stage_debootstrap(image: Path, cache: Path) -> None:
     keep_issue = (image / "etc" / "issue").read_text()
     shutil.rmtree(image)
     subprocess.run(["cp", "-a", "--reflink=auto", str(cache), str(image)], check=True)
-    from litefs.cluster_sim import IMAGE_INIT
+    from litefs.tools.cluster_sim import IMAGE_INIT
 
     init = image / BENCH_INIT.lstrip("/")
     init.write_text(IMAGE_INIT)
@@ -154,7 +154,7 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def daemon_root(node: Node) -> str:
+def daemon_root(node: ClusterNode) -> str:
     pid = node.pid1()
     for kid in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         if Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")[0] == b"@litefs":
@@ -173,7 +173,7 @@ def steps(log: str) -> dict[str, float]:
 
 
 def litefs_boot_once(c: Cluster, name: str, extra: str) -> tuple[float, float, dict[str, float]]:
-    from litefs.cluster_sim import DEMO_IMAGE_DIR
+    from litefs.tools.cluster_sim import DEMO_IMAGE_DIR
 
     node = c.boot(name, c.cmdline(name, DEMO_IMAGE_DIR, extra=extra))
     node.expect("litefs: booting", 60)
@@ -199,16 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from litefs.tools import liteimg_cmd
-
-    from litefs import db, planner
-    from litefs.classic import ClassicConfig, classic_boot
-    from litefs.cluster_sim import (
+    from litefs.tools.cluster_sim import (
         DEMO_IMAGE,
         Cluster,
         demo_tables,
         load_demo_tables,
         stage_demo,
     )
+
+    from litefs import db, planner
+    from litefs.classic import ClassicConfig, classic_boot
 
     cache = debootstrap_image(args.debootstrap_cache) if args.debootstrap else None
     work = Path(tempfile.mkdtemp(prefix="litefs-bench-boot-", dir="/var/tmp"))
@@ -297,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ratio classic/litefs              {ram_classic / ram_litefs:10.1f}x")
 
             # --- N nodes at once ------------------------------------------------------------
-            from litefs.cluster_sim import DEMO_IMAGE_DIR
+            from litefs.tools.cluster_sim import DEMO_IMAGE_DIR
 
             t0 = time.monotonic()
             nodes = [c.boot(n, c.cmdline(n, DEMO_IMAGE_DIR, extra=extra)) for n in names]
             times: dict[str, float] = {}
             errors: list[str] = []
 
-            def wait(node: Node) -> None:
+            def wait(node: ClusterNode) -> None:
                 try:
                     times[node.name] = node.wait_shell(600)
                 except Exception as exc:  # report, do not hide

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from litefs.cluster_sim import Cluster, demo_tables, load_demo_tables
+from litefs.tools.cluster_sim import Cluster, demo_tables, load_demo_tables
 
 BIN = Path(sys.executable).parent
 SHIPPED = Path(__file__).resolve().parents[2] / "litefs/data/genimage"

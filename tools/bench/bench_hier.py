@@ -202,12 +202,12 @@ async def follow_rounds(url: str, ca: Path, ports: dict[str, int],
                         nodes: dict[str, list[int]], rounds: int) -> dict[str, list[float]]:
     """Subscribe ``nodes`` (per SN) to their SN's mountd; time table changes and notifies."""
     import trio
-    from litefs.mountd import client, pki
+    from litefs.initramfs import client, tls
     from litefs.mountd.db_watch import publish_announcement
 
     from litefs import db, tabledata
 
-    ctx = pki.client_context(ca / "ca.pem", check_hostname=False)
+    ctx = tls.client_context(ca / "ca.pem", check_hostname=False)
     engine = db.open_engine(url)
     # node index -> option of FOLLOW_PATH in its latest plan; paths announced to it
     option: dict[int, str | None] = {}

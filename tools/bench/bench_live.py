@@ -1,6 +1,6 @@
 """Running nodes follow changes: change → visible on a booted node, and the tree watcher's cost.
 
-Part 1 boots a real node (``litefs.cluster_sim``: namespaces, the real boot hook, the litefs
+Part 1 boots a real node (``litefs.tools.cluster_sim``: namespaces, the real boot hook, the litefs
 view as ``/``) against a real ``mountd`` (SQLite) and times, over ``--runs`` runs each, from
 the change on the MN to the node seeing it (polled from the node's shell every 20 ms):
 
@@ -72,14 +72,15 @@ def _time_until(node: Any, cond_sh: str, change: Callable[[], None], timeout: fl
 
 
 def bench_boot(runs: int) -> dict[str, list[float]]:
-    from litefs import db, tabledata
-    from litefs.cluster_sim import (
+    from litefs.tools.cluster_sim import (
         DEMO_IMAGE_DIR,
         Cluster,
         demo_tables,
         load_demo_tables,
         stage_demo,
     )
+
+    from litefs import db, tabledata
     from tests.test_live_netns import Mountds
 
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
@@ -137,16 +138,16 @@ def bench_pg(runs: int, admin: str) -> dict[str, list[float]]:
     """Two mountds on one PostgreSQL (as on two service nodes), a node on each."""
     import uuid
 
-    from sqlalchemy import create_engine, make_url, text
-
-    from litefs import db, tabledata
-    from litefs.cluster_sim import (
+    from litefs.tools.cluster_sim import (
         DEMO_IMAGE_DIR,
         Cluster,
         demo_tables,
         load_demo_tables,
         stage_demo,
     )
+    from sqlalchemy import create_engine, make_url, text
+
+    from litefs import db, tabledata
     from tests.test_live_netns import Mountds
 
     admin_url = make_url(admin).set(drivername="postgresql+psycopg")

@@ -7,7 +7,7 @@ initramfs root on a fresh tmpfs, writes the kernel command line to ``/cmdline`` 
 real boot hook (``initramfs/litefs-boot.sh``) as PID 1, which mounts the image, tmpfs,
 persistent store and sources, fetches the plan from mountd over the veth, starts litefs and
 ``switch_root``s into the view; the image's ``/sbin/init`` then runs a shell on the console
-(the node's stdin/stdout, driven by :class:`Node`).
+(the node's stdin/stdout, driven by :class:`ClusterNode`).
 
 Stand-ins, documented because they are the only differences from a physical node:
 
@@ -25,6 +25,10 @@ Stand-ins, documented because they are the only differences from a physical node
 
 A reboot kills the node's PID namespace (every process in it, the FUSE daemon included) and
 boots again: the tmpfs is gone, the persistent store (a folder under ``exports``) remains.
+
+It is a harness, not product code (``litefs demo``, the boot tests and benchmarks use it), and
+one module on purpose: the firmware script, the node and the cluster are one stand-in for a
+machine room, read together.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from litefs import sampledata
+from litefs.tools import sampledata
+
 from litefs.errors import BootError
 from litefs.wellknown import DEFAULT_PORT
 
@@ -161,7 +166,7 @@ def build_image(root: Path, hostname: str = "image", motd: str = "image motd\n")
     return root
 
 
-class Node:
+class ClusterNode:
     """One booted node: its console (stdin/stdout of PID 1) and its namespaces."""
 
     def __init__(self, name: str, netns: str, proc: subprocess.Popen[bytes],
@@ -287,7 +292,7 @@ class Cluster:
     net: str = "10.77.0"
     python: str = sys.executable
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
-    nodes: dict[str, Node] = field(default_factory=dict)
+    nodes: dict[str, ClusterNode] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     mountd: subprocess.Popen[bytes] | None = None
     ca: Path | None = None
@@ -456,8 +461,8 @@ class Cluster:
                 f"litefs.nfsmap=/nfs {extra}").strip()
 
     def boot(self, name: str, cmdline: str, env: dict[str, str] | None = None,
-             dracut: bool = False) -> Node:
-        """Power on ``name`` with ``cmdline``; returns at once (use ``Node.wait_shell``).
+             dracut: bool = False) -> ClusterNode:
+        """Power on ``name`` with ``cmdline``; returns at once (use ``ClusterNode.wait_shell``).
 
         ``dracut``: boot through the packaged dracut module instead (:data:`DRACUT_INIT`
         as /init, ``dracut/95litefs/litefs-prepivot.sh`` as its pre-pivot hook).
@@ -504,7 +509,7 @@ class Cluster:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=environment,
         )
-        node = Node(name, ns, proc, nodedir)
+        node = ClusterNode(name, ns, proc, nodedir)
         self.nodes[name] = node
         return node
 
@@ -523,10 +528,10 @@ _HOSTS_ROW = '"{node}","{ip}",,,,\n'
 
 def demo_tables(cluster: Cluster, extra_nodes: dict[str, str] | None = None,
                 litefile: str | None = None) -> dict[str, str]:
-    """The shipped demo tables (:func:`litefs.sampledata.demo_tables`) for this cluster.
+    """The shipped demo tables (:func:`litefs.tools.sampledata.demo_tables`) for this cluster.
 
     The one demo data set, moved from loopback to the cluster's bridge network
-    (:func:`litefs.sampledata.demo_tables_on`), plus what the harness itself stands in for:
+    (:func:`litefs.tools.sampledata.demo_tables_on`), plus what the harness itself stands in for:
     a ``mac`` row per node (xCAT's ``getmacs``; the node's eth0 gets that MAC). For the
     benchmark, ``extra_nodes`` (name -> room, ``tokyo`` or ``london``) adds nodes in group
     ``compute`` and ``litefile`` replaces the litefile table (e.g. the cookbook's RedHat list).

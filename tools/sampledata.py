@@ -1,4 +1,4 @@
-"""The sample tables shipped in ``litefs/data``: the cookbook's litefile lists and a demo cluster.
+"""The demo cluster's tables shipped in ``litefs/data/demo`` (``litefs demo`` and the namespace boots).
 
 The demo cluster (``litefs/data/demo/*.csv``, one file per table, in tabdump form): four nodes
 ``n01``-``n04`` on 127.0.0.11-14 in group ``compute``, split over groups/rooms ``tokyo`` and
@@ -16,8 +16,6 @@ import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-from sqlalchemy import Engine
-
 DEMO_IMAGE = "demo-x86_64-statelite-compute"
 DEMO_NODES = {"n01": "127.0.0.11", "n02": "127.0.0.12", "n03": "127.0.0.13", "n04": "127.0.0.14"}
 DEMO_ROOMS = {"n01": "tokyo", "n02": "tokyo", "n03": "london", "n04": "london"}
@@ -25,11 +23,6 @@ DEMO_ROOMS = {"n01": "tokyo", "n02": "tokyo", "n03": "london", "n04": "london"}
 
 def _data() -> Traversable:
     return resources.files("litefs").joinpath("data")
-
-
-def cookbook_litefile(distro: str) -> str:
-    """The cookbook's sample litefile list (``redhat`` or ``sles``) exactly as printed."""
-    return _data().joinpath(f"litefile-{distro}.csv").read_text()
 
 
 def demo_tables() -> dict[str, str]:
@@ -49,18 +42,9 @@ def demo_tables_on(net: str) -> dict[str, str]:
     """:func:`demo_tables` moved from loopback to the /24 network ``net`` (e.g. ``10.77.0``).
 
     Every address ``127.0.0.K`` becomes ``<net>.K``: the MN is ``<net>.1`` and node ``n0K``
-    is ``<net>.1K``. The namespace cluster (:mod:`litefs.cluster_sim`) boots this same data
+    is ``<net>.1K``. The namespace cluster (:mod:`litefs.tools.cluster_sim`) boots this same data
     set on a bridge, where loopback addresses cannot be routed.
     """
     if not re.fullmatch(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})", net):
         raise ValueError(f"{net!r} is not the first three octets of an IPv4 /24")
     return {name: _LOOPBACK.sub(net + r".\1", text) for name, text in demo_tables().items()}
-
-
-def load_demo(engine: Engine) -> None:
-    """Create the schema if needed and replace the demo tables with the sample rows."""
-    from litefs import db, tabledata
-
-    db.init_db(engine)
-    for name, text in demo_tables().items():
-        tabledata.restore(engine, name, text, f"{name}.csv")

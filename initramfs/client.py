@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from litefs.mountd import codec
 
-from litefs import wellknown
 from litefs.errors import LitefsError, MountdError, ProtocolError
 from litefs.plan import Plan
+from litefs.wellknown import DEFAULT_PORT
 
-from . import codec
-
-DEFAULT_PORT = wellknown.DEFAULT_PORT
 OnChange = Callable[[list[str]], Any]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -310,10 +308,10 @@ async def subscribe(
                     event = await lines.next()
                 if event is None:
                     raise MountdError(f"mountd at {endpoint} closed the subscription")
-                if event.get("event") == "invalidate":
+                if event.get("event") == codec.Event.INVALIDATE:
                     paths = [p for p in event.get("paths", []) if isinstance(p, str)]
                     await _deliver(on_change, paths or ["/"])
-                elif event.get("event") == "plan" and on_plan is not None:
+                elif event.get("event") == codec.Event.PLAN and on_plan is not None:
                     plan = event.get("plan")
                     if isinstance(plan, dict):
                         result = on_plan(plan)
