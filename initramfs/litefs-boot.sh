@@ -1,6 +1,7 @@
 #!/bin/sh
 # litefs boot hook: turn a node's kernel command line into a running litefs root (POSIX sh,
-# busybox-compatible; also sourced by the dracut module).
+# busybox-compatible; also sourced by the dracut module). One file (~600 lines) on purpose: the
+# initramfs runs it with nothing else to source, and the dracut module sources the same file.
 #
 # Reads the xCAT kernel arguments (reference §5.1): root=nfs:IP:DIR[:ro,opts] or NFSROOT=IP:DIR,
 # STATEMNT=[server:]/path, MNTOPTS=, XCAT=IP:PORT, NODE=, shell, init=; and litefs.pool= (the

@@ -6,6 +6,8 @@ by ``noderes.netboot`` (pxelinux, yaboot, xnba, grub2; §8.2–8.4). This module
 from plain values gathered by :mod:`litefs.tools.nodeset_cmd`; it touches no files and no
 database, so every format is unit-tested byte for byte. ``!myipfn!`` (the MN address as the
 node sees it) is left in the command line and replaced per boot loader, as xCAT does.
+
+One module (~500 lines): the command line and the four boot-file formats that carry it.
 """
 
 from __future__ import annotations

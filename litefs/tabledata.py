@@ -5,6 +5,9 @@ Every change runs in one write transaction and checks the rows it would leave be
 columns, litefile paths) before committing, so bad input changes nothing. Filters (``-w``) are
 evaluated in Python, identically on SQLite and PostgreSQL; rows come out in stored order, as
 xCAT's tabdump prints them (a restored CSV dumps back in its own order).
+
+One module (~550 lines): the four operations share the row checks, the ``-w`` filter and the
+transaction helpers, and each reads best beside the others it must agree with.
 """
 
 from __future__ import annotations

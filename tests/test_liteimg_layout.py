@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from litefs import liteimg as L
 from litefs.errors import LiteimgError
-from litefs.options import VALID_OPTIONS
+from litefs.options import VALID_OPTIONS, is_link
 from litefs.plan import Plan, Rule
 from litefs.validate import validate_rules
 from tests.liteimgutil import build_busybox_image, diff_digests, tree_digest
 
-LINK_OPTIONS = [o for o in VALID_OPTIONS if L.is_link(o)]
-BIND_OPTIONS = [o for o in VALID_OPTIONS if not L.is_link(o)]
+LINK_OPTIONS = [o for o in VALID_OPTIONS if is_link(o)]
+BIND_OPTIONS = [o for o in VALID_OPTIONS if not is_link(o)]
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +270,7 @@ def test_family_change_never_empties_the_file(image: Path, old: str, new: str) -
     run(image, ("/etc/resolv.conf", old))
     run(image, ("/etc/resolv.conf", new))
     after = tree_digest(image)
-    if L.is_link(new):
+    if is_link(new):
         assert after[".default/etc/resolv.conf"] == orig["etc/resolv.conf"]
         assert link(image, "/etc/resolv.conf") == "../.statelite/tmpfs/etc/resolv.conf"
     else:

@@ -144,7 +144,7 @@ def _body(argv: list[str]) -> int:
             print(f"liteimg: warning: {w}", file=sys.stderr)
         if args.dryrun:
             # Plan against the image as it is, apply nothing: the same actions -V would print.
-            liteimg._require_rootimg(rootimg)
+            liteimg.require_rootimg(rootimg)
             tree, prev = liteimg.DirTree(rootimg), liteimg.read_state(rootimg)
             lp = (liteimg.plan_undo(tree, prev) if plan is None else
                   liteimg.plan_liteimg(image, liteimg.entries_from_plan(plan), tree, prev))

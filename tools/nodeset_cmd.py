@@ -9,6 +9,9 @@ transaction ``nodetype.provmethod/os/arch/profile`` and ``chain.currstate``. Pri
 statelite <os>-<arch>-<profile>`` per node written (``n01: boot`` for the local-boot form)
 and one ``nodeset: <node>: <why>`` line on stderr per node it could not set, then exits 1 —
 as xCAT does, one bad node does not hold back the others.
+
+One module (~560 lines): the table reads, the per-node checks and the writes are the one path
+a node takes; the formats themselves are pure and live in :mod:`litefs.nodeset`.
 """
 
 from __future__ import annotations

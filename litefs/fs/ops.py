@@ -7,6 +7,9 @@ paths answer EROFS to every change. ``OSError`` from a backing store becomes the
 the caller; faults that mean a store is gone (EIO, ENOTCONN, ESTALE...) are also logged. Kernel
 caches stay long-lived: :mod:`litefs.fs.coherence` invalidates what changes underneath, and the
 root's control xattrs (:mod:`litefs.fs.control`) are answered here.
+
+One module (~550 lines): pyfuse3 wants one Operations class, and its ~30 handlers (none over
+~30 lines) read best side by side; everything they decide or do lives elsewhere.
 """
 
 from __future__ import annotations
