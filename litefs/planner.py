@@ -38,10 +38,6 @@ from litefs.xcat_format import (
 if TYPE_CHECKING:
     from litefs.snapshot_db import image_plan, load_snapshot, node_plan
 
-#: The names callers used before the formats got names that say which format they print.
-litefile_lines = xcat_litefile_lines
-litetree_lines = xcat_litetree_lines
-
 _FROM_DB = ("load_snapshot", "node_plan", "image_plan")
 
 __all__ = [
@@ -56,9 +52,7 @@ __all__ = [
     "image_for_node",
     "image_lslite_lines",
     "image_plan",
-    "litefile_lines",
     "litefile_plan_for_node",
-    "litetree_lines",
     "load_snapshot",
     "lslite_lines",
     "natural_key",

@@ -190,7 +190,7 @@ def check_row(t: Table, row: Mapping[str, str | None], where: str) -> None:
                 "rows are taken in numeric priority order"
             )
     if t.name == "policy":  # a row that cannot be evaluated would deny at run time
-        from litefs.mountd.policy import row_problem
+        from litefs.policytable import row_problem
 
         why = row_problem(row)
         if why:

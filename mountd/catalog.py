@@ -23,10 +23,10 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from litefs.errors import LitefsError, MountdError
+from litefs.policytable import PolicyRule, sort_rules
 from litefs.schema import TABLES, active
 
 from .identity import hosts_index
-from .policy import PolicyRule, sort_rules
 
 #: Most names one noderange from a request may generate (ranges, brackets); the budget is
 #: twice the cluster's node count (at least 10,000), so a hostile x[1-999999] is refused at

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from litefs.errors import LitefsError, MountdError
+from litefs.policytable import decide
 
 from . import codec, xcatd_codec
 from .catalog import Catalog, TableView
@@ -31,7 +32,6 @@ from .config import ServerConfig
 from .hub import Hub
 from .identity import Identity, Peer, identify_by_name, identify_known
 from .log import Logger
-from .policy import decide
 from .workers import SiblingNews
 
 if TYPE_CHECKING:

@@ -9,19 +9,7 @@ import stat
 
 import pytest
 
-from tests.fsutil import (
-    Layers,
-    Mounter,
-    is_mounted,
-    layers,
-    litefs_cmd,
-    litefs_mount,
-    make_plan,
-    put,
-    wait_for,
-)
-
-__all__ = ["layers", "litefs_mount"]
+from tests.fsutil import Layers, Mounter, is_mounted, litefs_cmd, make_plan, put, wait_for
 
 pytestmark = [pytest.mark.fuse]
 

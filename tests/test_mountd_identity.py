@@ -16,11 +16,11 @@ from litefs.mountd.identity import (
     normalise_ip,
     strip_hostname,
 )
-from litefs.mountd.policy import PolicyRule, decide, sort_rules
 from sqlalchemy import select
 
 from litefs import db
 from litefs.errors import NoderangeError
+from litefs.policytable import PolicyRule, decide, sort_rules
 from litefs.schema import TABLES
 
 

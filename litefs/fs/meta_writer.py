@@ -18,7 +18,7 @@ from litefs.plan import Plan
 
 
 def write_meta_files(plan: Plan, tmp_fd: int) -> None:
-    from litefs.planner import litefile_lines, litetree_lines
+    from litefs.xcat_format import xcat_litefile_lines, xcat_litetree_lines
 
     try:
         os.mkdir(META_DIR, 0o755, dir_fd=tmp_fd)
@@ -26,7 +26,7 @@ def write_meta_files(plan: Plan, tmp_fd: int) -> None:
         pass
     fd = os.open(META_DIR, os.O_RDONLY | os.O_DIRECTORY, dir_fd=tmp_fd)
     try:
-        for name, lines in (("litefile", litefile_lines(plan)), ("litetree", litetree_lines(plan))):
+        for name, lines in (("litefile", xcat_litefile_lines(plan)), ("litetree", xcat_litetree_lines(plan))):
             with open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd), "w") as f:
                 f.write("".join(line + "\n" for line in lines))
         os.close(os.open("statelite.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644, dir_fd=fd))
