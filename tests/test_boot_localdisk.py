@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,15 @@ def _on_disk(dev: str, tmp: Path) -> list[str]:
     """The files of the loop disk, read on the host once no node has it mounted."""
     mnt = tmp / "look"
     mnt.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-o", "ro", dev, str(mnt)], check=True)
+    # A killed node's mount namespace is torn down after its last process is reaped: until
+    # then the disk is still mounted read-write there, and a read-only mount of it is EBUSY.
+    deadline = time.monotonic() + 20
+    while True:
+        r = subprocess.run(["mount", "-o", "ro", dev, str(mnt)], capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        assert time.monotonic() < deadline, r.stderr
+        time.sleep(0.1)
     try:
         return sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*") if p.is_file())
     finally:
