@@ -74,7 +74,8 @@ def truthy(value: str | None, default: bool) -> bool:
     return default
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Is ``text`` an IPv4 or IPv6 address (not a name to resolve)?"""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -150,7 +151,7 @@ def choose(node: str, noderes: Mapping[str, str | None], *, servicenodes: Collec
         )
 
     def ip_of(name: str, column: str) -> str:
-        if _is_ip(name):
+        if is_ip(name):
             return name
         ip = resolve(name)
         if not ip:

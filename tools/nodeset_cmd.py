@@ -17,7 +17,6 @@ a node takes; the formats themselves are pure and live in :mod:`litefs.nodeset`.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import shutil
 import socket
@@ -113,17 +112,9 @@ def load_tables(conn: Connection) -> Tables:
     )
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _to_ip(name: str, t: Tables) -> str:
     """A hostname as an IP (hosts table, then the resolver); the initrd may have no DNS."""
-    if not name or name == MYIPFN or _is_ip(name):
+    if not name or name == MYIPFN or hierarchy.is_ip(name):
         return name
     ip = t.attrs.get(name, "hosts", "ip")
     if ip:
