@@ -341,11 +341,9 @@ class Catalog:
 
     def _current(self) -> TableView:
         if self._view is None:
-            url = self.engine.url.render_as_string(hide_password=True)
-            raise MountdError(
-                f"database unavailable: {self.db_error}; mountd retries every second, "
-                f"check that {url} is reachable"
-            )
+            # Said to whoever asked, so nothing about the database (host, user, the driver's
+            # error): mountd's own log has those (db_unavailable, with the URL).
+            raise MountdError("database unavailable; mountd retries every second (its log says why)")
         return self._view
 
     async def _in_thread(self, fn: Callable[[], Any]) -> Any:
@@ -386,7 +384,8 @@ class Catalog:
             except (SQLAlchemyError, OSError, LitefsError, trio.TooSlowError) as exc:
                 reason = _describe(exc)
                 if self.db_error != reason:
-                    self._log("db_unavailable", error=reason)
+                    self._log("db_unavailable", error=reason,
+                              database=self.engine.url.render_as_string(hide_password=True))
                 self.db_error = reason
                 # Try again soon, not on every request: a dead database must not add a
                 # timeout to every node's request while a good view is at hand.
