@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -97,6 +98,12 @@ def test_lower_content_appearing_lifts_the_bind_on_refresh(layers: Layers, litef
     v = str(m.path)
     assert is_mounted(v + "/var/tmp") is not None
     (m.path / "var/tmp/mine").write_text("mine\n")
+    # A plain user plants what FUSE would take for litefs's whiteout of a file to come: it
+    # must not hide the image's file once FUSE serves the folder again.
+    # (started in the folder as root: the test's parent folders are root-only)
+    planted = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch",
+                              ".wh.shipped"], cwd=v + "/var/tmp", capture_output=True, text=True)
+    assert planted.returncode == 0, planted.stderr
     put(layers.image, "var/tmp/shipped", "from the image\n")  # an image update
     assert litefs_cmd("refresh", v, "/var/tmp").returncode == 0
     wait_for(lambda: is_mounted(v + "/var/tmp") is None)

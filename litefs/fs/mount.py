@@ -28,7 +28,7 @@ import trio
 from litefs import syscalls
 from litefs.errors import MountError
 from litefs.fs import native
-from litefs.fs.layers import LayerSet
+from litefs.fs.layers import Layer, LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
 from litefs.logs import JournalHandler, KmsgHandler
@@ -107,6 +107,8 @@ class Bind:
     path: str
     src: str
     read_only: bool
+    #: for a --native-writes bind: the writable layer it shows (None: the image)
+    layer: Layer | None = None
 
 
 def image_binds(plan: Plan, layers: LayerSet) -> list[Bind]:
@@ -125,7 +127,7 @@ def native_binds(ops: LitefsOps, active: frozenset[str] = frozenset()) -> list[B
         if up is None:
             continue
         if path in active:  # bound already: nothing of it passes the daemon to sweep
-            out.append(Bind(path, native.source_of(up, path), False))
+            out.append(Bind(path, native.source_of(up, path), False, up))
             continue
         try:
             ops.writer.ensure_dir(up, path[1:])
@@ -133,7 +135,7 @@ def native_binds(ops: LitefsOps, active: frozenset[str] = frozenset()) -> list[B
             log.warning("%s stays served through FUSE: %s", path, exc)
             continue
         if native.prepared(up, path):
-            out.append(Bind(path, native.source_of(up, path), False))
+            out.append(Bind(path, native.source_of(up, path), False, up))
     return out
 
 
@@ -146,6 +148,13 @@ class Bypass:
         #: waits (from a thread) until the view's last invalidations reached the kernel
         self.settle = settle
         self.active: list[str] = []
+        self._binds: dict[str, Bind] = {}
+        self._lifted: list[Bind] = []
+
+    def lifted(self) -> list[Bind]:
+        """The binds lifted since the last call."""
+        out, self._lifted = self._lifted, []
+        return out
 
     def apply(self, binds: list[Bind]) -> None:
         """Bind what is wanted and not bound; lift what is bound and no longer wanted."""
@@ -159,6 +168,7 @@ class Bypass:
                 if exc.errno not in (errno.EINVAL, errno.ENOENT):
                     log.error("cannot lift bypass on %s: %s", path, exc)
             self.active.remove(path)
+            self._lifted.append(self._binds.pop(path))
         for b in binds:
             if b.path in self.active:
                 continue
@@ -170,6 +180,7 @@ class Bypass:
                     if b.read_only:
                         syscalls.mount("none", target, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
                     self.active.append(path)
+                    self._binds[path] = b
                     break
                 except OSError as exc:
                     # Right after a plan change the kernel may still be dropping the old
@@ -345,6 +356,13 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
         async def relay(wanted: list[Bind]) -> None:
             await trio.to_thread.run_sync(bypass.apply, wanted)
             ops.coherence.pin(list(bypass.active))
+            # Names a user made through a lifted --native-writes bind that FUSE would take
+            # for litefs's markers (.wh.*): none are litefs's while a folder is bound, so
+            # they go before they can hide lower content. On this thread: the layer's fd
+            # cache belongs to it.
+            swept = [b.path for b in bypass.lifted() if b.layer is not None and native.prepared(b.layer, b.path)]
+            if swept:
+                ops.refresh(swept)  # a lookup may have seen a marker between lift and sweep
 
         ops.on_layout_change = on_layout_change
     status = 0

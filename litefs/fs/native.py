@@ -21,7 +21,9 @@ The folder is prepared before it is bound: made in the layer with the view's own
 times if missing, and its bookkeeping names (``.wh.*`` markers, stale copy-up temps, which hide
 nothing where no lower content exists) removed, so the same files show either way. A plan
 change or refresh that gives the folder lower content, or a rule below it, lifts the bind
-again; files open through it stay valid (the layer's own inodes).
+again; files open through it stay valid (the layer's own inodes). Names starting with ``.wh.``
+(reserved in the view: EINVAL through FUSE) that a user made through the bound folder are
+removed once it is lifted, before FUSE could take them for markers hiding lower content.
 """
 
 from __future__ import annotations
