@@ -60,6 +60,7 @@ MNTOPTS=
 XCAT=
 POOL=
 NODE=
+NATIVE_WRITES=
 TMPFS_SIZE_DEFAULT=25%  # of RAM, until the plan brings site.litefs_tmpfs_size
 
 log() { echo "$*" >>"$LOG"; }
@@ -178,6 +179,7 @@ parse_cmdline() {
             litefs.python=*) PY=${arg#litefs.python=} ;;
             debug|xcatdebugmode=1|xcatdebugmode=2) TRACE=$arg ;;
             litefs.localdisk=*) LOCALDISK=${arg#litefs.localdisk=} ;;
+            litefs.nativewrites=1|litefs.nativewrites=yes) NATIVE_WRITES=1 ;;
         esac
     done
     # Cookbook §7.1: xCAT's statelite script has a "set -x" to uncomment. Here the kernel
@@ -486,6 +488,7 @@ prestart_litefs() {
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
     set -- "$@" --localdisk "$SL/localdisk"
+    [ -n "$NATIVE_WRITES" ] && set -- "$@" --native-writes
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
     PYX=$(command -v "$PY")
@@ -506,6 +509,7 @@ start_litefs() {
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
         --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
     set -- "$@" --localdisk "$SL/localdisk"
+    [ -n "$NATIVE_WRITES" ] && set -- "$@" --native-writes
     log "@litefs $*"
     # Without --foreground the command returns once the view is ready (bypass binds laid),
     # leaving the daemon behind, or prints why it could not mount.

@@ -233,3 +233,15 @@ def test_dracut_module_stops_with_dracut_die_when_mountd_is_unreachable(cluster:
     assert "FATAL error: could not get the plan for n03 from mountd at 10.77.0.1:3999" in out
     assert "dracut: FATAL: litefs: the node could not build its root" in out
     node.proc.wait(timeout=30)
+
+
+def test_native_writes_on_the_kernel_command_line_bind_tmp_from_the_tmpfs_layer(cluster: Cluster) -> None:
+    node = _boot(cluster, "n03", extra="litefs.nativewrites=1")
+    mounts = [line.split() for line in node.check("cat /proc/mounts").splitlines()]
+    tmp = [m for m in mounts if m[1] == "/tmp"]
+    assert tmp and tmp[-1][2] == "tmpfs", mounts  # the kernel serves /tmp, not FUSE
+    node.check("echo fast > /tmp/native")
+    assert node.check("cat /.statelite/tmpfs/tmp/native") == "fast\n"  # in the tmpfs layer
+    status, out = node.sh("echo x > /etc/hostname")
+    assert status != 0 and "Read-only" in out  # everything else as before
+    node.kill()
