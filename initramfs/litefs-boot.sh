@@ -30,7 +30,8 @@
 #
 # Environment knobs (for the namespace harness, qemu and dracut; all optional):
 #   LITEFS_CMDLINE  file holding the command line (default /proc/cmdline)
-#   LITEFS_PYTHON   python with litefs installed (default: python3 on PATH)
+#   LITEFS_PYTHON   python with litefs installed (default: python3 on PATH, else the image's
+#                   own python3 and /opt/litefs venv, see node_runtime)
 #   LITEFS_LAYERS   where layers are mounted in the initramfs (default /.litefs)
 #   NEWROOT         where the view is mounted (default /sysroot)
 #   LITEFS_MODE     "init" (default: mount everything and switch root) or "dracut" (image is
@@ -62,6 +63,10 @@ POOL=
 NODE=
 NATIVE_WRITES=
 TMPFS_SIZE_DEFAULT=25%  # of RAM, until the plan brings site.litefs_tmpfs_size
+# The site CA (TLS to mountd) and the node's own certificate, when the initrd carries them
+# (genimage adds the site CA; litefs-mkinitramfs --add ...:/etc/litefs/ca.pem, node.pem).
+if [ -z "${LITEFS_CA:-}" ] && [ -r /etc/litefs/ca.pem ]; then export LITEFS_CA=/etc/litefs/ca.pem; fi
+if [ -z "${LITEFS_CERT:-}" ] && [ -r /etc/litefs/node.pem ]; then export LITEFS_CERT=/etc/litefs/node.pem; fi
 
 log() { echo "$*" >>"$LOG"; }
 
@@ -212,6 +217,9 @@ parse_root() {
             IMG_OPTS=${rest#*:}
         fi
         case ",$IMG_OPTS," in *,ro,*) ;; *) IMG_OPTS="ro,$IMG_OPTS" ;; esac
+        # A read-only image needs no NFS locks, and lockd cannot start before the node runs
+        # rpcbind: without nolock the kernel's mount fails (ECONNREFUSED from lockd_up).
+        case ",$IMG_OPTS," in *,lock,* | *,nolock,*) ;; *) IMG_OPTS="$IMG_OPTS,nolock" ;; esac
     elif [ -n "$NFSROOT" ]; then
         IMG_SERVER=${NFSROOT%%:*}
         IMG_PATH=${NFSROOT#*:}/rootimg
@@ -395,6 +403,57 @@ mount_persistent() {
     HAVE_PERSISTENT=1
 }
 
+# node_runtime: the Python that runs the daemons. $PY when this root has it (the namespace
+# cluster lends the host's); else the image's own: genimage installs python3 and the /opt/litefs
+# venv (litefs, pyfuse3, trio) in the image, and they run from the read-only image mount
+# through the image's dynamic loader and libraries, so nothing of the initrd's (busybox is
+# static) is mixed in. The image mount stays under the initramfs root after switch_root, so the
+# daemons' later imports and library loads still find their files there.
+node_runtime() {
+    if PYX=$(command -v "$PY" 2>/dev/null); then
+        RT_LDSO=
+        return 0
+    fi
+    img=$LAYERS/image
+    RT_LDSO=
+    for l in "$img"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+             "$img"/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1 \
+             "$img"/usr/lib/powerpc64le-linux-gnu/ld64.so.2; do
+        [ -e "$l" ] && { RT_LDSO=$l; break; }
+    done
+    PYX=$img/usr/bin/python3
+    set +f
+    site=
+    for d in "$img"/opt/litefs/lib/python3*/site-packages; do
+        [ -d "$d/litefs" ] && site=$d
+    done
+    set -f
+    if [ -z "$RT_LDSO" ] || [ ! -e "$PYX" ] || [ -z "$site" ]; then
+        die "no Python to run litefs: '$PY' is not in the initrd and the image has no node runtime (usr/bin/python3, opt/litefs with litefs in it, the dynamic loader); rebuild the image with genimage, or give litefs.python=<python> on the kernel command line"
+    fi
+    RT_HOME=$img/usr
+    RT_PATH=$site
+    RT_LIBS=${RT_LDSO%/*}
+    log "# node runtime: the image's python3 ($PYX via $RT_LDSO), litefs from $site"
+}
+
+# py_exec ARGV0 ARGS...: replace this (sub)shell by the daemons' Python with argv[0] ARGV0
+# ("@..." tells systemd to leave the process alone at switch_root and shutdown).
+py_exec() {
+    _a0=$1
+    shift
+    # Python finds its venv through PYTHONEXECUTABLE although argv[0] no longer names it.
+    export PYTHONEXECUTABLE="$PYX"
+    if [ -n "$RT_LDSO" ]; then
+        # The loader runs the program named after its own options; LITEFS_LOADER tells the
+        # daemon to do the same when it starts a helper (mountcmd.write_meta).
+        export PYTHONHOME="$RT_HOME" PYTHONPATH="$RT_PATH" LD_LIBRARY_PATH="$RT_LIBS" \
+            LITEFS_LOADER="$RT_LDSO" PYTHONDONTWRITEBYTECODE=1
+        exec -a "$_a0" "$RT_LDSO" "$PYX" "$@"
+    fi
+    exec -a "$_a0" "$PY" "$@"
+}
+
 fetch_plan() {
     run mkdir -p "$NEWROOT"
     set -- --node "$NODE" --out "$SL" --retries "$RETRIES" --backoff "$BACKOFF"
@@ -411,8 +470,7 @@ fetch_plan() {
         WATCH=1
     fi
     log "@litefs-watch -m litefs.initramfs.fetchplan $*"
-    PYX=$(command -v "$PY")
-    (PYTHONEXECUTABLE=$PYX exec -a @litefs-watch "$PY" -m litefs.initramfs.fetchplan "$@") ||
+    (py_exec @litefs-watch -m litefs.initramfs.fetchplan "$@") ||
         die "no plan for $NODE; cannot build its root. Fix the cause above, then rpower $NODE boot"
 }
 
@@ -491,8 +549,7 @@ prestart_litefs() {
     [ -n "$NATIVE_WRITES" ] && set -- "$@" --native-writes
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
-    PYX=$(command -v "$PY")
-    (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.initramfs.premount \
+    (py_exec @litefs -m litefs.initramfs.premount \
         --go "$SL/mount.go" "$@" </dev/null) &
     PREMOUNT=$!
 }
@@ -524,8 +581,7 @@ start_litefs() {
         PREMOUNT=
         rm -f "$SL/mount.go"
     else
-        PYX=$(command -v "$PY")
-        (PYTHONEXECUTABLE=$PYX exec -a @litefs "$PY" -m litefs.tools.litefs_cli "$@" </dev/null 8<&-)
+        (py_exec @litefs -m litefs.tools.litefs_cli "$@" </dev/null 8<&-)
         rc=$?
     fi
     [ "$rc" = 0 ] || die "the litefs daemon could not mount $NEWROOT (its log: $SL/litefs.log)"
@@ -561,6 +617,11 @@ finish_root() {
 
 switch_into_view() {
     say "switching root into the litefs view on $NEWROOT (init $INIT)"
+    # systemd-shutdown stops every process (kill -1 SIGSTOP, the litefs daemon too) and, in
+    # that window, asks in_initrd(): without this it statfs()es "/", a request to the stopped
+    # daemon, and the poweroff hangs for ever. The view is not an initrd, so the answer is the
+    # same; it is only given up front (systemd reads SYSTEMD_IN_INITRD, PID 1 passes it on).
+    export SYSTEMD_IN_INITRD=0
     if [ "$$" = 1 ]; then
         exec switch_root "$NEWROOT" "$INIT"
     fi
@@ -574,6 +635,9 @@ litefs_boot() {
     basic_mounts
     parse_cmdline
     say "booting $NODE"
+    # The image names no host (genimage removes /etc/hostname): systemd keeps this one. Only
+    # as PID 1 (the machine's own boot, or a namespace node with its own UTS namespace).
+    [ "$$" = 1 ] && hostname "$NODE" 2>/dev/null
     [ "$MODE" = dracut ] || parse_root
     stamp mount_image
     mount_image
@@ -583,6 +647,7 @@ litefs_boot() {
     mount_persistent
     mount_localdisk
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
+    node_runtime
     stamp fetch_plan
     prestart_litefs
     fetch_plan

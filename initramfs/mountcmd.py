@@ -126,8 +126,14 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
                 os.set_inheritable(plan_fd, True)
                 # argv[0] "@..." as the daemon's own: systemd leaves it alone at switch_root;
                 # PYTHONEXECUTABLE lets python find its venv although argv[0] does not name it.
-                argv = ["@litefs-meta", "-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp.fd)]
-                os.execve(sys.executable, argv, {**os.environ, "PYTHONEXECUTABLE": sys.executable})
+                args = ["-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp.fd)]
+                env = {**os.environ, "PYTHONEXECUTABLE": sys.executable}
+                loader = os.environ.get("LITEFS_LOADER")
+                if loader:
+                    # The image's python run through the image's loader (the boot hook's
+                    # node_runtime): the initramfs has no loader at the path the ELF names.
+                    os.execve(loader, ["@litefs-meta", sys.executable, *args], env)
+                os.execve(sys.executable, ["@litefs-meta", *args], env)
             code = 0
         except BaseException as exc:
             print(f"litefs: cannot write /.statelite/litefile in {tmp.path}: {exc}", file=sys.stderr)

@@ -46,10 +46,13 @@ PRINT = 'parse_cmdline; parse_root; echo "$IMG_SERVER|$IMG_PATH|$IMG_OPTS|$STATE
 @pytest.mark.parametrize("cmdline,expected", [
     ("root=nfs:10.0.0.1:/install/netboot/rh/x86_64/c/rootimg:ro STATEMNT=10.0.0.1:/nodedata "
      "XCAT=10.0.0.1:3001 NODE=n01 XCATHTTPPORT=80 selinux=0 MNTOPTS=",
-     "10.0.0.1|/install/netboot/rh/x86_64/c/rootimg|ro|10.0.0.1:/nodedata|10.0.0.1:3001|n01||0|/sbin/init"),
+     "10.0.0.1|/install/netboot/rh/x86_64/c/rootimg|ro,nolock|10.0.0.1:/nodedata|10.0.0.1:3001|n01"
+     "||0|/sbin/init"),
     ("root=nfs:mn:/img/rootimg:ro,vers=4.2,actimeo=60 NODE=n2 MNTOPTS=nolock,vers=3 shell "
      "init=/bin/sh",
-     "mn|/img/rootimg|ro,vers=4.2,actimeo=60|||n2|nolock,vers=3|1|/bin/sh"),
+     "mn|/img/rootimg|ro,vers=4.2,actimeo=60,nolock|||n2|nolock,vers=3|1|/bin/sh"),
+    ("root=nfs:mn:/img/rootimg:ro,lock NODE=n4",  # asked for locks: left alone
+     "mn|/img/rootimg|ro,lock|||n4||0|/sbin/init"),
     ("NFSROOT=172.10.0.1:/install/netboot/rhel5.3/x86_64/compute STATEMNT=cnfs:/gpfs/state "
      "XCAT=172.10.0.1:3001 NODE=n3",
      "172.10.0.1|/install/netboot/rhel5.3/x86_64/compute/rootimg|"
@@ -87,7 +90,7 @@ def test_hook_root_parsing_any_path(tmp_path_factory: pytest.TempPathFactory, se
     proc = _hook(tmp, f"root=nfs:{server}:{path}/rootimg:ro NODE=n", PRINT)
     assert proc.returncode == 0, proc.stderr
     got = proc.stdout.strip().split("|")
-    assert got[:3] == [server, path + "/rootimg", "ro"]
+    assert got[:3] == [server, path + "/rootimg", "ro,nolock"]
 
 
 @needs_busybox

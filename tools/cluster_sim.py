@@ -503,7 +503,9 @@ class Cluster:
             environment["LITEFS_HOOK"] = "/dracut/litefs-boot.sh"
             extra = str(droot)
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "unshare", "--mount", "--pid", "--fork", "--kill-child",
+            # --uts: the node's hook names its own host (hostname NODE), never the host's.
+            ["ip", "netns", "exec", ns, "unshare", "--mount", "--pid", "--uts", "--fork",
+             "--kill-child",
              BUSYBOX, "sh", "-c", script, "firmware", str(initramfs), str(self.exports),
              str(init), binds, str(self.ca or ""), extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,14 +1,17 @@
 """``mkinitramfs``: build a standalone litefs initramfs (``cpio.gz``) without dracut.
 
 Contents: busybox-static with its applet links, ``/init`` (``initramfs/init.sh``: basic mounts,
-kernel modules, optional 9p shares), the boot hook as ``/litefs/boot.sh``, the kernel modules
-``fuse 9p 9pnet 9pnet_virtio`` and the virtio transports and devices (plus whatever ``modules.dep``
-says they need) from ``/lib/modules/<kver>`` with their load order in
-``/etc/litefs/modules``, device nodes ``/dev/console`` and ``/dev/null``, and any ``--add
+kernel modules, DHCP on the boot NIC for a real NFS root, optional 9p shares), the boot hook as
+``/litefs/boot.sh`` and its DHCP event script, the kernel modules ``fuse nfs nfsv3 nfsv4 9p
+overlay`` and the virtio transports and devices (plus whatever ``modules.dep`` says they need;
+``.ko.xz``, ``.ko.gz`` and ``.ko.zst`` are stored uncompressed) from ``/lib/modules/<kver>`` with
+their load order in ``/etc/litefs/modules``, device nodes ``/dev/console`` and ``/dev/null``, and any ``--add
 SRC:DEST`` files (a CA certificate, a plan). The archive is written by our own ``newc`` cpio
 writer, so nothing but Python and busybox is needed; entries are sorted and timestamps fixed
-(reproducible). The Python runtime of the litefs daemon is *not* inside: it comes from the
-image or a share (see ``litefs.hostbinds`` in ``init.sh``).
+(reproducible). The Python runtime of the litefs daemon is *not* inside: the hook runs the
+image's own interpreter and its ``/opt/litefs`` venv (genimage installs both) from the
+read-only image mount, through the image's dynamic loader (README "The node runtime"); a test
+may lend one from a share instead (``litefs.hostbinds`` in ``init.sh``).
 
     python tools/mkinitramfs.py -o /tftpboot/xcat/osimage/img/initrd-statelite.gz
 """
@@ -22,6 +25,7 @@ import lzma
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -29,8 +33,9 @@ from pathlib import Path
 
 from litefs.errors import BootError, LitefsError
 
-DEFAULT_MODULES = ("fuse", "9p", "9pnet", "9pnet_virtio", "virtio", "virtio_ring",
-                   "virtio_pci", "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net")
+DEFAULT_MODULES = ("fuse", "nfs", "nfsv3", "nfsv4", "9p", "9pnet", "9pnet_virtio", "virtio",
+                   "virtio_ring", "virtio_pci", "virtio_mmio", "virtio_console", "virtio_blk",
+                   "virtio_net", "overlay")
 
 
 @dataclass(frozen=True)
@@ -112,18 +117,32 @@ def load_order(deps: dict[str, list[str]], wanted: list[str]) -> list[str]:
 
 
 def _module_bytes(path: Path) -> bytes:
+    """The module uncompressed: busybox insmod loads plain ``.ko`` files only."""
     data = path.read_bytes()
     if path.name.endswith(".xz"):
         return lzma.decompress(data)
     if path.name.endswith(".gz"):
         return gzip.decompress(data)
     if path.name.endswith(".zst"):
-        raise BootError(f"{path}: zstd-compressed modules are not supported; decompress it")
+        return _unzstd(path, data)
     return data
 
 
+def _unzstd(path: Path, data: bytes) -> bytes:
+    # The standard library of 3.11 has no zstd; the zstd tool is on every system that ships
+    # .ko.zst modules (Arch, Ubuntu, newer Debian), so it is used rather than a dependency.
+    tool = shutil.which("zstd")
+    if tool is None:
+        raise BootError(f"{path} is zstd-compressed and the zstd tool is not installed "
+                        "(apt install zstd)")
+    r = subprocess.run([tool, "-d", "-c", "-q"], input=data, capture_output=True, check=False)
+    if r.returncode != 0:
+        raise BootError(f"{path}: zstd -d failed: {r.stderr.decode(errors='replace').strip()}")
+    return r.stdout
+
+
 def _ko_name(rel: str) -> str:
-    for suffix in (".xz", ".gz"):
+    for suffix in (".xz", ".gz", ".zst"):
         if rel.endswith(suffix):
             return rel[: -len(suffix)]
     return rel
@@ -152,8 +171,6 @@ def build(kver: str, modules: list[str], busybox: Path, adds: list[tuple[Path, s
     files["dev/console"] = Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
     files["dev/null"] = Entry("dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3))
     add_file("bin/busybox", busybox.read_bytes(), 0o755)
-    import subprocess
-
     applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
     for applet in applets:
@@ -162,6 +179,7 @@ def build(kver: str, modules: list[str], busybox: Path, adds: list[tuple[Path, s
     pkg = resources.files("litefs.initramfs")
     add_file("init", (pkg / "init.sh").read_bytes(), 0o755)
     add_file("litefs/boot.sh", (pkg / "litefs-boot.sh").read_bytes(), 0o755)
+    add_file("litefs/udhcpc.sh", (pkg / "udhcpc.sh").read_bytes(), 0o755)
 
     moddir = moddir_root / kver
     if not (moddir / "modules.dep").exists():

@@ -388,6 +388,28 @@ def statelite_dirs(root: Path, permission: str) -> None:
     for d in (".statelite", ".sllocal/localmnt", ".sllocal/log"):
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / ".statelite", mode)
+    finished_for_systemd(root)
+
+
+def finished_for_systemd(root: Path) -> None:
+    """Mark the image as a finished build for the systemd that boots it read-only.
+
+    * ``/etc/.updated`` and ``/var/.updated`` carry ``/usr``'s time, as systemd-update-done
+      writes them after a first boot: the ``ConditionNeedsUpdate=`` units (sysusers, ldconfig,
+      hwdb, journal catalog) then do not run on every boot, where they could only fail on the
+      read-only ``/etc`` and ``/var`` of a statelite node (``systemctl --failed`` would name
+      systemd-sysusers on each one).
+    * ``/etc/hostname`` is removed: one image boots every node, so it must not name one (the
+      debootstrap host's name would be every node's); the boot hook sets the kernel's
+      hostname to ``NODE=`` and systemd keeps it.
+    """
+    usr = (root / "usr").stat()
+    for d in ("etc", "var"):
+        marker = root / d / ".updated"
+        marker.write_text("# Written by litefs genimage (as systemd-update-done does)\n"
+                          f"TIMESTAMP_NSEC={usr.st_mtime_ns}\n")
+        os.utime(marker, ns=(usr.st_atime_ns, usr.st_mtime_ns))
+    (root / "etc" / "hostname").unlink(missing_ok=True)
 
 
 def _version_key(v: str) -> list[tuple[int, str]]:
@@ -422,6 +444,11 @@ def initrd(spec: Spec, root: Path, kver: str, out_dir: Path) -> str:
     if spec.nodebootif:
         tmp.write_text(spec.nodebootif + "\n")
         adds.append((tmp, "etc/litefs/nodebootif"))
+    # The site CA, so the node's plan fetch speaks TLS to mountd (which refuses plain TCP
+    # unless started --insecure); mountd's --ca-dir, /etc/litefs/ca unless LITEFS_CA_DIR says.
+    ca = Path(os.environ.get("LITEFS_CA_DIR", "/etc/litefs/ca")) / "ca.pem"
+    if ca.is_file():
+        adds.append((ca, "etc/litefs/ca.pem"))
     try:
         data = mkinitramfs.build(kver, modules, busybox, adds, moddir_root=root / "lib/modules")
     except Exception as exc:  # BootError from the builder: say it is about the image
@@ -432,7 +459,8 @@ def initrd(spec: Spec, root: Path, kver: str, out_dir: Path) -> str:
             gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(data)
     shutil.copyfile(root / "boot" / f"vmlinuz-{kver}", out_dir / ".kernel.new")
-    return f"kernel {kver}, {len(modules)} module(s) asked"
+    where = f"site CA {ca}" if ca.is_file() else f"no site CA ({ca} is missing: nodes fetch plans in plain TCP)"
+    return f"kernel {kver}, {len(modules)} module(s) asked, {where}"
 
 
 def write_state(spec: Spec, root: Path, kver: str) -> None:

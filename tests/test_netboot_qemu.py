@@ -1,0 +1,199 @@
+"""A real diskless node: qemu (TCG) boots over the network from a real NFS server.
+
+The machine room (``tools/netboot_lab.py``): an MN network namespace with nfs-ganesha (NFSv3
+and v4, VFS backend), rpcbind, busybox udhcpd and mountd over TLS; genimage builds a Debian 12
+image (its own kernel, the node runtime in ``/opt/litefs``, the initrd with the site CA);
+nodeset writes the node's pxelinux file, and the guest boots with exactly its ``APPEND`` line
+(plus the ``BOOTIF=`` that pxelinux adds for ``IPAPPEND 2``). Nothing of the host's is lent
+to the guest: no 9p, no host Python. The image's systemd boots to ``multi-user.target`` on the
+litefs root; the serial console (root autologin, set by the image's postinstall) is the
+test's keyboard.
+
+One module-wide room; the tests run in file order (the reboot test reads what the first one
+wrote). Skips only where qemu, /dev/net/tun, nfs-ganesha or debootstrap are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from litefs.tools import netboot_lab
+from litefs.tools.cluster_sim import Cluster, demo_tables, load_demo_tables
+from litefs.tools.netboot_lab import Export, NetbootLab, QemuNode, pxe_append
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(900)]
+
+IMG = "debian12-x86_64-statelite-minimal"
+BIN = Path(sys.executable).parent
+SHIPPED = Path(__file__).resolve().parent.parent / "litefs/data/genimage"
+BOOT_TIMEOUT = 300  # power-on to a root shell under TCG on 2 loaded cores (~70 s idle)
+
+# The image's postinstall (genimage runs it in the image): root logs in on the serial console
+# by itself, so the test can type there; nothing else about the image is changed.
+POSTINSTALL = r"""#!/bin/sh
+set -e
+root=$1
+d=$root/etc/systemd/system/serial-getty@ttyS0.service.d
+mkdir -p "$d"
+cat > "$d/autologin.conf" <<'EOF'
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
+EOF
+"""
+
+#: what a clean poweroff never prints
+SHUTDOWN_TROUBLE = re.compile(r"Failed to unmount|SIGBUS|Bus error|blocked for more than|"
+                              r"Kernel panic|Giving up waiting|Transport endpoint")
+
+
+@dataclass
+class Room:
+    c: Cluster
+    lab: NetbootLab
+    url: str
+    imgdir: Path
+    nodedata: Path
+    pxe: Path
+
+    @property
+    def rootimg(self) -> Path:
+        return self.imgdir / "rootimg"
+
+    def boot(self, name: str = "n01", initrd: Path | None = None) -> QemuNode:
+        return QemuNode(self.lab, name, self.c.mac(name), self.imgdir / "kernel",
+                        initrd or self.imgdir / "initrd-statelite.gz",
+                        pxe_append(self.pxe, self.c.mac(name)))
+
+
+def _missing() -> str | None:
+    why = netboot_lab.missing()
+    if why:
+        return why
+    for tool in ("debootstrap", "dpkg-deb"):
+        if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(":")):
+            return f"{tool} is not installed (apt install {tool})"
+    if not Path("/dev/fuse").exists():
+        return "/dev/fuse is missing"
+    return None
+
+
+def _tool(name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([str(BIN / name), *args], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **_ENV})
+    assert r.returncode == 0, f"{name} {' '.join(args)}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
+    return r
+
+
+_ENV: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("netboot")
+    with Cluster(work, net="10.86.0") as c:
+        ex = c.exports / c.mn_ip
+        installdir = c.export("/install")
+        nodedata = c.export("/nodedata")
+        for share in ("/syncdirs/tokyo/etc", "/syncdirs/london/etc", "/syncdirs/common/etc"):
+            c.export(share)
+        (ex / "syncdirs/tokyo/etc/motd").write_text("Welcome to the tokyo room (over NFS)\n")
+        url = f"sqlite:///{work}/litefs.db"
+        load_demo_tables(url, demo_tables(c), [
+            ({"key": "installdir"}, [f"site.value={installdir}"]),
+            ({"key": "tftpdir"}, [f"site.value={work}/tftpboot"]),
+            ({"node": "n01"}, ["nodetype.os=debian12", "nodetype.arch=x86_64",
+                               "nodetype.profile=minimal", f"nodetype.provmethod={IMG}",
+                               "nodehm.serialport=0", "nodehm.serialspeed=115200"]),
+            # xCAT's documented NFS options for the persistent store (reference §5.1)
+            ({"node": "compute"}, ["statelite.mntopts=nolock,tcp,nfsvers=3"]),
+        ])
+        # The site CA first: genimage puts it in the initrd, mountd serves TLS with it.
+        from litefs.mountd import pki
+
+        pki.init_site(work / "ca", server_name="mn", san=[c.mn_ip])
+        _ENV["LITEFS_CA_DIR"] = str(work / "ca")
+        custom = installdir / "custom/netboot/debian"
+        custom.mkdir(parents=True)
+        (custom / "minimal.debian12.x86_64.pkglist").write_text(
+            f"#INCLUDE:{SHIPPED / 'minimal.debian12.x86_64.pkglist'}#\nprocps\n")
+        post = custom / "minimal.debian12.x86_64.postinstall"
+        post.write_text(POSTINSTALL)
+        post.chmod(0o755)
+        _tool("genimage", "--db", url, "-o", "debian12", "-a", "x86_64", "-p", "minimal",
+              "-n", "virtio_net")
+        _tool("nodeset", "--db", url, "n01", f"osimage={IMG}")
+        lab = NetbootLab(c, [Export(installdir), Export(nodedata, True, "/nodedata"),
+                             Export(ex / "syncdirs", False, "/syncdirs")])
+        try:
+            c.start_mountd(url)
+            lab.start_nfs()
+            lab.start_dhcp({c.mac("n01"): c.address("n01")})
+            yield Room(c, lab, url, installdir / "netboot/debian12/x86_64/minimal", nodedata,
+                       work / "tftpboot/pxelinux.cfg/n01")
+        finally:
+            lab.close()
+    assert c.leftovers() == []
+
+
+def _poweroff(node: QemuNode) -> str:
+    """``poweroff`` typed on the console; the console of the shutdown, checked clean."""
+    node.ok("dmesg -n 7")  # systemd-shutdown's last words go to the kernel log
+    mark = node.mark()
+    node.type("poweroff\n")
+    rc = node.wait_off(180)
+    out = node.since(mark)
+    assert rc == 0, out[-3000:]
+    bad = SHUTDOWN_TROUBLE.search(out)
+    assert bad is None, f"shutdown printed {bad.group(0)!r}:\n{out[-4000:]}"
+    assert "Powering off" in out or "reboot: Power down" in out, out[-2000:]
+    return out
+
+
+def test_the_node_boots_from_nfs_to_multi_user_with_its_own_runtime(room: Room) -> None:
+    # The exports answer a userspace client over both protocol versions (the host kernel has
+    # no NFS client of its own).
+    for version in (3, 4):
+        assert room.lab.nfs_ls(room.rootimg, version).returncode == 0
+    node = room.boot()
+    try:
+        took = node.wait_shell(BOOT_TIMEOUT)
+        print(f"power-on -> root shell: {took:.1f}s")
+        state = node.ok("systemctl is-system-running --wait", timeout=120).strip()
+        failed = node.ok("systemctl --failed --no-legend --plain").strip()
+        assert state == "running", f"{state}; failed units:\n{failed}"
+        assert node.ok("findmnt -n -o FSTYPE /").strip() == "fuse.litefs"
+        assert node.ok("hostname").strip() == "n01"
+        # The daemons came from the image (its python via its loader), nothing from a share.
+        cmd = node.ok("cat /proc/$(pgrep -f '^@litefs -m')/cmdline | tr '\\0' ' '")
+        assert "ld-linux-x86-64.so.2" in cmd and "/.litefs/image/usr/bin/python3" in cmd, cmd
+        assert "9p" not in node.ok("cat /proc/filesystems | grep -c 9p || true")
+        assert node.ok("cat /etc/motd") == "Welcome to the tokyo room (over NFS)\n"
+        # Persistent (/var/log/ rule) and tmpfs (/tmp/ rule) writes.
+        node.ok("echo kept > /var/log/litefs-netboot.txt && sync /var/log/litefs-netboot.txt")
+        node.ok("echo gone > /tmp/litefs-netboot.txt")
+        on_server = room.nodedata / "n01/var/log/litefs-netboot.txt"
+        assert on_server.read_text() == "kept\n"
+        # An image change announced from the MN reaches the running node without a reboot.
+        (room.rootimg / "etc/litefs-netboot-news").write_text("v1\n")
+        node.ok("cat /etc/litefs-netboot-news || true")
+        (room.rootimg / "etc/litefs-netboot-news").write_text("v2, announced\n")
+        room.c.notify("n01", "/etc/litefs-netboot-news")
+        deadline = time.monotonic() + 30
+        while node.ok("cat /etc/litefs-netboot-news") != "v2, announced\n":
+            assert time.monotonic() < deadline, "the announced image change never arrived"
+            time.sleep(1)
+        _poweroff(node)
+    finally:
+        node.kill()
