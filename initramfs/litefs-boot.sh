@@ -615,6 +615,14 @@ finish_root() {
     done
 }
 
+# keep_api_mounts (dracut mode): dracut moves /proc and /dev into the view before its
+# switch_root, but the daemons stay in this root and reach their layers through /proc/self/fd
+# (and log to /dev/kmsg). A second instance mounted on each stays here when dracut moves one.
+keep_api_mounts() {
+    run mount -t proc proc /proc || say "warning: cannot keep a /proc for the litefs daemon"
+    run mount -t devtmpfs devtmpfs /dev || say "warning: cannot keep a /dev for the litefs daemon"
+}
+
 switch_into_view() {
     say "switching root into the litefs view on $NEWROOT (init $INIT)"
     # systemd-shutdown stops every process (kill -1 SIGSTOP, the litefs daemon too) and, in
@@ -665,7 +673,10 @@ litefs_boot() {
         run umount -l "$NFSMAP"
     fi
     pause 3 "the litefs view is on $NEWROOT; next: switch_root"
-    [ "$MODE" = dracut ] && return 0
+    if [ "$MODE" = dracut ]; then
+        keep_api_mounts
+        return 0
+    fi
     stamp switch_root
     switch_into_view
 }

@@ -176,8 +176,10 @@ def test_the_node_boots_from_nfs_to_multi_user_with_its_own_runtime(room: Room) 
         assert node.ok("findmnt -n -o FSTYPE /").strip() == "fuse.litefs"
         assert node.ok("hostname").strip() == "n01"
         # The daemons came from the image (its python via its loader), nothing from a share.
-        cmd = node.ok("cat /proc/$(pgrep -f '^@litefs -m')/cmdline | tr '\\0' ' '")
-        assert "ld-linux-x86-64.so.2" in cmd and "/.litefs/image/usr/bin/python3" in cmd, cmd
+        pid = node.ok("pgrep -o -f '^@litefs '").strip()
+        cmd = node.ok(f"tr '\\0' ' ' < /proc/{pid}/cmdline; echo")
+        assert cmd.startswith("@litefs /.litefs/image/usr/bin/python3 -m "), cmd
+        assert "ld-linux-x86-64.so.2" in node.ok(f"readlink /proc/{pid}/exe")
         assert "9p" not in node.ok("cat /proc/filesystems | grep -c 9p || true")
         assert node.ok("cat /etc/motd") == "Welcome to the tokyo room (over NFS)\n"
         # Persistent (/var/log/ rule) and tmpfs (/tmp/ rule) writes.
@@ -197,3 +199,98 @@ def test_the_node_boots_from_nfs_to_multi_user_with_its_own_runtime(room: Room) 
         _poweroff(node)
     finally:
         node.kill()
+
+
+def test_a_reboot_keeps_persistent_files_drops_tmpfs_and_waits_for_the_nfs_server(
+        room: Room) -> None:
+    # The NFS server is down when the node powers on: the hook retries with backoff, a
+    # console line each, and boots once the server is back.
+    room.lab.stop_nfs()
+    node = room.boot()
+    try:
+        node.expect(r"litefs: mounting the image \S+ failed \(attempt 2 of 5\); retrying", 120)
+        room.lab.start_nfs()
+        node.wait_shell(BOOT_TIMEOUT)
+        assert node.ok("cat /var/log/litefs-netboot.txt") == "kept\n"
+        assert node.sh("test -e /tmp/litefs-netboot.txt")[0] == 1
+        _poweroff(node)
+    finally:
+        node.kill()
+
+
+def _dracut_initrd(room: Room, out: Path) -> Path:
+    """The initrd made by Debian's dracut with the 95litefs module (and no systemd in it: its
+    shell init sources the pre-pivot hook)."""
+    import shutil
+    from importlib import resources
+
+    if shutil.which("dracut") is None:
+        pytest.skip("dracut is not installed (apt install dracut dracut-network)")
+    module = Path(str(resources.files("litefs.initramfs") / "dracut" / "95litefs"))
+    installed = Path("/usr/lib/dracut/modules.d/95litefs")
+    if not installed.exists():
+        installed.symlink_to(module)  # as a package would install it
+    kver = next(p.name for p in (room.rootimg / "lib/modules").iterdir())
+    r = subprocess.run(
+        ["dracut", "--no-hostonly", "--no-hostonly-cmdline", "--force",
+         "--omit", "systemd systemd-initrd systemd-networkd dracut-systemd plymouth "
+                   "network-manager",
+         "-a", "litefs network-legacy", "--kver", kver,
+         "--kmoddir", str(room.rootimg / "lib/modules" / kver), str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **_ENV})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Including module: litefs" in r.stderr, r.stderr[-3000:]
+    return out
+
+
+def test_the_dracut_initrd_boots_the_node_and_survives_an_nfs_restart(room: Room,
+                                                                       tmp_path: Path) -> None:
+    initrd = _dracut_initrd(room, tmp_path / "initrd-dracut.gz")
+    node = room.boot(initrd=initrd)
+    try:
+        node.wait_shell(BOOT_TIMEOUT)
+        assert "dracut: Mounted root filesystem" in node.since(0)
+        state = node.ok("systemctl is-system-running --wait", timeout=120).strip()
+        assert state == "running", node.ok("systemctl --failed --no-legend --plain")
+        assert node.ok("findmnt -n -o FSTYPE /").strip() == "fuse.litefs"
+        assert node.ok("cat /var/log/litefs-netboot.txt") == "kept\n"
+        # The NFS server restarts under the running node: an fsync'd write before it and one
+        # after it are both on the server; the node goes on.
+        node.ok("echo before > /var/log/litefs-restart.txt && sync /var/log/litefs-restart.txt")
+        room.lab.stop_nfs()
+        node.type("echo during >> /var/log/litefs-restart.txt; sync /var/log/litefs-restart.txt\n")
+        time.sleep(3)
+        room.lab.start_nfs()
+        node.ok("echo after >> /var/log/litefs-restart.txt && sync /var/log/litefs-restart.txt",
+                timeout=180)
+        assert ((room.nodedata / "n01/var/log/litefs-restart.txt").read_text()
+                == "before\nduring\nafter\n")
+        _poweroff(node)
+    finally:
+        node.kill()
+
+
+def test_mountd_down_says_so_and_shell_pauses_on_the_serial_console(room: Room) -> None:
+    # The cookbook's "shell" kernel argument, set the xCAT way (linuximage.addkcmdline).
+    _tool("chtab", "--db", room.url, f"imagename={IMG}", "linuximage.addkcmdline=shell")
+    _tool("nodeset", "--db", room.url, "n01", f"osimage={IMG}")
+    assert room.c.mountd is not None
+    room.c.mountd.terminate()
+    room.c.mountd.wait(timeout=20)
+    node = room.boot()
+    try:
+        node.expect(r"pause 1 of 3 .*type 'exit' to continue booting", 120)
+        time.sleep(1)
+        node.type("exit\n")
+        node.expect(r"litefs: no plan from mountd at \S+ yet", 120)
+        node.expect(r"litefs: no plan for n01; cannot build its root", 180)
+        node.expect(r"dropping to a shell", 30)
+        time.sleep(1)
+        node.type("exit\n")
+        assert node.wait_off(60) == 0  # the hook powers the node off (PID 1 must not exit)
+    finally:
+        node.kill()
+        _tool("chtab", "--db", room.url, f"imagename={IMG}", "linuximage.addkcmdline=")
+        _tool("nodeset", "--db", room.url, "n01", f"osimage={IMG}")
+        (room.c.workdir / "mountd.sock").unlink(missing_ok=True)
+        room.c.start_mountd(room.url)

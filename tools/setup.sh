@@ -14,6 +14,8 @@ APT_PACKAGES=(
   openssh-server openssh-client rsync              # service nodes: prsync over ssh (tests: sshd)
   busybox-static cpio iproute2 util-linux kmod     # initramfs builder, namespace boots
   qemu-system-x86 linux-image-amd64                # the real-kernel boot test
+  nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils  # netboot test: a real NFS server (+ nfs-ls)
+  dracut dracut-network isc-dhcp-client zstd        # netboot test: the initrd made by dracut
   debootstrap                                      # bench_boot --debootstrap image
   git tar xz-utils
   sudo zsh systemd-container                       # sudo-user path, zsh completion, mountd unit under systemd-nspawn

@@ -6,3 +6,7 @@ export LITEFS_PYTHON NEWROOT
 if ! LITEFS_MODE=dracut sh "${LITEFS_HOOK:-/usr/lib/litefs/litefs-boot.sh}"; then
     die "litefs: the node could not build its root; see the messages above"
 fi
+# dracut sources this file, so this reaches the view's systemd through switch_root: its
+# shutdown must not statfs "/" while the litefs daemon is stopped (litefs-boot.sh,
+# switch_into_view, says why).
+export SYSTEMD_IN_INITRD=0
