@@ -15,7 +15,7 @@ from tests.fsutil import Layers, Mounter, is_mounted, litefs_cmd, make_plan, put
 pytestmark = [pytest.mark.fuse]
 
 RULES = {"/tmp/": "tmpfs", "/var/tmp/": "tmpfs", "/var/log/": "tmpfs", "/var/lib/state/": "persistent",
-         "/etc/motd": "tmpfs"}
+         "/etc/motd": "tmpfs", "/srv/data/": "persistent"}
 
 
 def _image(layers: Layers) -> None:
@@ -25,6 +25,7 @@ def _image(layers: Layers) -> None:
     os.chmod(layers.image / "var/tmp", 0o1777)
     put(layers.image, "var/log/boot.log", "image log\n")  # lower content: FUSE keeps it
     put(layers.image, "etc/motd", "motd\n")
+    put(layers.image, "srv/data/shipped", "data\n")  # persistent over lower content: FUSE merges
 
 
 def test_empty_writable_folders_are_bound_from_their_layer(layers: Layers, litefs_mount: Mounter) -> None:
@@ -37,7 +38,8 @@ def test_empty_writable_folders_are_bound_from_their_layer(layers: Layers, litef
     v = str(m.path)
     for bound in ("/tmp", "/var/tmp", "/var/lib/state"):
         assert is_mounted(v + bound) is not None, bound
-    for fuse in ("/var/log", "/var/lib", "/etc"):
+    assert is_mounted(v + "/var/log") == "overlay"  # tmpfs over image content (test_fs_native_ovl)
+    for fuse in ("/var/lib", "/etc", "/srv/data"):
         assert is_mounted(v + fuse) is None, fuse
     # The same files as through FUSE: bookkeeping names swept, the folder's metadata kept.
     assert sorted(os.listdir(v + "/tmp")) == ["keep", "sub"]

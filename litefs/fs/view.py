@@ -19,10 +19,7 @@ from enum import Enum
 
 from litefs.fs.imagelayout import moved_paths
 from litefs.fs.layers import (
-    OPAQUE,
-    TMP_PREFIX,
     UPPER_KINDS,
-    WH_PREFIX,
     Layer,
     LayerSet,
     join,
@@ -160,6 +157,10 @@ class View:
         up = self.layers.upper(res.upper)
         if up is not None:
             st = up.lstat(rel)
+            if st is not None and up.is_whiteout_st(st):
+                if path != "/":
+                    return None  # the kernel's deletion record (litefs.fs.kwhiteouts)
+                st = None
             if st is not None:
                 e = Entry(path, BACKED, res, up, rel, st)
                 if stat.S_ISDIR(st.st_mode):
@@ -258,14 +259,11 @@ class View:
         up = self.layers.upper(res.upper) if res else None
         cut = entry.cut
         if up is not None:
-            names = up.listdir(rel)
-            if names is not None:
-                for n in names:
-                    if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
-                            hidden.add(n[len(WH_PREFIX) :])
-                    else:
-                        seen[n] = None
+            listing = up.listing(rel)
+            if listing is not None:
+                for n in listing[0]:
+                    seen[n] = None
+                hidden = listing[1]
         if not cut and res is not None:
             for layer in res.lowers:
                 b = self.layers.lower(layer.kind, layer.index)
@@ -303,15 +301,9 @@ class View:
         hidden = Hidden()
         up = self.layers.upper(res.upper)
         if up is not None:
-            names = up.listdir(rel)
-            if names:
-                shown = []
-                for n in names:
-                    if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
-                            hidden.add(n[len(WH_PREFIX) :])
-                    else:
-                        shown.append(n)
+            listing = up.listing(rel)
+            if listing is not None:
+                shown, hidden = listing
                 listings.append((up, shown))
         if not entry.cut:
             for layer in res.lowers:
