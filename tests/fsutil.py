@@ -21,6 +21,8 @@ from pathlib import Path
 from litefs.plan import Plan, Rule, Source
 
 MOUNT_TIMEOUT = 15.0
+#: run every test mount with --native-writes (the FUSE semantics tests in the kernel's mode)
+NATIVE_WRITES = os.environ.get("LITEFS_TEST_NATIVE_WRITES") == "1"
 
 
 #: Warnings a daemon may log while a test that did not ask for errors passes: pattern -> why it
@@ -159,6 +161,10 @@ class LitefsMount:
         ]  # fmt: skip
         for s in self.layers.sources:
             argv += ["--source", str(s)]
+        # LITEFS_TEST_NATIVE_WRITES=1: every mount lets the kernel serve the writable rule
+        # folders it can (litefs.fs.native), so the same tests prove both ways of serving.
+        if NATIVE_WRITES and "--native-writes" not in self.extra:
+            argv.append("--native-writes")
         return argv + self.extra
 
     def start(self) -> LitefsMount:

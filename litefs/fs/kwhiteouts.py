@@ -29,8 +29,16 @@ log = logging.getLogger("litefs.fs")
 #: at the layer's root: this layer records deletions as overlayfs does
 STAMP = ".wh..wh..kernel-whiteouts"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+#: prefix of the kernel overlays' work directories at the tmpfs layer's root
+WORK_PREFIX = ".wh..wh..ovlwork."
 #: xattrs overlayfs keeps on upper entries: bookkeeping, never copied or shown through FUSE
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
+
+
+def root_bookkeeping(name: str) -> bool:
+    """A name at the tmpfs layer's root that even the raw ``/.statelite/tmpfs`` never shows:
+    the stamp and the overlays' work directories (the kernel's, not the user's)."""
+    return name == STAMP or name.startswith(WORK_PREFIX)
 
 
 def is_whiteout(st: os.stat_result) -> bool:

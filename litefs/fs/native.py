@@ -34,6 +34,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from litefs.fs.kwhiteouts import WORK_PREFIX
 from litefs.fs.layers import WH_PREFIX, Layer, LayerSet, join
 from litefs.fs.view import STATELITE
 from litefs.options import Family
@@ -47,8 +48,6 @@ NATIVE_FAMILIES = (Family.VOLATILE, Family.PERSISTENT, Family.LOCALDISK)
 #: entries a folder's marker sweep reads before the folder is left to FUSE (bounds the cost
 #: at mount and plan change; a folder that big is served by FUSE)
 SWEEP_LIMIT = 100_000
-#: prefix of the overlays' work directories at the tmpfs layer's root
-WORK_PREFIX = ".wh..wh..ovlwork."
 
 
 def candidates(plan: Plan) -> list[str]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from litefs.fs import kwhiteouts
 from litefs.fs.imagelayout import moved_paths
 from litefs.fs.layers import (
     UPPER_KINDS,
@@ -222,6 +223,8 @@ class View:
                 return None
             if not tail:
                 return self._raw(layer, ".", path, None)
+            if head == "tmpfs" and kwhiteouts.root_bookkeeping(tail.split("/", 1)[0]):
+                return None
             if parent is not None and parent.raw:
                 return self._raw(layer, join(parent.rel, tail.rsplit("/", 1)[-1]), path, None)
             return self._raw(layer, tail, path, None)
@@ -250,7 +253,12 @@ class View:
                 return out
             return sorted(self.mnt_dirs.get(entry.path, ()))
         if entry.raw:
-            return sorted(entry.layer.listdir(entry.rel) or []) if entry.layer else []
+            if entry.layer is None:
+                return []
+            names = entry.layer.listdir(entry.rel) or []
+            if entry.rel == "." and entry.layer.name == "tmpfs":
+                names = [n for n in names if not kwhiteouts.root_bookkeeping(n)]
+            return sorted(names)
         path = entry.path
         res = entry.res
         rel = rel_of(path)
