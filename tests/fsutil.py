@@ -123,6 +123,13 @@ def is_mounted(mnt: str) -> str | None:
     return None
 
 
+def kernel_served(path: str | Path, view: str | Path) -> bool:
+    """``path`` is below a bind or overlay laid over the view at ``view`` (--native-writes,
+    --bypass): the kernel answers there, not litefs (no provenance xattrs, no reserved names)."""
+    p, v = os.path.normpath(str(path)), os.path.normpath(str(view))
+    return any(p == m or p.startswith(m + "/") for m in mounts_below(v))
+
+
 def mounts_below(mnt: str) -> list[str]:
     out = []
     with open("/proc/self/mountinfo") as f:

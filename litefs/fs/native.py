@@ -1,5 +1,19 @@
 """Writable rule directories the kernel serves itself (``--native-writes``).
 
+Two ways, both laid over the view at the rule's path like the ``--bypass`` binds:
+
+* a **bind** of the upper layer's folder where no lower layer has content there (below);
+* a kernel **overlayfs** for a tmpfs-family folder that has lower content: upper the folder
+  in the tmpfs layer, work directory a ``.wh.`` name at that layer's root (never shown, not
+  even in ``/.statelite/tmpfs``), lowers the rule's lower layers in resolve order (sources
+  then image), each reached through its layer's directory fd (:func:`overlay_data`). The
+  tmpfs layer then records deletions in overlayfs's own format, which FUSE reads and writes
+  as well (litefs.fs.kwhiteouts): one format per layer, the same files and deletions either
+  way, nothing translated at a switch. A persistent or localdisk upper (NFS: no trusted
+  xattrs, no mknod) cannot be an overlay upper: those folders stay FUSE-served where they
+  have lower content. Inside an overlay, renaming a directory with lower content is EXDEV
+  (``redirect_dir=off``, as FUSE answers too; ``mv`` copies it).
+
 A directory rule of a writable family (tmpfs, persistent, localdisk; not ``con``, whose content
 is made up, nor ``ro``) whose directory holds nothing in any lower layer (the image and the
 sources have it absent or empty) and that has no rule below it is exactly its upper layer's
