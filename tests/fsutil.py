@@ -130,6 +130,15 @@ def kernel_served(path: str | Path, view: str | Path) -> bool:
     return any(p == m or p.startswith(m + "/") for m in mounts_below(v))
 
 
+def skip_if_kernel_served(path: str | Path, view: str | Path, why: str) -> None:
+    """Skip a test of what only litefs does (LITEFS_TEST_NATIVE_WRITES=1 lets the kernel
+    serve ``path``): ``why`` names the difference the README documents."""
+    if kernel_served(path, view):
+        import pytest
+
+        pytest.skip(f"the kernel serves {os.path.relpath(path, view)}: {why}")
+
+
 def mounts_below(mnt: str) -> list[str]:
     out = []
     with open("/proc/self/mountinfo") as f:

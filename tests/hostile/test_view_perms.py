@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fsutil import Layers, Mounter, make_plan, put
+from tests.fsutil import Layers, Mounter, make_plan, put, skip_if_kernel_served
 
 pytestmark = pytest.mark.fuse
 
@@ -128,6 +128,7 @@ def test_planted_whiteout_symlink_is_ignored_and_never_followed(layers: Layers, 
     when the user then deletes NAME the daemon replaces the symlink with a real marker instead of
     creating or truncating the file it points to."""
     mnt = litefs_mount(make_plan({"/data/": "tmpfs"}), expect_errors=False).path
+    skip_if_kernel_served(mnt / "data", mnt, "no .wh. marker is read there (test_fs_native_ovl: the kernel-side attack)")
     _user_file(mnt)  # /data now exists in the tmpfs layer
     before = outside_digest(layers)
     wh = layers.tmpfs / "data/.wh.pub2"
@@ -164,6 +165,7 @@ def test_create_over_stale_negative_entry_checks_access(layers: Layers, litefs_m
     daemon as a create; it must be refused as open(2) would refuse it, not hand back a
     read-write descriptor."""
     mnt = mount_data(layers, litefs_mount)
+    skip_if_kernel_served(mnt / "data", mnt, "the kernel checks access itself, no FUSE negative entry")
     _user_file(mnt)
     target = mnt / "data/secret"
     with pytest.raises(FileNotFoundError):
@@ -188,6 +190,7 @@ def test_create_over_stale_negative_entry_checks_access(layers: Layers, litefs_m
 def test_listxattr_hides_trusted_names_from_plain_users(layers: Layers, litefs_mount: Mounter) -> None:
     """Item 7: ``trusted.*`` names on a backing file are listed to root only."""
     mnt = mount_data(layers, litefs_mount)
+    skip_if_kernel_served(mnt / "data", mnt, "the kernel lists xattrs itself (and hides trusted.* from users)")
     _user_file(mnt)
     try:
         os.setxattr(layers.tmpfs / "data/mine", "trusted.litefs-test", b"x")
