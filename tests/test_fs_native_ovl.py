@@ -266,3 +266,26 @@ def test_markers_of_an_earlier_mount_are_converted(layers: Layers, litefs_mount:
     m2 = litefs_mount(make_plan(RULES), name="again")
     assert sorted(os.listdir(m2.path / "var/log")) == ["app", "boot.log", "shipped"]
     assert os.listdir(m2.path / "var/log/app") == []
+
+
+def test_fuse_renames_over_the_kernels_deletions(layers: Layers, litefs_mount: Mounter) -> None:
+    """FUSE serving the folder writes the kernel's format in every operation: a directory
+    moved over a deleted name, a file over another, a removed merged directory."""
+    _image(layers)
+    put(layers.image, "var/log/olddir/x", "x\n")
+    m = litefs_mount(make_plan(FUSE_RULES), extra=["--native-writes"])
+    v = m.path
+    assert is_mounted(f"{v}/var/log") is None  # FUSE serves it
+    os.unlink(v / "var/log/shipped")
+    os.mkdir(v / "var/log/newdir")
+    (v / "var/log/newdir/n").write_text("n\n")
+    os.rename(v / "var/log/newdir", v / "var/log/shipped")  # a directory over the deletion
+    (v / "var/log/f").write_text("f\n")
+    os.rename(v / "var/log/f", v / "var/log/old.log")  # a file over an image file
+    subprocess.run(["rm", "-rf", f"{v}/var/log/olddir"], check=True)  # a merged directory
+    before = {k: c for k, c in _tree(v / "var/log").items() if not k.startswith("keep")}
+    assert before == {"app": None, "app/a.log": "a\n", "app/b.log": "b\n", "boot.log": "image log\n",
+                      "old.log": "f\n", "shipped": None, "shipped/n": "n\n"}
+    assert not any(n.startswith(".wh.") for n in os.listdir(layers.tmpfs / "var/log"))
+    _switch(m, layers, RULES, kernel=True)
+    assert _tree(v / "var/log") == before

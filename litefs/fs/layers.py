@@ -462,7 +462,10 @@ class Layer:
             try:
                 with os.scandir(dfd) as it:
                     for ent in it:  # only bookkeeping can be left in a directory being removed
-                        os.unlink(ent.name, dir_fd=dfd)
+                        if ent.is_dir(follow_symlinks=False):
+                            os.rmdir(ent.name, dir_fd=dfd)  # a stale copy-up temp; fails unless empty
+                        else:
+                            os.unlink(ent.name, dir_fd=dfd)
             finally:
                 os.close(dfd)
             os.rmdir(tmp, dir_fd=pfd)

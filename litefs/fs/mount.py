@@ -413,6 +413,7 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
                     break
                 wanted = wanted_binds(ops, cfg, frozenset(bypass.active))
                 again = frozenset()
+                ops.coherence.pin([*bypass.active, *(b.path for b in wanted)])
 
         ops.on_layout_change = on_layout_change
     status = 0
