@@ -106,6 +106,16 @@ def test_the_kernel_serves_a_tmpfs_rule_over_image_content(layers: Layers, litef
     # litefs explain answers below the kernel-served folder, through FUSE and kernel alike.
     r = litefs_cmd("explain", "--plan", str(layers.root / "plan-mnt.json"), "n01", "/var/log/boot.log")
     assert r.returncode == 0 and "/var/log/" in r.stdout, r.stdout + r.stderr
+    assert "kernel: with --native-writes /var/log is served by the kernel" in r.stdout, r.stdout
+    assert "no provenance xattrs" in r.stdout
+    # Where the kernel serves it, the provenance xattrs are not there (FUSE has them).
+    assert os.getxattr(v / "var/log/boot.log", "user.litefs.origin").startswith(b"tmpfs:")
+    _switch(m, layers, RULES, kernel=True)
+    with pytest.raises(OSError) as exc:
+        os.getxattr(v / "var/log/boot.log", "user.litefs.origin")
+    assert exc.value.errno == errno.ENODATA
+    r = litefs_cmd("explain", "--plan", str(layers.root / "plan-mnt.json"), "n01", "/etc/motd")
+    assert r.returncode == 0 and "kernel:" not in r.stdout, r.stdout
 
 
 def test_an_opaque_directory_means_the_same_to_both(layers: Layers, litefs_mount: Mounter) -> None:

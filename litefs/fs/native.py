@@ -52,7 +52,7 @@ from litefs.fs.kwhiteouts import WORK_PREFIX
 from litefs.fs.layers import WH_PREFIX, Layer, LayerSet, join
 from litefs.fs.view import STATELITE
 from litefs.options import Family
-from litefs.plan import Plan
+from litefs.plan import Plan, Rule
 from litefs.resolve import resolve
 
 log = logging.getLogger("litefs.fs")
@@ -74,6 +74,15 @@ def candidates(plan: Plan) -> list[str]:
             continue
         out.append(p)
     return out
+
+
+def kernel_folder(plan: Plan, path: str) -> Rule | None:
+    """The candidate rule folder at or above ``path`` that --native-writes may let the kernel
+    serve (pure: whether it does depends on the layers' content, see :func:`eligible`)."""
+    for p in candidates(plan):
+        if path == p or path.startswith(p + "/"):
+            return resolve(plan, p).rule
+    return None
 
 
 def lower_dirs(lowers: list[Layer | None], rel: str) -> list[Layer] | None:
