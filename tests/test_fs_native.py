@@ -106,12 +106,19 @@ def test_lower_content_appearing_lifts_the_bind_on_refresh(layers: Layers, litef
     planted = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch",
                               ".wh.shipped"], cwd=v + "/var/tmp", capture_output=True, text=True)
     assert planted.returncode == 0, planted.stderr
+    (m.path / "var/lib/state/db").write_text("db\n")
     put(layers.image, "var/tmp/shipped", "from the image\n")  # an image update
-    assert litefs_cmd("refresh", v, "/var/tmp").returncode == 0
-    wait_for(lambda: is_mounted(v + "/var/tmp") is None)
+    put(layers.image, "var/lib/state/seed", "seed\n")
+    assert litefs_cmd("refresh", v, "/var/tmp", "/var/lib/state").returncode == 0
+    # tmpfs: the bind becomes a kernel overlay over the new lower content (test_fs_native_ovl);
+    # persistent: no overlay on that store, FUSE merges.
+    wait_for(lambda: is_mounted(v + "/var/tmp") == "overlay")
+    wait_for(lambda: is_mounted(v + "/var/lib/state") is None)
     wait_for(lambda: sorted(os.listdir(v + "/var/tmp")) == ["mine", "shipped"])
     assert (m.path / "var/tmp/shipped").read_text() == "from the image\n"
     assert (m.path / "var/tmp/mine").read_text() == "mine\n"
+    assert not (layers.tmpfs / "var/tmp/.wh.shipped").exists()
+    assert sorted(os.listdir(v + "/var/lib/state")) == ["db", "seed"]
 
 
 def test_without_the_option_nothing_is_bound(layers: Layers, litefs_mount: Mounter) -> None:

@@ -406,8 +406,12 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
                 # this thread: the layer's fd cache belongs to it.
                 swept = [b.path for b in bypass.lifted() if b.layer is not None and native.swept(b.layer, b.path)]
                 if swept:
-                    # What the kernel changed below them, FUSE has not seen.
+                    # What the kernel changed below them, FUSE has not seen. A folder to be
+                    # laid again another way stays pinned: the kernel detaches a mount from a
+                    # dentry litefs invalidates, even one invalidated just before the mount.
+                    ops.coherence.pin([*bypass.active, *(b.path for b in wanted)])
                     ops.refresh(swept)
+                    ops.coherence.pin(list(bypass.active))
                 # Lifted to be laid another way: prepared now that FUSE serves it, laid again.
                 if all(b.path in bypass.active for b in wanted):
                     break
