@@ -21,8 +21,12 @@ from pathlib import Path
 from litefs.plan import Plan, Rule, Source
 
 MOUNT_TIMEOUT = 15.0
-#: run every test mount with --native-writes (the FUSE semantics tests in the kernel's mode)
+#: LITEFS_TEST_NATIVE_WRITES=1: every test mount with --native-writes (the FUSE semantics
+#: tests with the kernel serving what it can); =format: FUSE serves everything, but the tmpfs
+#: layer is in the kernel's whiteout format (converted before each mount, as --native-writes
+#: does), so FUSE's every operation on that format is proven by the same tests
 NATIVE_WRITES = os.environ.get("LITEFS_TEST_NATIVE_WRITES") == "1"
+KERNEL_FORMAT = os.environ.get("LITEFS_TEST_NATIVE_WRITES") == "format"
 
 
 #: Warnings a daemon may log while a test that did not ask for errors passes: pattern -> why it
@@ -185,6 +189,14 @@ class LitefsMount:
 
     def start(self) -> LitefsMount:
         self.mnt.mkdir(exist_ok=True)
+        if KERNEL_FORMAT:
+            from litefs.fs.kwhiteouts import convert
+
+            fd = os.open(self.layers.tmpfs, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                convert(fd)
+            finally:
+                os.close(fd)
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while time.monotonic() < deadline:
