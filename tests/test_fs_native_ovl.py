@@ -299,3 +299,29 @@ def test_fuse_renames_over_the_kernels_deletions(layers: Layers, litefs_mount: M
     assert not any(n.startswith(".wh.") for n in os.listdir(layers.tmpfs / "var/log"))
     _switch(m, layers, RULES, kernel=True)
     assert _tree(v / "var/log") == before
+
+
+def test_a_refused_link_over_a_deleted_name_keeps_it_deleted(layers: Layers, litefs_mount: Mounter) -> None:
+    """FUSE making a name over the kernel's record of its deletion replaces the record in one
+    step: a link refused (EXDEV) leaves the name deleted, a symlink or file made there shows."""
+    _image(layers)
+    m = litefs_mount(make_plan(FUSE_RULES), extra=["--native-writes"])
+    v = m.path
+    os.unlink(v / "var/log/shipped")
+    os.unlink(v / "var/log/old.log")
+    (v / "var/log/keep").mkdir(exist_ok=True)
+    (v / "var/log/keep/p").write_text("p")
+    with pytest.raises(OSError) as exc:
+        os.link(v / "var/log/keep/p", v / "var/log/shipped")  # the persistent layer's file
+    assert exc.value.errno == errno.EXDEV
+    assert not os.path.lexists(v / "var/log/shipped")
+    os.symlink("boot.log", v / "var/log/shipped")
+    assert os.readlink(v / "var/log/shipped") == "boot.log"
+    fd = os.open(v / "var/log/old.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"new")
+    os.close(fd)
+    assert (v / "var/log/old.log").read_text() == "new"
+    assert not any(n.startswith(".wh.") for n in os.listdir(layers.tmpfs / "var/log"))
+    _switch(m, layers, RULES, kernel=True)
+    assert os.readlink(v / "var/log/shipped") == "boot.log"
+    assert (v / "var/log/old.log").read_text() == "new"

@@ -17,7 +17,9 @@ import os
 import stat
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from litefs import syscalls
 from litefs.errors import MountError
@@ -29,6 +31,7 @@ from litefs.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 __all__ = ["OPAQUE", "RENAME_EXCHANGE", "RENAME_NOREPLACE", "TMP_PREFIX", "WH_PREFIX", "renameat2"]
 
 UPPER_KINDS = ("tmpfs", "persistent", "localdisk")
+_T = TypeVar("_T")
 
 log = logging.getLogger("litefs.fs")
 
@@ -315,7 +318,30 @@ class Layer:
 
     def open(self, rel: str, flags: int, mode: int = 0o600) -> int:
         pfd, name = self.at(rel)
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=pfd)
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+        if flags & os.O_CREAT:
+            return self._over_whiteout(pfd, name, lambda n: os.open(n, flags, mode, dir_fd=pfd))
+        return os.open(name, flags, mode, dir_fd=pfd)
+
+    def _over_whiteout(self, pfd: int, name: str, make: Callable[[str], _T]) -> _T:
+        """``make(name)``; where the kernel's record of a deletion holds the name, the new
+        entry is made at a temporary name and renamed over it in one step, so the deleted
+        lower entry never shows, also when making it fails."""
+        if not self.kernel_whiteouts:
+            return make(name)
+        st = self._lstat_at(pfd, name)
+        if st is None or not kwhiteouts.is_whiteout(st):
+            return make(name)
+        tmp = f"{TMP_PREFIX}new.{os.getpid()}.{os.urandom(4).hex()}"
+        out = make(tmp)
+        try:
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        except BaseException:
+            if isinstance(out, int):
+                os.close(out)
+            os.unlink(tmp, dir_fd=pfd)
+            raise
+        return out
 
     def pin(self, rel: str) -> int:
         """An O_PATH fd on the inode now at ``rel`` (not following it): act on that inode
@@ -368,16 +394,16 @@ class Layer:
 
     def mknod(self, rel: str, mode: int, rdev: int) -> None:
         pfd, name = self.at(rel)
-        os.mknod(name, mode, rdev, dir_fd=pfd)
+        self._over_whiteout(pfd, name, lambda n: os.mknod(n, mode, rdev, dir_fd=pfd))
 
     def symlink(self, rel: str, target: str) -> None:
         pfd, name = self.at(rel)
-        os.symlink(target, name, dir_fd=pfd)
+        self._over_whiteout(pfd, name, lambda n: os.symlink(target, n, dir_fd=pfd))
 
     def link(self, src: str, dst: str) -> None:
         sfd, sname = self.at(src)
         dfd, dname = self.at(dst)
-        os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        self._over_whiteout(dfd, dname, lambda n: os.link(sname, n, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False))
 
     def unlink(self, rel: str) -> None:
         pfd, name = self.at(rel)

@@ -289,10 +289,6 @@ class Writer:
         if not pe.raw:
             self.ensure_dir(up, split(rel)[0])
             had_whiteout = up.has_whiteout(rel)
-            if had_whiteout and up.kernel_whiteouts:
-                # The kernel's record occupies the name itself: it goes first (nothing is
-                # awaited before the name is made, so no request sees the lower one).
-                up.drop_whiteout(rel)
         return Creation(pnode, pe, up, rel, had_whiteout, res)
 
     def made(self, c: Creation, ctx: pyfuse3.RequestContext) -> None:
