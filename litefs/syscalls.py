@@ -18,6 +18,8 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+#: leave overlayfs's whiteout (char device 0/0) where the source was
+RENAME_WHITEOUT = 4
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
@@ -73,8 +75,9 @@ def syncfs(fd: int) -> None:
     check(libc.syncfs(fd))
 
 
-def mount(src: str, target: str, flags: int) -> None:
-    check(libc.mount(os.fsencode(src), os.fsencode(target), None, flags, None), target)
+def mount(src: str, target: str, flags: int, fstype: str | None = None, data: str | None = None) -> None:
+    check(libc.mount(os.fsencode(src), os.fsencode(target), os.fsencode(fstype) if fstype else None, flags,
+                     os.fsencode(data) if data is not None else None), target)
 
 
 def umount(target: str, flags: int = 0) -> None:

@@ -21,6 +21,12 @@ from pathlib import Path
 from litefs.plan import Plan, Rule, Source
 
 MOUNT_TIMEOUT = 15.0
+#: LITEFS_TEST_NATIVE_WRITES=1: every test mount with --native-writes (the FUSE semantics
+#: tests with the kernel serving what it can); =format: FUSE serves everything, but the tmpfs
+#: layer is in the kernel's whiteout format (converted before each mount, as --native-writes
+#: does), so FUSE's every operation on that format is proven by the same tests
+NATIVE_WRITES = os.environ.get("LITEFS_TEST_NATIVE_WRITES") == "1"
+KERNEL_FORMAT = os.environ.get("LITEFS_TEST_NATIVE_WRITES") == "format"
 
 
 #: Warnings a daemon may log while a test that did not ask for errors passes: pattern -> why it
@@ -121,6 +127,22 @@ def is_mounted(mnt: str) -> str | None:
     return None
 
 
+def kernel_served(path: str | Path, view: str | Path) -> bool:
+    """``path`` is below a bind or overlay laid over the view at ``view`` (--native-writes,
+    --bypass): the kernel answers there, not litefs (no provenance xattrs, no reserved names)."""
+    p, v = os.path.normpath(str(path)), os.path.normpath(str(view))
+    return any(p == m or p.startswith(m + "/") for m in mounts_below(v))
+
+
+def skip_if_kernel_served(path: str | Path, view: str | Path, why: str) -> None:
+    """Skip a test of what only litefs does (LITEFS_TEST_NATIVE_WRITES=1 lets the kernel
+    serve ``path``): ``why`` names the difference the README documents."""
+    if kernel_served(path, view):
+        import pytest
+
+        pytest.skip(f"the kernel serves {os.path.relpath(path, view)}: {why}")
+
+
 def mounts_below(mnt: str) -> list[str]:
     out = []
     with open("/proc/self/mountinfo") as f:
@@ -159,10 +181,22 @@ class LitefsMount:
         ]  # fmt: skip
         for s in self.layers.sources:
             argv += ["--source", str(s)]
+        # LITEFS_TEST_NATIVE_WRITES=1: every mount lets the kernel serve the writable rule
+        # folders it can (litefs.fs.native), so the same tests prove both ways of serving.
+        if NATIVE_WRITES and "--native-writes" not in self.extra:
+            argv.append("--native-writes")
         return argv + self.extra
 
     def start(self) -> LitefsMount:
         self.mnt.mkdir(exist_ok=True)
+        if KERNEL_FORMAT:
+            from litefs.fs.kwhiteouts import convert
+
+            fd = os.open(self.layers.tmpfs, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                convert(fd)
+            finally:
+                os.close(fd)
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while time.monotonic() < deadline:

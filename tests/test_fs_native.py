@@ -15,7 +15,7 @@ from tests.fsutil import Layers, Mounter, is_mounted, litefs_cmd, make_plan, put
 pytestmark = [pytest.mark.fuse]
 
 RULES = {"/tmp/": "tmpfs", "/var/tmp/": "tmpfs", "/var/log/": "tmpfs", "/var/lib/state/": "persistent",
-         "/etc/motd": "tmpfs"}
+         "/etc/motd": "tmpfs", "/srv/data/": "persistent"}
 
 
 def _image(layers: Layers) -> None:
@@ -25,6 +25,7 @@ def _image(layers: Layers) -> None:
     os.chmod(layers.image / "var/tmp", 0o1777)
     put(layers.image, "var/log/boot.log", "image log\n")  # lower content: FUSE keeps it
     put(layers.image, "etc/motd", "motd\n")
+    put(layers.image, "srv/data/shipped", "data\n")  # persistent over lower content: FUSE merges
 
 
 def test_empty_writable_folders_are_bound_from_their_layer(layers: Layers, litefs_mount: Mounter) -> None:
@@ -37,7 +38,8 @@ def test_empty_writable_folders_are_bound_from_their_layer(layers: Layers, litef
     v = str(m.path)
     for bound in ("/tmp", "/var/tmp", "/var/lib/state"):
         assert is_mounted(v + bound) is not None, bound
-    for fuse in ("/var/log", "/var/lib", "/etc"):
+    assert is_mounted(v + "/var/log") == "overlay"  # tmpfs over image content (test_fs_native_ovl)
+    for fuse in ("/var/lib", "/etc", "/srv/data"):
         assert is_mounted(v + fuse) is None, fuse
     # The same files as through FUSE: bookkeeping names swept, the folder's metadata kept.
     assert sorted(os.listdir(v + "/tmp")) == ["keep", "sub"]
@@ -104,12 +106,19 @@ def test_lower_content_appearing_lifts_the_bind_on_refresh(layers: Layers, litef
     planted = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch",
                               ".wh.shipped"], cwd=v + "/var/tmp", capture_output=True, text=True)
     assert planted.returncode == 0, planted.stderr
+    (m.path / "var/lib/state/db").write_text("db\n")
     put(layers.image, "var/tmp/shipped", "from the image\n")  # an image update
-    assert litefs_cmd("refresh", v, "/var/tmp").returncode == 0
-    wait_for(lambda: is_mounted(v + "/var/tmp") is None)
+    put(layers.image, "var/lib/state/seed", "seed\n")
+    assert litefs_cmd("refresh", v, "/var/tmp", "/var/lib/state").returncode == 0
+    # tmpfs: the bind becomes a kernel overlay over the new lower content (test_fs_native_ovl);
+    # persistent: no overlay on that store, FUSE merges.
+    wait_for(lambda: is_mounted(v + "/var/tmp") == "overlay")
+    wait_for(lambda: is_mounted(v + "/var/lib/state") is None)
     wait_for(lambda: sorted(os.listdir(v + "/var/tmp")) == ["mine", "shipped"])
     assert (m.path / "var/tmp/shipped").read_text() == "from the image\n"
     assert (m.path / "var/tmp/mine").read_text() == "mine\n"
+    assert not (layers.tmpfs / "var/tmp/.wh.shipped").exists()
+    assert sorted(os.listdir(v + "/var/lib/state")) == ["db", "seed"]
 
 
 def test_without_the_option_nothing_is_bound(layers: Layers, litefs_mount: Mounter) -> None:

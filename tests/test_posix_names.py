@@ -8,10 +8,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import subprocess
 
 import pytest
 
+from litefs.fs.kwhiteouts import STAMP
 from litefs.fs.markers import LONG_PREFIX
 from tests.fsutil import Layers, Mounter, put
 from tests.posixutil import RULE_DIRS, backing_digest, drop_caches, mount_view, wait_meta
@@ -143,6 +145,10 @@ def test_delete_and_rename_image_files_with_255_byte_names(layers: Layers, litef
     assert not os.path.lexists(w / long1) and not os.path.lexists(w / long2)
     upper = (layers.tmpfs if d == "w" else layers.persistent) / d
     for gone in (long1, long2):
+        if d == "w" and (layers.tmpfs / STAMP).exists():
+            wh = os.lstat(upper / gone)  # the kernel's format: the name itself, a char device 0/0
+            assert stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0
+            continue
         marker = upper / (LONG_PREFIX + hashlib.sha256(gone.encode()).hexdigest())
         assert marker.read_text() == gone and len(marker.name) <= 255
     (w / long1).write_text("again")  # a new file over the marker replaces it

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from litefs.fs.inodes import INO_BITS, ORIGIN_XATTR, decode_origin, encode_origin, layer_slot
-from tests.fsutil import Layers, Mounter
+from tests.fsutil import Layers, Mounter, skip_if_kernel_served
 from tests.hostile.test_view_perms import as_user
 from tests.posixutil import RULE_DIRS, drop_caches, mount_view
 
@@ -39,6 +39,7 @@ def _upper_no(lay: Layers, d: str, name: str) -> int:
 def test_copied_up_file_keeps_lower_number(layers: Layers, litefs_mount: Mounter, d: str) -> None:
     m = mount_view(layers, litefs_mount)
     w = m.path / d
+    skip_if_kernel_served(w, m.path, "litefs's inode numbers and origin xattrs are not there (README: Node-side limits)")
     lower = os.stat(w / "lower.txt").st_ino
     assert lower >> INO_BITS == layer_slot("image")
     with open(w / "lower.txt", "a") as f:  # copy-up by write
@@ -77,6 +78,7 @@ def test_copied_up_file_keeps_lower_number(layers: Layers, litefs_mount: Mounter
 def test_origin_xattr_is_not_in_the_view(layers: Layers, litefs_mount: Mounter, d: str) -> None:
     m = mount_view(layers, litefs_mount)
     w = m.path / d
+    skip_if_kernel_served(w, m.path, "litefs's inode numbers and origin xattrs are not there (README: Node-side limits)")
     with open(w / "lower.txt", "a") as f:
         f.write("changed\n")
     os.chmod(w / "lower.txt", 0o666)
@@ -112,6 +114,7 @@ def test_origin_xattr_is_not_in_the_view(layers: Layers, litefs_mount: Mounter, 
 def test_forged_origin_is_ignored(layers: Layers, litefs_mount: Mounter, d: str) -> None:
     m = mount_view(layers, litefs_mount)
     w = m.path / d
+    skip_if_kernel_served(w, m.path, "litefs's inode numbers and origin xattrs are not there (README: Node-side limits)")
     lower = os.stat(w / "lower.txt").st_ino
     for n in ("garbage", "tmpfs", "steal", "hashed"):
         (w / n).write_text(n)

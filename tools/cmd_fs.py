@@ -18,6 +18,7 @@ from litefs.initramfs.mountcmd import add_plan_options, load_plan, source_dirs
 from litefs.tools.common import EXIT_OK
 
 from litefs.errors import MountError, UsageError
+from litefs.fs import native
 from litefs.fs.layers import LayerSet
 from litefs.fs.mount import MountConfig, serve
 from litefs.fs.view import Entry, View, rule_text
@@ -73,6 +74,15 @@ def run_explain(args: argparse.Namespace) -> int:
             layer_docs.append({"layer": str(layer)})
     doc["layers"] = layer_docs
     out.append("layers: " + " > ".join(names))
+    folder = native.kernel_folder(plan, path)
+    doc["kernel_folder"] = folder.path if folder is not None else None
+    if folder is not None:
+        how = ("a bind of its folder in the tmpfs layer where no lower layer has content there, "
+               "else a kernel overlay of it over the lower layers") if res.upper == "tmpfs" else (
+               f"a bind of its folder in the {res.upper} layer where no lower layer has content there, "
+               "else FUSE (no overlay on that store)")
+        out.append(f"kernel: with --native-writes {folder.path} is served by the kernel ({how}); "
+                   "below it there are no provenance xattrs (user.litefs.origin, user.litefs.rule)")
     if args.image:
         sources = source_dirs(plan, args.source, args.source_root) if (args.source or args.source_root) else []
         layers = LayerSet(args.image, sources, persistent=args.persistent, read_only=True)

@@ -17,17 +17,21 @@ import os
 import stat
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from litefs import syscalls
 from litefs.errors import MountError
+from litefs.fs import kwhiteouts
 from litefs.fs.inodes import layer_slot
-from litefs.fs.markers import LONG_PREFIX, OPAQUE, TMP_PREFIX, WH_PREFIX, whiteout_name
+from litefs.fs.markers import LONG_PREFIX, OPAQUE, TMP_PREFIX, WH_PREFIX, Hidden, whiteout_name
 from litefs.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 
 __all__ = ["OPAQUE", "RENAME_EXCHANGE", "RENAME_NOREPLACE", "TMP_PREFIX", "WH_PREFIX", "renameat2"]
 
 UPPER_KINDS = ("tmpfs", "persistent", "localdisk")
+_T = TypeVar("_T")
 
 log = logging.getLogger("litefs.fs")
 
@@ -87,6 +91,11 @@ def make_marker(dfd: int, name: str) -> None:
     os.close(os.open(name, flags, 0o600, dir_fd=dfd))
 
 
+def _odd(ent: os.DirEntry[str]) -> bool:
+    """Neither a directory, file nor symlink (by d_type, no stat): a device, fifo or socket."""
+    return not (ent.is_dir(follow_symlinks=False) or ent.is_file(follow_symlinks=False) or ent.is_symlink())
+
+
 def split(rel: str) -> tuple[str, str]:
     """``etc/ssh/x`` -> (``etc/ssh``, ``x``); a top-level name has parent ``.``."""
     cut = rel.rfind("/")
@@ -123,6 +132,9 @@ class Layer:
     dev: int = 0
     #: False once the store refused the origin xattr (NFSv3: ENOTSUP), so it is never retried
     origin_xattrs: bool = True
+    #: deletions recorded as overlayfs does (char device 0/0, trusted.overlay.opaque), not by
+    #: ``.wh.`` marker files: a tmpfs layer kernel overlays are laid on (litefs.fs.kwhiteouts)
+    kernel_whiteouts: bool = False
     _dirs: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
     #: directories known to be absent (most upper layers lack most directories), with when
     #: that was seen; trusted for ABSENT_TTL seconds (like the kernel's negative entries),
@@ -209,11 +221,53 @@ class Layer:
 
     def has_whiteout(self, rel: str) -> bool:
         """True if ``rel`` is recorded as deleted in this layer."""
+        if self.kernel_whiteouts:
+            st = self.lstat(rel)
+            return st is not None and kwhiteouts.is_whiteout(st)
         parent, name = split(rel)
         return self.marker(_join(parent, whiteout_name(name)))
 
     def is_opaque(self, rel_dir: str) -> bool:
+        if self.kernel_whiteouts:
+            return self.find_dir(rel_dir) is not None and kwhiteouts.is_opaque(self.xattr_path(rel_dir))
         return self.marker(_join(rel_dir, OPAQUE))
+
+    def listing(self, rel_dir: str) -> tuple[list[str], Hidden] | None:
+        """The names of ``rel_dir`` the view may show (bookkeeping left out), and the names
+        this layer's deletions hide below it; None when it is not a directory here."""
+        hidden = Hidden()
+        if self.kernel_whiteouts:
+            try:
+                fd = open_beneath_deep(self.fd, rel_dir, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                    return None
+                raise
+            try:
+                shown = []
+                with os.scandir(fd) as it:
+                    for ent in it:
+                        n = ent.name
+                        if n.startswith(WH_PREFIX):
+                            continue  # never shown; in this format it hides nothing
+                        if _odd(ent) and kwhiteouts.is_whiteout(ent.stat(follow_symlinks=False)):
+                            hidden.short.add(n)
+                        else:
+                            shown.append(n)
+                return shown, hidden
+            finally:
+                os.close(fd)
+        names = self.listdir(rel_dir)
+        if names is None:
+            return None
+        shown = []
+        for n in names:
+            if n.startswith(WH_PREFIX):
+                if n != OPAQUE and not n.startswith(TMP_PREFIX) and self.marker(_join(rel_dir, n)):
+                    hidden.add(n[len(WH_PREFIX) :])
+            else:
+                shown.append(n)
+        return shown, hidden
 
     def marker(self, rel: str) -> bool:
         """True if the marker file ``rel`` is there. Only a regular file counts: anything
@@ -228,6 +282,10 @@ class Layer:
             self._warned.add(rel)
             log.warning("%s: marker %s is not a regular file; ignored", self.name, rel)
         return False
+
+    def is_whiteout_st(self, st: os.stat_result) -> bool:
+        """True if ``st`` (of an entry in this layer) is itself a deletion record."""
+        return self.kernel_whiteouts and kwhiteouts.is_whiteout(st)
 
     def listdir(self, rel_dir: str) -> list[str] | None:
         """Names in ``rel_dir``; None when it is not a directory in this layer."""
@@ -260,7 +318,30 @@ class Layer:
 
     def open(self, rel: str, flags: int, mode: int = 0o600) -> int:
         pfd, name = self.at(rel)
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=pfd)
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+        if flags & os.O_CREAT:
+            return self._over_whiteout(pfd, name, lambda n: os.open(n, flags, mode, dir_fd=pfd))
+        return os.open(name, flags, mode, dir_fd=pfd)
+
+    def _over_whiteout(self, pfd: int, name: str, make: Callable[[str], _T]) -> _T:
+        """``make(name)``; where the kernel's record of a deletion holds the name, the new
+        entry is made at a temporary name and renamed over it in one step, so the deleted
+        lower entry never shows, also when making it fails."""
+        if not self.kernel_whiteouts:
+            return make(name)
+        st = self._lstat_at(pfd, name)
+        if st is None or not kwhiteouts.is_whiteout(st):
+            return make(name)
+        tmp = f"{TMP_PREFIX}new.{os.getpid()}.{os.urandom(4).hex()}"
+        out = make(tmp)
+        try:
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        except BaseException:
+            if isinstance(out, int):
+                os.close(out)
+            os.unlink(tmp, dir_fd=pfd)
+            raise
+        return out
 
     def pin(self, rel: str) -> int:
         """An O_PATH fd on the inode now at ``rel`` (not following it): act on that inode
@@ -291,22 +372,38 @@ class Layer:
             return
         tmp = TMP_PREFIX + "mkdir." + str(os.getpid())
         os.mkdir(tmp, mode, dir_fd=pfd)
-        fd = os.open(_join(tmp, OPAQUE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-        os.close(fd)
+        if self.kernel_whiteouts:
+            os.setxattr(f"/proc/self/fd/{pfd}/{tmp}", kwhiteouts.OPAQUE_XATTR, b"y", follow_symlinks=False)
+            st = self._lstat_at(pfd, name)
+            if st is not None and kwhiteouts.is_whiteout(st):
+                # Over the deletion of the name: swap, so the lower name never shows.
+                renameat2(pfd, tmp, pfd, name, RENAME_EXCHANGE)
+                os.unlink(tmp, dir_fd=pfd)
+                return
+        else:
+            fd = os.open(_join(tmp, OPAQUE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            os.close(fd)
         os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+
+    @staticmethod
+    def _lstat_at(pfd: int, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
 
     def mknod(self, rel: str, mode: int, rdev: int) -> None:
         pfd, name = self.at(rel)
-        os.mknod(name, mode, rdev, dir_fd=pfd)
+        self._over_whiteout(pfd, name, lambda n: os.mknod(n, mode, rdev, dir_fd=pfd))
 
     def symlink(self, rel: str, target: str) -> None:
         pfd, name = self.at(rel)
-        os.symlink(target, name, dir_fd=pfd)
+        self._over_whiteout(pfd, name, lambda n: os.symlink(target, n, dir_fd=pfd))
 
     def link(self, src: str, dst: str) -> None:
         sfd, sname = self.at(src)
         dfd, dname = self.at(dst)
-        os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        self._over_whiteout(dfd, dname, lambda n: os.link(sname, n, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False))
 
     def unlink(self, rel: str) -> None:
         pfd, name = self.at(rel)
@@ -324,6 +421,19 @@ class Layer:
     def clear_markers(self, rel_dir: str) -> None:
         """Remove the whiteout and opaque markers of directory ``rel_dir``."""
         dfd = self.dirfd(rel_dir)
+        if self.kernel_whiteouts:
+            with os.scandir(f"/proc/self/fd/{dfd}") as it:
+                for ent in it:
+                    if ent.name.startswith(WH_PREFIX) or (
+                        _odd(ent) and kwhiteouts.is_whiteout(ent.stat(follow_symlinks=False))
+                    ):
+                        os.unlink(ent.name, dir_fd=dfd)
+            try:
+                os.removexattr(f"/proc/self/fd/{dfd}", kwhiteouts.OPAQUE_XATTR)
+            except OSError as exc:
+                if exc.errno not in (errno.ENODATA, errno.ENOTSUP):
+                    raise
+            return
         for n in os.listdir(f"/proc/self/fd/{dfd}"):
             if n.startswith(WH_PREFIX):
                 os.unlink(n, dir_fd=dfd)
@@ -347,6 +457,9 @@ class Layer:
     def make_whiteout(self, rel: str) -> None:
         """Record ``rel`` as deleted (its parent directory must exist in this layer)."""
         pfd, name = self.at(rel)
+        if self.kernel_whiteouts:
+            self._kernel_whiteout(pfd, name, rel)
+            return
         wh = whiteout_name(name)  # fits for every valid name (litefs.fs.markers)
         make_marker(pfd, wh)
         if wh.startswith(LONG_PREFIX):
@@ -357,6 +470,34 @@ class Layer:
             finally:
                 os.close(fd)
 
+    def _kernel_whiteout(self, pfd: int, name: str, rel: str) -> None:
+        """The char device 0/0 at ``name``. Whatever is still there (the entry being
+        removed) is swapped out by the kernel's RENAME_WHITEOUT in one step, as overlayfs
+        does, so the lower name never shows in between; then it is removed."""
+        st = self._lstat_at(pfd, name)
+        if st is None:
+            kwhiteouts.mknod_whiteout(pfd, name)
+            return
+        if kwhiteouts.is_whiteout(st):
+            return
+        tmp = TMP_PREFIX + "wh." + str(os.getpid())
+        renameat2(pfd, name, pfd, tmp, syscalls.RENAME_WHITEOUT)
+        if stat.S_ISDIR(st.st_mode):
+            self.forget_dirs(rel)
+            dfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                with os.scandir(dfd) as it:
+                    for ent in it:  # only bookkeeping can be left in a directory being removed
+                        if ent.is_dir(follow_symlinks=False):
+                            os.rmdir(ent.name, dir_fd=dfd)  # a stale copy-up temp; fails unless empty
+                        else:
+                            os.unlink(ent.name, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            os.rmdir(tmp, dir_fd=pfd)
+        else:
+            os.unlink(tmp, dir_fd=pfd)
+
     def drop_whiteout(self, rel: str) -> bool:
         """Forget that ``rel`` was deleted; False if it was not recorded."""
         parent, name = split(rel)
@@ -364,12 +505,21 @@ class Layer:
             pfd = self.find_dir(parent)
             if pfd is None:
                 return False
+            if self.kernel_whiteouts:
+                st = self._lstat_at(pfd, name)
+                if st is None or not kwhiteouts.is_whiteout(st):
+                    return False
+                os.unlink(name, dir_fd=pfd)
+                return True
             os.unlink(whiteout_name(name), dir_fd=pfd)
             return True
         except OSError:
             return False  # nothing recorded there that litefs could reach
 
     def make_opaque(self, rel_dir: str) -> None:
+        if self.kernel_whiteouts:
+            os.setxattr(self.xattr_path(rel_dir), kwhiteouts.OPAQUE_XATTR, b"y", follow_symlinks=False)
+            return
         make_marker(self.dirfd(rel_dir), OPAQUE)
 
     def fsync_dir(self, rel_dir: str) -> bool:
@@ -427,6 +577,9 @@ class LayerSet:
         for kind, where in (("tmpfs", tmpfs), ("persistent", persistent), ("localdisk", localdisk)):
             if where is not None:
                 self.uppers[kind] = _open(kind, where, writable=not read_only)
+        tmp = self.uppers.get("tmpfs")
+        if tmp is not None:  # its format is fixed for its life (litefs.fs.kwhiteouts)
+            tmp.kernel_whiteouts = kwhiteouts.has_stamp(tmp.fd)
         self.read_only = read_only
 
     def upper(self, kind: str | None) -> Layer | None:

@@ -20,14 +20,14 @@ import signal
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
 
 from litefs import syscalls
 from litefs.errors import MountError
-from litefs.fs import native
+from litefs.fs import kwhiteouts, native
 from litefs.fs.layers import Layer, LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
@@ -109,6 +109,10 @@ class Bind:
     read_only: bool
     #: for a --native-writes bind: the writable layer it shows (None: the image)
     layer: Layer | None = None
+    #: a kernel overlay instead of a bind: its mount options (litefs.fs.native.overlay_data)
+    overlay: str | None = None
+    #: prepared just now (made, swept); one bound already is only compared, never re-laid
+    fresh: bool = field(default=True, compare=False)
 
 
 def image_binds(plan: Plan, layers: LayerSet) -> list[Bind]:
@@ -123,19 +127,24 @@ def native_binds(ops: LitefsOps, active: frozenset[str] = frozenset()) -> list[B
     out = []
     plan, layers = ops.view.plan, ops.layers
     for path in native.candidates(plan):
-        up = native.eligible(plan, layers, path)
-        if up is None:
+        n = native.eligible(plan, layers, path)
+        if n is None:
             continue
+        up = n.up
+        if n.lowers:
+            b = Bind(path, "overlay", False, up, native.overlay_data(n, path))
+        else:
+            b = Bind(path, native.source_of(up, path), False, up)
         if path in active:  # bound already: nothing of it passes the daemon to sweep
-            out.append(Bind(path, native.source_of(up, path), False, up))
+            out.append(Bind(b.path, b.src, False, up, b.overlay, fresh=False))
             continue
         try:
             ops.writer.ensure_dir(up, path[1:])
         except OSError as exc:
             log.warning("%s stays served through FUSE: %s", path, exc)
             continue
-        if native.prepared(up, path):
-            out.append(Bind(path, native.source_of(up, path), False, up))
+        if native.prepared(up, path, overlay=bool(n.lowers)):
+            out.append(b)
     return out
 
 
@@ -156,10 +165,14 @@ class Bypass:
         out, self._lifted = self._lifted, []
         return out
 
-    def apply(self, binds: list[Bind]) -> None:
-        """Bind what is wanted and not bound; lift what is bound and no longer wanted."""
-        wanted = [b.path for b in binds]
-        for path in [p for p in self.active if p not in wanted][::-1]:
+    def apply(self, binds: list[Bind], relay: frozenset[str] = frozenset()) -> None:
+        """Bind what is wanted and not bound; lift what is bound and no longer wanted, or
+        wanted another way (a bind that became an overlay...), or named in ``relay`` (an
+        overlay whose lower content changed: the kernel caches lower entries). Something
+        lifted is laid again only by a later call, once it was prepared again."""
+        wanted = {b.path: b for b in binds}
+        for path in [p for p in self.active
+                     if p not in wanted or wanted[p] != self._binds[p] or p in relay][::-1]:
             try:
                 syscalls.umount(self.mountpoint + path, syscalls.MNT_DETACH)
                 log.info("bypass lifted: %s", path)
@@ -170,13 +183,17 @@ class Bypass:
             self.active.remove(path)
             self._lifted.append(self._binds.pop(path))
         for b in binds:
-            if b.path in self.active:
+            if b.path in self.active or not b.fresh:
                 continue
             path = b.path
             target = self.mountpoint + path
             for attempt in range(5):
                 try:
-                    syscalls.mount(b.src, target, syscalls.MS_BIND)
+                    if b.overlay is not None:
+                        syscalls.mount(b.src, target, 0, "overlay", b.overlay)
+                        log.info("overlay laid: %s", path)
+                    else:
+                        syscalls.mount(b.src, target, syscalls.MS_BIND)
                     if b.read_only:
                         syscalls.mount("none", target, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
                     self.active.append(path)
@@ -290,6 +307,8 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     if not os.path.isdir(cfg.mountpoint):
         raise MountError(f"mount point {cfg.mountpoint} is not a directory; create it first")
     cfg.mountpoint = os.path.abspath(cfg.mountpoint)
+    if cfg.native_writes:
+        kernel_format(layers)
     view = View(plan, layers)
     ops = LitefsOps(view, cache_timeout=cfg.cache_timeout)
     # A root filesystem must not go away because a terminal did (boot consoles hang up).
@@ -331,6 +350,24 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     os._exit(_run(ops, cfg, layers, wfd))
 
 
+def kernel_format(layers: LayerSet) -> None:
+    """--native-writes: the tmpfs layer records deletions as overlayfs does, so kernel
+    overlays can be laid on it (litefs.fs.kwhiteouts); its ``.wh.`` markers are converted
+    once, before anything is served. A store that cannot (no mknod, no trusted xattrs) keeps
+    its markers, and its folders with lower content stay with FUSE."""
+    tmp = layers.uppers.get("tmpfs")
+    if tmp is None or tmp.kernel_whiteouts or not tmp.writable:
+        return
+    why = kwhiteouts.supported(tmp.fd)
+    if why is not None:
+        log.warning("tmpfs layer keeps .wh. markers (%s): folders with lower content stay served through FUSE", why)
+        return
+    n = kwhiteouts.convert(tmp.fd)
+    tmp.kernel_whiteouts = True
+    tmp.forget_dirs()
+    log.info("tmpfs layer now records deletions as overlayfs does (%d markers converted)", n)
+
+
 def wanted_binds(ops: LitefsOps, cfg: MountConfig, active: frozenset[str] = frozenset()) -> list[Bind]:
     binds = image_binds(ops.view.plan, ops.layers) if cfg.bypass else []
     return binds + (native_binds(ops, active) if cfg.native_writes else [])
@@ -347,22 +384,40 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
     bypass = Bypass(cfg.mountpoint, layers, ops.coherence.wait_settled) if cfg.bypass or cfg.native_writes else None
     if bypass is not None:
 
-        def on_layout_change() -> None:
+        def on_layout_change(paths: list[str] | None = None) -> None:
             # Runs inside a request handler: lay the binds from a thread after it returns.
+            # ``paths``: refreshed (lower content changed there): overlays on, over or
+            # below them are laid again.
             wanted = wanted_binds(ops, cfg, frozenset(bypass.active))
+            again = frozenset(
+                b.path for b in wanted if b.overlay is not None and paths is not None
+                and any(_related(b.path, p) for p in paths))
             ops.coherence.pin([*bypass.active, *(b.path for b in wanted)])
-            trio.lowlevel.spawn_system_task(relay, wanted)
+            trio.lowlevel.spawn_system_task(relay, wanted, again)
 
-        async def relay(wanted: list[Bind]) -> None:
-            await trio.to_thread.run_sync(bypass.apply, wanted)
-            ops.coherence.pin(list(bypass.active))
-            # Names a user made through a lifted --native-writes bind that FUSE would take
-            # for litefs's markers (.wh.*): none are litefs's while a folder is bound, so
-            # they go before they can hide lower content. On this thread: the layer's fd
-            # cache belongs to it.
-            swept = [b.path for b in bypass.lifted() if b.layer is not None and native.prepared(b.layer, b.path)]
-            if swept:
-                ops.refresh(swept)  # a lookup may have seen a marker between lift and sweep
+        async def relay(wanted: list[Bind], again: frozenset[str]) -> None:
+            for _round in range(2):
+                await trio.to_thread.run_sync(bypass.apply, wanted, again)
+                ops.coherence.pin(list(bypass.active))
+                # Names a user made through a lifted --native-writes folder that FUSE would
+                # take for litefs's markers (.wh.*): none are litefs's while the kernel serves
+                # a folder, so they go before they can hide lower content. The kernel's
+                # deletion records stay (the tmpfs layer's format: FUSE reads them too). On
+                # this thread: the layer's fd cache belongs to it.
+                swept = [b.path for b in bypass.lifted() if b.layer is not None and native.swept(b.layer, b.path)]
+                if swept:
+                    # What the kernel changed below them, FUSE has not seen. A folder to be
+                    # laid again another way stays pinned: the kernel detaches a mount from a
+                    # dentry litefs invalidates, even one invalidated just before the mount.
+                    ops.coherence.pin([*bypass.active, *(b.path for b in wanted)])
+                    ops.refresh(swept)
+                    ops.coherence.pin(list(bypass.active))
+                # Lifted to be laid another way: prepared now that FUSE serves it, laid again.
+                if all(b.path in bypass.active for b in wanted):
+                    break
+                wanted = wanted_binds(ops, cfg, frozenset(bypass.active))
+                again = frozenset()
+                ops.coherence.pin([*bypass.active, *(b.path for b in wanted)])
 
         ops.on_layout_change = on_layout_change
     status = 0
@@ -384,6 +439,11 @@ def _run(ops: LitefsOps, cfg: MountConfig, layers: LayerSet, ready: int | None) 
             shutil.rmtree(d, ignore_errors=True)
     log.info("unmounted %s", cfg.mountpoint)
     return status
+
+
+def _related(a: str, b: str) -> bool:
+    """One of two view paths is the other or below it."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a + "/")
 
 
 def umount(mountpoint: str) -> None:

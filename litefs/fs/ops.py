@@ -27,6 +27,7 @@ import pyfuse3
 from litefs.fs import attrs, control, policy
 from litefs.fs.coherence import Coherence
 from litefs.fs.inodes import ORIGIN_XATTR, ROOT_INODE, Inode
+from litefs.fs.kwhiteouts import OVERLAY_XATTR_PREFIX
 from litefs.fs.layers import RENAME_EXCHANGE, RENAME_NOREPLACE, WH_PREFIX, Layer, join, split
 from litefs.fs.markers import NAME_MAX
 from litefs.fs.tree import Tree, is_live, parent_of
@@ -100,7 +101,7 @@ class LitefsOps(pyfuse3.Operations):
         self._next_fh = 1
         #: called when what the view shows may have moved (a plan change, a refresh): lays
         #: and lifts the binds over the view (litefs.fs.mount) before the refresh runs
-        self.on_layout_change: Callable[[], None] | None = None
+        self.on_layout_change: Callable[..., None] | None = None
 
     def _fh(self) -> int:
         fh = self._next_fh
@@ -252,8 +253,9 @@ class LitefsOps(pyfuse3.Operations):
         _res, up = self.writer.upper_for(path, pe)
         steps = policy.remove_steps(side(e), lower=lower)
         if steps.whiteout:
+            # In the kernel's format the record replaces the entry itself, in one step.
             self.writer.whiteout(up, e.rel)
-        if steps.remove_backing:
+        if steps.remove_backing and not (steps.whiteout and up.kernel_whiteouts):
             if e.is_dir:
                 up.rmdir(e.rel, clear_markers=not e.raw)
             else:
@@ -442,7 +444,14 @@ class LitefsOps(pyfuse3.Operations):
             up.forget_dirs(src.rel)  # also forgets which directories are absent
         if dst is not None and dst.is_dir:
             up.forget_dirs(drel)
-        up.rename(src.rel, drel, exchange=exchange)
+        if up.kernel_whiteouts and src.is_dir and not exchange and up.has_whiteout(drel):
+            # A directory cannot replace the kernel's record (a char device): swap them,
+            # then the record at the old name stays only if that name must hide something.
+            up.rename(src.rel, drel, exchange=True)
+            if not steps.whiteout_src:
+                up.drop_whiteout(src.rel)
+        else:
+            up.rename(src.rel, drel, exchange=exchange)
         self.writer.touched(up, split(src.rel)[0])
         self.writer.touched(up, split(drel)[0])
         if exchange:
@@ -499,7 +508,8 @@ class LitefsOps(pyfuse3.Operations):
         # trusted.* is for root only (the kernel hides its values from others; the names
         # must not leak either).
         return out + [os.fsencode(n) for n in names
-                      if n != ORIGIN_XATTR and (ctx.uid == 0 or not n.startswith("trusted."))]
+                      if n != ORIGIN_XATTR and (ctx.uid == 0 or not n.startswith("trusted."))
+                      and not n.startswith(OVERLAY_XATTR_PREFIX)]
 
     @guarded
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -508,9 +518,10 @@ class LitefsOps(pyfuse3.Operations):
             if ctx.uid != 0:
                 raise _err(errno.EPERM)
             if sname == control.XATTR_REFRESH:
+                paths = control.refresh_paths(value)
                 if self.on_layout_change is not None:
-                    self.on_layout_change()  # lower content may have come or gone
-                self.refresh(control.refresh_paths(value))
+                    self.on_layout_change(paths)  # lower content may have come or gone
+                self.refresh(paths)
             else:
                 self.change_plan(value)
             return

@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from litefs.fs import kwhiteouts
 from litefs.fs.imagelayout import moved_paths
 from litefs.fs.layers import (
-    OPAQUE,
-    TMP_PREFIX,
     UPPER_KINDS,
-    WH_PREFIX,
     Layer,
     LayerSet,
     join,
@@ -160,6 +158,10 @@ class View:
         up = self.layers.upper(res.upper)
         if up is not None:
             st = up.lstat(rel)
+            if st is not None and up.is_whiteout_st(st):
+                if path != "/":
+                    return None  # the kernel's deletion record (litefs.fs.kwhiteouts)
+                st = None
             if st is not None:
                 e = Entry(path, BACKED, res, up, rel, st)
                 if stat.S_ISDIR(st.st_mode):
@@ -221,6 +223,8 @@ class View:
                 return None
             if not tail:
                 return self._raw(layer, ".", path, None)
+            if head == "tmpfs" and kwhiteouts.root_bookkeeping(tail.split("/", 1)[0]):
+                return None
             if parent is not None and parent.raw:
                 return self._raw(layer, join(parent.rel, tail.rsplit("/", 1)[-1]), path, None)
             return self._raw(layer, tail, path, None)
@@ -249,7 +253,12 @@ class View:
                 return out
             return sorted(self.mnt_dirs.get(entry.path, ()))
         if entry.raw:
-            return sorted(entry.layer.listdir(entry.rel) or []) if entry.layer else []
+            if entry.layer is None:
+                return []
+            names = entry.layer.listdir(entry.rel) or []
+            if entry.rel == "." and entry.layer.name == "tmpfs":
+                names = [n for n in names if not kwhiteouts.root_bookkeeping(n)]
+            return sorted(names)
         path = entry.path
         res = entry.res
         rel = rel_of(path)
@@ -258,14 +267,11 @@ class View:
         up = self.layers.upper(res.upper) if res else None
         cut = entry.cut
         if up is not None:
-            names = up.listdir(rel)
-            if names is not None:
-                for n in names:
-                    if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
-                            hidden.add(n[len(WH_PREFIX) :])
-                    else:
-                        seen[n] = None
+            listing = up.listing(rel)
+            if listing is not None:
+                for n in listing[0]:
+                    seen[n] = None
+                hidden = listing[1]
         if not cut and res is not None:
             for layer in res.lowers:
                 b = self.layers.lower(layer.kind, layer.index)
@@ -303,15 +309,9 @@ class View:
         hidden = Hidden()
         up = self.layers.upper(res.upper)
         if up is not None:
-            names = up.listdir(rel)
-            if names:
-                shown = []
-                for n in names:
-                    if n.startswith(WH_PREFIX):
-                        if n != OPAQUE and not n.startswith(TMP_PREFIX) and up.marker(join(rel, n)):
-                            hidden.add(n[len(WH_PREFIX) :])
-                    else:
-                        shown.append(n)
+            listing = up.listing(rel)
+            if listing is not None:
+                shown, hidden = listing
                 listings.append((up, shown))
         if not entry.cut:
             for layer in res.lowers:

@@ -25,7 +25,7 @@ from litefs.fs.fillwatch import FillWatch
 from litefs.planner import load_snapshot, plan_for_node
 from litefs.schema import table
 from litefs.tmpfs_size import DEFAULT, node_tmpfs_size, tmpfs_size_problem
-from tests.fsutil import Layers, Mounter, is_mounted, make_plan
+from tests.fsutil import Layers, Mounter, is_mounted, kernel_served, make_plan
 from tests.hostile.test_names_cli import refused, run
 from tests.hostile.test_view_perms import as_user
 from tests.planutil import load
@@ -132,6 +132,8 @@ def test_user_filling_the_tmpfs_layer_gets_enospc_and_the_log_says_so(
     os.unlink(big)
     time.sleep(1.1)
     (m.path / "data/small").write_text("ok\n")
+    if kernel_served(m.path / "data", m.path):
+        return  # writes there never pass the daemon: no near-full warning (README: Node-side limits)
     log = m.log_text()
     assert log.count("tmpfs layer is") >= 2 and "% full (" in log and "below 90% full again" in log, log
 

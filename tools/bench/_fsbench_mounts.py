@@ -263,7 +263,10 @@ class Litefs(Presenter):
         return None if self.proc is None else self.proc.pid
 
     def write_dir(self, kind: str, i: int) -> str:
-        base = CREATE_DIR if kind == "create" else UNTAR_DIR
+        # --native-writes: both into the tmpfs rule folder that holds the tree in the image,
+        # so the kernel overlay laid there (lower content: the tree) is what is measured,
+        # as kernel overlayfs writes into its upper over the same tree.
+        base = RULE_TREE if self.native_writes else CREATE_DIR if kind == "create" else UNTAR_DIR
         d = Path(str(self.mnt) + base) / f"bench-{kind}-{i}"
         d.mkdir(parents=True)
         return str(d)

@@ -3,9 +3,12 @@
 One run builds one tree (10,000 small files in 100 directories plus one big file) and shows it
 through six presenters: a native directory, kernel overlayfs and fuse-overlayfs (lower = the
 tree, upper in a tmpfs), litefs on a rule-covered path, litefs ``--bypass`` on a rule-free
-path, and litefs ``--bypass --native-writes`` (writable rule folders with nothing below them in
-the image, like ``/tmp``, bound from their layer) on the rule-covered path (the cookbook's RedHat
-litefile list plus a persistent rule). It times ``find``,
+path, and litefs ``--bypass --native-writes`` (writable rule folders the kernel serves: bound
+from their layer where the image has nothing below them, a kernel overlay on the tmpfs layer
+where it has, as over the tree at ``/var/cache/man``) on the rule-covered path (the cookbook's
+RedHat litefile list plus a persistent rule); its create+write and untar go into that
+overlay-served tmpfs folder too, so all four of its workloads measure the overlay path against
+kernel overlayfs on the same tree. It times ``find``,
 ``find | xargs stat``, ``cat`` of every small file, a sequential read of the big file (cold:
 caches dropped and FUSE remounted; warm), creating 10,000 small files in a tmpfs rule and
 untarring the Python stdlib into a persistent rule; then the time from ``litefs mount`` to a
