@@ -620,7 +620,7 @@ finish_root() {
 # (and log to /dev/kmsg). A second instance mounted on each stays here when dracut moves one.
 keep_api_mounts() {
     run mount -t proc proc /proc || say "warning: cannot keep a /proc for the litefs daemon"
-    run mount -t devtmpfs devtmpfs /dev || say "warning: cannot keep a /dev for the litefs daemon"
+    run mount -t devtmpfs litefs-dev /dev || say "warning: cannot keep a /dev for the litefs daemon"
 }
 
 switch_into_view() {

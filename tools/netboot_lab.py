@@ -178,6 +178,13 @@ class NetbootLab:
         if "rpcbind" not in self.procs:
             # -w: warm start; -f: foreground. Ganesha hangs registering without it.
             self._spawn("rpcbind", ["rpcbind", "-f", "-w"], private_run=True)
+            # Ganesha registers its programs once, at start: rpcbind must answer first.
+            deadline = time.monotonic() + timeout
+            while run(["ip", "netns", "exec", self.c.mn_ns, "rpcinfo", "-p", "127.0.0.1"],
+                      check=False, timeout=10).returncode != 0:
+                if self.procs["rpcbind"].poll() is not None or time.monotonic() > deadline:
+                    raise BootError("rpcbind did not start: " + self.log("rpcbind")[-1500:])
+                time.sleep(0.2)
         rec = self.work / "ganesha-recovery"
         rec.mkdir(exist_ok=True)
         conf = self.work / "ganesha.conf"

@@ -21,4 +21,13 @@ runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
 export LITEFS_TEST_PG="postgresql+psycopg://postgres@/postgres?host=$pgdir"
 
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+if [ $# -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q "$@"
+fi
+# The FUSE semantics tests again with --native-writes on every mount (issue 17): the same
+# files and deletions whether FUSE or the kernel serves a writable rule folder. This pass
+# comes first so that the last line is the whole suite's count.
+LITEFS_TEST_NATIVE_WRITES=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
+  tests/test_fs_*.py tests/test_posix_*.py tests/hostile/test_view_perms.py \
+  tests/hostile/test_names_entry.py tests/hostile/test_tmpfs_limit.py
+.venv/bin/python -m pytest -q
