@@ -149,7 +149,7 @@ class Inode:
         self.borrowed = False
         #: what its number was last worked out from (litefs.fs.tree.Tree.bind): the same
         #: again while the kernel holds it gives the same number, so it is not worked out again
-        self.bound: tuple[object, ...] | None = None
+        self.bound: int | None = None
 
     @property
     def path(self) -> str | None:

@@ -242,7 +242,7 @@ class Tree:
         backing file, so every name of a hard link gets the same node."""
         key = _bind_key(e)
         held = self.inodes.by_path.get(path)
-        if key is not None and held is not None and held.bound == key and held.lookups > 0:
+        if key is not None and held is not None and held.bound == key[1] and held.lookups > 0 and held.ident == key[0]:
             # The kernel holds this path's node and the same backing file still answers it
             # (a warm readdir or lookup): working the number out again (identity, hard-link
             # salt, origin xattr, aliases) gives this node, so take it as is.
@@ -254,7 +254,7 @@ class Tree:
         origin = self._origin(path, e, ident)
         ino = self.inodes.number(path, ident, natural, e.is_dir, origin)
         node = self.inodes.ref(path, e, ino, multi, ident, borrowed=origin is not None and ino == origin)
-        node.bound = key if node.ident == ident and not node.multi else None
+        node.bound = key[1] if key is not None and node.ident == key[0] and not node.multi else None
         return node
 
     def _origin(self, path: str, e: Entry, ident: Ident | None) -> int | None:
@@ -297,10 +297,11 @@ class Tree:
         return self.inodes.number(path, ident, natural, True)
 
 
-def _bind_key(e: Entry) -> tuple[object, ...] | None:
-    """What :meth:`Tree.bind` numbers ``e`` from, when that is all it depends on: a backed
-    entry whose stat is at hand, not a merged directory (whose number follows the lower
-    directory, which can change under it) and not the root."""
+def _bind_key(e: Entry) -> tuple[Ident, int] | None:
+    """What :meth:`Tree.bind` numbers ``e`` from, when that is all it depends on: the backing
+    identity and a few flags (a small int: no memory per node), for a backed entry whose stat
+    is at hand, not a merged directory (whose number follows the lower directory, which can
+    change under it) and not the root."""
     st = e.st
     b = e.layer
     if e.kind is not BACKED or b is None or st is None or e.path == "/":
@@ -309,7 +310,8 @@ def _bind_key(e: Entry) -> tuple[object, ...] | None:
     if is_dir and e.in_upper and not e.raw and not e.cut:
         return None
     has_upper = e.res is not None and e.res.upper is not None  # hard links are salted then
-    return (b.slot, e.raw, st.st_dev, st.st_ino, is_dir, e.in_upper, st.st_nlink > 1, has_upper)
+    flags = is_dir | e.in_upper << 1 | (st.st_nlink > 1) << 2 | has_upper << 3
+    return (b.slot | (inonum.RAW_BIT if e.raw else 0), st.st_dev, st.st_ino), flags
 
 
 def _fill(a: pyfuse3.EntryAttributes, e: Entry, st: os.stat_result) -> None:
