@@ -92,7 +92,7 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
         for i, server in enumerate(order):
             try:
                 plan = fetch_plan_blocking(server, ssl_context=ctx, backoff=Backoff(attempts=1),
-                                       timeout=POOL_TIMEOUT)
+                                           timeout=POOL_TIMEOUT)
             except LitefsError as exc:
                 reason = str(exc)
                 nxt = order[i + 1] if i + 1 < len(order) else order[0] + " again"
