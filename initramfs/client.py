@@ -17,73 +17,39 @@ import inspect
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import trio
 from litefs.mountd import codec
 
-from litefs.errors import LitefsError, MountdError, ProtocolError
+from litefs.errors import LitefsError, MountdError
 from litefs.plan import Plan
-from litefs.wellknown import DEFAULT_PORT
+
+from .wire import (
+    Backoff,
+    Endpoint,
+    check_reply,
+    fatal,
+    fetch_plan_blocking,
+    parse_server,
+    plain_to_tls_hint,
+    request_blocking,
+    tls_failure,
+)
+from .wire import (
+    CertificateError as CertificateError,  # re-exported: callers catch client.CertificateError
+)
 
 OnChange = Callable[[list[str]], Any]
 Sleep = Callable[[float], Awaitable[None]]
 
-
-class CertificateError(MountdError):
-    """mountd's certificate does not verify against the site CA: retrying cannot fix it."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str | None
-    port: int
-    unix: str | None = None
-
-    def __str__(self) -> str:
-        if self.unix:
-            return f"unix:{self.unix}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"{host}:{self.port}"
+_PLAN_BACKOFF = Backoff()
+_SUBSCRIBE_BACKOFF = Backoff(base=0.5, cap=15.0)
 
 
-def parse_server(text: str, default_port: int = DEFAULT_PORT) -> Endpoint:
-    """``host``, ``host:port``, ``[v6]:port`` (as in ``XCAT=``) or ``unix:/path``."""
-    text = text.strip()
-    if text.startswith("unix:"):
-        return Endpoint(None, 0, unix=text[5:])
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.lstrip(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise MountdError(f"bad mountd address {text!r}: expected host[:port] or unix:/path")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise MountdError(f"bad mountd address {text!r}: port is not a number") from None
-    return Endpoint(host, port)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before retry ``n`` (0-based): ``base * 2**n`` capped at ``cap``, jittered ±50%."""
-
-    base: float = 1.0
-    cap: float = 30.0
-    attempts: int = 10
-
-    def delay(self, n: int, rng: Callable[[], float] = random.random) -> float:
-        raw = min(self.cap, self.base * (2 ** min(n, 30)))
-        return raw * (0.5 + rng())
-
-
-def _fatal(exc: BaseException) -> bool:
-    """Errors retrying cannot fix: the server's certificate is wrong, or we speak nonsense."""
-    return isinstance(exc, CertificateError | ssl.SSLCertVerificationError | ProtocolError)
+#: the trio-free pieces live in litefs.initramfs.wire (the boot's fetch imports no trio)
+_fatal = fatal
+_check = check_reply
 
 
 async def _connect(
@@ -109,17 +75,8 @@ async def _connect(
     try:
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
         await trio.aclose_forcefully(stream)
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            raise CertificateError(
-                f"mountd at {endpoint} presented a certificate that does not verify "
-                f"({cause.verify_message}); check the CA file and the server name"
-            ) from None
-        raise MountdError(
-            f"TLS handshake with mountd at {endpoint} failed: {cause or exc} "
-            "(if that mountd runs with --insecure, connect without TLS)"
-        ) from None
+        raise tls_failure(endpoint, exc.__cause__ or exc) from None
     return tls
 
 
@@ -141,16 +98,6 @@ class _Lines:
                 return None
             self.ready += self.buffer.feed(data)
         return codec.decode_message(self.ready.pop(0))
-
-
-def _check(reply: dict[str, Any] | None, endpoint: Endpoint) -> dict[str, Any]:
-    if reply is None:
-        raise MountdError(f"mountd at {endpoint} closed the connection without an answer")
-    if not reply.get("ok"):
-        err = MountdError(f"mountd at {endpoint}: {reply.get('error', 'request failed')}")
-        err.code = reply.get("code")  # type: ignore[attr-defined]
-        raise err
-    return reply
 
 
 async def request(
@@ -186,11 +133,7 @@ async def _request(
             await stream.send_all(codec.encode_json_request(req))
             return _check(await _Lines(stream).next(), endpoint)
         except MountdError as exc:
-            if ssl_context is None and endpoint.unix is None and not hasattr(exc, "code"):
-                # Plain TCP to a TLS port: mountd drops what is not a TLS handshake.
-                raise MountdError(f"{exc} (mountd serves TLS unless started with --insecure: "
-                                  "connect with its CA, not plain TCP)") from None
-            raise
+            raise plain_to_tls_hint(exc, endpoint, ssl_context) from None
         except trio.BrokenResourceError as exc:
             raise MountdError(
                 f"mountd at {endpoint} dropped the connection: {exc.__cause__ or exc} "
@@ -205,7 +148,7 @@ async def fetch_plan(
     *,
     node: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = _PLAN_BACKOFF,
     sleep: Sleep = trio.sleep,
     rng: Callable[[], float] = random.random,
     timeout: float = 30.0,
@@ -242,12 +185,13 @@ async def fetch_plan(
 
 
 def fetch_plan_sync(server: str, **kwargs: Any) -> Plan:
-    """:func:`fetch_plan` for code that is not running trio (boot scripts, admin tools)."""
-    return trio.run(lambda: fetch_plan(server, **kwargs))
+    """:func:`fetch_plan` for code that is not running trio (boot scripts, admin tools):
+    blocking sockets, no event loop (:func:`litefs.initramfs.wire.fetch_plan_blocking`)."""
+    return fetch_plan_blocking(server, **kwargs)
 
 
 def request_sync(server: str, req: codec.Request, **kwargs: Any) -> dict[str, Any]:
-    return trio.run(lambda: request(server, req, **kwargs))
+    return request_blocking(server, req, **kwargs)
 
 
 async def _deliver(on_change: OnChange, paths: list[str]) -> None:
@@ -261,7 +205,7 @@ async def subscribe(
     on_change: OnChange,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    backoff: Backoff = Backoff(base=0.5, cap=15.0),
+    backoff: Backoff = _SUBSCRIBE_BACKOFF,
     sleep: Sleep = trio.sleep,
     rng: Callable[[], float] = random.random,
     silence_timeout: float = 100.0,

@@ -29,6 +29,7 @@ from litefs.names import check_node_name
 from litefs.plan import Plan
 from litefs.tmpfs_size import node_tmpfs_size
 
+from .ready import make_ready_fifo, say_ready
 from .tls import node_context
 
 #: The console message when no plan can be had (documented in the README's boot section).
@@ -82,7 +83,7 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
     """
     if len(order) == 1:
         return fetch(order[0], node, retries, backoff, ca, say), order[0]
-    from .client import Backoff, fetch_plan_sync
+    from .wire import Backoff, fetch_plan_blocking
 
     ctx = node_context(ca)
     wait = Backoff(base=max(backoff, 0.0), cap=16.0, attempts=retries)
@@ -90,8 +91,8 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
     for attempt in range(max(retries, 1)):
         for i, server in enumerate(order):
             try:
-                plan = fetch_plan_sync(server, ssl_context=ctx, backoff=Backoff(attempts=1),
-                                       timeout=POOL_TIMEOUT)
+                plan = fetch_plan_blocking(server, ssl_context=ctx, backoff=Backoff(attempts=1),
+                                           timeout=POOL_TIMEOUT)
             except LitefsError as exc:
                 reason = str(exc)
                 nxt = order[i + 1] if i + 1 < len(order) else order[0] + " again"
@@ -112,7 +113,8 @@ def fetch_pool(order: list[str], node: str, retries: int, backoff: float, ca: st
 def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
           say: Callable[[str], None]) -> Plan:
     """The node's plan from mountd at ``xcat`` (``IP:PORT``), TLS-verified when ``ca`` is given."""
-    from .client import Backoff, fetch_plan_sync
+    # Not .client: that imports trio, ~50 ms of every boot's critical path (see .wire).
+    from .wire import Backoff, fetch_plan_blocking
 
     ctx = node_context(ca)
 
@@ -122,7 +124,7 @@ def fetch(xcat: str, node: str, retries: int, backoff: float, ca: str | None,
 
     try:
         # The node asks for *its own* plan: mountd identifies it by its address.
-        return fetch_plan_sync(
+        return fetch_plan_blocking(
             xcat, ssl_context=ctx, backoff=Backoff(base=max(backoff, 0.0), cap=16.0,
                                                    attempts=retries),
             on_retry=on_retry, timeout=10.0,
@@ -155,8 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    watcher = None
+    answered = None
     try:
         check_node_name(args.node)  # NODE= comes from the kernel command line
+        if args.watch and args.xcat and not args.plan_file:
+            watcher = _start_watcher(args)
         if args.plan_file:
             plan = Plan.from_json(Path(args.plan_file).read_text())
         elif args.xcat:
@@ -171,44 +177,75 @@ def main(argv: list[str] | None = None) -> int:
         _, size_warning = node_tmpfs_size(plan.tmpfs_size)
         if size_warning:
             say(f"litefs: warning: {size_warning}")
+        answered = args.xcat
     except (LitefsError, OSError) as exc:
         say(f"litefs: {exc}")
         return 1
+    finally:
+        _release_watcher(watcher, answered)
     say(f"litefs: plan for {args.node}: image {plan.image}, {len(plan.rules)} rules, "
         f"{len(plan.sources)} litetree sources")
-    if args.watch and args.xcat:
-        _fork_watcher(args)
     return 0
 
 
-def _fork_watcher(args: argparse.Namespace) -> None:
-    """Become the watcher in a child; the parent returns so the boot goes on."""
-    from litefs.initramfs import watch
-
-    ctx = node_context(args.ca)  # loaded now: the CA file goes away with the initramfs
+def _start_watcher(args: argparse.Namespace) -> int | None:
+    """Fork the watcher now, before the fetch, so that its imports (trio, ~50 ms) overlap the
+    fetch instead of following it; it waits for :func:`_release_watcher`. Returns the pipe
+    to release it with (None: no watcher)."""
+    try:
+        ctx = node_context(args.ca)  # loaded now: the CA file goes away with the initramfs
+    except LitefsError:
+        return None  # the fetch reports the broken CA
     if args.ready:
         try:
-            watch.make_ready_fifo(args.ready)  # before the fork: the hook may open it at once
+            make_ready_fifo(args.ready)  # before the fork: the hook may open it at once
         except OSError as exc:  # the watcher then creates a plain file the hook does not wait on
             print(f"litefs: cannot make {args.ready}: {exc.strerror or exc}", file=sys.stderr)
+    rfd, wfd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     if os.fork() != 0:
-        return
+        os.close(rfd)
+        return wfd
+    code = 0
     try:
+        os.close(wfd)
         os.setsid()
+        # Boots are short of CPU while the daemon's Python loads (the longest step): let it
+        # go first; our imports still end long before the view is mounted.
+        os.nice(10)
         log = os.open(args.watch_log or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        code = watch.run(args.watch, args.xcat, ctx, args.ready)
+        # Everything the watcher needs is loaded before it says "ready" (the hook may
+        # switch root then): run() says it only once the view is mounted.
+        from litefs.initramfs import watch
+
+        with os.fdopen(rfd, "rb") as r:
+            server = r.read().decode(errors="replace").strip()
+        if server:  # else the fetch failed: the boot stops, nothing to watch
+            code = watch.run(args.watch, server, ctx, args.ready)
     except BaseException:  # the child must never return into the parent's code path
         import traceback
 
         traceback.print_exc()
         code = 1
+        if args.ready:
+            say_ready(args.ready)  # the hook must not wait its 30 s for a watcher that died
     os._exit(code)
+
+
+def _release_watcher(wfd: int | None, server: str | None) -> None:
+    """Tell the pre-forked watcher which mountd answered (None: the fetch failed, it exits)."""
+    if wfd is None:
+        return
+    try:
+        if server:
+            os.write(wfd, server.encode() + b"\n")
+    finally:
+        os.close(wfd)
 
 
 if __name__ == "__main__":

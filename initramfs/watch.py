@@ -19,7 +19,6 @@ import argparse
 import os
 import select
 import ssl
-import stat
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,9 @@ import trio
 
 from litefs.errors import LitefsError
 from litefs.plan import Plan
+
+from .ready import make_ready_fifo as make_ready_fifo
+from .ready import say_ready
 
 #: Seconds the watcher waits for the view to be mounted after the plan is written.
 MOUNT_TIMEOUT = 60.0
@@ -110,36 +112,6 @@ def wait_mounted(view: str, timeout: float) -> bool:
                 return False
             waiter.poll(left * 1000)
     return True
-
-
-def say_ready(path: str) -> None:
-    """Tell the boot hook we are set up. The hook waits on a fifo there (``fetchplan`` made it
-    and the hook holds it open): a line into it wakes the hook. Run on our own, ``path`` is a
-    plain file we create."""
-    try:
-        if stat.S_ISFIFO(os.stat(path).st_mode):
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody waits any more
-            try:
-                os.write(fd, b"ready\n")
-            finally:
-                os.close(fd)
-            return
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        _log(f"litefs-watch: cannot say ready in {path}: {exc.strerror or exc}")
-        return
-    Path(path).touch()
-
-
-def make_ready_fifo(path: str) -> None:
-    """The fifo :func:`say_ready` writes to, made before the watcher starts (so it exists
-    before the hook opens it); a stale file from an earlier try is replaced."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    os.mkfifo(path, 0o600)
 
 
 def run(view: str, xcat: str, ctx: ssl.SSLContext | None, ready: str | None) -> int:

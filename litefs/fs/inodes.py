@@ -134,7 +134,7 @@ def salted_ino(ino: int, salt: object) -> int:
 class Inode:
     """One inode: its names (view paths, most recent first), lookup count and cached entry."""
 
-    __slots__ = ("borrowed", "entry", "ident", "ino", "lookups", "multi", "paths")
+    __slots__ = ("borrowed", "bound", "entry", "ident", "ino", "lookups", "multi", "paths")
 
     def __init__(self, ino: int, path: str | None, entry: Any) -> None:
         self.ino = ino
@@ -147,6 +147,9 @@ class Inode:
         self.ident: tuple[int, int, int] | None = None
         #: its number came from an origin xattr (it is a lower file's number)
         self.borrowed = False
+        #: what its number was last worked out from (litefs.fs.tree.Tree.bind): the same
+        #: again while the kernel holds it gives the same number, so it is not worked out again
+        self.bound: int | None = None
 
     @property
     def path(self) -> str | None:

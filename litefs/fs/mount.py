@@ -27,7 +27,7 @@ import trio
 
 from litefs import syscalls
 from litefs.errors import MountError
-from litefs.fs import kwhiteouts, native
+from litefs.fs import fastloop, kwhiteouts, native
 from litefs.fs.layers import Layer, LayerSet
 from litefs.fs.ops import LitefsOps
 from litefs.fs.view import STATELITE, View
@@ -298,6 +298,7 @@ async def _serve(
         nursery.start_soon(signals)
         nursery.start_soon(after_start)
         nursery.start_soon(watch_mount)
+        fastloop.install()
         await pyfuse3.main(min_tasks=1, max_tasks=cfg.workers)
         nursery.cancel_scope.cancel()
 

@@ -174,9 +174,10 @@ class LitefsOps(pyfuse3.Operations):
         pin = e.layer.pin(e.rel)
         try:
             attrs.set_pinned(pin, attr, fields, open_fd, ctx)
+            e.st = os.fstat(pin)  # the changed inode itself: no second walk to its name
         finally:
             os.close(pin)
-        return self.tree.attr(node, self.tree.restat(node))
+        return self.tree.attr(node, e)
 
     def _open_fd_of(self, node: Inode, of: OpenFile | None) -> int:
         if of is not None and of.fd >= 0:
@@ -293,7 +294,7 @@ class LitefsOps(pyfuse3.Operations):
         _pnode, _pe, path, existing = self._child(parent_inode, name)
         if existing is not None:
             return await self._create_existing(path, existing, flags, ctx)
-        c = self.writer.prepare(parent_inode, os.fsdecode(name))
+        c = self.writer.prepare(parent_inode, os.fsdecode(name), absent=True)  # located just now
         self.writer.fill.tick()
         fd = c.up.open(c.rel, (flags & ~os.O_NOCTTY) | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
         try:

@@ -240,10 +240,22 @@ class Tree:
     def bind(self, path: str, e: Entry) -> Inode:
         """The node for ``path`` answered by ``e``, one lookup more: the number follows the
         backing file, so every name of a hard link gets the same node."""
+        key = _bind_key(e)
+        held = self.inodes.by_path.get(path)
+        if key is not None and held is not None and held.bound == key[1] and held.lookups > 0 and held.ident == key[0]:
+            # The kernel holds this path's node and the same backing file still answers it
+            # (a warm readdir or lookup): working the number out again (identity, hard-link
+            # salt, origin xattr, aliases) gives this node, so take it as is.
+            held.lookups += 1
+            held.entry = e
+            held._front(path)
+            return held
         ident, natural, multi = self.ident(e)
         origin = self._origin(path, e, ident)
         ino = self.inodes.number(path, ident, natural, e.is_dir, origin)
-        return self.inodes.ref(path, e, ino, multi, ident, borrowed=origin is not None and ino == origin)
+        node = self.inodes.ref(path, e, ino, multi, ident, borrowed=origin is not None and ino == origin)
+        node.bound = key[1] if key is not None and node.ident == key[0] and not node.multi else None
+        return node
 
     def _origin(self, path: str, e: Entry, ident: Ident | None) -> int | None:
         """The lower number an upper regular file's origin xattr names (it was copied up in
@@ -283,6 +295,23 @@ class Tree:
             return None
         ident, natural, _multi = self.ident(e)
         return self.inodes.number(path, ident, natural, True)
+
+
+def _bind_key(e: Entry) -> tuple[Ident, int] | None:
+    """What :meth:`Tree.bind` numbers ``e`` from, when that is all it depends on: the backing
+    identity and a few flags (a small int: no memory per node), for a backed entry whose stat
+    is at hand, not a merged directory (whose number follows the lower directory, which can
+    change under it) and not the root."""
+    st = e.st
+    b = e.layer
+    if e.kind is not BACKED or b is None or st is None or e.path == "/":
+        return None
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if is_dir and e.in_upper and not e.raw and not e.cut:
+        return None
+    has_upper = e.res is not None and e.res.upper is not None  # hard links are salted then
+    flags = is_dir | e.in_upper << 1 | (st.st_nlink > 1) << 2 | has_upper << 3
+    return (b.slot | (inonum.RAW_BIT if e.raw else 0), st.st_dev, st.st_ino), flags
 
 
 def _fill(a: pyfuse3.EntryAttributes, e: Entry, st: os.stat_result) -> None:

@@ -276,13 +276,14 @@ class Writer:
                 self._squash_warned.add(up.name)
                 log.warning("%s layer refuses chown (root_squash?): new entries keep its owner: %s", up.name, exc)
 
-    def prepare(self, parent_ino: int, name: str) -> Creation:
-        """Checks before a name is made, and its upper parent directory."""
+    def prepare(self, parent_ino: int, name: str, absent: bool = False) -> Creation:
+        """Checks before a name is made, and its upper parent directory. ``absent``: the
+        caller located the name a moment ago (same request, no await since) and found nothing."""
         pnode, pe = self.tree.dir_entry(parent_ino)
         check_name(name, pe)
         path = child_path(pnode.path or "/", name)
         res, up = self.upper_for(path, pe)
-        if self.view.locate(path, pe) is not None:
+        if not absent and self.view.locate(path, pe) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
         rel = join(pe.rel, name) if pe.raw else path[1:]
         had_whiteout = False
