@@ -615,12 +615,12 @@ finish_root() {
     done
 }
 
-# keep_api_mounts (dracut mode): dracut moves /proc and /dev into the view before its
-# switch_root, but the daemons stay in this root and reach their layers through /proc/self/fd
-# (and log to /dev/kmsg). A second instance mounted on each stays here when dracut moves one.
+# keep_api_mounts (dracut mode): dracut's switch_root moves /proc into the view, but the
+# daemons stay in this root and reach their layers through /proc/self/fd: a second proc
+# mounted on top is the one moved, the first stays here. (/dev is not needed again: the
+# daemon opened /dev/fuse and /dev/kmsg at start.)
 keep_api_mounts() {
     run mount -t proc proc /proc || say "warning: cannot keep a /proc for the litefs daemon"
-    run mount -t devtmpfs litefs-dev /dev || say "warning: cannot keep a /dev for the litefs daemon"
 }
 
 switch_into_view() {
@@ -644,8 +644,9 @@ litefs_boot() {
     parse_cmdline
     say "booting $NODE"
     # The image names no host (genimage removes /etc/hostname): systemd keeps this one. Only
-    # as PID 1 (the machine's own boot, or a namespace node with its own UTS namespace).
-    [ "$$" = 1 ] && hostname "$NODE" 2>/dev/null
+    # in a machine's own boot: as PID 1 or under dracut (a namespace node has its own UTS
+    # namespace), never when a test sources this file on the host.
+    if [ "$$" = 1 ] || [ "$MODE" = dracut ]; then hostname "$NODE" 2>/dev/null; fi
     [ "$MODE" = dracut ] || parse_root
     stamp mount_image
     mount_image

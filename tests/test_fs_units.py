@@ -234,6 +234,16 @@ def test_bypass_picks_the_highest_rule_free_directories(tree: dict[str, Path]) -
         (tree["image"] / d).mkdir(parents=True)
     os.symlink("usr/lib", tree["image"] / "lib")
     v = _view(tree, {"/var/log/": "tmpfs", "/etc/motd": "tmpfs", "/opt/": "ro"})
-    assert bypass_dirs(v.plan, v.layers) == ["/usr", "/var/lib"]
+    # /usr by its children but /usr/lib, which systemd-shutdown runs from to the end
+    assert bypass_dirs(v.plan, v.layers) == ["/usr/bin", "/var/lib"]
     v = _view(tree, {"/": "tmpfs"})
     assert bypass_dirs(v.plan, v.layers) == []
+
+
+def test_bypass_never_binds_where_the_api_file_systems_go(tree: dict[str, Path]) -> None:
+    # The image ships /dev (static nodes), /proc, /sys, /run: binding them would make
+    # dracut's switch_root detach the real ones instead of moving them into the view.
+    for d in ("dev", "proc", "sys", "run", "srv"):
+        (tree["image"] / d).mkdir(parents=True)
+    v = _view(tree, {"/var/log/": "tmpfs"})
+    assert bypass_dirs(v.plan, v.layers) == ["/srv"]

@@ -17,61 +17,23 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from litefs.tools import netboot_lab
-from litefs.tools.cluster_sim import Cluster, demo_tables, load_demo_tables
-from litefs.tools.netboot_lab import Export, NetbootLab, QemuNode, pxe_append
+from litefs.tools.netboot_lab import IMG, QemuNode, Room
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(900)]
 
-IMG = "debian12-x86_64-statelite-minimal"
-BIN = Path(sys.executable).parent
-SHIPPED = Path(__file__).resolve().parent.parent / "litefs/data/genimage"
-BOOT_TIMEOUT = 300  # power-on to a root shell under TCG on 2 loaded cores (~70 s idle)
-
-# The image's postinstall (genimage runs it in the image): root logs in on the serial console
-# by itself, so the test can type there; nothing else about the image is changed.
-POSTINSTALL = r"""#!/bin/sh
-set -e
-root=$1
-d=$root/etc/systemd/system/serial-getty@ttyS0.service.d
-mkdir -p "$d"
-cat > "$d/autologin.conf" <<'EOF'
-[Service]
-ExecStart=
-ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
-EOF
-"""
+BOOT_TIMEOUT = 300  # power-on to a root shell under TCG on 2 loaded cores (~30-70 s idle)
 
 #: what a clean poweroff never prints
 SHUTDOWN_TROUBLE = re.compile(r"Failed to unmount|SIGBUS|Bus error|blocked for more than|"
                               r"Kernel panic|Giving up waiting|Transport endpoint")
-
-
-@dataclass
-class Room:
-    c: Cluster
-    lab: NetbootLab
-    url: str
-    imgdir: Path
-    nodedata: Path
-    pxe: Path
-
-    @property
-    def rootimg(self) -> Path:
-        return self.imgdir / "rootimg"
-
-    def boot(self, name: str = "n01", initrd: Path | None = None) -> QemuNode:
-        return QemuNode(self.lab, name, self.c.mac(name), self.imgdir / "kernel",
-                        initrd or self.imgdir / "initrd-statelite.gz",
-                        pxe_append(self.pxe, self.c.mac(name)))
 
 
 def _missing() -> str | None:
@@ -79,21 +41,11 @@ def _missing() -> str | None:
     if why:
         return why
     for tool in ("debootstrap", "dpkg-deb"):
-        if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(":")):
+        if shutil.which(tool) is None:
             return f"{tool} is not installed (apt install {tool})"
     if not Path("/dev/fuse").exists():
         return "/dev/fuse is missing"
     return None
-
-
-def _tool(name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([str(BIN / name), *args], capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **_ENV})
-    assert r.returncode == 0, f"{name} {' '.join(args)}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
-    return r
-
-
-_ENV: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -101,50 +53,8 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     why = _missing()
     if why:
         pytest.skip(why)
-    work = tmp_path_factory.mktemp("netboot")
-    with Cluster(work, net="10.86.0") as c:
-        ex = c.exports / c.mn_ip
-        installdir = c.export("/install")
-        nodedata = c.export("/nodedata")
-        for share in ("/syncdirs/tokyo/etc", "/syncdirs/london/etc", "/syncdirs/common/etc"):
-            c.export(share)
-        (ex / "syncdirs/tokyo/etc/motd").write_text("Welcome to the tokyo room (over NFS)\n")
-        url = f"sqlite:///{work}/litefs.db"
-        load_demo_tables(url, demo_tables(c), [
-            ({"key": "installdir"}, [f"site.value={installdir}"]),
-            ({"key": "tftpdir"}, [f"site.value={work}/tftpboot"]),
-            ({"node": "n01"}, ["nodetype.os=debian12", "nodetype.arch=x86_64",
-                               "nodetype.profile=minimal", f"nodetype.provmethod={IMG}",
-                               "nodehm.serialport=0", "nodehm.serialspeed=115200"]),
-            # xCAT's documented NFS options for the persistent store (reference §5.1)
-            ({"node": "compute"}, ["statelite.mntopts=nolock,tcp,nfsvers=3"]),
-        ])
-        # The site CA first: genimage puts it in the initrd, mountd serves TLS with it.
-        from litefs.mountd import pki
-
-        pki.init_site(work / "ca", server_name="mn", san=[c.mn_ip])
-        _ENV["LITEFS_CA_DIR"] = str(work / "ca")
-        custom = installdir / "custom/netboot/debian"
-        custom.mkdir(parents=True)
-        (custom / "minimal.debian12.x86_64.pkglist").write_text(
-            f"#INCLUDE:{SHIPPED / 'minimal.debian12.x86_64.pkglist'}#\nprocps\n")
-        post = custom / "minimal.debian12.x86_64.postinstall"
-        post.write_text(POSTINSTALL)
-        post.chmod(0o755)
-        _tool("genimage", "--db", url, "-o", "debian12", "-a", "x86_64", "-p", "minimal",
-              "-n", "virtio_net")
-        _tool("nodeset", "--db", url, "n01", f"osimage={IMG}")
-        lab = NetbootLab(c, [Export(installdir), Export(nodedata, True, "/nodedata"),
-                             Export(ex / "syncdirs", False, "/syncdirs")])
-        try:
-            c.start_mountd(url)
-            lab.start_nfs()
-            lab.start_dhcp({c.mac("n01"): c.address("n01")})
-            yield Room(c, lab, url, installdir / "netboot/debian12/x86_64/minimal", nodedata,
-                       work / "tftpboot/pxelinux.cfg/n01")
-        finally:
-            lab.close()
-    assert c.leftovers() == []
+    with netboot_lab.room(tmp_path_factory.mktemp("netboot"), net="10.86.0") as r:
+        yield r
 
 
 def _poweroff(node: QemuNode) -> str:
@@ -221,7 +131,6 @@ def test_a_reboot_keeps_persistent_files_drops_tmpfs_and_waits_for_the_nfs_serve
 def _dracut_initrd(room: Room, out: Path) -> Path:
     """The initrd made by Debian's dracut with the 95litefs module (and no systemd in it: its
     shell init sources the pre-pivot hook)."""
-    import shutil
     from importlib import resources
 
     if shutil.which("dracut") is None:
@@ -237,7 +146,7 @@ def _dracut_initrd(room: Room, out: Path) -> Path:
                    "network-manager",
          "-a", "litefs network-legacy", "--kver", kver,
          "--kmoddir", str(room.rootimg / "lib/modules" / kver), str(out)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **_ENV})
+        capture_output=True, text=True, timeout=600, env={**os.environ, "LITEFS_CA_DIR": str(room.ca_dir)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Including module: litefs" in r.stderr, r.stderr[-3000:]
     return out
@@ -272,8 +181,8 @@ def test_the_dracut_initrd_boots_the_node_and_survives_an_nfs_restart(room: Room
 
 def test_mountd_down_says_so_and_shell_pauses_on_the_serial_console(room: Room) -> None:
     # The cookbook's "shell" kernel argument, set the xCAT way (linuximage.addkcmdline).
-    _tool("chtab", "--db", room.url, f"imagename={IMG}", "linuximage.addkcmdline=shell")
-    _tool("nodeset", "--db", room.url, "n01", f"osimage={IMG}")
+    room.tool("chtab", "--db", room.url, f"imagename={IMG}", "linuximage.addkcmdline=shell")
+    room.tool("nodeset", "--db", room.url, "n01", f"osimage={IMG}")
     assert room.c.mountd is not None
     room.c.mountd.terminate()
     room.c.mountd.wait(timeout=20)
@@ -290,7 +199,7 @@ def test_mountd_down_says_so_and_shell_pauses_on_the_serial_console(room: Room) 
         assert node.wait_off(60) == 0  # the hook powers the node off (PID 1 must not exit)
     finally:
         node.kill()
-        _tool("chtab", "--db", room.url, f"imagename={IMG}", "linuximage.addkcmdline=")
-        _tool("nodeset", "--db", room.url, "n01", f"osimage={IMG}")
+        room.tool("chtab", "--db", room.url, f"imagename={IMG}", "linuximage.addkcmdline=")
+        room.tool("nodeset", "--db", room.url, "n01", f"osimage={IMG}")
         (room.c.workdir / "mountd.sock").unlink(missing_ok=True)
         room.c.start_mountd(room.url)

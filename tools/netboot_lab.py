@@ -26,12 +26,15 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from litefs.tools.cluster_sim import Cluster, run
+from litefs.tools.cluster_sim import Cluster, demo_tables, load_demo_tables, run
 
 from litefs.errors import BootError
 
@@ -366,3 +369,110 @@ class QemuNode:
                 pass
         self._reader.join(timeout=5)
         run(["ip", "-n", self.lab.c.mn_ns, "link", "del", self.tapdev], check=False)
+
+
+# --- the room the netboot test and bench_boot --qemu share ------------------------------------
+
+IMG = "debian12-x86_64-statelite-minimal"
+BIN = Path(sys.executable).parent
+SHIPPED = Path(__file__).resolve().parent.parent / "litefs" / "data" / "genimage"
+
+# The image's postinstall (genimage runs it in the image): root logs in on the serial console
+# by itself, so a test can type there; nothing else about the image is changed.
+POSTINSTALL = r"""#!/bin/sh
+set -e
+root=$1
+d=$root/etc/systemd/system/serial-getty@ttyS0.service.d
+mkdir -p "$d"
+cat > "$d/autologin.conf" <<'EOF'
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
+EOF
+"""
+
+
+@dataclass
+class Room:
+    """The MN of a netboot (tables, image, NFS, DHCP, mountd) and how to power on n01."""
+
+    c: Cluster
+    lab: NetbootLab
+    url: str
+    imgdir: Path
+    nodedata: Path
+    pxe: Path
+    ca_dir: Path
+
+    @property
+    def rootimg(self) -> Path:
+        return self.imgdir / "rootimg"
+
+    def tool(self, name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """One of the MN's commands (genimage, nodeset, chtab); BootError with its output."""
+        r = subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
+                           timeout=timeout, env={**os.environ, "LITEFS_CA_DIR": str(self.ca_dir)})
+        if r.returncode != 0:
+            raise BootError(f"{name} {' '.join(args)}: {r.stdout[-3000:]}{r.stderr[-3000:]}")
+        return r
+
+    def boot(self, name: str = "n01", initrd: Path | None = None, append: str | None = None,
+             memory_mb: int = 1024) -> QemuNode:
+        mac = self.c.mac(name)
+        return QemuNode(self.lab, name, mac, self.imgdir / "kernel",
+                        initrd or self.imgdir / "initrd-statelite.gz",
+                        append if append is not None else pxe_append(self.pxe, mac), memory_mb)
+
+
+@contextmanager
+def room(work: Path, net: str) -> Iterator[Room]:
+    """An MN on ``<net>.1``: the demo tables (n01 in Tokyo) with n01 on a serial console,
+    genimage's minimal Debian 12 image (plus procps and the autologin postinstall), nodeset
+    for n01, then mountd (TLS), nfs-ganesha and udhcpd. About a minute; everything is gone
+    afterwards."""
+    with Cluster(work, net=net) as c:
+        ex = c.exports / c.mn_ip
+        installdir = c.export("/install")
+        nodedata = c.export("/nodedata")
+        for share in ("/syncdirs/tokyo/etc", "/syncdirs/london/etc", "/syncdirs/common/etc"):
+            c.export(share)
+        (ex / "syncdirs/tokyo/etc/motd").write_text("Welcome to the tokyo room (over NFS)\n")
+        url = f"sqlite:///{work}/litefs.db"
+        load_demo_tables(url, demo_tables(c), [
+            ({"key": "installdir"}, [f"site.value={installdir}"]),
+            ({"key": "tftpdir"}, [f"site.value={work}/tftpboot"]),
+            ({"node": "n01"}, ["nodetype.os=debian12", "nodetype.arch=x86_64",
+                               "nodetype.profile=minimal", f"nodetype.provmethod={IMG}",
+                               "nodehm.serialport=0", "nodehm.serialspeed=115200"]),
+            # xCAT's documented NFS options for the persistent store (reference 5.1)
+            ({"node": "compute"}, ["statelite.mntopts=nolock,tcp,nfsvers=3"]),
+        ])
+        # The site CA first: genimage puts it in the initrd, mountd serves TLS with it.
+        from litefs.mountd import pki
+
+        ca_dir = work / "ca"
+        pki.init_site(ca_dir, server_name="mn", san=[c.mn_ip])
+        custom = installdir / "custom/netboot/debian"
+        custom.mkdir(parents=True)
+        (custom / "minimal.debian12.x86_64.pkglist").write_text(
+            f"#INCLUDE:{SHIPPED / 'minimal.debian12.x86_64.pkglist'}#\nprocps\n")
+        post = custom / "minimal.debian12.x86_64.postinstall"
+        post.write_text(POSTINSTALL)
+        post.chmod(0o755)
+        lab = NetbootLab(c, [Export(installdir), Export(nodedata, True, "/nodedata"),
+                             Export(ex / "syncdirs", False, "/syncdirs")])
+        r = Room(c, lab, url, installdir / "netboot/debian12/x86_64/minimal", nodedata,
+                 work / "tftpboot/pxelinux.cfg/n01", ca_dir)
+        try:
+            r.tool("genimage", "--db", url, "-o", "debian12", "-a", "x86_64", "-p", "minimal",
+                   "-n", "virtio_net")
+            r.tool("nodeset", "--db", url, "n01", f"osimage={IMG}")
+            c.start_mountd(url)
+            lab.start_nfs()
+            lab.start_dhcp({c.mac("n01"): c.address("n01")})
+            yield r
+        finally:
+            lab.close()
+    leftovers = c.leftovers()
+    if leftovers:
+        raise BootError(f"the netboot room left {leftovers}")

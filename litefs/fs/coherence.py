@@ -16,6 +16,7 @@ import errno
 import logging
 import math
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,6 +181,7 @@ class Coherence:
         if ".." in path.split("/"):
             return 0
         touched = 0
+        self._drop_backing_cache(path)
         prefix = "/" if path == "/" else path + "/"
         for p, n in list(self.inodes.by_path.items()):
             if p == path or p.startswith(prefix):
@@ -202,6 +204,29 @@ class Coherence:
                 if child_path(path, n) not in self.pinned:
                     self.drop_entry(node.ino, n)
         return touched
+
+    def _drop_backing_cache(self, path: str) -> None:
+        """A changed file in a read-only layer: open it (over NFS that revalidates its
+        attributes, close-to-open) and drop its cached pages, so the next read through the view
+        gets the server's new bytes and not the node's NFS page cache (an image rewritten in
+        place keeps its inode, and the client may trust its cache for up to acregmax)."""
+        rel = path[1:]
+        if not rel:
+            return
+        for layer in (self.layers.image, *self.layers.sources):
+            st = layer.lstat(rel)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                continue  # only file bytes are cached that way; never open a device node
+            try:
+                fd = layer.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # absent there, a directory we may not read, a symlink...
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _drop_name(self, path: str) -> None:
         if path == "/" or path in self.pinned:

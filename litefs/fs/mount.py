@@ -75,6 +75,20 @@ def fuse_options(cfg: MountConfig, read_only: bool = False) -> set[str]:
     return opts
 
 
+#: where the boot puts the kernel's API file systems (the hook binds them, dracut's switch_root
+#: moves them there). Never bypass-bound: util-linux switch_root takes a target that is a
+#: mount already for "mounted" and detaches its own /dev, /proc, /sys, /run instead of moving
+#: them, and the view would boot with the image's static /dev and no /proc.
+API_MOUNTPOINTS = frozenset({"/dev", "/proc", "/sys", "/run"})
+
+
+#: never bypass-bound, and /usr is bound by its other children: systemd-shutdown runs from
+#: /usr/lib (its binary and libraries) until the machine is off, so a bind there is busy when
+#: it unmounts everything ("Failed to unmount /usr: Device or resource busy"). FUSE serves these
+#: (systemd-shutdown locks itself in memory before it stops the daemon with every process).
+SHUTDOWN_RUNS_FROM = frozenset({"/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32"})
+
+
 def bypass_dirs(plan: Plan, layers: LayerSet, depth: int = BYPASS_DEPTH) -> list[str]:
     """View paths of image directories no rule touches, as high up as possible."""
     out: list[str] = []
@@ -83,14 +97,14 @@ def bypass_dirs(plan: Plan, layers: LayerSet, depth: int = BYPASS_DEPTH) -> list
         names = layers.image.listdir(path[1:] or ".") or []
         for name in sorted(names):
             child = "/" + name if path == "/" else path + "/" + name
-            if child == STATELITE:
+            if child == STATELITE or child in API_MOUNTPOINTS or child in SHUTDOWN_RUNS_FROM:
                 continue
             st = layers.image.lstat(child[1:])
             if st is None or not stat.S_ISDIR(st.st_mode):
                 continue
             if resolve(plan, child).rule is not None:
                 continue
-            if not has_rule_below(plan, child):
+            if not has_rule_below(plan, child) and child != "/usr":
                 out.append(child)
             elif level < depth:
                 walk(child, level + 1)

@@ -2,6 +2,12 @@
 and many nodes booting at once against one mountd. Prints medians and ratios; run as root.
 
     .venv/bin/python tools/bench/bench_boot.py [--runs 5] [--nodes 50] [--debootstrap] [--source-only]
+    .venv/bin/python tools/bench/bench_boot.py --qemu [--memory 2048]
+
+``--qemu`` is the real-kernel comparison instead (``tools/bench/_netboot_bench.py``): one
+genimage image booted by qemu over a real NFS server three ways (litefs; the whole image in
+RAM as Warewulf does; a plain read-only NFS root with tmpfs on the litefile folders), with
+power-on -> multi-user.target, RAM in use after boot, initrd sizes and the hook's steps.
 
 Tables: the shipped demo sample (``litefs/data/demo``, via ``litefs.tools.cluster_sim.demo_tables``)
 with ``--nodes`` extra nodes in the Tokyo room and the cookbook's RedHat litefile list
@@ -209,10 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source-only", action="store_true",
                    help="do not compile the project's bytecode first (every node process then "
                    "compiles litefs from source, which an installed package never does)")
+    p.add_argument("--qemu", action="store_true",
+                   help="real kernels under qemu over real NFS: litefs vs image-in-RAM vs plain "
+                   "NFS root (see the module help)")
+    p.add_argument("--memory", type=int, default=2048, help="--qemu: guest RAM in MiB")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_boot: needs root (namespaces, FUSE)", file=sys.stderr)
         return 2
+    if args.qemu:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import _netboot_bench
+
+        with tempfile.TemporaryDirectory(prefix="litefs-netboot-bench.") as work:
+            return _netboot_bench.run(args, Path(work))
     # A plain kill must still tear the cluster down (namespaces, nodes, mountd).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
