@@ -92,6 +92,7 @@ boot_nic() {
         echo "litefs: no NIC has the MAC BOOTIF=$want names; trying the others" >&2
     fi
     [ -z "$name" ] && [ -r /etc/litefs/nodebootif ] && read -r name </etc/litefs/nodebootif
+    case "$name" in */* | .* | *[!A-Za-z0-9_.:-]*) name= ;; esac  # an interface name only
     if [ -n "$name" ] && [ -d "/sys/class/net/$name" ]; then
         echo "$name"
         return

@@ -71,6 +71,18 @@ def utimens_empty(fd: int, atime_ns: int, mtime_ns: int) -> None:
     check(libc.utimensat(AT_FDCWD, os.fsencode(f"/proc/self/fd/{fd}"), ts, AT_SYMLINK_NOFOLLOW))
 
 
+AT_STATX_FORCE_SYNC = 0x2000
+STATX_BASIC_STATS = 0x7FF
+
+
+def statx_force_sync(fd: int) -> None:
+    """Make the file system fetch ``fd``'s attributes from their source now (NFS: a GETATTR
+    to the server), so the next stat of it is current; the result itself is not needed."""
+    buf = ctypes.create_string_buffer(256)  # struct statx is 256 bytes
+    check(libc.statx(fd, b"", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, buf),
+          "statx")
+
+
 def syncfs(fd: int) -> None:
     check(libc.syncfs(fd))
 

@@ -440,3 +440,23 @@ def test_the_image_comes_from_the_next_sn_of_the_pool_when_the_first_does_not_ex
     assert lines[-1] == ("litefs: cannot mount the image /img/rootimg from any server of the "
                          "pool (10.0.0.2 10.0.0.3) after 2 rounds; check the NFS exports on "
                          "them, then rpower n01 boot")
+
+
+@needs_busybox
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare (a network namespace)")
+def test_dhcp_script_puts_the_lease_on_the_nic_and_only_addresses_in_resolv_conf(
+        tmp_path: Path) -> None:
+    # Whatever answers DHCP on the boot network writes these values.
+    script = Path(str(hook_path().parent / "udhcpc.sh"))
+    resolv = tmp_path / "resolv.conf"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LITEFS_RESOLV": str(resolv),
+           "interface": "br0", "ip": "10.9.9.9", "mask": "24", "router": "10.9.9.1",
+           "domain": "evil\nnameserver 6.6.6.6", "dns": "10.9.9.53 1.2.3.4;reboot fe80::1"}
+    body = (f"ip link add br0 type bridge && ip link set br0 up && {BUSYBOX} sh {script} bound"
+            " && ip -4 -o addr show dev br0 && ip route show default")
+    r = subprocess.run(["unshare", "--net", "sh", "-c", body], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "10.9.9.9/24" in r.stdout and "default via 10.9.9.1 dev br0" in r.stdout
+    assert resolv.read_text() == "nameserver 10.9.9.53\nnameserver fe80::1\n"

@@ -25,6 +25,7 @@ from enum import Enum
 import pyfuse3
 import trio
 
+from litefs import syscalls
 from litefs.fs.inodes import InodeTable
 from litefs.fs.layers import LayerSet
 from litefs.fs.view import child_path
@@ -206,8 +207,8 @@ class Coherence:
         return touched
 
     def _drop_backing_cache(self, path: str) -> None:
-        """A changed file in a read-only layer: open it (over NFS that revalidates its
-        attributes, close-to-open) and drop its cached pages, so the next read through the view
+        """A changed file in a read-only layer: fetch its attributes from the server again
+        and drop its cached pages, so the next read through the view
         gets the server's new bytes and not the node's NFS page cache (an image rewritten in
         place keeps its inode, and the client may trust its cache for up to acregmax)."""
         rel = path[1:]
@@ -222,6 +223,9 @@ class Coherence:
             except OSError:
                 continue  # absent there, a directory we may not read, a symlink...
             try:
+                # Attributes too: the daemon's next lstat must not be the NFS client's cached
+                # size, which the kernel would then keep for the whole attribute timeout.
+                syscalls.statx_force_sync(fd)
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             except OSError:
                 pass
