@@ -100,6 +100,10 @@ def ganesha_config(addr: str, exports: list[Export], recovery: Path) -> str:
             "EXPORT {",
             f"    Export_Id = {i}; Path = {e.path}; Pseudo = {e.pseudo or e.path};",
             f"    Access_Type = {'RW' if e.writable else 'RO'}; Squash = No_Root_Squash;",
+            # The MN changes exported files in place (genimage, image-exec, an admin's edit):
+            # ganesha must not answer from its attribute cache (60 s by default), or a node
+            # told of a change reads the new bytes cut to the old size. knfsd has no such cache.
+            "    Attr_Expiration_Time = 0;",
             "    Protocols = 3, 4; Transports = TCP; SecType = sys;",
             "    FSAL { Name = VFS; }",
             "}",
@@ -338,8 +342,10 @@ class QemuNode:
         self._seq += 1
         tag = f"LFQ{self._seq}x"
         start = self.mark()
-        self.type(f"echo {tag}B; ( {cmd} ) 2>&1; echo {tag}E$?\n")
-        m = self.expect(rf"(?s)^{tag}B\n(.*?)^{tag}E(\d+)$", timeout, start)
+        # The newline before the end marker puts it on a line of its own even when the output
+        # does not end in one; it is taken off again.
+        self.type(f"echo {tag}B; ( {cmd} ) 2>&1; s=$?; echo; echo {tag}E$s\n")
+        m = self.expect(rf"(?s)^{tag}B\n(.*?)\n^{tag}E(\d+)$", timeout, start)
         return int(m.group(2)), m.group(1)
 
     def ok(self, cmd: str, timeout: float = 60) -> str:
