@@ -156,15 +156,7 @@ def _in_ram(room: Room, mem: int, work: Path) -> dict[str, object]:
     initrd = _gz(image_cpio(room.rootimg), work / "image-in-ram.cpio.gz")
     print(f"image-in-RAM initrd: {initrd.stat().st_size / 2**20:.0f} MiB in "
           f"{time.monotonic() - t:.0f}s")
-    append = "rdinit=/sbin/init console=ttyS0,115200 SYSTEMD_IN_INITRD=0"
-    node = room.boot(initrd=initrd, append=append, memory_mb=mem)
-    try:
-        r = measure(node, 600)
-        r["initrd_mib"] = round(initrd.stat().st_size / 2**20, 1)
-        _poweroff(node)
-        return r
-    finally:
-        node.kill()
+    return _measured_boot(room, initrd, mem, "rdinit=/sbin/init console=ttyS0,115200")
 
 
 def _plain(room: Room, mem: int, work: Path) -> dict[str, object]:
@@ -174,10 +166,13 @@ def _plain(room: Room, mem: int, work: Path) -> dict[str, object]:
     kver = next(p.name for p in (room.rootimg / "lib/modules").iterdir())
     data = mkinitramfs.build(kver, list(mkinitramfs.DEFAULT_MODULES), Path("/bin/busybox"),
                              [(hook, "litefs/boot.sh")], moddir_root=room.rootimg / "lib/modules")
-    initrd = _gz(data, work / "plain-nfs.cpio.gz")
-    node = room.boot(initrd=initrd, memory_mb=mem)
+    return _measured_boot(room, _gz(data, work / "plain-nfs.cpio.gz"), mem, None)
+
+
+def _measured_boot(room: Room, initrd: Path, mem: int, append: str | None) -> dict[str, object]:
+    node = room.boot(initrd=initrd, append=append, memory_mb=mem)
     try:
-        r = measure(node, 400)
+        r = measure(node, 600)
         r["initrd_mib"] = round(initrd.stat().st_size / 2**20, 1)
         _poweroff(node)
         return r
