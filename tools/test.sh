@@ -27,7 +27,10 @@ fi
 # The FUSE semantics tests again with --native-writes on every mount (issue 17): the same
 # files and deletions whether FUSE or the kernel serves a writable rule folder. This pass
 # comes first so that the last line is the whole suite's count.
+# (test_fs_native*.py test the switch itself, test_fs_fastloop.py FUSE's own numbering.)
 LITEFS_TEST_NATIVE_WRITES=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
-  tests/test_fs_*.py tests/test_posix_*.py tests/hostile/test_view_perms.py \
-  tests/hostile/test_names_entry.py tests/hostile/test_tmpfs_limit.py
+  tests/test_fs_core.py tests/test_fs_posix.py tests/test_fs_copyup.py tests/test_fs_policy.py \
+  tests/test_fs_units.py tests/test_fs_cli.py tests/test_fs_workload.py tests/test_posix_*.py \
+  tests/hostile/test_view_perms.py tests/hostile/test_names_entry.py \
+  tests/hostile/test_tmpfs_limit.py
 .venv/bin/python -m pytest -q

@@ -215,13 +215,13 @@ class Coherence:
         if not rel:
             return
         for layer in (self.layers.image, *self.layers.sources):
-            st = layer.lstat(rel)
-            if st is None or not stat.S_ISREG(st.st_mode):
-                continue  # only file bytes are cached that way; never open a device node
             try:
+                st = layer.lstat(rel)
+                if st is None or not stat.S_ISREG(st.st_mode):
+                    continue  # only file bytes are cached that way; never open a device node
                 fd = layer.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except OSError:
-                continue  # absent there, a directory we may not read, a symlink...
+                continue  # gone, a folder we may not read, a source that vanished...
             try:
                 # Attributes too: the daemon's next lstat must not be the NFS client's cached
                 # size, which the kernel would then keep for the whole attribute timeout.

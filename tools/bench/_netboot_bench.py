@@ -137,8 +137,8 @@ def _litefs(room: Room, mem: int) -> dict[str, object]:
     try:
         r = measure(node, 400)
         pid = node.ok("pgrep -o -f '^@litefs '").strip()
-        r["tmpfs_layer"] = node.ok(f"df -h /proc/{pid}/root/.litefs/statelite | tail -1 | "
-                                   "awk '{print $3\" of \"$2}'").strip()
+        kib = node.ok(f"du -sk /proc/{pid}/root/.litefs/statelite | cut -f1").strip()
+        r["tmpfs_layer"] = f"{int(kib or 0) / 1024:.1f} MiB"
         rss = node.ok("ps -eo rss,args | awk '$2 ~ /^@litefs/ {s += $1} END {print s}'").strip()
         r["daemon_rss_mib"] = round(int(rss or 0) / 1024, 1)
         log = node.ok("grep '^# \\[' /.statelite/statelite.log || true")
