@@ -27,7 +27,6 @@ from tests.fsutil import (
     litefs_cmd,
     make_plan,
     put,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
