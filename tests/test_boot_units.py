@@ -236,6 +236,32 @@ def test_build_includes_hook_modules_and_devices(tmp_path: Path) -> None:
     assert (out / "init").stat().st_mode & 0o111
     assert (out / "bin/sh").readlink() == Path("busybox")
     assert (out / "etc/litefs/ca.pem").read_text() == "CA\n"
+    assert (out / "litefs/udhcpc.sh").read_text() == (hook_path().parent / "udhcpc.sh").read_text()
+
+
+@needs_busybox
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd is not installed (apt install zstd)")
+def test_build_stores_zstd_modules_uncompressed(tmp_path: Path) -> None:
+    # Ubuntu, Arch and newer Debian ship .ko.zst; busybox insmod loads plain .ko only.
+    moddir = tmp_path / "modules" / "9.9.9-zst"
+    (moddir / "kernel/fs/nfs").mkdir(parents=True)
+    raw = b"NFSMODULE" * 1000
+    zst = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+    assert zst != raw
+    (moddir / "kernel/fs/nfs/nfs.ko.zst").write_bytes(zst)
+    (moddir / "kernel/fs/nfs/bad.ko.zst").write_bytes(b"not zstd at all")
+    (moddir / "modules.dep").write_text("kernel/fs/nfs/nfs.ko.zst:\nkernel/fs/nfs/bad.ko.zst:\n")
+    data = mkinitramfs.build("9.9.9-zst", ["nfs"], Path(BUSYBOX), [],  # type: ignore[arg-type]
+                             moddir_root=tmp_path / "modules")
+    out = tmp_path / "root"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet", "--no-absolute-filenames"], input=data, cwd=out,
+                   check=False)
+    assert (out / "lib/modules/kernel/fs/nfs/nfs.ko").read_bytes() == raw
+    assert (out / "etc/litefs/modules").read_text() == "kernel/fs/nfs/nfs.ko\n"
+    with pytest.raises(BootError, match=r"bad\.ko\.zst: zstd -d failed"):
+        mkinitramfs.build("9.9.9-zst", ["bad"], Path(BUSYBOX), [],  # type: ignore[arg-type]
+                          moddir_root=tmp_path / "modules")
 
 
 def test_build_without_modules_is_a_clear_error(tmp_path: Path) -> None:

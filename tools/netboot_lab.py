@@ -90,6 +90,10 @@ def ganesha_config(addr: str, exports: list[Export], recovery: Path) -> str:
         # keeps the default; nodes mount with nolock, so there are no locks to reclaim).
         "NFSV4 {",
         "    Graceless = true;",
+        # Owners as numbers, as knfsd sends them to AUTH_SYS clients: a name would make the
+        # node's kernel run an idmap helper (request-key) from its root, the litefs view,
+        # while the daemon waits on that very NFS reply (deadlock after switch_root).
+        "    Only_Numeric_Owners = true;",
         "    RecoveryBackend = fs;",
         f"    RecoveryRoot = {recovery};",
         "}",
