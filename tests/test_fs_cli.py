@@ -129,6 +129,32 @@ def test_daemon_mode_umount_and_sigterm(layers: Layers, tmp_path: Path) -> None:
                 proc.kill()
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
+@pytest.mark.fuse
+def test_a_sigterm_the_moment_the_mount_appears_still_unmounts(layers: Layers, tmp_path: Path) -> None:
+    """The mount is visible before the serving loop runs, and the loop may answer its first
+    requests before its other tasks start: a stop signal in that window must wait for the
+    loop and unmount, never kill a mounted daemon (which leaves a dead mount behind)."""
+    put(layers.image, "etc/motd", "hello\n")
+    plan = _plan_file(layers, make_plan({"/tmp/": "tmpfs"}))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = ["mount", str(mnt), "--plan", str(plan), "--image", str(layers.image), "--tmpfs", str(layers.tmpfs)]
+    for i in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "litefs.tools.litefs_cli", *args, "--foreground", "--log", str(tmp_path / f"{i}.log")])
+        try:
+            deadline = time.monotonic() + 20
+            while is_mounted(str(mnt)) is None:  # no sleep: signal as soon as it shows
+                assert time.monotonic() < deadline and proc.poll() is None, "never mounted"
+            proc.send_signal(signal.SIGTERM if i % 2 else signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+            assert is_mounted(str(mnt)) is None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def test_explain_without_mounting(layers: Layers) -> None:
     src = Path("/srv/litetree/n01")
     plan = make_plan({"/etc/ssh/": "persistent", "/var/log/": "tmpfs"}, [str(src)])

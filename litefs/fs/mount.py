@@ -227,6 +227,10 @@ class Bypass:
         self.apply([])
 
 
+#: the signals that unmount the view and end the daemon
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -275,8 +279,11 @@ async def _serve(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.coherence.notifier)
 
-        async def signals() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        async def signals(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as sigs:
+                # Held since before the mount (serve): one sent meanwhile arrives now.
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                task_status.started()
                 async for sig in sigs:
                     log.info("signal %d: unmounting", sig)
                     pyfuse3.terminate()
@@ -284,7 +291,8 @@ async def _serve(
 
         async def after_start() -> None:
             # From a thread: a stat of our own root is a FUSE request this loop must serve.
-            dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint)).st_dev
+            # Abandoned if a stop signal ends the loop first (it then never gets its answer).
+            dev = (await trio.to_thread.run_sync(os.stat, cfg.mountpoint, abandon_on_cancel=True)).st_dev
             ops.coherence.fuse_dev = f"{os.major(dev)}:{os.minor(dev)}"
             set_readahead(ops.coherence.fuse_dev)
             if bypass is not None:
@@ -309,7 +317,9 @@ async def _serve(
                     pyfuse3.terminate()
                     return
 
-        nursery.start_soon(signals)
+        # Before the first request: the fast loop may answer several without a checkpoint,
+        # and a SIGTERM in that window must unmount, not kill.
+        await nursery.start(signals)
         nursery.start_soon(after_start)
         nursery.start_soon(watch_mount)
         fastloop.install()
@@ -331,11 +341,17 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     # The kernel has applied the caller's umask to every mode we receive; ours must not
     # mask it a second time.
     os.umask(0)
+    # From the mount on, SIGTERM/SIGINT must unmount cleanly: they wait, blocked, until the
+    # serving loop's receiver takes them (_serve) instead of killing a mounted daemon.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     if cfg.foreground:
-        setup_logging(cfg)
-        raise_nofile()
-        _init(ops, cfg, layers)
-        return _run(ops, cfg, layers, None)
+        try:
+            setup_logging(cfg)
+            raise_nofile()
+            _init(ops, cfg, layers)
+            return _run(ops, cfg, layers, None)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid:
