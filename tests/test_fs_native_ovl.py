@@ -255,8 +255,8 @@ def test_refresh_lays_the_overlay_again_over_an_image_update(layers: Layers, lit
     put(layers.image, "var/log/update.log", "updated\n")
     r = litefs_cmd("refresh", str(v), "/var/log")
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: "update.log" in os.listdir(v / "var/log"))
-    assert is_mounted(f"{v}/var/log") == "overlay"
+    # The overlay is lifted (FUSE shows the update at once), then laid again from a thread.
+    wait_for(lambda: is_mounted(f"{v}/var/log") == "overlay" and "update.log" in os.listdir(v / "var/log"))
     assert (v / "var/log/update.log").read_text() == "updated\n"
     assert (v / "var/log/mine").read_text() == "mine\n"
 
