@@ -27,14 +27,24 @@ tools/bench/bench_fuse_ops.py does), the daemon CPU per request, and the verdict
 the toy misses is out of reach for any pyfuse3 filesystem on this machine. Everything is
 unmounted on exit, also on errors and signals.
 
+Why warm ``find`` cannot get near native on pyfuse3 3.5, whatever the filesystem does: the
+kernel keeps a FUSE directory's listing only when OPENDIR answers ``FOPEN_CACHE_DIR``
+(fuse-overlayfs does: its warm find sends no READDIR at all), and pyfuse3's ``opendir`` hands
+back a bare file handle (handlers.pxi ``fuse_opendir_async`` sets ``fi.fh`` only); answering
+OPENDIR with ENOSYS would make the kernel cache (its no-opendir default), but pyfuse3's
+``readdir`` gets only that handle, never the directory's inode. pyfuse3 also turns
+READDIRPLUS_AUTO off, so every warm ``find`` re-lists every directory with attributes.
+
     sudo .venv/bin/python tools/bench/bench_floor.py [--quick] [--repeat 3] [--dirs 100]
-        [--files 100] [--only native,fuse-overlayfs,toy,toy-cached,toy-wb,litefs] [--no-counts] [--keep]
+        [--files 100] [--only native,fuse-overlayfs,toy,toy-cached,toy-wb,litefs]
+        [--no-counts] [--litefs-before DIR] [--workdir DIR] [--json FILE] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import shutil
 import signal
@@ -66,6 +76,8 @@ NATIVE, FOVL, LITEFS = "native", "fuse-overlayfs", "litefs"
 TOY_PLAIN, TOY_CACHED, TOY_WB = "toy", "toy-cached", "toy-wb"
 TOYS = (TOY_PLAIN, TOY_CACHED, TOY_WB)
 PRESENTERS = (NATIVE, FOVL, *TOYS, LITEFS)
+#: --litefs-before: litefs from another source tree (same-run before/after of a change)
+LITEFS_BEFORE = "litefs-before"
 FIND, CAT = "find (warm)", "cat small files (warm)"
 UNTAR, UNTAR_TMPFS = "untar stdlib (disk)", "untar stdlib (tmpfs)"
 WORKLOADS = (FIND, CAT, UNTAR, UNTAR_TMPFS)
@@ -126,6 +138,18 @@ class Toy(Presenter):
         d = (self.mnt / "tmp" if kind == "create" else self.mnt) / f"{kind}-{self.name}-{i}"
         d.mkdir()
         return str(d)
+
+
+class LitefsFrom(Litefs):
+    """litefs run from the package in ``src`` (PYTHONPATH), otherwise as ``litefs``."""
+
+    def __init__(self, src: str, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.name = LITEFS_BEFORE
+        self.src = src
+
+    def argv(self) -> list[str]:
+        return ["env", f"PYTHONPATH={self.src}", *super().argv()]  # env execs: same pid
 
 
 class FovlPair(Presenter):
@@ -268,6 +292,11 @@ class Bench:
                 self.work, self.cleanup, self.image, self.plan_file, self.tmpfs, bypass=False
             ),
         }
+        if self.args.litefs_before:
+            cands[LITEFS_BEFORE] = LitefsFrom(
+                self.args.litefs_before, self.work, self.cleanup, self.image, self.plan_file, self.tmpfs,
+                bypass=False, tag=LITEFS_BEFORE,
+            )  # fmt: skip
         self.presenters = [cands[n] for n in self.args.only]
         for p in self.presenters:
             p.start()
@@ -327,7 +356,7 @@ class Bench:
         w.mkdir()
         try:
             for name in self.args.only:
-                if name == NATIVE:
+                if name in (NATIVE, LITEFS_BEFORE):
                     continue
                 mnt = w / f"mnt-{name}"
                 mnt.mkdir()
@@ -406,7 +435,7 @@ class Bench:
         s = self.samples
         out = []
         nat_find = s.med("wall", FIND, NATIVE)
-        for p in (*TOYS, LITEFS):
+        for p in (*TOYS, LITEFS, LITEFS_BEFORE):
             v = s.med("wall", FIND, p)
             if v is not None and nat_find:
                 r = v / nat_find
@@ -415,7 +444,7 @@ class Bench:
                 )
         for key in (UNTAR, UNTAR_TMPFS):
             fovl_untar = s.med("wall", key, FOVL)
-            for p in (*TOYS, LITEFS):
+            for p in (*TOYS, LITEFS, LITEFS_BEFORE):
                 v = s.med("wall", key, p)
                 if v is not None and fovl_untar:
                     r = v / fovl_untar
@@ -424,7 +453,7 @@ class Bench:
                         f"{'PASS' if r <= UNTAR_TARGET else 'MISS'}"
                     )
         for w in WORKLOADS:
-            for t in TOYS:
+            for t in (*TOYS, LITEFS_BEFORE):
                 lf, toy = s.med("wall", w, LITEFS), s.med("wall", w, t)
                 if lf and toy:
                     out.append(
@@ -456,6 +485,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-counts", action="store_true", help="skip the traced request counts")
     p.add_argument(
+        "--workdir",
+        help="scratch directory to create on a real disk (default: a new one in /var/tmp)",
+    )
+    p.add_argument(
+        "--json", metavar="FILE", help="also write every sample, count and verdict as JSON"
+    )
+    p.add_argument(
+        "--litefs-before",
+        metavar="DIR",
+        help="also run litefs from the package in DIR (e.g. a `git archive` of the base commit) as "
+        "'litefs-before', for a same-run before/after",
+    )
+    p.add_argument(
         "--keep",
         action="store_true",
         help="keep the scratch directory (everything is unmounted anyway)",
@@ -464,7 +506,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.dirs = args.dirs or (10 if args.quick else 100)
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
-    bad = [x for x in args.only if x not in PRESENTERS]
+    if args.litefs_before:
+        if not os.path.isfile(os.path.join(args.litefs_before, "litefs", "__init__.py")):
+            p.error(f"--litefs-before: no litefs package in {args.litefs_before}")
+        args.litefs_before = os.path.abspath(args.litefs_before)
+        if LITEFS_BEFORE not in args.only:
+            args.only.append(LITEFS_BEFORE)
+    bad = [x for x in args.only if x not in (*PRESENTERS, LITEFS_BEFORE)]
     if bad:
         p.error(f"unknown presenter(s) {', '.join(bad)}; choose from {', '.join(PRESENTERS)}")
     if args.repeat < 1 or args.dirs < 1 or args.files < 1:
@@ -482,7 +530,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "bench_floor: fuse-overlayfs is not installed: its column is skipped", file=sys.stderr
         )
-    work = Path(tempfile.mkdtemp(prefix="litefs-floor-", dir="/var/tmp")).resolve()
+    if args.workdir:
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=False)
+        work = work.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="litefs-floor-", dir="/var/tmp")).resolve()
     cleanup = Cleanup(work)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
@@ -542,6 +595,25 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for note in bench.notes:
         print(f"note: {note}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "samples": [
+                        {"kind": k, "workload": w, "presenter": p, "values": v}
+                        for (k, w, p), v in bench.samples.data.items()
+                    ],
+                    "counts": [
+                        {"workload": w, "presenter": p, "opcodes": dict(c)}
+                        for (w, p), c in bench.counts.items()
+                    ],
+                    "verdicts": bench.verdicts(),
+                    "notes": bench.notes,
+                    "status": status,
+                },
+                f,
+                indent=1,
+            )
     return status
 
 
