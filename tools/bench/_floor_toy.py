@@ -360,7 +360,18 @@ class Toy(pyfuse3.Operations):
         os.close(fh)
 
 
-async def _serve() -> None:
+def _mounted(mnt: str) -> bool:
+    """Is the toy still mounted at ``mnt``? (From mountinfo: a stat of ``mnt`` would be a
+    request to ourselves.)"""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts[4] == mnt and parts[parts.index("-") + 1] == "fuse.floortoy":
+                return True
+    return False
+
+
+async def _serve(mnt: str) -> None:
     async with trio.open_nursery() as nursery:
 
         async def on_signal() -> None:
@@ -369,7 +380,16 @@ async def _serve() -> None:
                     pyfuse3.terminate()
                     return
 
+        async def watch_mount() -> None:
+            # pyfuse3 does not notice every external unmount (litefs.fs.mount watches too)
+            while True:
+                await trio.sleep(0.5)
+                if not _mounted(mnt):
+                    pyfuse3.terminate()
+                    return
+
         nursery.start_soon(on_signal)
+        nursery.start_soon(watch_mount)
         fastloop.install()
         await pyfuse3.main(min_tasks=1, max_tasks=1)
         nursery.cancel_scope.cancel()
@@ -397,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0)
     pyfuse3.init(ops, args.mnt, opts)
     try:
-        trio.run(_serve)
+        trio.run(_serve, os.path.abspath(args.mnt))
     finally:
-        pyfuse3.close(unmount=True)
+        pyfuse3.close(unmount=_mounted(os.path.abspath(args.mnt)))
     return 0
 
 

@@ -122,6 +122,7 @@ class Toy(Presenter):
         if self.proc is None:
             return
         subprocess.run(["umount", str(self.mnt)], capture_output=True)
+        self.proc.send_signal(signal.SIGTERM)  # no need to wait for it to notice the unmount
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
