@@ -150,7 +150,21 @@ class LitefsFrom(Litefs):
         self.src = src
 
     def argv(self) -> list[str]:
-        return ["env", f"PYTHONPATH={self.src}", *super().argv()]  # env execs: same pid
+        # env execs (same pid); -P: not the working directory's litefs before PYTHONPATH's
+        base = super().argv()
+        assert base[0] == sys.executable
+        return ["env", f"PYTHONPATH={self.src}", sys.executable, "-P", *base[1:]]
+
+    def start(self) -> None:
+        got = subprocess.run(
+            ["env", f"PYTHONPATH={self.src}", sys.executable, "-P", "-c", "import litefs; print(litefs.__file__)"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        if not got.startswith(self.src + "/"):
+            raise RuntimeError(
+                f"--litefs-before: python imports litefs from {got}, not from {self.src}"
+            )
+        super().start()
 
 
 class FovlPair(Presenter):
