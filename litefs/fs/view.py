@@ -322,19 +322,26 @@ class View:
                         listings.append((b, names))
         out: list[tuple[str, Entry]] = []
         seen: set[str] = set(special)
+        # Per shown name one stat and one Entry; what the loop needs per name (the path
+        # prefixes of child_path/join, whether this layer's names can be hidden at all) is
+        # worked out before it.
+        vprefix = "/" if path == "/" else path + "/"
+        rprefix = "" if rel == "." else rel + "/"
+        lstat = os.stat
         for b, names in listings:
             is_up = b is up
+            may_hide = not is_up and bool(hidden)
             fd = b.dirfd(rel)
             upper_dirs = []
             for n in names:
-                if n in seen or (not is_up and n in hidden):
+                if n in seen or (may_hide and n in hidden):
                     continue
                 seen.add(n)
                 try:
-                    st = os.stat(n, dir_fd=fd, follow_symlinks=False)
+                    st = lstat(n, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # went away meanwhile
-                e = Entry(child_path(path, n), BACKED, res, b, join(rel, n), st)
+                e = Entry(vprefix + n, BACKED, res, b, rprefix + n, st)
                 if is_up and stat.S_ISDIR(st.st_mode):
                     upper_dirs.append(e)
                 out.append((n, e))
