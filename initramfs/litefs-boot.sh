@@ -322,6 +322,10 @@ follow_image_server() {
 
 mount_image() {
     if [ "$MODE" = dracut ]; then
+        # The layers' mount points go on a tmpfs of their own: switch_root deletes the
+        # initramfs's files and would say "failed to unlink .litefs" of a directory of them.
+        run mkdir -p "$LAYERS"
+        is_mounted "$LAYERS" || run mount -t tmpfs -o mode=0755,size=1m litefs-layers "$LAYERS"
         # dracut's nfs module already mounted the image on $NEWROOT: move it aside.
         run mkdir -p "$LAYERS/image"
         run mount --move "$NEWROOT" "$LAYERS/image" || die "cannot move the image off $NEWROOT"

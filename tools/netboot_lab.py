@@ -454,8 +454,12 @@ def room(work: Path, net: str) -> Iterator[Room]:
             ({"node": "n01"}, ["nodetype.os=debian12", "nodetype.arch=x86_64",
                                "nodetype.profile=minimal", f"nodetype.provmethod={IMG}",
                                "nodehm.serialport=0", "nodehm.serialspeed=115200"]),
-            # xCAT's documented NFS options for the persistent store (reference 5.1)
-            ({"node": "compute"}, ["statelite.mntopts=nolock,tcp,nfsvers=3"]),
+            # xCAT's documented NFS options for the persistent store (reference 5.1), and
+            # noacl: nfs-ganesha 4.3 answers every NFSv3 SETACL with a broken reply ("Bad
+            # xdr_free for NFSACL_SETACL" in its log), which the node's kernel turns into EIO
+            # when journald and tmpfiles set ACLs on /var/log/journal. With noacl the client
+            # says EOPNOTSUPP, as on any store without ACLs. (knfsd needs no such option.)
+            ({"node": "compute"}, ["statelite.mntopts=nolock,tcp,nfsvers=3,noacl"]),
         ])
         # The site CA first: genimage puts it in the initrd, mountd serves TLS with it.
         from litefs.mountd import pki
