@@ -106,7 +106,8 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
     never carries the database layer the planner imports and the mount does not wait for it
     (the files appear a moment after the view is ready). The grandchild execs
     ``litefs.fs.meta_writer`` and this returns only once it has, so no process but the
-    daemon ever has the daemon's command line after the mount is ready."""
+    daemon ever has the daemon's command line after the mount is ready (``serve`` runs this
+    in the calling process while the daemon it forked mounts, and returns after it)."""
     tmp = layers.uppers.get("tmpfs")
     if tmp is None or layers.read_only:
         return
@@ -196,7 +197,6 @@ def run_mount(args: argparse.Namespace) -> int:
     sources = source_dirs(plan, args.source, args.source_root)
     _check_uppers(plan, args)
     layers = LayerSet(args.image, sources, tmpfs=args.tmpfs, persistent=args.persistent, localdisk=args.localdisk)
-    write_meta(plan, layers)
     cfg = MountConfig(
         mountpoint=args.mountpoint,
         fsname=args.fsname or f"litefs:{plan.node or plan.image}",
@@ -210,7 +210,8 @@ def run_mount(args: argparse.Namespace) -> int:
         debug=args.debug,
         workers=max(1, args.workers),
     )
-    return serve(plan, layers, cfg)
+    # The meta files are written alongside the daemon's mount, not before it.
+    return serve(plan, layers, cfg, meta=lambda: write_meta(plan, layers))
 
 
 # --- umount / refresh --------------------------------------------------------------------
