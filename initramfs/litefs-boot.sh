@@ -16,8 +16,8 @@
 #   4. fetch the plan from mountd at XCAT= (retries with backoff; clear console message)
 #   5. mount the litetree sources read-only      -> $LAYERS/statelite/mnt/<server><path>
 #   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root); its
-#      Python starts as early as there is one (before step 1 when this root has $PY, else once
-#      the image's node runtime is mounted) and waits for the go (initramfs/premount.py)
+#      Python starts as early as there is one (before step 1 when this root has $PY, else right
+#      after it, from the image's node runtime) and waits for the go (initramfs/premount.py)
 #   7. switch_root into the view (PID 1) or chroot (anything else).
 # "debug" (or xcatdebugmode=1/2) traces the hook with set -x on the console.
 # "shell" on the command line drops to a shell three times (after the mounts, after the plan,
@@ -673,24 +673,24 @@ litefs_boot() {
     # namespace), never when a test sources this file on the host.
     if [ "$$" = 1 ] || [ "$MODE" = dracut ]; then hostname "$NODE" 2>/dev/null; fi
     [ "$MODE" = dracut ] || parse_root
-    # The daemon's Python starts at once when this root has one ($PY); else node_runtime
-    # finds the image's, once the image is mounted.
+    # The daemon's Python starts at once when this root has one ($PY); else right after the
+    # image mount, from the image's node runtime.
     if PYX=$(command -v "$PY" 2>/dev/null); then
         RT_LDSO=
         prestart_litefs
     fi
     stamp mount_image
     mount_image
+    if [ -z "$PREMOUNT" ]; then
+        node_runtime
+        prestart_litefs
+    fi
     stamp mount_statelite_tmpfs
     mount_statelite_tmpfs
     stamp mount_persistent
     mount_persistent
     mount_localdisk
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
-    if [ -z "$PREMOUNT" ]; then
-        node_runtime
-        prestart_litefs
-    fi
     stamp fetch_plan
     fetch_plan
     apply_tmpfs_size
