@@ -16,7 +16,8 @@
 #   4. fetch the plan from mountd at XCAT= (retries with backoff; clear console message)
 #   5. mount the litetree sources read-only      -> $LAYERS/statelite/mnt/<server><path>
 #   6. start the litefs daemon on $NEWROOT with argv[0] "@litefs" (survives switch_root); its
-#      Python starts alongside step 4 and waits for the go (initramfs/premount.py)
+#      Python starts as early as there is one (before step 1 when this root has $PY, else right
+#      after it, from the image's node runtime) and waits for the go (initramfs/premount.py)
 #   7. switch_root into the view (PID 1) or chroot (anything else).
 # "debug" (or xcatdebugmode=1/2) traces the hook with set -x on the console.
 # "shell" on the command line drops to a shell three times (after the mounts, after the plan,
@@ -117,9 +118,12 @@ pause() {
     sh
 }
 
-is_mounted() {
-    # /proc/mounts escapes blanks; our targets have none.
-    grep -q " $1 " /proc/mounts 2>/dev/null
+# mounted_points: MOUNTED=" <every mount point> ", from one read of /proc/mounts by the shell
+# itself (the steps after the mount ask several questions: one grep each costs a fork + exec).
+# /proc/mounts escapes blanks; our mount points have none.
+mounted_points() {
+    MOUNTED=" "
+    while read -r _src _mp _rest; do MOUNTED="$MOUNTED$_mp "; done 2>/dev/null </proc/mounts
 }
 
 retry() {
@@ -540,26 +544,39 @@ warn_localdisk() {
 }
 
 prestart_litefs() {
-    # Start the daemon's Python now, alongside the plan fetch: it imports what `litefs mount`
-    # needs, then waits on $SL/mount.go for start_litefs (the plan and sources come first).
-    run mkdir -p "$NEWROOT"
-    mount_args
-    [ "$HAVE_PERSISTENT" = 1 ] || run mkdir -p "$MOUNT_ARGS_PERS"
-    rm -f "$SL/mount.go"
-    mkfifo "$SL/mount.go" || return 0  # no fifo: start_litefs starts Python itself
+    # Start the daemon's Python now, before the layers and the plan it will mount: it imports
+    # what `litefs mount` needs (the longest step of the boot), then waits on $GO for
+    # start_litefs. Its arguments are paths only; the persistent layer is the one mount_args
+    # will name once mount_persistent is done (that step dies or mounts when STATEMNT is set),
+    # and start_litefs checks that before the go.
+    run mkdir -p "$NEWROOT" "$LAYERS"
+    PREMOUNT_PERS=$SL/persistent
+    [ -n "$STATEMNT" ] || PREMOUNT_PERS=$SL/ram-persistent
+    GO=$LAYERS/mount.go
+    rm -f "$GO"
+    mkfifo "$GO" || return 0  # no fifo: start_litefs starts Python itself
     set -- mount --plan "$SL/plan.json" --image "$LAYERS/image" --tmpfs "$SL/tmpfs" \
-        --persistent "$MOUNT_ARGS_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
+        --persistent "$PREMOUNT_PERS" --source-root "$SL/mnt" --bypass --kmsg --log "$SL/litefs.log" "$NEWROOT"
     set -- "$@" --localdisk "$SL/localdisk"
     [ -n "$NATIVE_WRITES" ] && set -- "$@" --native-writes
     # argv[0] starting with "@" tells systemd not to kill us at shutdown/switch-root; python
     # finds its venv through PYTHONEXECUTABLE because argv[0] no longer names it.
     (py_exec @litefs -m litefs.initramfs.premount \
-        --go "$SL/mount.go" "$@" </dev/null) &
+        --go "$GO" "$@" </dev/null) &
     PREMOUNT=$!
 }
 
 start_litefs() {
     mount_args
+    [ "$HAVE_PERSISTENT" = 1 ] || run mkdir -p "$MOUNT_ARGS_PERS"
+    if [ -n "$PREMOUNT" ] && [ "$PREMOUNT_PERS" != "$MOUNT_ARGS_PERS" ]; then
+        # Started for another persistent layer than this boot has: not the mount we want.
+        exec 9<>"$GO"
+        echo stop >&9
+        wait "$PREMOUNT"
+        exec 9>&-
+        PREMOUNT=
+    fi
     # The watcher says "ready" in the fifo fetchplan made, once the view is mounted: open it
     # before the mount (read-write: never blocks), so that line cannot come before a reader.
     WATCH_FIFO=0
@@ -577,34 +594,40 @@ start_litefs() {
     if [ -n "$PREMOUNT" ]; then
         # Read-write open never blocks, and holding it until the pre-started process is done
         # keeps "go" in the pipe even if that process opens it only after our write.
-        exec 9<>"$SL/mount.go"
+        exec 9<>"$GO"
         echo go >&9
         wait "$PREMOUNT"
         rc=$?
         exec 9>&-
         PREMOUNT=
-        rm -f "$SL/mount.go"
+        rm -f "$GO"
     else
         (py_exec @litefs -m litefs.tools.litefs_cli "$@" </dev/null 8<&-)
         rc=$?
     fi
     [ "$rc" = 0 ] || die "the litefs daemon could not mount $NEWROOT (its log: $SL/litefs.log)"
-    is_mounted "$NEWROOT" || die "litefs reported ready but $NEWROOT is not mounted"
+    mounted_points
+    case "$MOUNTED" in
+        *" $NEWROOT "*) ;;
+        *) die "litefs reported ready but $NEWROOT is not mounted" ;;
+    esac
     log "# litefs is serving $NEWROOT"
-    # It must load what it needs from the initramfs before switch_root deletes it.
-    [ "$WATCH" = 1 ] && wait_watcher
 }
 
 # wait_watcher: until litefs-watch says "ready" on fd 8 (start_litefs opened its fifo), at most
-# 30 s: a timer writes "timeout" into the same fifo, so the read always ends.
+# 30 s: read -t where the shell has it (busybox ash, bash); else (dash: status 2, nothing read)
+# a timer writes "timeout" into the same fifo, so the read always ends.
 wait_watcher() {
     word=
     if [ "$WATCH_FIFO" = 1 ]; then
-        (sleep 30 & s=$!; trap 'kill "$s" 2>/dev/null; exit 0' TERM; wait "$s"; echo timeout >&8) &
-        timer=$!
-        read -r word <&8 || word=
-        kill "$timer" 2>/dev/null
-        wait "$timer" 2>/dev/null
+        read -t 30 -r word <&8 2>/dev/null
+        if [ "$?" = 2 ] && [ -z "$word" ]; then
+            (sleep 30 & s=$!; trap 'kill "$s" 2>/dev/null; exit 0' TERM; wait "$s"; echo timeout >&8) &
+            timer=$!
+            read -r word <&8 || word=
+            kill "$timer" 2>/dev/null
+            wait "$timer" 2>/dev/null
+        fi
         exec 8<&-
     fi
     [ "$word" = ready ] || say "litefs-watch is not ready; image updates need a reboot"
@@ -612,8 +635,10 @@ wait_watcher() {
 
 finish_root() {
     # The view itself presents /.statelite (tmpfs, persistent, mnt, log, litefile, litetree).
+    # MOUNTED: start_litefs read the mount table once the view was up.
     for d in dev proc sys run; do
-        if is_mounted "/$d" && [ -d "$NEWROOT/$d" ]; then
+        case "$MOUNTED" in *" /$d "*) ;; *) continue ;; esac
+        if [ -d "$NEWROOT/$d" ]; then
             run mount --rbind "/$d" "$NEWROOT/$d" || say "could not bind /$d into the view"
         fi
     done
@@ -652,17 +677,25 @@ litefs_boot() {
     # namespace), never when a test sources this file on the host.
     if [ "$$" = 1 ] || [ "$MODE" = dracut ]; then hostname "$NODE" 2>/dev/null; fi
     [ "$MODE" = dracut ] || parse_root
+    # The daemon's Python starts at once when this root has one ($PY); else right after the
+    # image mount, from the image's node runtime.
+    if PYX=$(command -v "$PY" 2>/dev/null); then
+        RT_LDSO=
+        prestart_litefs
+    fi
     stamp mount_image
     mount_image
+    if [ -z "$PREMOUNT" ]; then
+        node_runtime
+        prestart_litefs
+    fi
     stamp mount_statelite_tmpfs
     mount_statelite_tmpfs
     stamp mount_persistent
     mount_persistent
     mount_localdisk
     pause 1 "image, tmpfs and persistent store are mounted under $LAYERS"
-    node_runtime
     stamp fetch_plan
-    prestart_litefs
     fetch_plan
     apply_tmpfs_size
     warn_localdisk
@@ -672,11 +705,16 @@ litefs_boot() {
     stamp start_litefs
     start_litefs
     [ "$MODE" = dracut ] || finish_root  # dracut moves /dev, /proc, /sys, /run itself
-    if [ -n "$NFSMAP" ] && is_mounted "$NFSMAP"; then
-        # Every export we need is bound by now; the daemons stay in this root, so drop the
-        # map: like NFS, the node keeps only its own mounts (<statemnt>/<node>, not <statemnt>).
-        run umount -l "$NFSMAP"
-    fi
+    case "$MOUNTED" in
+        *" $NFSMAP "*)
+            # Every export we need is bound by now; the daemons stay in this root, so drop the
+            # map: like NFS, the node keeps only its own mounts (<statemnt>/<node>, not
+            # <statemnt>).
+            [ -n "$NFSMAP" ] && run umount -l "$NFSMAP" ;;
+    esac
+    # The watcher sets itself up on the view while the steps above run; it must have loaded
+    # what it needs from the initramfs before switch_root deletes it.
+    [ "$WATCH" = 1 ] && wait_watcher
     pause 3 "the litefs view is on $NEWROOT; next: switch_root"
     if [ "$MODE" = dracut ]; then
         keep_api_mounts

@@ -99,14 +99,34 @@ def _check_uppers(plan: Plan, args: argparse.Namespace) -> None:
             )
 
 
-def write_meta(plan: Plan, layers: LayerSet) -> None:
+def _meta_exec(plan_fd: int, tmp_fd: int) -> tuple[str, list[str], dict[str, str]]:
+    """(program, argv, environment) of the meta writer."""
+    # argv[0] "@..." as the daemon's own: systemd leaves it alone at switch_root;
+    # PYTHONEXECUTABLE lets python find its venv although argv[0] does not name it.
+    args = ["-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp_fd)]
+    env = {**os.environ, "PYTHONEXECUTABLE": sys.executable}
+    loader = os.environ.get("LITEFS_LOADER")
+    if loader:
+        # The image's python run through the image's loader (the boot hook's
+        # node_runtime): the initramfs has no loader at the path the ELF names.
+        return loader, ["@litefs-meta", sys.executable, *args], env
+    return sys.executable, ["@litefs-meta", *args], env
+
+
+def write_meta(plan: Plan, layers: LayerSet, spawn: bool = False) -> None:
     """``/.statelite/litefile``, ``litetree`` and ``statelite.log`` in the tmpfs layer.
 
-    Rendered by the planner (xCAT's formats) in a detached grandchild process, so the daemon
-    never carries the database layer the planner imports and the mount does not wait for it
-    (the files appear a moment after the view is ready). The grandchild execs
+    Rendered by the planner (xCAT's formats) in a process of its own, so the daemon never
+    carries the database layer the planner imports and the mount does not wait for it (the
+    files appear a moment after the view is ready). That process execs
     ``litefs.fs.meta_writer`` and this returns only once it has, so no process but the
-    daemon ever has the daemon's command line after the mount is ready."""
+    daemon ever has the daemon's command line after the mount is ready (``serve`` runs this
+    in the calling process while the daemon it forked mounts, and returns after it).
+
+    ``spawn``: the caller exits once the mount is ready (``litefs mount`` without
+    ``--foreground``), so the writer may be its child: ``posix_spawn`` (no copy of this
+    process, back once the writer runs). Otherwise a detached grandchild, which nobody has to
+    reap late."""
     tmp = layers.uppers.get("tmpfs")
     if tmp is None or layers.read_only:
         return
@@ -115,6 +135,18 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
     plan_fd = os.memfd_create("litefs-plan", 0)  # not CLOEXEC: the writer reads it
     os.write(plan_fd, plan.to_json().encode())
     os.lseek(plan_fd, 0, os.SEEK_SET)
+    if spawn:
+        try:
+            os.set_inheritable(tmp.fd, True)
+            try:
+                os.posix_spawn(*_meta_exec(plan_fd, tmp.fd))
+            finally:
+                os.set_inheritable(tmp.fd, False)
+        except OSError as exc:
+            print(f"litefs: cannot write /.statelite/litefile in {tmp.path}: {exc}", file=sys.stderr)
+        finally:
+            os.close(plan_fd)
+        return
     rfd, wfd = os.pipe()  # close-on-exec: EOF once the writer has exec'd (or died)
     pid = os.fork()
     if pid == 0:
@@ -124,16 +156,7 @@ def write_meta(plan: Plan, layers: LayerSet) -> None:
             if os.fork() == 0:  # the writer; its parent exits at once, so nobody reaps it late
                 os.set_inheritable(tmp.fd, True)
                 os.set_inheritable(plan_fd, True)
-                # argv[0] "@..." as the daemon's own: systemd leaves it alone at switch_root;
-                # PYTHONEXECUTABLE lets python find its venv although argv[0] does not name it.
-                args = ["-m", "litefs.fs.meta_writer", str(plan_fd), str(tmp.fd)]
-                env = {**os.environ, "PYTHONEXECUTABLE": sys.executable}
-                loader = os.environ.get("LITEFS_LOADER")
-                if loader:
-                    # The image's python run through the image's loader (the boot hook's
-                    # node_runtime): the initramfs has no loader at the path the ELF names.
-                    os.execve(loader, ["@litefs-meta", sys.executable, *args], env)
-                os.execve(sys.executable, ["@litefs-meta", *args], env)
+                os.execve(*_meta_exec(plan_fd, tmp.fd))
             code = 0
         except BaseException as exc:
             print(f"litefs: cannot write /.statelite/litefile in {tmp.path}: {exc}", file=sys.stderr)
@@ -196,7 +219,6 @@ def run_mount(args: argparse.Namespace) -> int:
     sources = source_dirs(plan, args.source, args.source_root)
     _check_uppers(plan, args)
     layers = LayerSet(args.image, sources, tmpfs=args.tmpfs, persistent=args.persistent, localdisk=args.localdisk)
-    write_meta(plan, layers)
     cfg = MountConfig(
         mountpoint=args.mountpoint,
         fsname=args.fsname or f"litefs:{plan.node or plan.image}",
@@ -210,7 +232,8 @@ def run_mount(args: argparse.Namespace) -> int:
         debug=args.debug,
         workers=max(1, args.workers),
     )
-    return serve(plan, layers, cfg)
+    # The meta files are written alongside the daemon's mount, not before it.
+    return serve(plan, layers, cfg, meta=lambda: write_meta(plan, layers, spawn=not args.foreground))
 
 
 # --- umount / refresh --------------------------------------------------------------------

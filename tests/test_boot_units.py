@@ -411,6 +411,30 @@ def test_hook_waits_for_the_watchers_ready_line(tmp_path: Path) -> None:
     assert "not ready" not in r.stdout + r.stderr
 
 
+@pytest.mark.skipif(shutil.which("dash") is None, reason="dash is not installed")
+def test_hook_waits_for_the_watcher_in_a_shell_without_read_t(tmp_path: Path) -> None:
+    """dash has no ``read -t`` (status 2, nothing read): the timer fallback reads the line."""
+    ready = tmp_path / "watch.ready"
+    os.mkfifo(ready)
+    say = f"{sys.executable} -c 'from litefs.initramfs.watch import say_ready; say_ready(\"{ready}\")'"
+    script = (f'LITEFS_SOURCED=1 . {hook_path()}\nLOG={tmp_path}/log\n'
+              f'SL={tmp_path}; WATCH=1; WATCH_FIFO=1; exec 8<>"$SL/watch.ready"\n'
+              f"{say} &\nwait_watcher\necho waited\n")
+    r = subprocess.run(["dash", "-c", script], capture_output=True, text=True, timeout=30,
+                       env={"PATH": "/usr/bin:/bin", "LITEFS_CMDLINE": "/dev/null"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "waited"
+    assert "not ready" not in r.stdout + r.stderr
+
+
+@needs_busybox
+def test_hook_reads_the_mount_table_once_for_its_questions(tmp_path: Path) -> None:
+    r = _hook(tmp_path, "NODE=n01", 'mounted_points\necho "[$MOUNTED]"')
+    assert r.returncode == 0, r.stderr
+    points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    assert r.stdout.strip() == "[ " + " ".join(points) + " ]"
+
+
 def _hook_mounting(tmp_path: Path, cmdline: str, body: str) -> subprocess.CompletedProcess[str]:
     """Source the hook and run ``body`` in a private mount namespace of its own: its real
     bind mounts (the NFS map) go away with the namespace."""

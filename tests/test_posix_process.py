@@ -63,10 +63,12 @@ def test_exactly_one_process_has_the_daemons_command_line(layers: Layers, tmp_pa
         (layers.tmpfs / ".statelite/litefile").unlink()
 
 
-def test_the_litefile_writer_has_a_command_line_of_its_own(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spawn", [False, True], ids=["grandchild", "posix_spawn"])
+def test_the_litefile_writer_has_a_command_line_of_its_own(tmp_path: Path, spawn: bool) -> None:
     """Deterministic half of the check above: the helper that renders /.statelite/litefile
     runs for a while (it imports the planner), and once ``write_meta`` returns it must already
-    carry its own command line, never its parent's (the daemon's, in ``litefs mount``)."""
+    carry its own command line, never its parent's (the daemon's, in ``litefs mount``), both
+    as a detached grandchild (``--foreground``) and spawned (``litefs mount`` returns)."""
     from litefs.initramfs.mountcmd import write_meta
 
     from litefs.fs.layers import LayerSet
@@ -78,7 +80,7 @@ def test_the_litefile_writer_has_a_command_line_of_its_own(tmp_path: Path) -> No
         with open("/proc/self/cmdline", "rb") as f:
             mine = f.read().split(b"\0")[:-1]
         before = set(_with_cmdline([a.decode() for a in mine]))
-        write_meta(make_plan({"/w/": "tmpfs"}), lay)
+        write_meta(make_plan({"/w/": "tmpfs"}), lay, spawn=spawn)
         after = set(_with_cmdline([a.decode() for a in mine]))
         assert after - before == set()
         deadline = time.monotonic() + 10

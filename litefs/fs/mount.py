@@ -327,8 +327,13 @@ async def _serve(
         nursery.cancel_scope.cancel()
 
 
-def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
-    """Mount and serve until unmounted. Returns the exit status."""
+def serve(plan: Plan, layers: LayerSet, cfg: MountConfig, meta: Callable[[], None] | None = None) -> int:
+    """Mount and serve until unmounted. Returns the exit status.
+
+    ``meta``: bookkeeping that need not hold the mount up (``litefs mount``'s
+    ``/.statelite`` files): run before the mount in the foreground; otherwise here, in the
+    calling process, while the forked daemon mounts (the boot's critical path is the daemon's),
+    and always before this returns."""
     if not os.path.isdir(cfg.mountpoint):
         raise MountError(f"mount point {cfg.mountpoint} is not a directory; create it first")
     cfg.mountpoint = os.path.abspath(cfg.mountpoint)
@@ -346,6 +351,8 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     if cfg.foreground:
         try:
+            if meta is not None:
+                meta()
             setup_logging(cfg)
             raise_nofile()
             _init(ops, cfg, layers)
@@ -355,7 +362,12 @@ def serve(plan: Plan, layers: LayerSet, cfg: MountConfig) -> int:
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid:
-        os.close(wfd)
+        os.close(wfd)  # first: nothing meta starts may hold the daemon's answer pipe open
+        if meta is not None:
+            try:
+                meta()
+            except Exception as exc:  # the view does not depend on it: still report its answer
+                print(f"litefs: {exc}", file=sys.stderr)
         with os.fdopen(rfd, "rb") as r:
             msg = r.read().decode(errors="replace").strip()
         if msg == "ok":
