@@ -326,10 +326,6 @@ follow_image_server() {
 
 mount_image() {
     if [ "$MODE" = dracut ]; then
-        # The layers' mount points go on a tmpfs of their own: switch_root deletes the
-        # initramfs's files and would say "failed to unlink .litefs" of a directory of them.
-        run mkdir -p "$LAYERS"
-        is_mounted "$LAYERS" || run mount -t tmpfs -o mode=0755,size=1m litefs-layers "$LAYERS"
         # dracut's nfs module already mounted the image on $NEWROOT: move it aside.
         run mkdir -p "$LAYERS/image"
         run mount --move "$NEWROOT" "$LAYERS/image" || die "cannot move the image off $NEWROOT"
@@ -677,6 +673,16 @@ litefs_boot() {
     # namespace), never when a test sources this file on the host.
     if [ "$$" = 1 ] || [ "$MODE" = dracut ]; then hostname "$NODE" 2>/dev/null; fi
     [ "$MODE" = dracut ] || parse_root
+    if [ "$MODE" = dracut ]; then
+        # The layers' mount points (and the daemon's go pipe) on a tmpfs of their own: dracut's
+        # switch_root deletes the initramfs's files and would say "failed to unlink .litefs".
+        run mkdir -p "$LAYERS"
+        mounted_points
+        case "$MOUNTED" in
+            *" $LAYERS "*) ;;
+            *) run mount -t tmpfs -o mode=0755,size=1m litefs-layers "$LAYERS" ;;
+        esac
+    fi
     # The daemon's Python starts at once when this root has one ($PY); else right after the
     # image mount, from the image's node runtime.
     if PYX=$(command -v "$PY" 2>/dev/null); then
