@@ -165,6 +165,7 @@ class LitefsMount:
         self.log = layers.root / f"litefs-{mnt.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.lingered = False
+        self._log_from = 0  # where this start's part of the log begins
 
     @property
     def path(self) -> Path:
@@ -197,6 +198,9 @@ class LitefsMount:
                 convert(fd)
             finally:
                 os.close(fd)
+        # A remount appends to the same log: only this daemon's "ready:" counts (an earlier
+        # one's would let a test in before this one has laid its binds and overlays).
+        self._log_from = len(self.log_text())
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while time.monotonic() < deadline:
@@ -210,7 +214,7 @@ class LitefsMount:
         raise AssertionError(f"litefs did not mount within {MOUNT_TIMEOUT}s: {self.log_text()}")
 
     def _ready(self) -> bool:
-        return "ready:" in self.log_text()
+        return "ready:" in self.log_text()[self._log_from:]
 
     def log_text(self) -> str:
         try:
