@@ -10,10 +10,13 @@ processes it started, whatever state the run died in.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from _fsbench_report import BYPASS, FUSE_OVERLAY, LITEFS, NATIVE, NATIVE_WRITES, OVERLAY
@@ -52,6 +55,48 @@ def drop_caches() -> None:
         f.write("3\n")
 
 
+def reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for a process to exit; kill it if it has not within ``timeout`` seconds."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def guarded_run(steps: Callable[[], None], stop_all: Callable[[], None], cleanup: Cleanup,
+                notes: list[str], work: Path, keep: bool) -> int:
+    """Run a benchmark's ``steps`` so that nothing outlives it: SIGTERM/SIGHUP abort it like
+    Ctrl-C, and whatever happens every presenter is stopped and ``cleanup`` unmounts and ends
+    what is left. The work directory goes unless ``keep``. Returns 1 if the run aborted or
+    left something mounted (said in ``notes``), else 0."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    status = 0
+    try:
+        steps()
+    except (Exception, KeyboardInterrupt) as exc:
+        status = 1
+        traceback.print_exc(file=sys.stderr)
+        notes.append(f"run aborted: {exc.__class__.__name__}: {exc}")
+    finally:
+        stop_all()
+        leftovers = cleanup.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+        if leftovers:
+            status = 1
+            notes.extend(leftovers)
+        elif keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return status
+
+
 class Cleanup:
     """Everything to undo at exit: mount points (lazy unmount) and started processes."""
 
@@ -69,11 +114,7 @@ class Cleanup:
         for point in sorted(mounts_under(str(self.root)), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            reap(proc, 10)
         for pid in self.pids:
             if alive(pid):
                 try:
@@ -251,11 +292,7 @@ class Litefs(Presenter):
         if r.returncode != 0:
             for point in sorted(mounts_under(str(self.mnt)), key=len, reverse=True):
                 subprocess.run(["umount", "-l", point], capture_output=True)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        reap(self.proc, 30)
         self.proc = None
 
     @property

@@ -130,3 +130,20 @@ def make_tarball(dest: Path) -> int:
     )  # fmt: skip
     out = subprocess.run(["tar", "-tf", str(dest)], check=True, capture_output=True, text=True).stdout
     return len(out.splitlines())
+
+
+def build_fixture(work: Path, n_dirs: int, per_dir: int, big_size: int, tmpfs_name: str) -> int:
+    """What every filesystem bench measures, under ``work``: a scratch tmpfs (``tmpfs``), the
+    tree (``tree``), the litefs image and its plan (``image``, ``plan.json``), the stdlib
+    tarball (``stdlib.tar``) and the NUL-separated list of small files (``catlist``).
+    Returns the tarball's member count."""
+    tmpfs = work / "tmpfs"
+    tmpfs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=50%", tmpfs_name, str(tmpfs)], check=True)
+    build_tree(work / "tree", n_dirs, per_dir, big_size)
+    plan = bench_plan()
+    (work / "plan.json").write_text(plan.to_json())
+    build_image(work / "image", work / "tree", plan)
+    members = make_tarball(work / "stdlib.tar")
+    (work / "catlist").write_bytes(b"\0".join(f.encode() for f in tree_files(n_dirs, per_dir)))
+    return members

@@ -58,15 +58,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fsbench_mounts import Cleanup, FuseOverlay, Litefs, Native, Presenter, fstype_at
+from _fsbench_mounts import (
+    Cleanup,
+    FuseOverlay,
+    Litefs,
+    Native,
+    Presenter,
+    fstype_at,
+    guarded_run,
+    reap,
+)
 from _fsbench_tree import (
     RULE_TREE,
     UNTAR_DIR,
-    bench_plan,
-    build_image,
-    build_tree,
-    make_tarball,
-    tree_files,
+    build_fixture,
 )
 from bench_fs import children_cpu, load_average, run
 from bench_fuse_ops import LITEFS_TRACED, Traced
@@ -123,11 +128,7 @@ class Toy(Presenter):
             return
         subprocess.run(["umount", str(self.mnt)], capture_output=True)
         self.proc.send_signal(signal.SIGTERM)  # no need to wait for it to notice the unmount
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        reap(self.proc, 10)
         self.proc = None
 
     @property
@@ -271,18 +272,7 @@ class Bench:
         self.counts: dict[tuple[str, str], collections.Counter[str]] = {}
 
     def setup(self) -> None:
-        self.tmpfs.mkdir()
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=50%", "floor-tmpfs", str(self.tmpfs)], check=True
-        )
-        build_tree(self.tree, self.args.dirs, self.args.files, 1 << 20)
-        plan = bench_plan()
-        self.plan_file.write_text(plan.to_json())
-        build_image(self.image, self.tree, plan)
-        members = make_tarball(self.tarball)
-        self.catlist.write_bytes(
-            b"\0".join(f.encode() for f in tree_files(self.args.dirs, self.args.files))
-        )
+        members = build_fixture(self.work, self.args.dirs, self.args.files, 1 << 20, "floor-tmpfs")
         self.toy_src.mkdir()
         subprocess.run(["cp", "-al", str(self.tree), str(self.toy_src / "tree")], check=True)
         (self.tmpfs / "toy-tmp").mkdir()
@@ -557,17 +547,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, work, cleanup)
     bench.notes.append(f"load average at start: {load_average()}")
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-    status = 0
     print(
         f"bench_floor: kernel {os.uname().release}, {os.cpu_count()} CPUs, repeat {args.repeat} (median), "
         f"presenters {', '.join(args.only)}",
         flush=True,
     )
-    try:
+
+    def steps() -> None:
         progress("building the tree, the image and the tarball")
         bench.setup()
         bench.timing()
@@ -575,22 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_counts:
             progress("request counts (libfuse debug trace)")
             bench.count_requests()
-    except (Exception, KeyboardInterrupt) as exc:
-        status = 1
-        traceback.print_exc(file=sys.stderr)
-        bench.notes.append(f"run aborted: {exc.__class__.__name__}: {exc}")
-    finally:
-        bench.stop_all()
-        leftovers = cleanup.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-        if leftovers:
-            status = 1
-            bench.notes.extend(leftovers)
-        elif args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+
+    status = guarded_run(steps, bench.stop_all, cleanup, bench.notes, work, args.keep)
     bench.notes.append(
         f"load average at end: {load_average()} (other work on this machine skews times)"
     )

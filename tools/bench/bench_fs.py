@@ -33,7 +33,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from _fsbench_mounts import (
     Native,
     Presenter,
     drop_caches,
+    guarded_run,
     litefs_umount,
     timed_litefs_mount,
     vm_hwm,
@@ -84,11 +84,8 @@ from _fsbench_report import (
 )
 from _fsbench_tree import (
     bench_plan,
-    build_image,
+    build_fixture,
     build_scale_image,
-    build_tree,
-    make_tarball,
-    tree_files,
 )
 
 RUN_TIMEOUT = 1800.0
@@ -178,16 +175,9 @@ class Bench:
     # --- setup ---------------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.tmpfs.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=50%", "bench-tmpfs", str(self.tmpfs)], check=True)
         progress("building the tree, the image and the tarball")
         t0 = time.perf_counter()
-        build_tree(self.tree, self.cfg.n_dirs, self.cfg.per_dir, self.cfg.big_size)
-        plan = bench_plan()
-        self.plan_file.write_text(plan.to_json())
-        build_image(self.image, self.tree, plan)
-        members = make_tarball(self.tarball)
-        self.catlist.write_bytes(b"\0".join(f.encode() for f in tree_files(self.cfg.n_dirs, self.cfg.per_dir)))
+        members = build_fixture(self.work, self.cfg.n_dirs, self.cfg.per_dir, self.cfg.big_size, "bench-tmpfs")
         self.res.notes.append(
             f"tree: {self.cfg.n_dirs * self.cfg.per_dir:,} small files in {self.cfg.n_dirs} dirs + "
             f"{self.cfg.big_size / (1 << 20):.0f} MiB big file; tarball: {members:,} members, "
@@ -472,31 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     res.notes.append(f"load average at start: {load_average()}")
     bench = Bench(cfg, work, cleanup, res)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-    status = 0
     print(header(cfg), flush=True)
-    try:
+
+    def steps() -> None:
         bench.setup()
         bench.main_runs()
         bench.stop_all()
         bench.ready_runs()
-    except (Exception, KeyboardInterrupt) as exc:
-        status = 1
-        traceback.print_exc(file=sys.stderr)
-        res.notes.append(f"run aborted: {exc.__class__.__name__}: {exc}")
-    finally:
-        bench.stop_all()
-        leftovers = cleanup.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-        if leftovers:
-            status = 1
-            res.notes.extend(leftovers)
-        elif not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+
+    status = guarded_run(steps, bench.stop_all, cleanup, res.notes, work, args.keep)
     res.notes.append(f"load average at end: {load_average()} (other work on this machine skews times)")
     if bench.broken:
         status = 1
